@@ -1,0 +1,985 @@
+//! The configuration: one typed struct, loaded and validated once, then passed down.
+//!
+//! A TOML file (default `/etc/amg-token-rotator/config.toml`) is layered with environment
+//! variables `AMG_ROTATOR__SECTION__KEY` through the `config` crate, deserialized into raw
+//! string-typed structs that refuse unknown keys, then validated into `Config`. Validation
+//! collects every problem with its key, value and reason instead of stopping at the first.
+//! This is the only module that reads the environment.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::api::RetryPolicy;
+use crate::aws::AwsSettings;
+use crate::model::{Role, SecretFormat};
+
+pub const DEFAULT_PATH: &str = "/etc/amg-token-rotator/config.toml";
+pub const ENV_PREFIX: &str = "AMG_ROTATOR";
+/// Outside the 9100–9999 range the Prometheus wiki allocates to exporters, so it collides with none.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:8947";
+/// AMG's ceiling on secondsToLive.
+pub const MAX_TOKEN_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// One problem in the configuration: where, what, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub key: String,
+    pub value: String,
+    pub reason: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.value.is_empty() {
+            write!(f, "{}: {}", self.key, self.reason)
+        } else {
+            write!(f, "{} = {}: {}", self.key, self.value, self.reason)
+        }
+    }
+}
+
+/// Why the configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {reason}")]
+    Unreadable { path: String, reason: String },
+    #[error("{}", .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<Problem>),
+}
+
+impl ConfigError {
+    pub fn problems(&self) -> Vec<Problem> {
+        match self {
+            ConfigError::Unreadable { path, reason } => vec![Problem {
+                key: "--config".into(),
+                value: path.clone(),
+                reason: reason.clone(),
+            }],
+            ConfigError::Invalid(p) => p.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Strategy {
+    /// Create the new token, publish, promote, delete the old one after the grace period.
+    Overlap,
+    /// Delete the token, create one with the same name, publish: a window with no valid key.
+    Recreate,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Text on a terminal, JSON otherwise.
+    Auto,
+    Text,
+    Json,
+}
+
+/// How every credential of a target is rotated and published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    pub strategy: Strategy,
+    pub token_ttl: Duration,
+    pub rotate_before: Duration,
+    pub grace_period: Duration,
+    /// An owned token that no secret version references is deleted once older than this.
+    pub orphan_margin: Duration,
+    pub name_prefix: String,
+    pub secret_name: String,
+    pub secret_format: SecretFormat,
+    pub secret_description: String,
+    pub kms_key_id: Option<String>,
+    pub secret_tags: BTreeMap<String, String>,
+    pub verify: bool,
+    /// Overrides `https://<endpoint>` as the base URL used to verify new tokens.
+    pub grafana_url: Option<String>,
+    pub delete_expired_foreign_tokens: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WorkspaceSelector {
+    Ids(Vec<String>),
+    Tags(BTreeMap<String, String>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// `targets[i]` or the target's `name`.
+    pub label: String,
+    pub workspaces: WorkspaceSelector,
+    /// Exact names or globs.
+    pub service_accounts: Vec<String>,
+    pub region: Option<String>,
+    pub role_arn: Option<String>,
+    pub policy: Policy,
+}
+
+impl Target {
+    pub fn matches_service_account(&self, name: &str) -> bool {
+        self.service_accounts.iter().any(|p| {
+            if is_glob(p) {
+                glob::Pattern::new(p).is_ok_and(|g| g.matches(name))
+            } else {
+                p == name
+            }
+        })
+    }
+
+    /// Service accounts named exactly (not by glob): their absence is a problem to report.
+    pub fn exact_service_accounts(&self) -> impl Iterator<Item = &str> {
+        self.service_accounts
+            .iter()
+            .filter(|p| !is_glob(p))
+            .map(String::as_str)
+    }
+}
+
+fn is_glob(p: &str) -> bool {
+    p.contains(['*', '?', '['])
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DaemonSettings {
+    pub schedule: String,
+    pub jitter: Duration,
+    pub listen: SocketAddr,
+    pub shutdown_timeout: Duration,
+    pub concurrency: usize,
+    /// `/readyz` fails when the last successful pass is older than this.
+    pub stale_after: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub daemon: DaemonSettings,
+    pub log: LogSettings,
+    pub aws: AwsSettings,
+    pub targets: Vec<Target>,
+    /// Things that work but are probably not what the user meant.
+    pub warnings: Vec<Problem>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raw shapes: what the file and the environment may say. Strings where the value needs parsing,
+// so that validation can name the key and show the value.
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    daemon: RawDaemon,
+    #[serde(default)]
+    log: RawLog,
+    #[serde(default)]
+    aws: RawAws,
+    #[serde(default)]
+    defaults: RawScope,
+    #[serde(default)]
+    targets: Vec<RawScope>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDaemon {
+    schedule: Option<String>,
+    jitter: Option<String>,
+    listen: Option<String>,
+    shutdown_timeout: Option<String>,
+    concurrency: Option<i64>,
+    stale_after: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    format: Option<String>,
+    level: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAws {
+    region: Option<String>,
+    connect_timeout: Option<String>,
+    attempt_timeout: Option<String>,
+    max_attempts: Option<i64>,
+    retry_budget: Option<String>,
+}
+
+/// `[defaults]` and each `[[targets]]` share one shape; the target-only keys are refused in
+/// `[defaults]` by validation.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawScope {
+    // Target-only.
+    name: Option<String>,
+    workspace_ids: Option<Vec<String>>,
+    workspace_tags: Option<BTreeMap<String, String>>,
+    service_accounts: Option<Vec<String>>,
+    // Either.
+    region: Option<String>,
+    role_arn: Option<String>,
+    strategy: Option<String>,
+    token_ttl: Option<String>,
+    rotate_before: Option<String>,
+    grace_period: Option<String>,
+    orphan_margin: Option<String>,
+    name_prefix: Option<String>,
+    secret_name: Option<String>,
+    secret_format: Option<String>,
+    secret_description: Option<String>,
+    kms_key_id: Option<String>,
+    secret_tags: Option<BTreeMap<String, String>>,
+    verify: Option<bool>,
+    grafana_url: Option<String>,
+    delete_expired_foreign_tokens: Option<bool>,
+}
+
+impl RawScope {
+    /// This scope's keys over `base`'s.
+    fn over(&self, base: &RawScope) -> RawScope {
+        macro_rules! pick {
+            ($($f:ident),*) => { RawScope { $($f: self.$f.clone().or_else(|| base.$f.clone()),)* } };
+        }
+        pick!(
+            name,
+            workspace_ids,
+            workspace_tags,
+            service_accounts,
+            region,
+            role_arn,
+            strategy,
+            token_ttl,
+            rotate_before,
+            grace_period,
+            orphan_margin,
+            name_prefix,
+            secret_name,
+            secret_format,
+            secret_description,
+            kms_key_id,
+            secret_tags,
+            verify,
+            grafana_url,
+            delete_expired_foreign_tokens
+        )
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Loading.
+
+/// Loads `path` layered with the process environment.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Unreadable {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    let env: BTreeMap<String, String> = std::env::vars()
+        .filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}__")))
+        .collect();
+    from_sources(&text, &env, &path.display().to_string())
+}
+
+/// Parses TOML text layered with the given `AMG_ROTATOR__*` variables. Pure: tests use it.
+pub fn from_sources(
+    toml_text: &str,
+    env: &BTreeMap<String, String>,
+    origin: &str,
+) -> Result<Config, ConfigError> {
+    let env_map: std::collections::HashMap<String, String> =
+        env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let built = config::Config::builder()
+        .add_source(config::File::from_str(toml_text, config::FileFormat::Toml))
+        .add_source(
+            config::Environment::with_prefix(ENV_PREFIX)
+                .separator("__")
+                .try_parsing(true)
+                .source(Some(env_map)),
+        )
+        .build()
+        .map_err(|e| {
+            ConfigError::Invalid(vec![Problem {
+                key: origin.into(),
+                value: String::new(),
+                reason: format!("not valid TOML: {e}"),
+            }])
+        })?;
+    let raw: RawConfig = serde_path_to_error::deserialize(built).map_err(|e| {
+        let key = e.path().to_string();
+        let env_name = env_name_of(&key);
+        let origin = if env.contains_key(&env_name) {
+            format!("environment variable {env_name}")
+        } else {
+            origin.to_owned()
+        };
+        ConfigError::Invalid(vec![Problem {
+            key: if key == "." { "(top level)".into() } else { key },
+            value: String::new(),
+            reason: format!("{} (in {origin})", e.inner()),
+        }])
+    })?;
+    validate(raw)
+}
+
+/// `defaults.token_ttl` → `AMG_ROTATOR__DEFAULTS__TOKEN_TTL`.
+fn env_name_of(key: &str) -> String {
+    let mut name = ENV_PREFIX.to_owned();
+    for part in key.split('.') {
+        name.push_str("__");
+        name.push_str(&part.to_ascii_uppercase());
+    }
+    name
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validation.
+
+struct Checker {
+    problems: Vec<Problem>,
+    warnings: Vec<Problem>,
+}
+
+impl Checker {
+    fn fail(&mut self, key: impl Into<String>, value: impl Into<String>, reason: impl Into<String>) {
+        self.problems.push(Problem {
+            key: key.into(),
+            value: value.into(),
+            reason: reason.into(),
+        });
+    }
+
+    fn warn(&mut self, key: impl Into<String>, value: impl Into<String>, reason: impl Into<String>) {
+        self.warnings.push(Problem {
+            key: key.into(),
+            value: value.into(),
+            reason: reason.into(),
+        });
+    }
+
+    fn duration(&mut self, key: &str, value: Option<&str>, default: &str) -> Duration {
+        let text = value.unwrap_or(default);
+        match parse_duration(text) {
+            Ok(d) => d,
+            Err(reason) => {
+                self.fail(key, quote(text), reason);
+                parse_duration(default).expect("defaults parse")
+            }
+        }
+    }
+}
+
+fn quote(s: &str) -> String {
+    format!("{s:?}")
+}
+
+/// Human durations: `30d`, `12h`, `90s`, `1h 30m`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim()).map_err(|e| {
+        format!("not a duration ({e}); write a number and a unit, like \"30d\", \"12h\", \"15m\" or \"90s\"")
+    })
+}
+
+fn show(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
+
+pub fn is_workspace_id(id: &str) -> bool {
+    id.len() == 12
+        && id.starts_with("g-")
+        && id[2..].bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// The placeholders a secret-name template may use.
+pub const TEMPLATE_VARS: [&str; 4] = ["workspace_id", "workspace_name", "service_account", "region"];
+
+/// Fills `{name}` placeholders. Unknown placeholders are left as they are (validation refuses them).
+pub fn render_template(template: &str, vars: &[(&str, &str)]) -> String {
+    let mut out = template.to_owned();
+    for (k, v) in vars {
+        out = out.replace(&format!("{{{k}}}"), v);
+    }
+    out
+}
+
+/// Why `name` cannot be a Secrets Manager secret name, if it cannot.
+pub fn secret_name_problem(name: &str) -> Option<String> {
+    if name.is_empty() || name.len() > 512 {
+        return Some(format!("a secret name is 1 to 512 characters, this is {}", name.len()));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "/_+=.@-".contains(*c)))
+    {
+        return Some(format!(
+            "a secret name may contain only letters, digits and /_+=.@-, not {c:?}"
+        ));
+    }
+    None
+}
+
+fn check_template(c: &mut Checker, key: &str, template: &str) {
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        let after = &rest[open + 1..];
+        let Some(close) = after.find('}') else {
+            c.fail(key, quote(template), "an unclosed '{' in the template");
+            return;
+        };
+        let var = &after[..close];
+        if !TEMPLATE_VARS.contains(&var) {
+            c.fail(
+                key,
+                quote(template),
+                format!(
+                    "unknown placeholder {{{var}}}; use {}",
+                    TEMPLATE_VARS.map(|v| format!("{{{v}}}")).join(", ")
+                ),
+            );
+            return;
+        }
+        rest = &after[close + 1..];
+    }
+    // Worst-case-long but valid values, to catch literal characters and length.
+    let sample = render_template(
+        template,
+        &[
+            ("workspace_id", "g-0123456789"),
+            ("workspace_name", "workspace"),
+            ("service_account", "service-account"),
+            ("region", "us-east-1"),
+        ],
+    );
+    if let Some(reason) = secret_name_problem(&sample) {
+        c.fail(key, quote(template), format!("yields {sample:?}, and {reason}"));
+    } else if !template.contains("{service_account}") {
+        c.fail(
+            key,
+            quote(template),
+            "must contain {service_account}, or every credential of the target would share one secret",
+        );
+    } else if !template.contains("{workspace_id}") && !template.contains("{workspace_name}") {
+        c.warn(
+            key,
+            quote(template),
+            "has neither {workspace_id} nor {workspace_name}: two workspaces with a service account of the same name would share a secret (such clashes are refused at run time)",
+        );
+    }
+}
+
+fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
+    let mut c = Checker {
+        problems: Vec::new(),
+        warnings: Vec::new(),
+    };
+
+    // [daemon]
+    let d = &raw.daemon;
+    let schedule = d.schedule.clone().unwrap_or_else(|| "0 */5 * * * *".into());
+    let cron = match parse_cron(&schedule) {
+        Ok(cron) => Some(cron),
+        Err(reason) => {
+            c.fail("daemon.schedule", quote(&schedule), reason);
+            None
+        }
+    };
+    let listen_text = d.listen.clone().unwrap_or_else(|| DEFAULT_LISTEN.into());
+    let listen = listen_text.parse::<SocketAddr>().unwrap_or_else(|_| {
+        c.fail(
+            "daemon.listen",
+            quote(&listen_text),
+            "not an address and port such as \"0.0.0.0:8947\" or \"127.0.0.1:8947\"",
+        );
+        DEFAULT_LISTEN.parse().expect("default parses")
+    });
+    let concurrency = d.concurrency.unwrap_or(8);
+    if !(1..=256).contains(&concurrency) {
+        c.fail("daemon.concurrency", concurrency.to_string(), "must be from 1 to 256");
+    }
+    let daemon = DaemonSettings {
+        schedule,
+        jitter: c.duration("daemon.jitter", d.jitter.as_deref(), "0s"),
+        listen,
+        shutdown_timeout: c.duration("daemon.shutdown_timeout", d.shutdown_timeout.as_deref(), "60s"),
+        concurrency: concurrency.clamp(1, 256) as usize,
+        stale_after: c.duration("daemon.stale_after", d.stale_after.as_deref(), "2h"),
+    };
+
+    // [log]
+    let format_text = raw.log.format.clone().unwrap_or_else(|| "auto".into());
+    let format = match format_text.to_ascii_lowercase().as_str() {
+        "auto" => LogFormat::Auto,
+        "text" => LogFormat::Text,
+        "json" => LogFormat::Json,
+        _ => {
+            c.fail("log.format", quote(&format_text), "must be \"auto\", \"text\" or \"json\"");
+            LogFormat::Auto
+        }
+    };
+    let level = raw.log.level.clone().unwrap_or_else(|| "info".into());
+    if tracing_subscriber::EnvFilter::builder()
+        .parse(&level)
+        .is_err()
+    {
+        c.fail(
+            "log.level",
+            quote(&level),
+            "not a level or filter; use error, warn, info, debug or trace, or a directive like \"amg_token_rotator=debug\"",
+        );
+    }
+    let log = LogSettings { format, level };
+
+    // [aws]
+    let a = &raw.aws;
+    let max_attempts = a.max_attempts.unwrap_or(6);
+    if !(1..=20).contains(&max_attempts) {
+        c.fail("aws.max_attempts", max_attempts.to_string(), "must be from 1 to 20");
+    }
+    let aws = AwsSettings {
+        region: a.region.clone(),
+        connect_timeout: c.duration("aws.connect_timeout", a.connect_timeout.as_deref(), "5s"),
+        attempt_timeout: c.duration("aws.attempt_timeout", a.attempt_timeout.as_deref(), "20s"),
+        retry: RetryPolicy {
+            max_attempts: max_attempts.clamp(1, 20) as u32,
+            budget: c.duration("aws.retry_budget", a.retry_budget.as_deref(), "60s"),
+            ..RetryPolicy::default()
+        },
+    };
+
+    // [defaults]
+    for (key, set) in [
+        ("name", raw.defaults.name.is_some()),
+        ("workspace_ids", raw.defaults.workspace_ids.is_some()),
+        ("workspace_tags", raw.defaults.workspace_tags.is_some()),
+        ("service_accounts", raw.defaults.service_accounts.is_some()),
+    ] {
+        if set {
+            c.fail(format!("defaults.{key}"), "", "belongs in a [[targets]] entry, not in [defaults]");
+        }
+    }
+
+    // [[targets]]
+    if raw.targets.is_empty() {
+        c.fail("targets", "", "no [[targets]]: name at least one workspace and service account to manage");
+    }
+    let mut targets = Vec::new();
+    for (i, t) in raw.targets.iter().enumerate() {
+        let at = format!("targets[{i}]");
+        let s = t.over(&raw.defaults);
+        targets.push(validate_target(&mut c, &at, &s, cron.as_ref()));
+    }
+
+    if c.problems.is_empty() {
+        Ok(Config {
+            daemon,
+            log,
+            aws,
+            targets,
+            warnings: c.warnings,
+        })
+    } else {
+        Err(ConfigError::Invalid(c.problems))
+    }
+}
+
+fn validate_target(c: &mut Checker, at: &str, s: &RawScope, cron: Option<&croner::Cron>) -> Target {
+    let key = |k: &str| format!("{at}.{k}");
+    let label = s.name.clone().unwrap_or_else(|| at.to_owned());
+
+    let workspaces = match (&s.workspace_ids, &s.workspace_tags) {
+        (Some(_), Some(_)) => {
+            c.fail(key("workspace_ids"), "", "give workspace_ids or workspace_tags, not both");
+            WorkspaceSelector::Ids(Vec::new())
+        }
+        (Some(ids), None) => {
+            if ids.is_empty() {
+                c.fail(key("workspace_ids"), "[]", "lists no workspace");
+            }
+            for (j, id) in ids.iter().enumerate() {
+                if !is_workspace_id(id) {
+                    c.fail(
+                        format!("{at}.workspace_ids[{j}]"),
+                        quote(id),
+                        "not a workspace ID: AMG IDs are \"g-\" and 10 lowercase hex digits, like \"g-0123456789\"",
+                    );
+                }
+            }
+            WorkspaceSelector::Ids(ids.clone())
+        }
+        (None, Some(tags)) => {
+            if tags.is_empty() {
+                c.fail(key("workspace_tags"), "{}", "an empty tag filter would select every workspace; list the workspaces instead");
+            }
+            WorkspaceSelector::Tags(tags.clone())
+        }
+        (None, None) => {
+            c.fail(at, "", "names no workspace: set workspace_ids or workspace_tags");
+            WorkspaceSelector::Ids(Vec::new())
+        }
+    };
+
+    let service_accounts = s.service_accounts.clone().unwrap_or_default();
+    if service_accounts.is_empty() {
+        c.fail(key("service_accounts"), "", "names no service account: list names or globs such as \"ci-*\"");
+    }
+    for (j, p) in service_accounts.iter().enumerate() {
+        if p.is_empty() || p.len() > 128 {
+            c.fail(format!("{at}.service_accounts[{j}]"), quote(p), "a service-account name is 1 to 128 characters");
+        } else if is_glob(p) && glob::Pattern::new(p).is_err() {
+            c.fail(format!("{at}.service_accounts[{j}]"), quote(p), "not a valid glob");
+        }
+    }
+
+    let strategy_text = s.strategy.clone().unwrap_or_else(|| "overlap".into());
+    let strategy = match strategy_text.as_str() {
+        "overlap" => Strategy::Overlap,
+        "recreate" => Strategy::Recreate,
+        _ => {
+            c.fail(key("strategy"), quote(&strategy_text), "must be \"overlap\" or \"recreate\"");
+            Strategy::Overlap
+        }
+    };
+    let token_ttl = c.duration(&key("token_ttl"), s.token_ttl.as_deref(), "30d");
+    let rotate_before = c.duration(&key("rotate_before"), s.rotate_before.as_deref(), "7d");
+    let grace_period = c.duration(&key("grace_period"), s.grace_period.as_deref(), "1h");
+    let orphan_margin = c.duration(&key("orphan_margin"), s.orphan_margin.as_deref(), "15m");
+    let ttl_text = s.token_ttl.clone().unwrap_or_else(|| "30d".into());
+    if token_ttl > MAX_TOKEN_TTL {
+        c.fail(key("token_ttl"), quote(&ttl_text), "AMG tokens live at most 30 days (secondsToLive 2592000)");
+    } else if token_ttl < Duration::from_secs(1) {
+        c.fail(key("token_ttl"), quote(&ttl_text), "must be at least one second");
+    }
+    if rotate_before >= token_ttl {
+        c.fail(
+            key("rotate_before"),
+            quote(&show(rotate_before)),
+            format!("must be shorter than token_ttl ({}), or every token would be due as soon as it is made", show(token_ttl)),
+        );
+    }
+    if grace_period >= rotate_before {
+        c.fail(
+            key("grace_period"),
+            quote(&show(grace_period)),
+            format!("must be shorter than rotate_before ({}), so the old token is deleted before it expires", show(rotate_before)),
+        );
+    }
+    if let Some(cron) = cron {
+        if let Some(gap) = longest_gap(cron) {
+            if gap >= rotate_before {
+                c.warn(
+                    "daemon.schedule",
+                    "",
+                    format!(
+                        "passes can be {} apart, but {at} rotates {} before expiry: a token can pass its whole rotate-before window between two passes",
+                        show(gap),
+                        show(rotate_before)
+                    ),
+                );
+            }
+        }
+    }
+
+    let name_prefix = s.name_prefix.clone().unwrap_or_else(|| "amgrot".into());
+    if name_prefix.is_empty()
+        || name_prefix.len() > 32
+        || !name_prefix
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
+    {
+        c.fail(key("name_prefix"), quote(&name_prefix), "must be 1 to 32 letters, digits, '-' or '_'");
+    }
+
+    let secret_name = s
+        .secret_name
+        .clone()
+        .unwrap_or_else(|| "amg-token-rotator/{workspace_id}/{service_account}".into());
+    check_template(c, &key("secret_name"), &secret_name);
+
+    let format_text = s.secret_format.clone().unwrap_or_else(|| "json".into());
+    let secret_format = match format_text.as_str() {
+        "json" => SecretFormat::Json,
+        "raw" => SecretFormat::Raw,
+        _ => {
+            c.fail(key("secret_format"), quote(&format_text), "must be \"json\" or \"raw\"");
+            SecretFormat::Json
+        }
+    };
+    let secret_tags = s.secret_tags.clone().unwrap_or_default();
+    for (k, v) in &secret_tags {
+        if k.is_empty() || k.len() > 128 || v.len() > 256 || k.starts_with("aws:") {
+            c.fail(
+                format!("{at}.secret_tags.{k}"),
+                quote(v),
+                "a tag key is 1 to 128 characters and not \"aws:\"-prefixed; a value at most 256",
+            );
+        }
+    }
+    if let Some(url) = &s.grafana_url {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            c.fail(key("grafana_url"), quote(url), "must start with http:// or https://");
+        }
+    }
+    if let Some(region) = &s.region {
+        if region.is_empty() || !region.chars().all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-') {
+            c.fail(key("region"), quote(region), "not a region name such as \"eu-west-1\"");
+        }
+    }
+    if let Some(arn) = &s.role_arn {
+        if !arn.starts_with("arn:") || !arn.contains(":role/") {
+            c.fail(key("role_arn"), quote(arn), "not an IAM role ARN such as \"arn:aws:iam::123456789012:role/rotator\"");
+        }
+    }
+
+    Target {
+        label,
+        workspaces,
+        service_accounts,
+        region: s.region.clone(),
+        role_arn: s.role_arn.clone(),
+        policy: Policy {
+            strategy,
+            token_ttl,
+            rotate_before,
+            grace_period,
+            orphan_margin,
+            name_prefix,
+            secret_name,
+            secret_format,
+            secret_description: s
+                .secret_description
+                .clone()
+                .unwrap_or_else(|| "Amazon Managed Grafana service-account token, rotated by amg-token-rotator".into()),
+            kms_key_id: s.kms_key_id.clone(),
+            secret_tags,
+            verify: s.verify.unwrap_or(false),
+            grafana_url: s.grafana_url.clone(),
+            delete_expired_foreign_tokens: s.delete_expired_foreign_tokens.unwrap_or(false),
+        },
+    }
+}
+
+/// Cron with seconds, as tokio-cron-scheduler reads it: `sec min hour day-of-month month day-of-week`.
+pub fn parse_cron(schedule: &str) -> Result<croner::Cron, String> {
+    croner::parser::CronParser::builder()
+        .seconds(croner::parser::Seconds::Required)
+        .dom_and_dow(true)
+        .build()
+        .parse(schedule)
+        .map_err(|e| {
+            format!("not a cron schedule ({e}); six fields are needed, seconds first: \"0 */5 * * * *\" runs every five minutes")
+        })
+}
+
+/// The longest wait between two consecutive runs over the next year (bounded in steps).
+fn longest_gap(cron: &croner::Cron) -> Option<Duration> {
+    let start = chrono::Utc::now();
+    let horizon = start + chrono::Duration::days(366);
+    let mut prev = start;
+    let mut longest = chrono::Duration::zero();
+    for t in cron.iter_after(start).take(20_000) {
+        longest = longest.max(t - prev);
+        prev = t;
+        if t > horizon {
+            break;
+        }
+    }
+    longest.to_std().ok()
+}
+
+/// Every role name Grafana accepts, for messages.
+pub fn role_names() -> [&'static str; 3] {
+    [Role::Admin.as_str(), Role::Editor.as_str(), Role::Viewer.as_str()]
+}
+
+/// The configuration file to read: `--config`, else the default.
+pub fn path_or_default(path: Option<PathBuf>) -> PathBuf {
+    path.unwrap_or_else(|| PathBuf::from(DEFAULT_PATH))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[[targets]]
+workspace_ids = ["g-0123456789"]
+service_accounts = ["terraform"]
+"#;
+
+    fn load_str(text: &str) -> Result<Config, ConfigError> {
+        from_sources(text, &BTreeMap::new(), "test.toml")
+    }
+
+    fn problems(text: &str) -> Vec<Problem> {
+        load_str(text).expect_err("should be refused").problems()
+    }
+
+    fn has(problems: &[Problem], key: &str, needle: &str) -> bool {
+        problems
+            .iter()
+            .any(|p| p.key == key && (p.reason.contains(needle) || p.value.contains(needle)))
+    }
+
+    #[test]
+    fn minimal_config_gets_documented_defaults() {
+        let cfg = load_str(MINIMAL).unwrap();
+        let p = &cfg.targets[0].policy;
+        assert_eq!(p.strategy, Strategy::Overlap);
+        assert_eq!(p.token_ttl, Duration::from_secs(30 * 86400));
+        assert_eq!(p.rotate_before, Duration::from_secs(7 * 86400));
+        assert_eq!(p.grace_period, Duration::from_secs(3600));
+        assert_eq!(p.secret_format, SecretFormat::Json);
+        assert_eq!(cfg.daemon.listen, DEFAULT_LISTEN.parse().unwrap());
+        assert_eq!(cfg.daemon.concurrency, 8);
+    }
+
+    #[test]
+    fn targets_override_defaults() {
+        let cfg = load_str(
+            r#"
+[defaults]
+token_ttl = "7d"
+rotate_before = "2d"
+grace_period = "30m"
+[[targets]]
+workspace_ids = ["g-0123456789"]
+service_accounts = ["a"]
+[[targets]]
+workspace_ids = ["g-0123456789"]
+service_accounts = ["b"]
+token_ttl = "1d"
+rotate_before = "6h"
+"#,
+        )
+        .unwrap();
+        assert_eq!(cfg.targets[0].policy.token_ttl, Duration::from_secs(7 * 86400));
+        assert_eq!(cfg.targets[1].policy.token_ttl, Duration::from_secs(86400));
+        assert_eq!(cfg.targets[1].policy.grace_period, Duration::from_secs(1800));
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_with_their_path() {
+        let p = problems(&format!("{MINIMAL}\n[daemon]\nshedule = \"0 * * * * *\"\n"));
+        assert!(p[0].key.contains("daemon"), "{p:?}");
+        assert!(p[0].reason.contains("unknown field `shedule`"), "{p:?}");
+        let p = problems(
+            "[[targets]]\nworkspace_ids = [\"g-0123456789\"]\nservice_accounts = [\"a\"]\ntoken_tll = \"1d\"\n",
+        );
+        assert!(p[0].key.starts_with("targets[0]"), "{p:?}");
+        assert!(p[0].reason.contains("token_tll"), "{p:?}");
+    }
+
+    #[test]
+    fn malformed_toml_is_reported() {
+        let p = problems("[[targets]\nworkspace_ids = 3");
+        assert!(p[0].reason.contains("not valid TOML"), "{p:?}");
+    }
+
+    #[test]
+    fn each_bad_value_is_named() {
+        let p = problems(
+            r#"
+[daemon]
+schedule = "every minute"
+listen = "localhost"
+[[targets]]
+workspace_ids = ["g-XYZ"]
+service_accounts = ["a"]
+token_ttl = "31d"
+rotate_before = "forever"
+secret_name = "grafana/{workspace_id}/{sa}"
+strategy = "yolo"
+"#,
+        );
+        assert!(has(&p, "daemon.schedule", "cron"), "{p:?}");
+        assert!(has(&p, "daemon.listen", "localhost"), "{p:?}");
+        assert!(has(&p, "targets[0].workspace_ids[0]", "g-XYZ"), "{p:?}");
+        assert!(has(&p, "targets[0].token_ttl", "30 days"), "{p:?}");
+        assert!(has(&p, "targets[0].rotate_before", "not a duration"), "{p:?}");
+        assert!(has(&p, "targets[0].secret_name", "{sa}"), "{p:?}");
+        assert!(has(&p, "targets[0].strategy", "yolo"), "{p:?}");
+    }
+
+    #[test]
+    fn window_ordering_is_enforced() {
+        let p = problems(&format!("{MINIMAL}token_ttl = \"1d\"\nrotate_before = \"2d\"\n"));
+        assert!(has(&p, "targets[0].rotate_before", "shorter than token_ttl"), "{p:?}");
+        let p = problems(&format!("{MINIMAL}grace_period = \"8d\"\n"));
+        assert!(has(&p, "targets[0].grace_period", "shorter than rotate_before"), "{p:?}");
+    }
+
+    #[test]
+    fn secret_templates_must_yield_valid_names() {
+        let p = problems(&format!("{MINIMAL}secret_name = \"grafana tokens/{{service_account}}\"\n"));
+        assert!(has(&p, "targets[0].secret_name", "' '"), "{p:?}");
+        let p = problems(&format!("{MINIMAL}secret_name = \"grafana/{{workspace_id}}\"\n"));
+        assert!(has(&p, "targets[0].secret_name", "{service_account}"), "{p:?}");
+    }
+
+    #[test]
+    fn no_targets_is_an_error() {
+        let p = problems("[daemon]\nconcurrency = 4\n");
+        assert!(has(&p, "targets", "no [[targets]]"), "{p:?}");
+    }
+
+    #[test]
+    fn target_only_keys_are_refused_in_defaults() {
+        let p = problems(&format!("{MINIMAL}\n[defaults]\nservice_accounts = [\"x\"]\n"));
+        assert!(has(&p, "defaults.service_accounts", "[[targets]]"), "{p:?}");
+    }
+
+    #[test]
+    fn environment_layers_over_the_file() {
+        let env: BTreeMap<String, String> = [
+            ("AMG_ROTATOR__DAEMON__CONCURRENCY".to_string(), "3".to_string()),
+            ("AMG_ROTATOR__DEFAULTS__GRACE_PERIOD".to_string(), "5m".to_string()),
+        ]
+        .into();
+        let cfg = from_sources(MINIMAL, &env, "t.toml").unwrap();
+        assert_eq!(cfg.daemon.concurrency, 3);
+        assert_eq!(cfg.targets[0].policy.grace_period, Duration::from_secs(300));
+
+        let env: BTreeMap<String, String> =
+            [("AMG_ROTATOR__DAEMON__NOPE".to_string(), "1".to_string())].into();
+        let p = from_sources(MINIMAL, &env, "t.toml").unwrap_err().problems();
+        assert!(p[0].reason.contains("AMG_ROTATOR__DAEMON__NOPE") || p[0].reason.contains("nope"), "{p:?}");
+    }
+
+    #[test]
+    fn sparse_schedule_warns() {
+        // Once a day at 03:00, but rotate only 6 hours before expiry.
+        let cfg = load_str(&format!(
+            "[daemon]\nschedule = \"0 0 3 * * *\"\n{MINIMAL}token_ttl = \"2d\"\nrotate_before = \"6h\"\ngrace_period = \"1h\"\n"
+        ))
+        .unwrap();
+        assert!(cfg.warnings.iter().any(|w| w.key == "daemon.schedule"), "{:?}", cfg.warnings);
+        let cfg = load_str(MINIMAL).unwrap();
+        assert!(cfg.warnings.is_empty(), "{:?}", cfg.warnings);
+    }
+
+    #[test]
+    fn globs_match_service_accounts() {
+        let cfg = load_str(
+            "[[targets]]\nworkspace_ids = [\"g-0123456789\"]\nservice_accounts = [\"ci-*\", \"terraform\"]\n",
+        )
+        .unwrap();
+        let t = &cfg.targets[0];
+        assert!(t.matches_service_account("ci-deploy"));
+        assert!(t.matches_service_account("terraform"));
+        assert!(!t.matches_service_account("terraform2"));
+        assert_eq!(t.exact_service_accounts().collect::<Vec<_>>(), ["terraform"]);
+    }
+}

@@ -1,0 +1,256 @@
+//! `Grafana` on aws-sdk-grafana: thin translations between SDK shapes and domain types.
+//!
+//! Lists paginate by hand, page by page, so that each page is one retried, measured call.
+//! Creates go through `Caller::once`: AMG takes no idempotency token, so an ambiguous
+//! failure is the executor's to resolve, never blindly repeated here.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_grafana::Client;
+use chrono::{DateTime, Utc};
+
+use super::Grafana;
+use crate::api::ApiError;
+use crate::aws::Caller;
+use crate::model::{Key, NewToken, Role, ServiceAccount, Token, Workspace};
+
+pub struct AwsGrafana {
+    client: Client,
+    caller: Caller,
+}
+
+impl AwsGrafana {
+    pub fn new(client: Client, caller: Caller) -> Self {
+        AwsGrafana { client, caller }
+    }
+}
+
+fn time(t: &aws_smithy_types::DateTime) -> DateTime<Utc> {
+    DateTime::from_timestamp(t.secs(), t.subsec_nanos()).unwrap_or_default()
+}
+
+fn sdk_role(role: Role) -> aws_sdk_grafana::types::Role {
+    match role {
+        Role::Admin => aws_sdk_grafana::types::Role::Admin,
+        Role::Editor => aws_sdk_grafana::types::Role::Editor,
+        Role::Viewer => aws_sdk_grafana::types::Role::Viewer,
+    }
+}
+
+fn tags(t: Option<&std::collections::HashMap<String, String>>) -> std::collections::BTreeMap<String, String> {
+    t.map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        .unwrap_or_default()
+}
+
+#[async_trait]
+impl Grafana for AwsGrafana {
+    async fn list_workspaces(&self) -> Result<Vec<Workspace>, ApiError> {
+        let mut out = Vec::new();
+        let mut next: Option<String> = None;
+        loop {
+            let page = self
+                .caller
+                .idempotent("ListWorkspaces", || async {
+                    self.client
+                        .list_workspaces()
+                        .max_results(100)
+                        .set_next_token(next.clone())
+                        .send()
+                    .await
+                    .map_err(ApiError::from_sdk)
+                })
+                .await?;
+            out.extend(page.workspaces().iter().map(|w| Workspace {
+                id: w.id().to_owned(),
+                name: w.name().unwrap_or_default().to_owned(),
+                endpoint: w.endpoint().to_owned(),
+                grafana_version: w.grafana_version().to_owned(),
+                status: w.status().as_str().to_owned(),
+                tags: tags(w.tags()),
+            }));
+            next = page.next_token().map(str::to_owned);
+            if next.is_none() {
+                return Ok(out);
+            }
+        }
+    }
+
+    async fn describe_workspace(&self, workspace_id: &str) -> Result<Workspace, ApiError> {
+        let out = self
+            .caller
+            .idempotent("DescribeWorkspace", || async {
+                self.client
+                    .describe_workspace()
+                    .workspace_id(workspace_id)
+                    .send()
+                    .await
+                    .map_err(ApiError::from_sdk)
+            })
+            .await?;
+        let w = out
+            .workspace()
+            .ok_or_else(|| ApiError::Other("DescribeWorkspace returned no workspace".into()))?;
+        Ok(Workspace {
+            id: w.id().to_owned(),
+            name: w.name().unwrap_or_default().to_owned(),
+            endpoint: w.endpoint().to_owned(),
+            grafana_version: w.grafana_version().to_owned(),
+            status: w.status().as_str().to_owned(),
+            tags: tags(w.tags()),
+        })
+    }
+
+    async fn list_service_accounts(
+        &self,
+        workspace_id: &str,
+    ) -> Result<Vec<ServiceAccount>, ApiError> {
+        let mut out = Vec::new();
+        let mut next: Option<String> = None;
+        loop {
+            let page = self
+                .caller
+                .idempotent("ListWorkspaceServiceAccounts", || async {
+                    self.client
+                        .list_workspace_service_accounts()
+                        .workspace_id(workspace_id)
+                        .max_results(100)
+                        .set_next_token(next.clone())
+                        .send()
+                    .await
+                    .map_err(ApiError::from_sdk)
+                })
+                .await?;
+            out.extend(page.service_accounts().iter().map(|sa| ServiceAccount {
+                id: sa.id().to_owned(),
+                name: sa.name().to_owned(),
+                role: Role::parse(sa.grafana_role().as_str()),
+                // AMG models isDisabled as a string.
+                is_disabled: sa.is_disabled().eq_ignore_ascii_case("true"),
+            }));
+            next = page.next_token().map(str::to_owned);
+            if next.is_none() {
+                return Ok(out);
+            }
+        }
+    }
+
+    async fn create_service_account(
+        &self,
+        workspace_id: &str,
+        name: &str,
+        role: Role,
+    ) -> Result<ServiceAccount, ApiError> {
+        let out = self
+            .caller
+            .once("CreateWorkspaceServiceAccount", || async {
+                self.client
+                    .create_workspace_service_account()
+                    .workspace_id(workspace_id)
+                    .name(name)
+                    .grafana_role(sdk_role(role))
+                    .send()
+                    .await
+                    .map_err(ApiError::from_sdk)
+            })
+            .await?;
+        Ok(ServiceAccount {
+            id: out.id().to_owned(),
+            name: out.name().to_owned(),
+            role: Role::parse(out.grafana_role().as_str()),
+            is_disabled: false,
+        })
+    }
+
+    async fn list_tokens(
+        &self,
+        workspace_id: &str,
+        service_account_id: &str,
+    ) -> Result<Vec<Token>, ApiError> {
+        let mut out = Vec::new();
+        let mut next: Option<String> = None;
+        loop {
+            let page = self
+                .caller
+                .idempotent("ListWorkspaceServiceAccountTokens", || async {
+                    self.client
+                        .list_workspace_service_account_tokens()
+                        .workspace_id(workspace_id)
+                        .service_account_id(service_account_id)
+                        .max_results(100)
+                        .set_next_token(next.clone())
+                        .send()
+                    .await
+                    .map_err(ApiError::from_sdk)
+                })
+                .await?;
+            out.extend(page.service_account_tokens().iter().map(|t| Token {
+                id: t.id().to_owned(),
+                name: t.name().to_owned(),
+                created_at: time(t.created_at()),
+                expires_at: time(t.expires_at()),
+                last_used_at: t.last_used_at().map(time),
+            }));
+            next = page.next_token().map(str::to_owned);
+            if next.is_none() {
+                return Ok(out);
+            }
+        }
+    }
+
+    async fn create_token(
+        &self,
+        workspace_id: &str,
+        service_account_id: &str,
+        name: &str,
+        ttl: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<NewToken, ApiError> {
+        let seconds = i32::try_from(ttl.as_secs()).unwrap_or(i32::MAX);
+        let out = self
+            .caller
+            .once("CreateWorkspaceServiceAccountToken", || async {
+                self.client
+                    .create_workspace_service_account_token()
+                    .workspace_id(workspace_id)
+                    .service_account_id(service_account_id)
+                    .name(name)
+                    .seconds_to_live(seconds)
+                    .send()
+                    .await
+                    .map_err(ApiError::from_sdk)
+            })
+            .await?;
+        let t = out.service_account_token().ok_or_else(|| {
+            ApiError::Other("CreateWorkspaceServiceAccountToken returned no token".into())
+        })?;
+        Ok(NewToken {
+            id: t.id().to_owned(),
+            name: t.name().to_owned(),
+            key: Key::new(t.key().to_owned()),
+            created_at: now,
+            expires_at: now + chrono::Duration::seconds(i64::from(seconds)),
+        })
+    }
+
+    async fn delete_token(
+        &self,
+        workspace_id: &str,
+        service_account_id: &str,
+        token_id: &str,
+    ) -> Result<(), ApiError> {
+        self.caller
+            .idempotent("DeleteWorkspaceServiceAccountToken", || async {
+                self.client
+                    .delete_workspace_service_account_token()
+                    .workspace_id(workspace_id)
+                    .service_account_id(service_account_id)
+                    .token_id(token_id)
+                    .send()
+                    .await
+                    .map_err(ApiError::from_sdk)
+            })
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,49 @@
+//! The Amazon Managed Grafana control plane, in the rotator's words.
+//!
+//! `trait Grafana` is what the pass and the executor call; `aws.rs` implements it on
+//! aws-sdk-grafana. Every list returns every page. Implementations never log a key.
+
+pub mod aws;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::api::ApiError;
+use crate::model::{NewToken, Role, ServiceAccount, Token, Workspace};
+
+#[async_trait]
+pub trait Grafana: Send + Sync {
+    async fn list_workspaces(&self) -> Result<Vec<Workspace>, ApiError>;
+    async fn describe_workspace(&self, workspace_id: &str) -> Result<Workspace, ApiError>;
+    async fn list_service_accounts(
+        &self,
+        workspace_id: &str,
+    ) -> Result<Vec<ServiceAccount>, ApiError>;
+    async fn create_service_account(
+        &self,
+        workspace_id: &str,
+        name: &str,
+        role: Role,
+    ) -> Result<ServiceAccount, ApiError>;
+    async fn list_tokens(
+        &self,
+        workspace_id: &str,
+        service_account_id: &str,
+    ) -> Result<Vec<Token>, ApiError>;
+    /// Creates a token. AMG returns no timestamps with it, so they are taken from `now`.
+    async fn create_token(
+        &self,
+        workspace_id: &str,
+        service_account_id: &str,
+        name: &str,
+        ttl: Duration,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<NewToken, ApiError>;
+    async fn delete_token(
+        &self,
+        workspace_id: &str,
+        service_account_id: &str,
+        token_id: &str,
+    ) -> Result<(), ApiError>;
+}

@@ -1,0 +1,154 @@
+//! `SecretStore` on aws-sdk-secretsmanager: thin translations between SDK shapes and domain types.
+
+use async_trait::async_trait;
+use aws_sdk_secretsmanager::types::Tag;
+use aws_sdk_secretsmanager::Client;
+use chrono::{DateTime, Utc};
+use zeroize::Zeroizing;
+
+use super::SecretStore;
+use crate::api::ApiError;
+use crate::aws::Caller;
+use crate::model::{SecretSpec, SecretState};
+
+pub struct AwsSecrets {
+    client: Client,
+    caller: Caller,
+}
+
+impl AwsSecrets {
+    pub fn new(client: Client, caller: Caller) -> Self {
+        AwsSecrets { client, caller }
+    }
+}
+
+fn time(t: &aws_smithy_types::DateTime) -> DateTime<Utc> {
+    DateTime::from_timestamp(t.secs(), t.subsec_nanos()).unwrap_or_default()
+}
+
+#[async_trait]
+impl SecretStore for AwsSecrets {
+    async fn describe(&self, name: &str) -> Result<Option<SecretState>, ApiError> {
+        let out = self
+            .caller
+            .idempotent("DescribeSecret", || async {
+                self.client
+                    .describe_secret()
+                    .secret_id(name)
+                    .send()
+                    .await
+                    .map_err(ApiError::from_sdk)
+            })
+            .await;
+        let out = match out {
+            Ok(out) => out,
+            Err(ApiError::NotFound(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        Ok(Some(SecretState {
+            arn: out.arn().unwrap_or_default().to_owned(),
+            name: out.name().unwrap_or(name).to_owned(),
+            versions: out
+                .version_ids_to_stages()
+                .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                .unwrap_or_default(),
+            tags: out
+                .tags()
+                .iter()
+                .filter_map(|t| Some((t.key()?.to_owned(), t.value()?.to_owned())))
+                .collect(),
+            last_changed: out.last_changed_date().map(time),
+            deleted: out.deleted_date().map(time),
+        }))
+    }
+
+    async fn create(&self, spec: &SecretSpec) -> Result<SecretState, ApiError> {
+        let tags: Vec<Tag> = spec
+            .tags
+            .iter()
+            .map(|(k, v)| Tag::builder().key(k).value(v).build())
+            .collect();
+        let out = self
+            .caller
+            .idempotent("CreateSecret", || async {
+                self.client
+                    .create_secret()
+                    .name(&spec.name)
+                    .description(&spec.description)
+                    .set_kms_key_id(spec.kms_key_id.clone())
+                    .set_tags((!tags.is_empty()).then(|| tags.clone()))
+                    .send()
+                    .await
+                    .map_err(ApiError::from_sdk)
+            })
+            .await?;
+        Ok(SecretState {
+            arn: out.arn().unwrap_or_default().to_owned(),
+            name: out.name().unwrap_or(&spec.name).to_owned(),
+            tags: spec.tags.clone(),
+            ..SecretState::default()
+        })
+    }
+
+    async fn put_version(
+        &self,
+        name: &str,
+        version_id: &str,
+        value: &str,
+        stages: &[&str],
+    ) -> Result<(), ApiError> {
+        self.caller
+            .idempotent("PutSecretValue", || async {
+                self.client
+                    .put_secret_value()
+                    .secret_id(name)
+                    .client_request_token(version_id)
+                    .secret_string(value)
+                    .set_version_stages(Some(stages.iter().map(|s| s.to_string()).collect()))
+                    .send()
+                    .await
+                    .map_err(ApiError::from_sdk)
+            })
+            .await?;
+        Ok(())
+    }
+
+    async fn get_value(&self, name: &str, stage: &str) -> Result<Zeroizing<String>, ApiError> {
+        let out = self
+            .caller
+            .idempotent("GetSecretValue", || async {
+                self.client
+                    .get_secret_value()
+                    .secret_id(name)
+                    .version_stage(stage)
+                    .send()
+                    .await
+                    .map_err(ApiError::from_sdk)
+            })
+            .await?;
+        Ok(Zeroizing::new(out.secret_string().unwrap_or_default().to_owned()))
+    }
+
+    async fn move_stage(
+        &self,
+        name: &str,
+        stage: &str,
+        to_version: Option<&str>,
+        from_version: Option<&str>,
+    ) -> Result<(), ApiError> {
+        self.caller
+            .idempotent("UpdateSecretVersionStage", || async {
+                self.client
+                    .update_secret_version_stage()
+                    .secret_id(name)
+                    .version_stage(stage)
+                    .set_move_to_version_id(to_version.map(str::to_owned))
+                    .set_remove_from_version_id(from_version.map(str::to_owned))
+                    .send()
+                    .await
+                    .map_err(ApiError::from_sdk)
+            })
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,40 @@
+//! AWS Secrets Manager, in the rotator's words.
+//!
+//! `trait SecretStore` is what the pass and the executor call; `aws.rs` implements it on
+//! aws-sdk-secretsmanager. A value passed in or read out holds a key: implementations never
+//! log it and return it only inside `Zeroizing`.
+
+pub mod aws;
+
+use async_trait::async_trait;
+use zeroize::Zeroizing;
+
+use crate::api::ApiError;
+use crate::model::{SecretSpec, SecretState};
+
+#[async_trait]
+pub trait SecretStore: Send + Sync {
+    /// The secret's versions and labels, or `None` when it does not exist.
+    async fn describe(&self, name: &str) -> Result<Option<SecretState>, ApiError>;
+    /// Creates the secret with no value, with the spec's KMS key, description and tags.
+    async fn create(&self, spec: &SecretSpec) -> Result<SecretState, ApiError>;
+    /// Writes a version with the given id and labels. Repeating it with the same id and value is
+    /// a no-op, which is what makes publishing safe to retry.
+    async fn put_version(
+        &self,
+        name: &str,
+        version_id: &str,
+        value: &str,
+        stages: &[&str],
+    ) -> Result<(), ApiError>;
+    /// The value of the version carrying `stage`.
+    async fn get_value(&self, name: &str, stage: &str) -> Result<Zeroizing<String>, ApiError>;
+    /// Moves `stage` to `to_version` (or only removes it, when `None`) from `from_version`.
+    async fn move_stage(
+        &self,
+        name: &str,
+        stage: &str,
+        to_version: Option<&str>,
+        from_version: Option<&str>,
+    ) -> Result<(), ApiError>;
+}
