@@ -13,4 +13,5 @@ pub mod config;
 pub mod grafana;
 pub mod metrics;
 pub mod model;
+pub mod plan;
 pub mod secrets;
