@@ -1,0 +1,236 @@
+//! A wire-level emulator of the Amazon Managed Grafana control plane, for tests.
+//!
+//! It serves, on 127.0.0.1 only, the twelve AMG operations the rotator uses over restJson1 exactly
+//! as the AWS model describes them (so the real `aws-sdk-grafana` client can talk to it), plus
+//! test-only routes (`/_emulator/...`) to read and steer it and a stand-in for each workspace's
+//! Grafana HTTP API (`/_grafana/{workspaceId}/...`). See README.md for the behaviour in full.
+//!
+//! Module map:
+//! - `clock`: the one place time is read.
+//! - `model`: the state (workspaces, service accounts, tokens, API keys, permissions).
+//! - `ops`: the AWS operations and their rules; `validate`: input validation;
+//!   `pagination`: `nextToken`s; `errors`: the AWS error envelope.
+//! - `aws`: routing and the per-call pipeline (auth header, faults, call log, latency).
+//! - `faults`: fault injection; `seed`: seed data; `shared`: the mutex-guarded world.
+//! - `test_routes`: `/_emulator/...`; `grafana`: the Grafana stand-in.
+
+mod aws;
+pub mod clock;
+pub mod errors;
+pub mod faults;
+mod grafana;
+pub mod model;
+pub mod ops;
+pub mod pagination;
+pub mod seed;
+mod shared;
+mod test_routes;
+pub mod validate;
+
+pub use faults::{FailRule, Faults};
+pub use model::{ApiKey, Permission, Role, ServiceAccount, SsoDirectory, Token, User, UserType, Workspace};
+pub use seed::{ApiKeySeed, Seed, SeedError, ServiceAccountSeed, TokenSeed, WorkspaceSeed};
+pub use shared::CallRecord;
+
+use shared::Shared;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// The emulator's state as tests see it: the same data as `GET /_emulator/state`, keys included.
+pub type StateSnapshot = model::State;
+
+/// How to start an emulator. `EmulatorConfig::default()` is port 0 (any), no seed, no faults.
+#[derive(Clone, Debug, Default)]
+pub struct EmulatorConfig {
+    /// The port on 127.0.0.1; 0 lets the system choose.
+    pub port: u16,
+    /// Applied before the first request.
+    pub seed: Seed,
+    /// Replaces the seed's fault configuration when set (the CLI's `--faults FILE`).
+    pub faults: Option<Faults>,
+    /// Print one line per AWS call to stderr (the binary does).
+    pub log_calls: bool,
+}
+
+impl EmulatorConfig {
+    pub fn new() -> EmulatorConfig {
+        EmulatorConfig::default()
+    }
+
+    pub fn with_port(mut self, port: u16) -> EmulatorConfig {
+        self.port = port;
+        self
+    }
+
+    pub fn with_seed(mut self, seed: Seed) -> EmulatorConfig {
+        self.seed = seed;
+        self
+    }
+
+    pub fn with_faults(mut self, faults: Faults) -> EmulatorConfig {
+        self.faults = Some(faults);
+        self
+    }
+
+    pub fn with_call_logging(mut self, log_calls: bool) -> EmulatorConfig {
+        self.log_calls = log_calls;
+        self
+    }
+}
+
+/// A running emulator. Dropping it stops the server too; `shutdown` waits for that.
+pub struct Emulator {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Emulator {
+    /// Binds 127.0.0.1:`config.port`, applies the seed and faults, and serves in a tokio task.
+    /// An invalid seed or fault configuration is an `InvalidInput` error.
+    pub async fn start(config: EmulatorConfig) -> std::io::Result<Emulator> {
+        let shared = Arc::new(Shared::new(config.log_calls));
+        shared.add_seed(&config.seed, clock::now())?;
+        if let Some(faults) = config.faults {
+            shared
+                .set_faults(faults)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        }
+        let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, config.port)).await?;
+        let addr = listener.local_addr()?;
+        let app = router(shared.clone());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let serve = axum::serve(listener, app).with_graceful_shutdown(async {
+                let _ = stopped.await;
+            });
+            if let Err(e) = serve.await {
+                eprintln!("amg-emulator: server error: {e}");
+            }
+        });
+        Ok(Emulator {
+            addr,
+            shared,
+            stop: Some(stop),
+            task: Some(task),
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:PORT`: the endpoint URL for the AWS SDK.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// `http://127.0.0.1:PORT/_grafana/{workspace_id}`: the Grafana base URL of every workspace,
+    /// with the literal placeholder `{workspace_id}`.
+    pub fn grafana_url_template(&self) -> String {
+        format!("{}/_grafana/{{workspace_id}}", self.endpoint())
+    }
+
+    /// The Grafana base URL of one workspace.
+    pub fn grafana_url(&self, workspace_id: &str) -> String {
+        format!("{}/_grafana/{workspace_id}", self.endpoint())
+    }
+
+    /// The whole state, keys included.
+    pub fn state(&self) -> StateSnapshot {
+        self.shared.snapshot()
+    }
+
+    /// The AWS calls answered so far, in order.
+    pub fn calls(&self) -> Vec<CallRecord> {
+        self.shared.calls()
+    }
+
+    pub fn clear_calls(&self) {
+        self.shared.clear_calls()
+    }
+
+    /// The fault configuration in force.
+    pub fn faults(&self) -> Faults {
+        self.shared.faults()
+    }
+
+    /// Replaces the fault configuration (and resets its counters). Panics on an invalid one, which
+    /// is a bug in the test; `try_set_faults` returns the error instead.
+    pub fn set_faults(&self, faults: Faults) {
+        if let Err(e) = self.try_set_faults(faults) {
+            panic!("invalid faults: {e}");
+        }
+    }
+
+    pub fn try_set_faults(&self, faults: Faults) -> Result<(), String> {
+        self.shared.set_faults(faults)
+    }
+
+    /// Moves a token's expiry; false when there is no such token.
+    pub fn set_token_expiry(
+        &self,
+        workspace_id: &str,
+        service_account_id: &str,
+        token_id: &str,
+        expires_at_epoch: i64,
+    ) -> bool {
+        self.shared
+            .set_token_expiry(workspace_id, service_account_id, token_id, expires_at_epoch)
+    }
+
+    /// Moves an API key's expiry; false when there is no such key.
+    pub fn set_api_key_expiry(&self, workspace_id: &str, key_name: &str, expires_at_epoch: i64) -> bool {
+        self.shared
+            .set_api_key_expiry(workspace_id, key_name, expires_at_epoch)
+    }
+
+    /// Merges more seed data. Panics on an invalid seed (a bug in the test); `try_add_seed`
+    /// returns the error instead. Either way an invalid seed changes nothing.
+    pub fn add_seed(&self, seed: Seed) {
+        if let Err(e) = self.try_add_seed(seed) {
+            panic!("{e}");
+        }
+    }
+
+    pub fn try_add_seed(&self, seed: Seed) -> Result<(), SeedError> {
+        self.shared.add_seed(&seed, clock::now())
+    }
+
+    /// Stops accepting connections and waits for in-flight calls, at most 2 seconds (a call may be
+    /// sleeping injected latency), then stops them.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let abort = task.abort_handle();
+            if tokio::time::timeout(Duration::from_secs(2), task).await.is_err() {
+                abort.abort();
+            }
+        }
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// All routes: test routes and the Grafana stand-in by path, everything else to the AWS side.
+fn router(shared: Arc<Shared>) -> axum::Router {
+    test_routes::routes()
+        .merge(grafana::routes())
+        .fallback(aws::handle)
+        .with_state(shared)
+}

@@ -1,0 +1,374 @@
+//! The emulated world: workspaces, their service accounts, tokens, API keys and permissions.
+//!
+//! These types are both the live state (kept behind one mutex in `lib.rs`) and the typed snapshot
+//! handed to tests (`StateSnapshot`, the same JSON as `GET /_emulator/state`, keys included). They
+//! hold data and small lookups only: the rules of the AWS operations live in `ops`, and nothing
+//! here reads the clock.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// A Grafana role, as the model's `Role` enum.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Role {
+    Admin,
+    Editor,
+    Viewer,
+}
+
+impl Role {
+    pub const VALUES: &'static [&'static str] = &["ADMIN", "EDITOR", "VIEWER"];
+
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "ADMIN" => Some(Role::Admin),
+            "EDITOR" => Some(Role::Editor),
+            "VIEWER" => Some(Role::Viewer),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Role::Admin => "ADMIN",
+            Role::Editor => "EDITOR",
+            Role::Viewer => "VIEWER",
+        }
+    }
+}
+
+/// An IAM Identity Center principal kind, as the model's `UserType` enum.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum UserType {
+    #[serde(rename = "SSO_USER")]
+    SsoUser,
+    #[serde(rename = "SSO_GROUP")]
+    SsoGroup,
+}
+
+impl UserType {
+    pub const VALUES: &'static [&'static str] = &["SSO_USER", "SSO_GROUP"];
+
+    pub fn parse(s: &str) -> Option<UserType> {
+        match s {
+            "SSO_USER" => Some(UserType::SsoUser),
+            "SSO_GROUP" => Some(UserType::SsoGroup),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            UserType::SsoUser => "SSO_USER",
+            UserType::SsoGroup => "SSO_GROUP",
+        }
+    }
+}
+
+/// The whole emulated account in one region.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct State {
+    pub region: String,
+    /// Tokens a service account may hold, expired ones included.
+    pub token_quota_per_service_account: u32,
+    /// Page size of the List operations when the request has no `maxResults`.
+    pub default_page_size: u32,
+    /// Known IAM Identity Center users and groups; `None` accepts any ID in UpdatePermissions.
+    pub sso_directory: Option<SsoDirectory>,
+    /// Sorted by workspace ID.
+    pub workspaces: Vec<Workspace>,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State {
+            region: "us-east-1".to_string(),
+            token_quota_per_service_account: 99,
+            default_page_size: 100,
+            sso_directory: None,
+            workspaces: Vec::new(),
+        }
+    }
+}
+
+impl State {
+    pub fn workspace(&self, id: &str) -> Option<&Workspace> {
+        self.workspaces.iter().find(|w| w.id == id)
+    }
+
+    pub fn workspace_mut(&mut self, id: &str) -> Option<&mut Workspace> {
+        self.workspaces.iter_mut().find(|w| w.id == id)
+    }
+}
+
+/// The IAM Identity Center users and groups UpdatePermissions accepts.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct SsoDirectory {
+    pub users: Vec<String>,
+    pub groups: Vec<String>,
+}
+
+impl SsoDirectory {
+    pub fn knows(&self, user_type: UserType, id: &str) -> bool {
+        let ids = match user_type {
+            UserType::SsoUser => &self.users,
+            UserType::SsoGroup => &self.groups,
+        };
+        ids.iter().any(|known| known == id)
+    }
+}
+
+/// One AMG workspace, which is one Grafana organization.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Workspace {
+    pub id: String,
+    pub name: String,
+    pub grafana_version: String,
+    pub status: String,
+    pub tags: BTreeMap<String, String>,
+    /// `<id>.grafana-workspace.<region>.amazonaws.com`, a bare host name as AMG returns it.
+    pub endpoint: String,
+    pub created: i64,
+    pub modified: i64,
+    /// Sorted by numeric ID.
+    pub service_accounts: Vec<ServiceAccount>,
+    /// In creation order.
+    pub api_keys: Vec<ApiKey>,
+    /// At most one entry per principal (a user or group has one role in a workspace).
+    pub permissions: Vec<Permission>,
+    /// The next service-account ID. Grafana keeps service accounts in its user table, where the
+    /// workspace's own admin is user 1, so the first service account gets 2.
+    #[serde(skip)]
+    pub(crate) next_service_account_id: u64,
+    /// The next token ID. Tokens and API keys are rows of one Grafana table, so they share it.
+    #[serde(skip)]
+    pub(crate) next_key_id: u64,
+}
+
+impl Workspace {
+    pub fn new(id: &str, region: &str, now_secs: i64) -> Workspace {
+        Workspace {
+            id: id.to_string(),
+            name: id.to_string(),
+            grafana_version: "10.4".to_string(),
+            status: "ACTIVE".to_string(),
+            tags: BTreeMap::new(),
+            endpoint: endpoint_for(id, region),
+            created: now_secs,
+            modified: now_secs,
+            service_accounts: Vec::new(),
+            api_keys: Vec::new(),
+            permissions: Vec::new(),
+            next_service_account_id: 2,
+            next_key_id: 1,
+        }
+    }
+
+    /// The major Grafana version, when `grafanaVersion` starts with a number.
+    pub fn grafana_major_version(&self) -> Option<u32> {
+        let digits: String = self
+            .grafana_version
+            .chars()
+            .take_while(|c| c.is_ascii_digit())
+            .collect();
+        digits.parse().ok()
+    }
+
+    /// Service accounts need Grafana 9 or later. An unparsable version is taken as recent.
+    pub fn supports_service_accounts(&self) -> bool {
+        self.grafana_major_version().is_none_or(|major| major >= 9)
+    }
+
+    pub fn service_account(&self, id: &str) -> Option<&ServiceAccount> {
+        self.service_accounts.iter().find(|sa| sa.id == id)
+    }
+
+    pub fn service_account_mut(&mut self, id: &str) -> Option<&mut ServiceAccount> {
+        self.service_accounts.iter_mut().find(|sa| sa.id == id)
+    }
+
+    pub fn service_account_by_name(&self, name: &str) -> Option<&ServiceAccount> {
+        self.service_accounts.iter().find(|sa| sa.name == name)
+    }
+
+    pub fn api_key(&self, name: &str) -> Option<&ApiKey> {
+        self.api_keys.iter().find(|k| k.key_name == name)
+    }
+
+    /// What already holds `name` in the workspace-wide namespace that tokens and API keys share
+    /// (Grafana's unique index on organization + name): `"SERVICE_ACCOUNT_TOKEN"` or `"API_KEY"`.
+    pub fn key_name_holder(&self, name: &str) -> Option<&'static str> {
+        if self
+            .service_accounts
+            .iter()
+            .any(|sa| sa.tokens.iter().any(|t| t.name == name))
+        {
+            Some("SERVICE_ACCOUNT_TOKEN")
+        } else if self.api_key(name).is_some() {
+            Some("API_KEY")
+        } else {
+            None
+        }
+    }
+
+    /// Whether any token or API key of the workspace already has this secret.
+    pub fn has_key(&self, key: &str) -> bool {
+        self.service_accounts
+            .iter()
+            .any(|sa| sa.tokens.iter().any(|t| t.key == key))
+            || self.api_keys.iter().any(|k| k.key == key)
+    }
+
+    pub(crate) fn allocate_service_account_id(&mut self) -> String {
+        let id = self.next_service_account_id;
+        self.next_service_account_id += 1;
+        id.to_string()
+    }
+
+    pub(crate) fn allocate_key_id(&mut self) -> String {
+        let id = self.next_key_id;
+        self.next_key_id += 1;
+        id.to_string()
+    }
+}
+
+/// The host name AMG gives a workspace.
+pub fn endpoint_for(workspace_id: &str, region: &str) -> String {
+    format!("{workspace_id}.grafana-workspace.{region}.amazonaws.com")
+}
+
+/// A Grafana service account of a workspace.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceAccount {
+    /// A numeric string, unique in the workspace.
+    pub id: String,
+    pub name: String,
+    pub grafana_role: Role,
+    pub is_disabled: bool,
+    /// Sorted by numeric ID. Expired tokens stay until deleted.
+    pub tokens: Vec<Token>,
+}
+
+impl ServiceAccount {
+    pub fn token(&self, id: &str) -> Option<&Token> {
+        self.tokens.iter().find(|t| t.id == id)
+    }
+
+    pub fn token_by_name(&self, name: &str) -> Option<&Token> {
+        self.tokens.iter().find(|t| t.name == name)
+    }
+}
+
+/// A service-account token, with its secret (which the AWS API returns only at creation).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Token {
+    /// A numeric string, unique in the workspace.
+    pub id: String,
+    pub name: String,
+    pub key: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub last_used_at: Option<i64>,
+}
+
+impl Token {
+    /// Grafana treats a key as expired from its expiry second on.
+    pub fn is_expired(&self, now_secs: i64) -> bool {
+        now_secs >= self.expires_at
+    }
+}
+
+/// A legacy Grafana API key of a workspace.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiKey {
+    pub key_name: String,
+    pub key_role: Role,
+    pub key: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub last_used_at: Option<i64>,
+}
+
+impl ApiKey {
+    pub fn is_expired(&self, now_secs: i64) -> bool {
+        now_secs >= self.expires_at
+    }
+}
+
+/// One principal and the role it has in a workspace.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Permission {
+    pub role: Role,
+    pub user: User,
+}
+
+/// An IAM Identity Center user or group, as the model's `User`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub user_type: UserType,
+}
+
+/// Makes a key in the shape Grafana gives service-account tokens: `glsa_`, 32 alphanumerics, `_`,
+/// and 8 lowercase hex digits (the CRC-32 of what precedes, as Grafana computes its checksum).
+pub fn new_key(rng: &mut fastrand::Rng) -> String {
+    const ALPHANUMERIC: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let secret: String = (0..32)
+        .map(|_| ALPHANUMERIC[rng.usize(..ALPHANUMERIC.len())] as char)
+        .collect();
+    let body = format!("glsa_{secret}");
+    format!("{body}_{:08x}", crc32(body.as_bytes()))
+}
+
+/// CRC-32 (IEEE 802.3, reflected), bit by bit: keys are short, speed does not matter.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = 0xFFFF_FFFFu32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            let mask = (crc & 1).wrapping_neg();
+            crc = (crc >> 1) ^ (0xEDB8_8320 & mask);
+        }
+    }
+    !crc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crc32_matches_the_standard_check_value() {
+        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+    }
+
+    #[test]
+    fn keys_have_grafana_shape() {
+        let mut rng = fastrand::Rng::with_seed(1);
+        let key = new_key(&mut rng);
+        assert_eq!(key.len(), 5 + 32 + 1 + 8);
+        assert!(key.starts_with("glsa_"));
+        assert!(key[5..37].chars().all(|c| c.is_ascii_alphanumeric()));
+        assert_eq!(&key[37..38], "_");
+        assert!(key[38..]
+            .chars()
+            .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)));
+    }
+
+    #[test]
+    fn grafana_versions() {
+        let mut ws = Workspace::new("g-0123456789", "us-east-1", 0);
+        for (version, ok) in [("8.4", false), ("9.4", true), ("10.4", true), ("", true)] {
+            ws.grafana_version = version.to_string();
+            assert_eq!(ws.supports_service_accounts(), ok, "{version}");
+        }
+    }
+}
