@@ -809,6 +809,28 @@ pub fn path_or_default(path: Option<PathBuf>) -> PathBuf {
     path.unwrap_or_else(|| PathBuf::from(DEFAULT_PATH))
 }
 
+/// What systemd tells a service through its environment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SystemdEnv {
+    /// `NOTIFY_SOCKET`: where to send READY=1, WATCHDOG=1 and STOPPING=1.
+    pub notify_socket: Option<String>,
+    /// `WATCHDOG_USEC`, when it is meant for this process (`WATCHDOG_PID` unset or ours).
+    pub watchdog: Option<Duration>,
+}
+
+/// Reads systemd's variables; outside systemd both are `None`.
+pub fn systemd_env() -> SystemdEnv {
+    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let for_us = var("WATCHDOG_PID").is_none_or(|p| p == std::process::id().to_string());
+    SystemdEnv {
+        notify_socket: var("NOTIFY_SOCKET"),
+        watchdog: var("WATCHDOG_USEC")
+            .and_then(|u| u.parse::<u64>().ok())
+            .filter(|u| *u > 0 && for_us)
+            .map(Duration::from_micros),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,8 +10,16 @@
 pub mod api;
 pub mod aws;
 pub mod config;
+pub mod daemon;
+pub mod execute;
 pub mod grafana;
+pub mod http;
 pub mod metrics;
 pub mod model;
+pub mod pass;
 pub mod plan;
+pub mod report;
 pub mod secrets;
+pub mod systemd;
+pub mod telemetry;
+pub mod verify;

@@ -1,1 +1,149 @@
-fn main() {}
+//! The `amg-token-rotator` binary: parse arguments, load configuration, set up logging, build
+//! clients, hand over to the library. Exit codes: 0 success; 1 a credential failed or was
+//! blocked; 2 the configuration is invalid; 3 the daemon could not start (address in use…).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use amg_token_rotator::config::{self, Config};
+use amg_token_rotator::daemon::{self, Daemon};
+use amg_token_rotator::http::{self, Health};
+use amg_token_rotator::metrics::Metrics;
+use amg_token_rotator::pass::{AwsConnector, Engine, Mode};
+use amg_token_rotator::verify::HttpVerifier;
+use amg_token_rotator::{report, telemetry};
+
+#[derive(Parser)]
+#[command(version, about = "Keeps Amazon Managed Grafana service-account tokens from ever expiring")]
+struct Cli {
+    /// The TOML configuration, layered with AMG_ROTATOR__SECTION__KEY environment variables.
+    #[arg(long, global = true, default_value = config::DEFAULT_PATH)]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The daemon: a pass at start, then on the cron schedule; serves /metrics, /healthz, /readyz.
+    Run,
+    /// One pass, then exit: non-zero when any credential failed.
+    Once,
+    /// What a pass would do, changing nothing.
+    Plan {
+        #[arg(long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// Validate the configuration and say what is wrong and where.
+    CheckConfig,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Output {
+    Table,
+    Json,
+}
+
+const EXIT_FAILED: u8 = 1;
+const EXIT_CONFIG: u8 = 2;
+const EXIT_START: u8 = 3;
+
+fn load(path: &PathBuf) -> Result<Config, ExitCode> {
+    config::load(path).map_err(|e| {
+        eprintln!("error: the configuration {} is not usable:\n{e}", path.display());
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let cfg = match load(&cli.config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    if let Command::CheckConfig = cli.command {
+        for w in &cfg.warnings {
+            println!("warning: {w}");
+        }
+        println!(
+            "configuration {} is valid: {} target(s)",
+            cli.config.display(),
+            cfg.targets.len()
+        );
+        return ExitCode::SUCCESS;
+    }
+    telemetry::init(&cfg.log);
+    for w in &cfg.warnings {
+        tracing::warn!(key = %w.key, reason = %w.reason, "configuration warning");
+    }
+    let metrics = Arc::new(Metrics::new());
+    let engine = Arc::new(Engine {
+        connector: Arc::new(AwsConnector::new(cfg.aws.clone(), metrics.clone())),
+        verifier: Arc::new(HttpVerifier::new(Duration::from_secs(10))),
+        metrics: metrics.clone(),
+    });
+    match cli.command {
+        Command::CheckConfig => unreachable!("handled above"),
+        Command::Once | Command::Plan { .. } => {
+            let (_never, quiet) = tokio::sync::watch::channel(false);
+            let mode = if matches!(cli.command, Command::Once) { Mode::Apply } else { Mode::Plan };
+            let report = engine.pass(&cfg, mode, &quiet).await;
+            match cli.command {
+                Command::Plan { output: Output::Json } => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).expect("reports serialize")
+                ),
+                Command::Plan { .. } => print!("{}", report::plan_table(&report)),
+                _ => print!("{}", report::summary_lines(&report)),
+            }
+            if report.failed() > 0 {
+                ExitCode::from(EXIT_FAILED)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Command::Run => {
+            let health = Arc::new(Health::new(cfg.daemon.stale_after));
+            let (shutdown, reloads) = match daemon::signals() {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("error: cannot install signal handlers: {e}");
+                    return ExitCode::from(EXIT_START);
+                }
+            };
+            let listener = match http::bind(cfg.daemon.listen).await {
+                Ok(l) => l,
+                Err(e) => {
+                    eprintln!("error: daemon.listen = {}: cannot listen: {e}", cfg.daemon.listen);
+                    return ExitCode::from(EXIT_START);
+                }
+            };
+            tracing::info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "serving /metrics, /healthz, /readyz");
+            // Serve until the daemon has finished, so probes and scrapes work while it drains.
+            let (stop_http, http_stop) = tokio::sync::watch::channel(false);
+            let server = tokio::spawn(http::serve(listener, metrics.clone(), health.clone(), http_stop));
+            let d = Daemon {
+                engine,
+                metrics,
+                health,
+                systemd: config::systemd_env(),
+            };
+            let path = cli.config.clone();
+            let result = d.run(cfg, move || config::load(&path), shutdown, reloads).await;
+            let _ = stop_http.send(true);
+            let _ = server.await;
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = %e, "daemon failed");
+                    ExitCode::from(EXIT_START)
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,243 @@
+//! `run`: a pass at start, then on the cron schedule; reload on SIGHUP; clean shutdown.
+//!
+//! The scheduler (tokio-cron-scheduler) only sends ticks into a channel of one: passes run in
+//! this loop, so they never overlap, and a tick that finds a pass still running is counted as a
+//! delayed pass. The shutdown trigger is a parameter, so tests can fire it; SIGTERM and SIGINT
+//! both feed it. On shutdown the pass in hand stops starting credentials, finishes the ones it
+//! holds (bounded by `shutdown_timeout`), and the loop ends.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, watch};
+use tokio_cron_scheduler::{Job, JobScheduler};
+use uuid::Uuid;
+
+use crate::config::{Config, ConfigError, SystemdEnv};
+use crate::http::Health;
+use crate::metrics::Metrics;
+use crate::pass::{Engine, Mode};
+use crate::report;
+use crate::systemd::Notifier;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("scheduler: {0}")]
+    Scheduler(String),
+}
+
+/// Turns SIGTERM and SIGINT into the shutdown trigger and SIGHUP into reload requests.
+/// A second SIGTERM or SIGINT while shutting down exits at once.
+pub fn signals() -> std::io::Result<(watch::Receiver<bool>, mpsc::Receiver<()>)> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (hup_tx, hup_rx) = mpsc::channel(4);
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    tokio::spawn(async move {
+        loop {
+            let name = tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+                _ = hup.recv() => {
+                    let _ = hup_tx.try_send(());
+                    continue;
+                }
+            };
+            if *stop_tx.borrow() {
+                tracing::warn!(signal = name, "second stop signal: exiting now");
+                std::process::exit(130);
+            }
+            tracing::info!(signal = name, "stopping after the credentials in hand");
+            let _ = stop_tx.send(true);
+        }
+    });
+    Ok((stop_rx, hup_rx))
+}
+
+/// Everything `run` needs besides the configuration.
+pub struct Daemon {
+    pub engine: Arc<Engine>,
+    pub metrics: Arc<Metrics>,
+    pub health: Arc<Health>,
+    pub systemd: SystemdEnv,
+}
+
+async fn schedule(
+    scheduler: &JobScheduler,
+    cron: &str,
+    ticks: mpsc::Sender<()>,
+    running: Arc<AtomicBool>,
+    metrics: Arc<Metrics>,
+) -> Result<Uuid, DaemonError> {
+    let job = Job::new_async(cron, move |_, _| {
+        let ticks = ticks.clone();
+        let running = running.clone();
+        let metrics = metrics.clone();
+        Box::pin(async move {
+            if running.load(Ordering::SeqCst) || ticks.try_send(()).is_err() {
+                metrics.pass_delayed();
+                tracing::warn!("a scheduled pass is due while the previous one still runs; it starts when that one ends");
+                let _ = ticks.try_send(());
+            }
+        })
+    })
+    .map_err(|e| DaemonError::Scheduler(e.to_string()))?;
+    scheduler
+        .add(job)
+        .await
+        .map_err(|e| DaemonError::Scheduler(e.to_string()))
+}
+
+impl Daemon {
+    /// Runs until `shutdown` turns true. `reload` re-reads the configuration on each request
+    /// from `reloads`.
+    pub async fn run(
+        &self,
+        mut config: Config,
+        reload: impl Fn() -> Result<Config, ConfigError>,
+        mut shutdown: watch::Receiver<bool>,
+        mut reloads: mpsc::Receiver<()>,
+    ) -> Result<(), DaemonError> {
+        let notifier = Notifier::new(&self.systemd);
+        let mut scheduler = JobScheduler::new()
+            .await
+            .map_err(|e| DaemonError::Scheduler(e.to_string()))?;
+        let (tick_tx, mut ticks) = mpsc::channel::<()>(1);
+        let running = Arc::new(AtomicBool::new(false));
+        let mut job = schedule(
+            &scheduler,
+            &config.daemon.schedule,
+            tick_tx.clone(),
+            running.clone(),
+            self.metrics.clone(),
+        )
+        .await?;
+        scheduler
+            .start()
+            .await
+            .map_err(|e| DaemonError::Scheduler(e.to_string()))?;
+        self.health.set_scheduler_alive(true);
+        notifier.notify("READY=1");
+        let watchdog = self.systemd.watchdog.map(|period| {
+            let notifier = notifier.clone();
+            let health = self.health.clone();
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(period / 2);
+                loop {
+                    every.tick().await;
+                    if health.alive() {
+                        notifier.notify("WATCHDOG=1");
+                    }
+                }
+            })
+        });
+        tracing::info!(schedule = %config.daemon.schedule, targets = config.targets.len(), "daemon started");
+
+        let mut first = true;
+        loop {
+            if !first {
+                tokio::select! {
+                    _ = ticks.recv() => {}
+                    Some(()) = reloads.recv() => {
+                        self.reload(&mut config, &reload, &scheduler, &mut job, &tick_tx, &running).await;
+                        continue;
+                    }
+                    _ = shutdown.wait_for(|s| *s) => break,
+                }
+                if !config.daemon.jitter.is_zero() {
+                    let wait = config.daemon.jitter.mul_f64(fastrand::f64());
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = shutdown.wait_for(|s| *s) => break,
+                    }
+                }
+            }
+            first = false;
+            running.store(true, Ordering::SeqCst);
+            let pass_shutdown = shutdown.clone();
+            let pass = self.engine.pass(&config, Mode::Apply, &pass_shutdown);
+            tokio::pin!(pass);
+            let report = tokio::select! {
+                r = &mut pass => Some(r),
+                _ = shutdown.wait_for(|s| *s) => {
+                    match tokio::time::timeout(config.daemon.shutdown_timeout, &mut pass).await {
+                        Ok(r) => Some(r),
+                        Err(_) => {
+                            tracing::warn!(timeout_s = config.daemon.shutdown_timeout.as_secs(), "shutdown timeout reached during a pass; an AWSPENDING left behind is resumed by the next pass");
+                            None
+                        }
+                    }
+                }
+            };
+            running.store(false, Ordering::SeqCst);
+            let Some(report) = report else { break };
+            self.health
+                .pass_finished(report.finished_at, report.outcome() != "failure");
+            tracing::info!(
+                outcome = report.outcome(),
+                credentials = report.credentials.len(),
+                failed = report.failed(),
+                seconds = (report.finished_at - report.started_at).num_milliseconds() as f64 / 1000.0,
+                "pass finished"
+            );
+            for line in report::summary_lines(&report).lines() {
+                tracing::debug!(line, "pass summary");
+            }
+            if *shutdown.borrow() {
+                break;
+            }
+        }
+
+        notifier.notify("STOPPING=1");
+        self.health.set_scheduler_alive(false);
+        if let Some(w) = watchdog {
+            w.abort();
+        }
+        let _ = scheduler.shutdown().await;
+        tracing::info!("daemon stopped");
+        Ok(())
+    }
+
+    async fn reload(
+        &self,
+        config: &mut Config,
+        reload: &impl Fn() -> Result<Config, ConfigError>,
+        scheduler: &JobScheduler,
+        job: &mut Uuid,
+        tick_tx: &mpsc::Sender<()>,
+        running: &Arc<AtomicBool>,
+    ) {
+        let new = match reload() {
+            Ok(new) => new,
+            Err(e) => {
+                for p in e.problems() {
+                    tracing::error!(key = %p.key, value = %p.value, reason = %p.reason, "configuration refused on reload; keeping the running one");
+                }
+                return;
+            }
+        };
+        if new.daemon.schedule != config.daemon.schedule {
+            match schedule(scheduler, &new.daemon.schedule, tick_tx.clone(), running.clone(), self.metrics.clone()).await {
+                Ok(id) => {
+                    let _ = scheduler.remove(job).await;
+                    *job = id;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "new schedule refused; keeping the running configuration");
+                    return;
+                }
+            }
+        }
+        if new.daemon.listen != config.daemon.listen || new.log != config.log {
+            tracing::warn!("daemon.listen and [log] take effect at the next restart");
+        }
+        for w in &new.warnings {
+            tracing::warn!(key = %w.key, reason = %w.reason, "configuration warning");
+        }
+        self.health.set_stale_after(new.daemon.stale_after);
+        *config = new;
+        tracing::info!(targets = config.targets.len(), "configuration reloaded; it applies from the next pass");
+    }
+}

@@ -1,0 +1,647 @@
+//! One pass: discover what AWS reports, plan each credential, execute (unless planning only),
+//! and record, with bounded concurrency.
+//!
+//! Discovery caches within the pass only (one describe or listing per workspace, one listing of
+//! service accounts per workspace); nothing survives to the next pass, which rebuilds the world.
+//! One credential's failure never stops the others. A shutdown signal stops new credentials from
+//! starting; those in hand finish.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use serde::Serialize;
+use tokio::sync::{watch, Mutex};
+
+use crate::api::ApiError;
+use crate::aws::{sdk_config, AwsSettings, Caller};
+use crate::config::{render_template, secret_name_problem, Config, Target, WorkspaceSelector};
+use crate::execute::{Credential, Executor};
+use crate::grafana::{aws::AwsGrafana, Grafana};
+use crate::metrics::{CredentialLabels, Metrics};
+use crate::model::{rfc3339, SecretSpec, ServiceAccount, Workspace};
+use crate::plan::{self, Observed, Plan, TokenRef};
+use crate::secrets::{aws::AwsSecrets, SecretStore};
+use crate::verify::Verifier;
+
+/// The two services, for one region and role.
+#[derive(Clone)]
+pub struct Services {
+    pub grafana: Arc<dyn Grafana>,
+    pub secrets: Arc<dyn SecretStore>,
+}
+
+/// Hands out the services for a target's region and role.
+#[async_trait]
+pub trait Connector: Send + Sync {
+    async fn services(&self, region: Option<&str>, role_arn: Option<&str>) -> Services;
+}
+
+/// Builds AWS clients once per (region, role) and keeps them across passes.
+pub struct AwsConnector {
+    settings: AwsSettings,
+    metrics: Arc<Metrics>,
+    cache: Mutex<HashMap<(Option<String>, Option<String>), Services>>,
+}
+
+impl AwsConnector {
+    pub fn new(settings: AwsSettings, metrics: Arc<Metrics>) -> Self {
+        AwsConnector {
+            settings,
+            metrics,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+#[async_trait]
+impl Connector for AwsConnector {
+    async fn services(&self, region: Option<&str>, role_arn: Option<&str>) -> Services {
+        let key = (region.map(str::to_owned), role_arn.map(str::to_owned));
+        let mut cache = self.cache.lock().await;
+        if let Some(s) = cache.get(&key) {
+            return s.clone();
+        }
+        let sdk = sdk_config(&self.settings, region, role_arn).await;
+        let policy = self.settings.retry;
+        let services = Services {
+            grafana: Arc::new(AwsGrafana::new(
+                aws_sdk_grafana::Client::new(&sdk),
+                Caller::new("grafana", self.metrics.clone(), policy),
+            )),
+            secrets: Arc::new(AwsSecrets::new(
+                aws_sdk_secretsmanager::Client::new(&sdk),
+                Caller::new("secretsmanager", self.metrics.clone(), policy),
+            )),
+        };
+        cache.insert(key, services.clone());
+        services
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Change things.
+    Apply,
+    /// Decide only: read, plan, report.
+    Plan,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Valid and not due; nothing was needed.
+    Ok,
+    /// Changes were made (or, in plan mode, would be) and all went well.
+    Changed,
+    /// Plan mode: changes would be made.
+    Pending,
+    /// Reported, not acted on (missing or disabled service account, foreign secret…).
+    Blocked,
+    Failed,
+    /// Not started because the process is shutting down.
+    Skipped,
+}
+
+/// The result of one credential in one pass, for people (`once`, `plan`) and machines (JSON).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CredentialReport {
+    pub target: String,
+    pub workspace_id: String,
+    pub service_account: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret_name: Option<String>,
+    pub status: Status,
+    /// One line for people.
+    pub summary: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plan: Option<Plan>,
+    pub done: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The expiry of the token AWSCURRENT references after the pass.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PassReport {
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    pub credentials: Vec<CredentialReport>,
+    /// Problems that are not one credential's: a tag query that failed, a glob with no workspace.
+    pub problems: Vec<String>,
+}
+
+impl PassReport {
+    pub fn failed(&self) -> usize {
+        self.credentials
+            .iter()
+            .filter(|c| matches!(c.status, Status::Failed | Status::Blocked))
+            .count()
+            + self.problems.len()
+    }
+
+    /// `success`, `partial` or `failure`, for the pass metrics.
+    pub fn outcome(&self) -> &'static str {
+        let failed = self.failed();
+        if failed == 0 {
+            "success"
+        } else if failed >= self.credentials.len() + self.problems.len() {
+            "failure"
+        } else {
+            "partial"
+        }
+    }
+}
+
+/// Everything a pass needs, built once by the caller.
+pub struct Engine {
+    pub connector: Arc<dyn Connector>,
+    pub verifier: Arc<dyn Verifier>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// A credential found by discovery, or the reason it could not be examined.
+struct Found {
+    target: usize,
+    services: Services,
+    workspace: Workspace,
+    service_account: String,
+    account: Result<Option<ServiceAccount>, String>,
+}
+
+impl Engine {
+    /// Runs one pass over every target of `config`.
+    pub async fn pass(
+        &self,
+        config: &Config,
+        mode: Mode,
+        shutdown: &watch::Receiver<bool>,
+    ) -> PassReport {
+        let started_at = Utc::now();
+        let _timer = self.metrics.pass_timer(match mode {
+            Mode::Apply => "apply",
+            Mode::Plan => "plan",
+        });
+        let (found, mut problems) = self.discover(config).await;
+
+        // One credential per (workspace, service account) and per secret name.
+        let mut claimed: BTreeMap<(String, String), String> = BTreeMap::new();
+        let mut secrets_claimed: BTreeMap<String, String> = BTreeMap::new();
+        let mut work = Vec::new();
+        let mut reports = Vec::new();
+        for f in found {
+            let target = &config.targets[f.target];
+            let mut report = CredentialReport {
+                target: target.label.clone(),
+                workspace_id: f.workspace.id.clone(),
+                service_account: f.service_account.clone(),
+                secret_name: None,
+                status: Status::Failed,
+                summary: String::new(),
+                plan: None,
+                done: Vec::new(),
+                error: None,
+                expires_at: None,
+            };
+            let key = (f.workspace.id.clone(), f.service_account.clone());
+            if let Some(first) = claimed.get(&key) {
+                report.error = Some(format!("also selected by {first}; that target manages it"));
+                reports.push(report);
+                continue;
+            }
+            claimed.insert(key, target.label.clone());
+            let secret = match secret_spec(target, &f.workspace, &f.service_account) {
+                Ok(s) => s,
+                Err(e) => {
+                    report.error = Some(e);
+                    reports.push(report);
+                    continue;
+                }
+            };
+            report.secret_name = Some(secret.name.clone());
+            if let Some(other) = secrets_claimed.get(&secret.name) {
+                report.error = Some(format!(
+                    "secret {} is already used by {other}; make secret_name unique",
+                    secret.name
+                ));
+                reports.push(report);
+                continue;
+            }
+            secrets_claimed.insert(
+                secret.name.clone(),
+                format!("{}/{}", f.workspace.id, f.service_account),
+            );
+            let cred = Credential {
+                target: target.label.clone(),
+                workspace: f.workspace.clone(),
+                service_account: f.service_account.clone(),
+                secret,
+                policy: target.policy.clone(),
+            };
+            work.push((cred, f.services, f.account, report));
+        }
+
+        let concurrency = config.daemon.concurrency.max(1);
+        let done: Vec<CredentialReport> = futures::stream::iter(work)
+            .map(|(cred, services, account, report)| async move {
+                if *shutdown.borrow() {
+                    return CredentialReport {
+                        status: Status::Skipped,
+                        summary: "skipped: shutting down".into(),
+                        ..report
+                    };
+                }
+                self.credential(&cred, &services, account, report, mode).await
+            })
+            .buffer_unordered(concurrency)
+            .collect()
+            .await;
+        reports.extend(done);
+        reports.sort_by(|a, b| {
+            (&a.workspace_id, &a.service_account).cmp(&(&b.workspace_id, &b.service_account))
+        });
+        for r in &reports {
+            if r.status == Status::Failed && r.plan.is_none() && r.done.is_empty() {
+                tracing::error!(workspace = %r.workspace_id, service_account = %r.service_account, error = r.error.as_deref().unwrap_or(""), "credential failed");
+                let labels = labels_of(r);
+                self.metrics.credential_failure(&labels, "discover");
+                self.metrics.set_healthy(&labels, false);
+            }
+        }
+        for p in &problems {
+            tracing::error!(problem = %p, "discovery problem");
+        }
+        problems.sort();
+
+        let report = PassReport {
+            started_at,
+            finished_at: Utc::now(),
+            credentials: reports,
+            problems,
+        };
+        if mode == Mode::Apply {
+            self.metrics.retain_credentials(
+                report.credentials.iter().map(labels_of).collect::<BTreeSet<_>>(),
+            );
+            self.metrics
+                .pass_finished(report.outcome(), report.finished_at);
+        }
+        report
+    }
+
+    /// Finds every credential the targets select.
+    async fn discover(&self, config: &Config) -> (Vec<Found>, Vec<String>) {
+        let mut found = Vec::new();
+        let mut problems = Vec::new();
+        // Within one pass: one listing or describe per workspace, one SA listing per workspace.
+        let mut listings: HashMap<(Option<String>, Option<String>), Result<Vec<Workspace>, ApiError>> =
+            HashMap::new();
+        let mut described: HashMap<(Option<String>, String), Result<Workspace, ApiError>> =
+            HashMap::new();
+        let mut accounts: HashMap<(Option<String>, String), Result<Vec<ServiceAccount>, ApiError>> =
+            HashMap::new();
+
+        for (ti, target) in config.targets.iter().enumerate() {
+            let region = target.region.clone().or(config.aws.region.clone());
+            let services = self
+                .connector
+                .services(region.as_deref(), target.role_arn.as_deref())
+                .await;
+            let scope = (region.clone(), target.role_arn.clone());
+
+            let mut workspaces: Vec<Result<Workspace, (String, String)>> = Vec::new();
+            match &target.workspaces {
+                WorkspaceSelector::Ids(ids) => {
+                    for id in ids {
+                        let key = (region.clone(), id.clone());
+                        if !described.contains_key(&key) {
+                            let r = services.grafana.describe_workspace(id).await;
+                            described.insert(key.clone(), r);
+                        }
+                        workspaces.push(match &described[&key] {
+                            Ok(w) => Ok(w.clone()),
+                            Err(e) => Err((id.clone(), format!("DescribeWorkspace: {e}"))),
+                        });
+                    }
+                }
+                WorkspaceSelector::Tags(tags) => {
+                    if !listings.contains_key(&scope) {
+                        let r = services.grafana.list_workspaces().await;
+                        listings.insert(scope.clone(), r);
+                    }
+                    match &listings[&scope] {
+                        Ok(all) => {
+                            let selected: Vec<_> = all
+                                .iter()
+                                .filter(|w| tags.iter().all(|(k, v)| w.tags.get(k) == Some(v)))
+                                .cloned()
+                                .collect();
+                            if selected.is_empty() {
+                                problems.push(format!(
+                                    "{}: no workspace carries the tags {}",
+                                    target.label,
+                                    tags.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", ")
+                                ));
+                            }
+                            workspaces.extend(selected.into_iter().map(Ok));
+                        }
+                        Err(e) => {
+                            problems.push(format!("{}: ListWorkspaces: {e}", target.label));
+                        }
+                    }
+                }
+            }
+
+            for ws in workspaces {
+                let ws = match ws {
+                    Ok(ws) => ws,
+                    Err((id, error)) => {
+                        // Every exactly named account of the workspace fails, so it is seen.
+                        let placeholder = Workspace {
+                            id: id.clone(),
+                            name: String::new(),
+                            endpoint: String::new(),
+                            grafana_version: String::new(),
+                            status: String::new(),
+                            tags: BTreeMap::new(),
+                        };
+                        push_exact(&mut found, &mut problems, ti, target, &services, &placeholder, &error);
+                        continue;
+                    }
+                };
+                if !ws.supports_service_accounts() {
+                    let error = format!(
+                        "workspace runs Grafana {}, which has no service accounts (Grafana 9 or later is needed)",
+                        ws.grafana_version
+                    );
+                    push_exact(&mut found, &mut problems, ti, target, &services, &ws, &error);
+                    continue;
+                }
+                if matches!(ws.status.as_str(), "CREATING" | "DELETING" | "FAILED" | "CREATION_FAILED" | "DELETION_FAILED") {
+                    let error = format!("workspace is {}, not usable", ws.status);
+                    push_exact(&mut found, &mut problems, ti, target, &services, &ws, &error);
+                    continue;
+                }
+                let key = (region.clone(), ws.id.clone());
+                if !accounts.contains_key(&key) {
+                    let r = services.grafana.list_service_accounts(&ws.id).await;
+                    accounts.insert(key.clone(), r);
+                }
+                match &accounts[&key] {
+                    Err(e) => {
+                        let error = format!("ListWorkspaceServiceAccounts: {e}");
+                        push_exact(&mut found, &mut problems, ti, target, &services, &ws, &error);
+                    }
+                    Ok(list) => {
+                        let mut names = BTreeSet::new();
+                        for sa in list.iter().filter(|sa| target.matches_service_account(&sa.name)) {
+                            names.insert(sa.name.clone());
+                            found.push(Found {
+                                target: ti,
+                                services: services.clone(),
+                                workspace: ws.clone(),
+                                service_account: sa.name.clone(),
+                                account: Ok(Some(sa.clone())),
+                            });
+                        }
+                        for name in target.exact_service_accounts() {
+                            if !names.contains(name) {
+                                found.push(Found {
+                                    target: ti,
+                                    services: services.clone(),
+                                    workspace: ws.clone(),
+                                    service_account: name.to_owned(),
+                                    account: Ok(None),
+                                });
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        (found, problems)
+    }
+
+    /// Observes, plans and (in apply mode) executes one credential.
+    async fn credential(
+        &self,
+        cred: &Credential,
+        services: &Services,
+        account: Result<Option<ServiceAccount>, String>,
+        mut report: CredentialReport,
+        mode: Mode,
+    ) -> CredentialReport {
+        let labels = cred.labels();
+        let ws = &cred.workspace.id;
+        let sa_name = &cred.service_account;
+        let account = match account {
+            Ok(a) => a,
+            Err(e) => {
+                report.error = Some(e);
+                return report;
+            }
+        };
+        let tokens = match &account {
+            Some(a) => match services.grafana.list_tokens(ws, &a.id).await {
+                Ok(t) => t,
+                Err(e) => return self.failed(report, &labels, "discover", format!("ListWorkspaceServiceAccountTokens: {e}")),
+            },
+            None => Vec::new(),
+        };
+        let secret = match services.secrets.describe(&cred.secret.name).await {
+            Ok(s) => s,
+            Err(e) => return self.failed(report, &labels, "discover", format!("DescribeSecret {}: {e}", cred.secret.name)),
+        };
+        // The pass reads the clock; the planner is handed the time.
+        let now = Utc::now();
+        let expired = tokens.iter().filter(|t| t.expires_at <= now).count();
+        if mode == Mode::Apply {
+            self.metrics
+                .set_tokens(ws, sa_name, tokens.len() - expired, expired);
+        }
+        let plan = plan::plan(
+            &cred.policy,
+            &Observed {
+                workspace_id: ws,
+                account: account.as_ref(),
+                tokens: &tokens,
+                secret: secret.as_ref(),
+            },
+            now,
+        );
+        for note in &plan.notes {
+            tracing::debug!(workspace = %ws, service_account = %sa_name, note = %note, "waiting");
+        }
+        report.expires_at = plan.current.as_ref().map(|t| t.expires_at);
+
+        if let Some(blocker) = &plan.blocked {
+            tracing::warn!(workspace = %ws, service_account = %sa_name, problem = %blocker, "credential blocked");
+            report.status = Status::Blocked;
+            report.summary = format!("blocked: {blocker}");
+            report.error = Some(blocker.to_string());
+            if mode == Mode::Apply {
+                self.metrics.credential_failure(&labels, "plan");
+                self.metrics.set_healthy(&labels, false);
+            }
+            report.plan = Some(plan);
+            return report;
+        }
+        let decided: Vec<String> = plan.actions.iter().map(|a| a.to_string()).collect();
+        tracing::info!(
+            workspace = %ws,
+            service_account = %sa_name,
+            secret = %cred.secret.name,
+            current = plan.current.as_ref().map(|t| t.name.as_str()).unwrap_or("-"),
+            due_at = plan.due_at.map(rfc3339).unwrap_or_default(),
+            actions = %if decided.is_empty() { "none".to_owned() } else { decided.join("; ") },
+            "decided"
+        );
+
+        match mode {
+            Mode::Plan => {
+                report.status = if plan.actions.is_empty() { Status::Ok } else { Status::Pending };
+                report.summary = summary_line(&decided, plan.current.as_ref(), "would");
+                report.plan = Some(plan);
+                report
+            }
+            Mode::Apply => {
+                let account = account.expect("a plan without blocker has an account");
+                let executor = Executor {
+                    grafana: services.grafana.as_ref(),
+                    secrets: services.secrets.as_ref(),
+                    verifier: self.verifier.as_ref(),
+                    metrics: &self.metrics,
+                };
+                let outcome = executor
+                    .execute(cred, &account, secret.as_ref(), &plan, now)
+                    .await;
+                report.done = outcome.done.clone();
+                report.expires_at = outcome.current.as_ref().map(|t| t.expires_at);
+                if let Some(t) = &outcome.current {
+                    self.metrics.set_expiry(&labels, t.expires_at);
+                }
+                let healthy_after = outcome.current.as_ref().is_some_and(|t| {
+                    t.expires_at - chrono::Duration::from_std(cred.policy.rotate_before).unwrap_or_default() > now
+                });
+                match &outcome.error {
+                    Some(e) => {
+                        report.status = Status::Failed;
+                        report.error = Some(e.to_string());
+                        report.summary = outcome.to_string();
+                        let stage = if plan.actions.iter().any(|a| a.is_rotation()) { "rotate" } else { "cleanup" };
+                        self.metrics.credential_failure(&labels, stage);
+                    }
+                    None => {
+                        report.status = if outcome.done.is_empty() { Status::Ok } else { Status::Changed };
+                        report.summary = summary_line(&outcome.done, outcome.current.as_ref(), "did");
+                    }
+                }
+                self.metrics
+                    .set_healthy(&labels, outcome.error.is_none() && healthy_after);
+                report.plan = Some(plan);
+                report
+            }
+        }
+    }
+
+    fn failed(
+        &self,
+        mut report: CredentialReport,
+        labels: &CredentialLabels,
+        stage: &str,
+        error: String,
+    ) -> CredentialReport {
+        tracing::error!(workspace = %labels.workspace, service_account = %labels.service_account, error = %error, "credential failed");
+        self.metrics.credential_failure(labels, stage);
+        self.metrics.set_healthy(labels, false);
+        report.status = Status::Failed;
+        report.summary = format!("FAILED: {error}");
+        report.error = Some(error);
+        report
+    }
+}
+
+fn summary_line(actions: &[String], current: Option<&TokenRef>, verb: &str) -> String {
+    let what = if actions.is_empty() {
+        "healthy".to_owned()
+    } else if verb == "would" {
+        format!("would {}", actions.join("; "))
+    } else {
+        actions.join("; ")
+    };
+    match current {
+        Some(t) if actions.is_empty() || verb == "did" => {
+            format!("{what}; current {} expires {}", t.name, rfc3339(t.expires_at))
+        }
+        _ => what,
+    }
+}
+
+fn labels_of(r: &CredentialReport) -> CredentialLabels {
+    CredentialLabels {
+        workspace: r.workspace_id.clone(),
+        service_account: r.service_account.clone(),
+        kind: "token",
+    }
+}
+
+/// Records a workspace-level error against each service account the target names exactly (so
+/// they show up as failed credentials), or as a pass problem when it names only globs.
+fn push_exact(
+    found: &mut Vec<Found>,
+    problems: &mut Vec<String>,
+    ti: usize,
+    target: &Target,
+    services: &Services,
+    ws: &Workspace,
+    error: &str,
+) {
+    let mut any = false;
+    for name in target.exact_service_accounts() {
+        any = true;
+        found.push(Found {
+            target: ti,
+            services: services.clone(),
+            workspace: ws.clone(),
+            service_account: name.to_owned(),
+            account: Err(error.to_owned()),
+        });
+    }
+    if !any {
+        problems.push(format!("{}: workspace {}: {error}", target.label, ws.id));
+    }
+}
+
+/// The secret a credential publishes to, from its target's template.
+fn secret_spec(target: &Target, ws: &Workspace, service_account: &str) -> Result<SecretSpec, String> {
+    let p = &target.policy;
+    let region = target.region.clone().unwrap_or_default();
+    let name = render_template(
+        &p.secret_name,
+        &[
+            ("workspace_id", &ws.id),
+            ("workspace_name", &ws.name),
+            ("service_account", service_account),
+            ("region", &region),
+        ],
+    );
+    if let Some(problem) = secret_name_problem(&name) {
+        return Err(format!("secret_name {:?} yields {name:?} here, and {problem}", p.secret_name));
+    }
+    let mut tags = p.secret_tags.clone();
+    tags.entry("managed-by".into())
+        .or_insert_with(|| "amg-token-rotator".into());
+    Ok(SecretSpec {
+        name,
+        format: p.secret_format,
+        kms_key_id: p.kms_key_id.clone(),
+        description: p.secret_description.clone(),
+        tags,
+    })
+}

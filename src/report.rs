@@ -1,0 +1,108 @@
+//! Renders pass reports for people (a table, summary lines) and machines (JSON).
+//!
+//! Reports carry token names, IDs, expiry times and secret names, never a key.
+
+use std::fmt::Write;
+
+use crate::model::rfc3339;
+use crate::pass::{PassReport, Status};
+
+fn status_word(s: Status) -> &'static str {
+    match s {
+        Status::Ok => "ok",
+        Status::Changed => "changed",
+        Status::Pending => "pending",
+        Status::Blocked => "blocked",
+        Status::Failed => "FAILED",
+        Status::Skipped => "skipped",
+    }
+}
+
+/// One line per credential, as `once` prints them, then the totals.
+pub fn summary_lines(report: &PassReport) -> String {
+    let mut out = String::new();
+    for c in &report.credentials {
+        let _ = writeln!(
+            out,
+            "{:<8} {} {} -> {}: {}",
+            status_word(c.status),
+            c.workspace_id,
+            c.service_account,
+            c.secret_name.as_deref().unwrap_or("-"),
+            if c.summary.is_empty() { c.error.as_deref().unwrap_or("") } else { &c.summary }
+        );
+    }
+    for p in &report.problems {
+        let _ = writeln!(out, "FAILED   {p}");
+    }
+    let _ = writeln!(out, "{}", totals(report));
+    out
+}
+
+fn totals(report: &PassReport) -> String {
+    let count = |s: Status| report.credentials.iter().filter(|c| c.status == s).count();
+    format!(
+        "{} credentials: {} ok, {} changed, {} pending, {} blocked, {} failed, {} skipped; {} other problems",
+        report.credentials.len(),
+        count(Status::Ok),
+        count(Status::Changed),
+        count(Status::Pending),
+        count(Status::Blocked),
+        count(Status::Failed),
+        count(Status::Skipped),
+        report.problems.len()
+    )
+}
+
+/// The `plan` table.
+pub fn plan_table(report: &PassReport) -> String {
+    let mut rows = vec![[
+        "WORKSPACE".to_owned(),
+        "SERVICE ACCOUNT".to_owned(),
+        "SECRET".to_owned(),
+        "CURRENT EXPIRES".to_owned(),
+        "DUE".to_owned(),
+        "PLAN".to_owned(),
+    ]];
+    for c in &report.credentials {
+        let plan = c.plan.as_ref();
+        let actions = match (plan, &c.error) {
+            (Some(p), _) if p.blocked.is_some() => format!("blocked: {}", p.blocked.as_ref().expect("checked")),
+            (Some(p), _) if p.actions.is_empty() => "nothing to do".to_owned(),
+            (Some(p), _) => p.actions.iter().map(|a| a.to_string()).collect::<Vec<_>>().join("; "),
+            (None, Some(e)) => format!("FAILED: {e}"),
+            (None, None) => status_word(c.status).to_owned(),
+        };
+        rows.push([
+            c.workspace_id.clone(),
+            c.service_account.clone(),
+            c.secret_name.clone().unwrap_or_else(|| "-".into()),
+            c.expires_at.map(rfc3339).unwrap_or_else(|| "-".into()),
+            plan.and_then(|p| p.due_at).map(rfc3339).unwrap_or_else(|| "-".into()),
+            actions,
+        ]);
+    }
+    let mut widths = [0usize; 6];
+    for r in &rows {
+        for (w, cell) in widths.iter_mut().zip(r.iter()) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for r in &rows {
+        let mut line = String::new();
+        for (i, cell) in r.iter().enumerate() {
+            if i == 5 {
+                line.push_str(cell);
+            } else {
+                let _ = write!(line, "{:<w$}  ", cell, w = widths[i]);
+            }
+        }
+        let _ = writeln!(out, "{}", line.trim_end());
+    }
+    for p in &report.problems {
+        let _ = writeln!(out, "problem: {p}");
+    }
+    let _ = writeln!(out, "{}", totals(report));
+    out
+}
