@@ -100,7 +100,9 @@ pub(crate) async fn handle(
     let now = clock::now();
     let routed = route(&method, uri.path());
     let labels = routed.as_ref().map(|(_, l)| l.clone()).unwrap_or_default();
-    let operation = routed.as_ref().map_or("UnknownOperation", |(op, _)| op.name());
+    let operation = routed
+        .as_ref()
+        .map_or("UnknownOperation", |(op, _)| op.name());
 
     let (result, record, latency, request_id) = {
         let mut guard = shared.lock();
@@ -223,21 +225,69 @@ mod tests {
     fn routes_every_operation() {
         let cases = [
             ("GET", "/workspaces", Operation::ListWorkspaces),
-            ("GET", "/workspaces/g-0123456789", Operation::DescribeWorkspace),
-            ("GET", "/workspaces/g-0123456789/serviceaccounts", Operation::ListWorkspaceServiceAccounts),
-            ("POST", "/workspaces/g-0123456789/serviceaccounts", Operation::CreateWorkspaceServiceAccount),
-            ("DELETE", "/workspaces/g-0123456789/serviceaccounts/2", Operation::DeleteWorkspaceServiceAccount),
-            ("GET", "/workspaces/g-0123456789/serviceaccounts/2/tokens", Operation::ListWorkspaceServiceAccountTokens),
-            ("POST", "/workspaces/g-0123456789/serviceaccounts/2/tokens", Operation::CreateWorkspaceServiceAccountToken),
-            ("DELETE", "/workspaces/g-0123456789/serviceaccounts/2/tokens/5", Operation::DeleteWorkspaceServiceAccountToken),
-            ("POST", "/workspaces/g-0123456789/apikeys", Operation::CreateWorkspaceApiKey),
-            ("DELETE", "/workspaces/g-0123456789/apikeys/k", Operation::DeleteWorkspaceApiKey),
-            ("GET", "/workspaces/g-0123456789/permissions", Operation::ListPermissions),
-            ("PATCH", "/workspaces/g-0123456789/permissions", Operation::UpdatePermissions),
+            (
+                "GET",
+                "/workspaces/g-0123456789",
+                Operation::DescribeWorkspace,
+            ),
+            (
+                "GET",
+                "/workspaces/g-0123456789/serviceaccounts",
+                Operation::ListWorkspaceServiceAccounts,
+            ),
+            (
+                "POST",
+                "/workspaces/g-0123456789/serviceaccounts",
+                Operation::CreateWorkspaceServiceAccount,
+            ),
+            (
+                "DELETE",
+                "/workspaces/g-0123456789/serviceaccounts/2",
+                Operation::DeleteWorkspaceServiceAccount,
+            ),
+            (
+                "GET",
+                "/workspaces/g-0123456789/serviceaccounts/2/tokens",
+                Operation::ListWorkspaceServiceAccountTokens,
+            ),
+            (
+                "POST",
+                "/workspaces/g-0123456789/serviceaccounts/2/tokens",
+                Operation::CreateWorkspaceServiceAccountToken,
+            ),
+            (
+                "DELETE",
+                "/workspaces/g-0123456789/serviceaccounts/2/tokens/5",
+                Operation::DeleteWorkspaceServiceAccountToken,
+            ),
+            (
+                "POST",
+                "/workspaces/g-0123456789/apikeys",
+                Operation::CreateWorkspaceApiKey,
+            ),
+            (
+                "DELETE",
+                "/workspaces/g-0123456789/apikeys/k",
+                Operation::DeleteWorkspaceApiKey,
+            ),
+            (
+                "GET",
+                "/workspaces/g-0123456789/permissions",
+                Operation::ListPermissions,
+            ),
+            (
+                "PATCH",
+                "/workspaces/g-0123456789/permissions",
+                Operation::UpdatePermissions,
+            ),
         ];
         for (method, path, op) in cases {
             let method = Method::from_bytes(method.as_bytes()).unwrap();
-            assert_eq!(route(&method, path).map(|r| r.0), Some(op), "{method} {path}");
+            assert_eq!(
+                route(&method, path).map(|r| r.0),
+                Some(op),
+                "{method} {path}"
+            );
         }
         assert!(route(&Method::PUT, "/workspaces").is_none());
         assert!(route(&Method::GET, "/nothing").is_none());
@@ -245,7 +295,11 @@ mod tests {
 
     #[test]
     fn decodes_labels() {
-        let (_, labels) = route(&Method::DELETE, "/workspaces/g-0123456789/apikeys/my%20key%2F1").unwrap();
+        let (_, labels) = route(
+            &Method::DELETE,
+            "/workspaces/g-0123456789/apikeys/my%20key%2F1",
+        )
+        .unwrap();
         assert_eq!(labels.key_name.as_deref(), Some("my key/1"));
         assert!(route(&Method::DELETE, "/workspaces/g-0123456789/apikeys/bad%2").is_none());
     }

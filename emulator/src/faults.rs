@@ -109,8 +109,7 @@ impl Faults {
     /// Reads, parses and checks a fault configuration file.
     pub fn from_file(path: impl AsRef<std::path::Path>) -> Result<Faults, String> {
         let path = path.as_ref();
-        let text =
-            std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
         Faults::from_json_str(&text).map_err(|e| format!("{}: {e}", path.display()))
     }
 
@@ -210,7 +209,12 @@ impl FaultState {
                         rule.operation, rule.error
                     )
                 });
-                return Some(injected_error(&rule.error, message, workspace_id, retry_after));
+                return Some(injected_error(
+                    &rule.error,
+                    message,
+                    workspace_id,
+                    retry_after,
+                ));
             }
         }
         if let Some(cap) = self.faults.max_requests_per_second {
@@ -319,10 +323,18 @@ mod tests {
             fail_nth: vec![FailRule::new("ListWorkspaces", 2, "ThrottlingException").times(2)],
             ..Faults::default()
         });
-        assert_eq!(names(&mut state, "DescribeWorkspace", 3), [None, None, None]);
+        assert_eq!(
+            names(&mut state, "DescribeWorkspace", 3),
+            [None, None, None]
+        );
         assert_eq!(
             names(&mut state, "ListWorkspaces", 4),
-            [None, Some("ThrottlingException"), Some("ThrottlingException"), None]
+            [
+                None,
+                Some("ThrottlingException"),
+                Some("ThrottlingException"),
+                None
+            ]
         );
     }
 
@@ -350,7 +362,15 @@ mod tests {
         let outcomes: Vec<_> = (0..4)
             .map(|_| state.decide("ListWorkspaces", None, now).map(|e| e.name()))
             .collect();
-        assert_eq!(outcomes, [None, None, Some("ThrottlingException"), Some("ThrottlingException")]);
+        assert_eq!(
+            outcomes,
+            [
+                None,
+                None,
+                Some("ThrottlingException"),
+                Some("ThrottlingException")
+            ]
+        );
         let later = Now {
             instant: now.instant + Duration::from_millis(1001),
             ..now

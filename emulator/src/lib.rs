@@ -28,7 +28,9 @@ mod test_routes;
 pub mod validate;
 
 pub use faults::{FailRule, Faults};
-pub use model::{ApiKey, Permission, Role, ServiceAccount, SsoDirectory, Token, User, UserType, Workspace};
+pub use model::{
+    ApiKey, Permission, Role, ServiceAccount, SsoDirectory, Token, User, UserType, Workspace,
+};
 pub use seed::{ApiKeySeed, Seed, SeedError, ServiceAccountSeed, TokenSeed, WorkspaceSeed};
 pub use shared::CallRecord;
 
@@ -184,7 +186,12 @@ impl Emulator {
     }
 
     /// Moves an API key's expiry; false when there is no such key.
-    pub fn set_api_key_expiry(&self, workspace_id: &str, key_name: &str, expires_at_epoch: i64) -> bool {
+    pub fn set_api_key_expiry(
+        &self,
+        workspace_id: &str,
+        key_name: &str,
+        expires_at_epoch: i64,
+    ) -> bool {
         self.shared
             .set_api_key_expiry(workspace_id, key_name, expires_at_epoch)
     }
@@ -209,7 +216,10 @@ impl Emulator {
         }
         if let Some(task) = self.task.take() {
             let abort = task.abort_handle();
-            if tokio::time::timeout(Duration::from_secs(2), task).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(2), task)
+                .await
+                .is_err()
+            {
                 abort.abort();
             }
         }

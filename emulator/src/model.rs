@@ -141,12 +141,12 @@ pub struct Workspace {
     /// At most one entry per principal (a user or group has one role in a workspace).
     pub permissions: Vec<Permission>,
     /// The next service-account ID. Grafana keeps service accounts in its user table, where the
-    /// workspace's own admin is user 1, so the first service account gets 2.
-    #[serde(skip)]
-    pub(crate) next_service_account_id: u64,
+    /// workspace's own admin is user 1, so the first service account gets 2. IDs are never reused.
+    #[serde(default)]
+    pub next_service_account_id: u64,
     /// The next token ID. Tokens and API keys are rows of one Grafana table, so they share it.
-    #[serde(skip)]
-    pub(crate) next_key_id: u64,
+    #[serde(default)]
+    pub next_key_id: u64,
 }
 
 impl Workspace {

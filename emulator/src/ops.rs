@@ -8,8 +8,10 @@
 
 use crate::clock::Now;
 use crate::errors::{AwsError, ValidationReason};
-use crate::model::{new_key, Permission, Role, ServiceAccount, State, Token, User, UserType, Workspace};
 use crate::model::ApiKey;
+use crate::model::{
+    new_key, Permission, Role, ServiceAccount, State, Token, User, UserType, Workspace,
+};
 use crate::pagination::{numeric_key, paginate};
 use crate::validate::{Body, Checker};
 use serde_json::{json, Value};
@@ -98,7 +100,10 @@ impl Request<'_> {
         self.labels.workspace_id.as_deref().unwrap_or_default()
     }
     fn service_account_id(&self) -> &str {
-        self.labels.service_account_id.as_deref().unwrap_or_default()
+        self.labels
+            .service_account_id
+            .as_deref()
+            .unwrap_or_default()
     }
     fn token_id(&self) -> &str {
         self.labels.token_id.as_deref().unwrap_or_default()
@@ -149,9 +154,9 @@ fn with_next_token(mut body: Value, next_token: Option<String>) -> Value {
 }
 
 fn find_workspace<'s>(state: &'s mut State, id: &str) -> Result<&'s mut Workspace, AwsError> {
-    state.workspace_mut(id).ok_or_else(|| {
-        AwsError::not_found("WORKSPACE", id, format!("Workspace {id} not found."))
-    })
+    state
+        .workspace_mut(id)
+        .ok_or_else(|| AwsError::not_found("WORKSPACE", id, format!("Workspace {id} not found.")))
 }
 
 /// The workspace of a service-account, token or API-key call: it must exist and be ACTIVE, and
@@ -489,10 +494,7 @@ fn delete_token(state: &mut State, req: &Request) -> Result<Value, AwsError> {
         return Err(AwsError::not_found(
             "SERVICE_ACCOUNT_TOKEN",
             token_id,
-            format!(
-                "Token {token_id} not found in service account {}.",
-                sa.id
-            ),
+            format!("Token {token_id} not found in service account {}.", sa.id),
         ));
     }
     Ok(json!({
@@ -668,7 +670,14 @@ fn parse_instructions(body: &Body) -> Result<Vec<Instruction>, AwsError> {
     for (i, item) in batch.iter().enumerate() {
         let path = format!("updateInstructionBatch.{i}");
         let item = object(item, &path)?;
-        let action = nested_enum(&mut check, &item, &path, "action", &["ADD", "REVOKE"], UpdateAction::parse)?;
+        let action = nested_enum(
+            &mut check,
+            &item,
+            &path,
+            "action",
+            &["ADD", "REVOKE"],
+            UpdateAction::parse,
+        )?;
         let role = nested_enum(&mut check, &item, &path, "role", Role::VALUES, Role::parse)?;
         let mut users = Vec::new();
         match item.get("users") {
@@ -681,7 +690,14 @@ fn parse_instructions(body: &Body) -> Result<Vec<Instruction>, AwsError> {
                     if let Some(id) = &id {
                         check.length(&format!("{upath}.id"), id, 1, 47);
                     }
-                    let user_type = nested_enum(&mut check, &user, &upath, "type", UserType::VALUES, UserType::parse)?;
+                    let user_type = nested_enum(
+                        &mut check,
+                        &user,
+                        &upath,
+                        "type",
+                        UserType::VALUES,
+                        UserType::parse,
+                    )?;
                     if let (Some(id), Some(user_type)) = (id, user_type) {
                         users.push(User { id, user_type });
                     }
@@ -690,7 +706,11 @@ fn parse_instructions(body: &Body) -> Result<Vec<Instruction>, AwsError> {
             Some(_) => return Err(cannot_parse(&format!("{path}.users"), "a list")),
         }
         if let (Some(action), Some(role)) = (action, role) {
-            instructions.push(Instruction { action, role, users });
+            instructions.push(Instruction {
+                action,
+                role,
+                users,
+            });
         }
     }
     check.finish()?;

@@ -114,7 +114,14 @@ mod tests {
         let first = paginate(keys(6), |k| k.clone(), "s", 2, None).unwrap();
         let mut remaining = keys(6);
         remaining.remove(0); // delete an item already returned
-        let second = paginate(remaining, |k| k.clone(), "s", 2, first.next_token.as_deref()).unwrap();
+        let second = paginate(
+            remaining,
+            |k| k.clone(),
+            "s",
+            2,
+            first.next_token.as_deref(),
+        )
+        .unwrap();
         assert_eq!(second.items, vec![numeric_key("3"), numeric_key("4")]);
     }
 

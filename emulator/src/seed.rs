@@ -242,7 +242,10 @@ impl Seed {
         }
         for ws in &self.workspaces {
             if !is_workspace_id(&ws.id) {
-                return fail(format!("workspace id {:?} does not match g-[0-9a-f]{{10}}", ws.id));
+                return fail(format!(
+                    "workspace id {:?} does not match g-[0-9a-f]{{10}}",
+                    ws.id
+                ));
             }
             if let Some(status) = &ws.status {
                 if !WORKSPACE_STATUSES.contains(&status.as_str()) {
@@ -474,7 +477,11 @@ fn apply_workspace(
         });
     }
     for permission in &seed.permissions {
-        match ws.permissions.iter_mut().find(|p| p.user == permission.user) {
+        match ws
+            .permissions
+            .iter_mut()
+            .find(|p| p.user == permission.user)
+        {
             Some(existing) => existing.role = permission.role,
             None => ws.permissions.push(permission.clone()),
         }
@@ -515,7 +522,10 @@ fn apply_service_account(
         }
         let key = seed_key(ws, token_seed.key.as_deref(), rng)?;
         if tokens.iter().any(|t: &Token| t.key == key) {
-            return Err(SeedError(format!("workspace {}: a key is given twice", ws.id)));
+            return Err(SeedError(format!(
+                "workspace {}: a key is given twice",
+                ws.id
+            )));
         }
         tokens.push(Token {
             id: ws.allocate_key_id(),
@@ -579,7 +589,10 @@ mod tests {
     fn rejects_typos_and_bad_ids() {
         assert!(Seed::from_json_str(r#"{"workspace": []}"#).is_err());
         assert!(Seed::from_json_str(r#"{"workspaces": [{"id": "g-XYZ"}]}"#).is_err());
-        assert!(Seed::from_json_str(r#"{"workspaces": [{"id": "g-0123456789", "status": "NAP"}]}"#).is_err());
+        assert!(Seed::from_json_str(
+            r#"{"workspaces": [{"id": "g-0123456789", "status": "NAP"}]}"#
+        )
+        .is_err());
     }
 
     #[test]
@@ -618,7 +631,10 @@ mod tests {
         assert_eq!(ids, ["1", "2"]);
         assert_eq!(sa.tokens[0].expires_at, now.epoch_secs() - 60);
         assert_eq!(sa.tokens[0].created_at, now.epoch_secs() - 3600);
-        assert_eq!(ws.endpoint, "g-0123456789.grafana-workspace.us-east-1.amazonaws.com");
+        assert_eq!(
+            ws.endpoint,
+            "g-0123456789.grafana-workspace.us-east-1.amazonaws.com"
+        );
     }
 
     #[test]

@@ -81,7 +81,9 @@ impl Shared {
     /// The lock. A panic while holding it cannot leave the state half-written in a way tests
     /// care about, so a poisoned lock is simply taken over.
     pub fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub fn snapshot(&self) -> State {

@@ -93,16 +93,13 @@ struct Expiry {
     expires_in_seconds: Option<i64>,
 }
 
-fn parse_expiry(body: &[u8]) -> Result<i64, Response> {
-    let expiry: Expiry = serde_json::from_slice(body)
-        .map_err(|e| fail(StatusCode::BAD_REQUEST, format!("invalid expiry: {e}")))?;
+fn parse_expiry(body: &[u8]) -> Result<i64, String> {
+    let expiry: Expiry =
+        serde_json::from_slice(body).map_err(|e| format!("invalid expiry: {e}"))?;
     match (expiry.expires_at, expiry.expires_in_seconds) {
         (Some(at), None) => Ok(at),
         (None, Some(secs)) => Ok(clock::now().epoch_secs() + secs),
-        _ => Err(fail(
-            StatusCode::BAD_REQUEST,
-            "give exactly one of expiresAt and expiresInSeconds",
-        )),
+        _ => Err("give exactly one of expiresAt and expiresInSeconds".to_string()),
     }
 }
 
@@ -113,14 +110,16 @@ async fn token_expiry(
 ) -> Response {
     let expires_at = match parse_expiry(&body) {
         Ok(at) => at,
-        Err(response) => return response,
+        Err(message) => return fail(StatusCode::BAD_REQUEST, message),
     };
     if shared.set_token_expiry(&workspace_id, &service_account_id, &token_id, expires_at) {
         ok(json!({ "expiresAt": expires_at }))
     } else {
         fail(
             StatusCode::NOT_FOUND,
-            format!("no token {token_id} in service account {service_account_id} of {workspace_id}"),
+            format!(
+                "no token {token_id} in service account {service_account_id} of {workspace_id}"
+            ),
         )
     }
 }
@@ -132,7 +131,7 @@ async fn api_key_expiry(
 ) -> Response {
     let expires_at = match parse_expiry(&body) {
         Ok(at) => at,
-        Err(response) => return response,
+        Err(message) => return fail(StatusCode::BAD_REQUEST, message),
     };
     if shared.set_api_key_expiry(&workspace_id, &key_name, expires_at) {
         ok(json!({ "expiresAt": expires_at }))
