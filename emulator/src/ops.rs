@@ -8,9 +8,8 @@
 
 use crate::clock::Now;
 use crate::errors::{AwsError, ValidationReason};
-use crate::model::ApiKey;
 use crate::model::{
-    new_key, Permission, Role, ServiceAccount, State, Token, User, UserType, Workspace,
+    new_key, ApiKey, Permission, Role, ServiceAccount, State, Token, User, UserType, Workspace,
 };
 use crate::pagination::{numeric_key, paginate};
 use crate::validate::{Body, Checker};

@@ -411,6 +411,30 @@ async fn the_sdk_always_sends_an_authorization_header() {
     .await
 }
 
+#[tokio::test]
+async fn an_empty_path_label_fails_in_the_sdk_before_sending() {
+    bounded(async {
+        let emu = start(standard_seed()).await;
+        let err = client(&emu)
+            .await
+            .delete_workspace_service_account()
+            .workspace_id(WS)
+            .service_account_id("")
+            .send()
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                aws_sdk_grafana::error::SdkError::ConstructionFailure(_)
+            ),
+            "{err:?}"
+        );
+        assert!(emu.calls().is_empty());
+    })
+    .await
+}
+
 /// Calls one operation with valid input; the error's Debug form on failure.
 async fn call(grafana: &aws_sdk_grafana::Client, op: &str) -> Result<(), (String, Option<String>)> {
     fn fail<E: ProvideErrorMetadata + std::fmt::Debug>(e: E) -> (String, Option<String>) {
