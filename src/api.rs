@@ -43,7 +43,10 @@ pub enum ApiError {
 impl ApiError {
     /// Worth another attempt: the failure is transient.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, ApiError::Throttled { .. } | ApiError::Unavailable { .. })
+        matches!(
+            self,
+            ApiError::Throttled { .. } | ApiError::Unavailable { .. }
+        )
     }
 
     /// The server did not act on the request, so repeating a non-idempotent call is safe.
@@ -153,8 +156,12 @@ fn classify(code: &str, status: u16, message: String, retry_after: Option<Durati
 /// AMG sends `Retry-After` (seconds); other services may send `x-amz-retry-after` (milliseconds).
 fn retry_after_header(raw: &Response) -> Option<Duration> {
     let headers = raw.headers();
-    if let Some(secs) = headers.get("retry-after").and_then(|v| v.trim().parse::<f64>().ok()) {
-        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(3600.0)));
+    if let Some(secs) = headers
+        .get("retry-after")
+        .and_then(|v| v.trim().parse::<f64>().ok())
+    {
+        return (secs.is_finite() && secs >= 0.0)
+            .then(|| Duration::from_secs_f64(secs.min(3600.0)));
     }
     headers
         .get("x-amz-retry-after")
@@ -266,8 +273,14 @@ mod tests {
             max_delay: Duration::from_secs(1),
             budget: Duration::from_secs(30),
         };
-        assert_eq!(p.delay(1, &throttled(None), 1.0), Duration::from_millis(100));
-        assert_eq!(p.delay(3, &throttled(None), 1.0), Duration::from_millis(400));
+        assert_eq!(
+            p.delay(1, &throttled(None), 1.0),
+            Duration::from_millis(100)
+        );
+        assert_eq!(
+            p.delay(3, &throttled(None), 1.0),
+            Duration::from_millis(400)
+        );
         assert_eq!(p.delay(9, &throttled(None), 1.0), Duration::from_secs(1));
         assert_eq!(p.delay(9, &throttled(None), 0.0), Duration::ZERO);
         assert_eq!(
@@ -279,13 +292,28 @@ mod tests {
     #[test]
     fn classification_follows_codes_then_status() {
         let c = |code, status| classify(code, status, "m".into(), None);
-        assert_eq!(c("ResourceNotFoundException", 404), ApiError::NotFound("m".into()));
+        assert_eq!(
+            c("ResourceNotFoundException", 404),
+            ApiError::NotFound("m".into())
+        );
         assert_eq!(c("ConflictException", 409), ApiError::Conflict("m".into()));
-        assert!(matches!(c("ThrottlingException", 429), ApiError::Throttled { .. }));
+        assert!(matches!(
+            c("ThrottlingException", 429),
+            ApiError::Throttled { .. }
+        ));
         assert!(matches!(c("", 503), ApiError::Unavailable { .. }));
-        assert!(matches!(c("InternalServerException", 500), ApiError::Unavailable { .. }));
-        assert_eq!(c("ServiceQuotaExceededException", 402), ApiError::QuotaExceeded("m".into()));
-        assert_eq!(c("AccessDeniedException", 403), ApiError::AccessDenied("m".into()));
+        assert!(matches!(
+            c("InternalServerException", 500),
+            ApiError::Unavailable { .. }
+        ));
+        assert_eq!(
+            c("ServiceQuotaExceededException", 402),
+            ApiError::QuotaExceeded("m".into())
+        );
+        assert_eq!(
+            c("AccessDeniedException", 403),
+            ApiError::AccessDenied("m".into())
+        );
         assert_eq!(c("ValidationException", 400), ApiError::Invalid("m".into()));
         assert!(!c("ValidationException", 400).is_retryable());
         assert!(c("", 500).is_retryable());
@@ -320,7 +348,11 @@ mod tests {
         calls.store(0, Ordering::SeqCst);
         let r = retry(&p, ApiError::is_retryable, || async {
             let n = calls.fetch_add(1, Ordering::SeqCst);
-            if n < 2 { Err(throttled(Some(5))) } else { Ok(n) }
+            if n < 2 {
+                Err(throttled(Some(5)))
+            } else {
+                Ok(n)
+            }
         })
         .await;
         assert_eq!(r, Ok(2));

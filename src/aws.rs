@@ -64,9 +64,9 @@ pub async fn sdk_config(
                 .build()
                 .await;
             base.into_builder()
-                .credentials_provider(aws_credential_types::provider::SharedCredentialsProvider::new(
-                    provider,
-                ))
+                .credentials_provider(
+                    aws_credential_types::provider::SharedCredentialsProvider::new(provider),
+                )
                 .build()
         }
     }
@@ -90,7 +90,11 @@ impl Caller {
     }
 
     /// A call that is safe to repeat: retried on throttling and on unavailability.
-    pub async fn idempotent<T, F, Fut>(&self, operation: &'static str, call: F) -> Result<T, ApiError>
+    pub async fn idempotent<T, F, Fut>(
+        &self,
+        operation: &'static str,
+        call: F,
+    ) -> Result<T, ApiError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, ApiError>>,
@@ -105,12 +109,8 @@ impl Caller {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, ApiError>>,
     {
-        self.run(
-            operation,
-            |e| matches!(e, ApiError::Throttled { .. }),
-            call,
-        )
-        .await
+        self.run(operation, |e| matches!(e, ApiError::Throttled { .. }), call)
+            .await
     }
 
     async fn run<T, F, Fut>(

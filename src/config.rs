@@ -327,7 +327,11 @@ pub fn from_sources(
             origin.to_owned()
         };
         ConfigError::Invalid(vec![Problem {
-            key: if key == "." { "(top level)".into() } else { key },
+            key: if key == "." {
+                "(top level)".into()
+            } else {
+                key
+            },
             value: String::new(),
             reason: format!("{} (in {origin})", e.inner()),
         }])
@@ -354,7 +358,12 @@ struct Checker {
 }
 
 impl Checker {
-    fn fail(&mut self, key: impl Into<String>, value: impl Into<String>, reason: impl Into<String>) {
+    fn fail(
+        &mut self,
+        key: impl Into<String>,
+        value: impl Into<String>,
+        reason: impl Into<String>,
+    ) {
         self.problems.push(Problem {
             key: key.into(),
             value: value.into(),
@@ -362,7 +371,12 @@ impl Checker {
         });
     }
 
-    fn warn(&mut self, key: impl Into<String>, value: impl Into<String>, reason: impl Into<String>) {
+    fn warn(
+        &mut self,
+        key: impl Into<String>,
+        value: impl Into<String>,
+        reason: impl Into<String>,
+    ) {
         self.warnings.push(Problem {
             key: key.into(),
             value: value.into(),
@@ -400,11 +414,18 @@ fn show(d: Duration) -> String {
 pub fn is_workspace_id(id: &str) -> bool {
     id.len() == 12
         && id.starts_with("g-")
-        && id[2..].bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        && id[2..]
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// The placeholders a secret-name template may use.
-pub const TEMPLATE_VARS: [&str; 4] = ["workspace_id", "workspace_name", "service_account", "region"];
+pub const TEMPLATE_VARS: [&str; 4] = [
+    "workspace_id",
+    "workspace_name",
+    "service_account",
+    "region",
+];
 
 /// Fills `{name}` placeholders. Unknown placeholders are left as they are (validation refuses them).
 pub fn render_template(template: &str, vars: &[(&str, &str)]) -> String {
@@ -418,7 +439,10 @@ pub fn render_template(template: &str, vars: &[(&str, &str)]) -> String {
 /// Why `name` cannot be a Secrets Manager secret name, if it cannot.
 pub fn secret_name_problem(name: &str) -> Option<String> {
     if name.is_empty() || name.len() > 512 {
-        return Some(format!("a secret name is 1 to 512 characters, this is {}", name.len()));
+        return Some(format!(
+            "a secret name is 1 to 512 characters, this is {}",
+            name.len()
+        ));
     }
     if let Some(c) = name
         .chars()
@@ -464,7 +488,11 @@ fn check_template(c: &mut Checker, key: &str, template: &str) {
         ],
     );
     if let Some(reason) = secret_name_problem(&sample) {
-        c.fail(key, quote(template), format!("yields {sample:?}, and {reason}"));
+        c.fail(
+            key,
+            quote(template),
+            format!("yields {sample:?}, and {reason}"),
+        );
     } else if !template.contains("{service_account}") {
         c.fail(
             key,
@@ -507,13 +535,21 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     });
     let concurrency = d.concurrency.unwrap_or(8);
     if !(1..=256).contains(&concurrency) {
-        c.fail("daemon.concurrency", concurrency.to_string(), "must be from 1 to 256");
+        c.fail(
+            "daemon.concurrency",
+            concurrency.to_string(),
+            "must be from 1 to 256",
+        );
     }
     let daemon = DaemonSettings {
         schedule,
         jitter: c.duration("daemon.jitter", d.jitter.as_deref(), "0s"),
         listen,
-        shutdown_timeout: c.duration("daemon.shutdown_timeout", d.shutdown_timeout.as_deref(), "60s"),
+        shutdown_timeout: c.duration(
+            "daemon.shutdown_timeout",
+            d.shutdown_timeout.as_deref(),
+            "60s",
+        ),
         concurrency: concurrency.clamp(1, 256) as usize,
         stale_after: c.duration("daemon.stale_after", d.stale_after.as_deref(), "2h"),
     };
@@ -525,7 +561,11 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         "text" => LogFormat::Text,
         "json" => LogFormat::Json,
         _ => {
-            c.fail("log.format", quote(&format_text), "must be \"auto\", \"text\" or \"json\"");
+            c.fail(
+                "log.format",
+                quote(&format_text),
+                "must be \"auto\", \"text\" or \"json\"",
+            );
             LogFormat::Auto
         }
     };
@@ -546,7 +586,11 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     let a = &raw.aws;
     let max_attempts = a.max_attempts.unwrap_or(6);
     if !(1..=20).contains(&max_attempts) {
-        c.fail("aws.max_attempts", max_attempts.to_string(), "must be from 1 to 20");
+        c.fail(
+            "aws.max_attempts",
+            max_attempts.to_string(),
+            "must be from 1 to 20",
+        );
     }
     let aws = AwsSettings {
         region: a.region.clone(),
@@ -567,13 +611,21 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         ("service_accounts", raw.defaults.service_accounts.is_some()),
     ] {
         if set {
-            c.fail(format!("defaults.{key}"), "", "belongs in a [[targets]] entry, not in [defaults]");
+            c.fail(
+                format!("defaults.{key}"),
+                "",
+                "belongs in a [[targets]] entry, not in [defaults]",
+            );
         }
     }
 
     // [[targets]]
     if raw.targets.is_empty() {
-        c.fail("targets", "", "no [[targets]]: name at least one workspace and service account to manage");
+        c.fail(
+            "targets",
+            "",
+            "no [[targets]]: name at least one workspace and service account to manage",
+        );
     }
     let mut targets = Vec::new();
     for (i, t) in raw.targets.iter().enumerate() {
@@ -601,7 +653,11 @@ fn validate_target(c: &mut Checker, at: &str, s: &RawScope, cron: Option<&croner
 
     let workspaces = match (&s.workspace_ids, &s.workspace_tags) {
         (Some(_), Some(_)) => {
-            c.fail(key("workspace_ids"), "", "give workspace_ids or workspace_tags, not both");
+            c.fail(
+                key("workspace_ids"),
+                "",
+                "give workspace_ids or workspace_tags, not both",
+            );
             WorkspaceSelector::Ids(Vec::new())
         }
         (Some(ids), None) => {
@@ -621,25 +677,45 @@ fn validate_target(c: &mut Checker, at: &str, s: &RawScope, cron: Option<&croner
         }
         (None, Some(tags)) => {
             if tags.is_empty() {
-                c.fail(key("workspace_tags"), "{}", "an empty tag filter would select every workspace; list the workspaces instead");
+                c.fail(
+                    key("workspace_tags"),
+                    "{}",
+                    "an empty tag filter would select every workspace; list the workspaces instead",
+                );
             }
             WorkspaceSelector::Tags(tags.clone())
         }
         (None, None) => {
-            c.fail(at, "", "names no workspace: set workspace_ids or workspace_tags");
+            c.fail(
+                at,
+                "",
+                "names no workspace: set workspace_ids or workspace_tags",
+            );
             WorkspaceSelector::Ids(Vec::new())
         }
     };
 
     let service_accounts = s.service_accounts.clone().unwrap_or_default();
     if service_accounts.is_empty() {
-        c.fail(key("service_accounts"), "", "names no service account: list names or globs such as \"ci-*\"");
+        c.fail(
+            key("service_accounts"),
+            "",
+            "names no service account: list names or globs such as \"ci-*\"",
+        );
     }
     for (j, p) in service_accounts.iter().enumerate() {
         if p.is_empty() || p.len() > 128 {
-            c.fail(format!("{at}.service_accounts[{j}]"), quote(p), "a service-account name is 1 to 128 characters");
+            c.fail(
+                format!("{at}.service_accounts[{j}]"),
+                quote(p),
+                "a service-account name is 1 to 128 characters",
+            );
         } else if is_glob(p) && glob::Pattern::new(p).is_err() {
-            c.fail(format!("{at}.service_accounts[{j}]"), quote(p), "not a valid glob");
+            c.fail(
+                format!("{at}.service_accounts[{j}]"),
+                quote(p),
+                "not a valid glob",
+            );
         }
     }
 
@@ -648,7 +724,11 @@ fn validate_target(c: &mut Checker, at: &str, s: &RawScope, cron: Option<&croner
         "overlap" => Strategy::Overlap,
         "recreate" => Strategy::Recreate,
         _ => {
-            c.fail(key("strategy"), quote(&strategy_text), "must be \"overlap\" or \"recreate\"");
+            c.fail(
+                key("strategy"),
+                quote(&strategy_text),
+                "must be \"overlap\" or \"recreate\"",
+            );
             Strategy::Overlap
         }
     };
@@ -658,9 +738,17 @@ fn validate_target(c: &mut Checker, at: &str, s: &RawScope, cron: Option<&croner
     let orphan_margin = c.duration(&key("orphan_margin"), s.orphan_margin.as_deref(), "15m");
     let ttl_text = s.token_ttl.clone().unwrap_or_else(|| "30d".into());
     if token_ttl > MAX_TOKEN_TTL {
-        c.fail(key("token_ttl"), quote(&ttl_text), "AMG tokens live at most 30 days (secondsToLive 2592000)");
+        c.fail(
+            key("token_ttl"),
+            quote(&ttl_text),
+            "AMG tokens live at most 30 days (secondsToLive 2592000)",
+        );
     } else if token_ttl < Duration::from_secs(1) {
-        c.fail(key("token_ttl"), quote(&ttl_text), "must be at least one second");
+        c.fail(
+            key("token_ttl"),
+            quote(&ttl_text),
+            "must be at least one second",
+        );
     }
     if rotate_before >= token_ttl {
         c.fail(
@@ -699,7 +787,11 @@ fn validate_target(c: &mut Checker, at: &str, s: &RawScope, cron: Option<&croner
             .chars()
             .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
     {
-        c.fail(key("name_prefix"), quote(&name_prefix), "must be 1 to 32 letters, digits, '-' or '_'");
+        c.fail(
+            key("name_prefix"),
+            quote(&name_prefix),
+            "must be 1 to 32 letters, digits, '-' or '_'",
+        );
     }
 
     let secret_name = s
@@ -713,7 +805,11 @@ fn validate_target(c: &mut Checker, at: &str, s: &RawScope, cron: Option<&croner
         "json" => SecretFormat::Json,
         "raw" => SecretFormat::Raw,
         _ => {
-            c.fail(key("secret_format"), quote(&format_text), "must be \"json\" or \"raw\"");
+            c.fail(
+                key("secret_format"),
+                quote(&format_text),
+                "must be \"json\" or \"raw\"",
+            );
             SecretFormat::Json
         }
     };
@@ -729,17 +825,33 @@ fn validate_target(c: &mut Checker, at: &str, s: &RawScope, cron: Option<&croner
     }
     if let Some(url) = &s.grafana_url {
         if !(url.starts_with("http://") || url.starts_with("https://")) {
-            c.fail(key("grafana_url"), quote(url), "must start with http:// or https://");
+            c.fail(
+                key("grafana_url"),
+                quote(url),
+                "must start with http:// or https://",
+            );
         }
     }
     if let Some(region) = &s.region {
-        if region.is_empty() || !region.chars().all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-') {
-            c.fail(key("region"), quote(region), "not a region name such as \"eu-west-1\"");
+        if region.is_empty()
+            || !region
+                .chars()
+                .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-')
+        {
+            c.fail(
+                key("region"),
+                quote(region),
+                "not a region name such as \"eu-west-1\"",
+            );
         }
     }
     if let Some(arn) = &s.role_arn {
         if !arn.starts_with("arn:") || !arn.contains(":role/") {
-            c.fail(key("role_arn"), quote(arn), "not an IAM role ARN such as \"arn:aws:iam::123456789012:role/rotator\"");
+            c.fail(
+                key("role_arn"),
+                quote(arn),
+                "not an IAM role ARN such as \"arn:aws:iam::123456789012:role/rotator\"",
+            );
         }
     }
 
@@ -758,10 +870,9 @@ fn validate_target(c: &mut Checker, at: &str, s: &RawScope, cron: Option<&croner
             name_prefix,
             secret_name,
             secret_format,
-            secret_description: s
-                .secret_description
-                .clone()
-                .unwrap_or_else(|| "Amazon Managed Grafana service-account token, rotated by amg-token-rotator".into()),
+            secret_description: s.secret_description.clone().unwrap_or_else(|| {
+                "Amazon Managed Grafana service-account token, rotated by amg-token-rotator".into()
+            }),
             kms_key_id: s.kms_key_id.clone(),
             secret_tags,
             verify: s.verify.unwrap_or(false),
@@ -801,7 +912,11 @@ fn longest_gap(cron: &croner::Cron) -> Option<Duration> {
 
 /// Every role name Grafana accepts, for messages.
 pub fn role_names() -> [&'static str; 3] {
-    [Role::Admin.as_str(), Role::Editor.as_str(), Role::Viewer.as_str()]
+    [
+        Role::Admin.as_str(),
+        Role::Editor.as_str(),
+        Role::Viewer.as_str(),
+    ]
 }
 
 /// The configuration file to read: `--config`, else the default.
@@ -887,9 +1002,15 @@ rotate_before = "6h"
 "#,
         )
         .unwrap();
-        assert_eq!(cfg.targets[0].policy.token_ttl, Duration::from_secs(7 * 86400));
+        assert_eq!(
+            cfg.targets[0].policy.token_ttl,
+            Duration::from_secs(7 * 86400)
+        );
         assert_eq!(cfg.targets[1].policy.token_ttl, Duration::from_secs(86400));
-        assert_eq!(cfg.targets[1].policy.grace_period, Duration::from_secs(1800));
+        assert_eq!(
+            cfg.targets[1].policy.grace_period,
+            Duration::from_secs(1800)
+        );
     }
 
     #[test]
@@ -930,25 +1051,43 @@ strategy = "yolo"
         assert!(has(&p, "daemon.listen", "localhost"), "{p:?}");
         assert!(has(&p, "targets[0].workspace_ids[0]", "g-XYZ"), "{p:?}");
         assert!(has(&p, "targets[0].token_ttl", "30 days"), "{p:?}");
-        assert!(has(&p, "targets[0].rotate_before", "not a duration"), "{p:?}");
+        assert!(
+            has(&p, "targets[0].rotate_before", "not a duration"),
+            "{p:?}"
+        );
         assert!(has(&p, "targets[0].secret_name", "{sa}"), "{p:?}");
         assert!(has(&p, "targets[0].strategy", "yolo"), "{p:?}");
     }
 
     #[test]
     fn window_ordering_is_enforced() {
-        let p = problems(&format!("{MINIMAL}token_ttl = \"1d\"\nrotate_before = \"2d\"\n"));
-        assert!(has(&p, "targets[0].rotate_before", "shorter than token_ttl"), "{p:?}");
+        let p = problems(&format!(
+            "{MINIMAL}token_ttl = \"1d\"\nrotate_before = \"2d\"\n"
+        ));
+        assert!(
+            has(&p, "targets[0].rotate_before", "shorter than token_ttl"),
+            "{p:?}"
+        );
         let p = problems(&format!("{MINIMAL}grace_period = \"8d\"\n"));
-        assert!(has(&p, "targets[0].grace_period", "shorter than rotate_before"), "{p:?}");
+        assert!(
+            has(&p, "targets[0].grace_period", "shorter than rotate_before"),
+            "{p:?}"
+        );
     }
 
     #[test]
     fn secret_templates_must_yield_valid_names() {
-        let p = problems(&format!("{MINIMAL}secret_name = \"grafana tokens/{{service_account}}\"\n"));
+        let p = problems(&format!(
+            "{MINIMAL}secret_name = \"grafana tokens/{{service_account}}\"\n"
+        ));
         assert!(has(&p, "targets[0].secret_name", "' '"), "{p:?}");
-        let p = problems(&format!("{MINIMAL}secret_name = \"grafana/{{workspace_id}}\"\n"));
-        assert!(has(&p, "targets[0].secret_name", "{service_account}"), "{p:?}");
+        let p = problems(&format!(
+            "{MINIMAL}secret_name = \"grafana/{{workspace_id}}\"\n"
+        ));
+        assert!(
+            has(&p, "targets[0].secret_name", "{service_account}"),
+            "{p:?}"
+        );
     }
 
     #[test]
@@ -959,15 +1098,23 @@ strategy = "yolo"
 
     #[test]
     fn target_only_keys_are_refused_in_defaults() {
-        let p = problems(&format!("{MINIMAL}\n[defaults]\nservice_accounts = [\"x\"]\n"));
+        let p = problems(&format!(
+            "{MINIMAL}\n[defaults]\nservice_accounts = [\"x\"]\n"
+        ));
         assert!(has(&p, "defaults.service_accounts", "[[targets]]"), "{p:?}");
     }
 
     #[test]
     fn environment_layers_over_the_file() {
         let env: BTreeMap<String, String> = [
-            ("AMG_ROTATOR__DAEMON__CONCURRENCY".to_string(), "3".to_string()),
-            ("AMG_ROTATOR__DEFAULTS__GRACE_PERIOD".to_string(), "5m".to_string()),
+            (
+                "AMG_ROTATOR__DAEMON__CONCURRENCY".to_string(),
+                "3".to_string(),
+            ),
+            (
+                "AMG_ROTATOR__DEFAULTS__GRACE_PERIOD".to_string(),
+                "5m".to_string(),
+            ),
         ]
         .into();
         let cfg = from_sources(MINIMAL, &env, "t.toml").unwrap();
@@ -976,8 +1123,13 @@ strategy = "yolo"
 
         let env: BTreeMap<String, String> =
             [("AMG_ROTATOR__DAEMON__NOPE".to_string(), "1".to_string())].into();
-        let p = from_sources(MINIMAL, &env, "t.toml").unwrap_err().problems();
-        assert!(p[0].reason.contains("AMG_ROTATOR__DAEMON__NOPE") || p[0].reason.contains("nope"), "{p:?}");
+        let p = from_sources(MINIMAL, &env, "t.toml")
+            .unwrap_err()
+            .problems();
+        assert!(
+            p[0].reason.contains("AMG_ROTATOR__DAEMON__NOPE") || p[0].reason.contains("nope"),
+            "{p:?}"
+        );
     }
 
     #[test]
@@ -987,7 +1139,11 @@ strategy = "yolo"
             "[daemon]\nschedule = \"0 0 3 * * *\"\n{MINIMAL}token_ttl = \"2d\"\nrotate_before = \"6h\"\ngrace_period = \"1h\"\n"
         ))
         .unwrap();
-        assert!(cfg.warnings.iter().any(|w| w.key == "daemon.schedule"), "{:?}", cfg.warnings);
+        assert!(
+            cfg.warnings.iter().any(|w| w.key == "daemon.schedule"),
+            "{:?}",
+            cfg.warnings
+        );
         let cfg = load_str(MINIMAL).unwrap();
         assert!(cfg.warnings.is_empty(), "{:?}", cfg.warnings);
     }
@@ -1002,6 +1158,9 @@ strategy = "yolo"
         assert!(t.matches_service_account("ci-deploy"));
         assert!(t.matches_service_account("terraform"));
         assert!(!t.matches_service_account("terraform2"));
-        assert_eq!(t.exact_service_accounts().collect::<Vec<_>>(), ["terraform"]);
+        assert_eq!(
+            t.exact_service_accounts().collect::<Vec<_>>(),
+            ["terraform"]
+        );
     }
 }

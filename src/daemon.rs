@@ -179,7 +179,8 @@ impl Daemon {
                 outcome = report.outcome(),
                 credentials = report.credentials.len(),
                 failed = report.failed(),
-                seconds = (report.finished_at - report.started_at).num_milliseconds() as f64 / 1000.0,
+                seconds =
+                    (report.finished_at - report.started_at).num_milliseconds() as f64 / 1000.0,
                 "pass finished"
             );
             for line in report::summary_lines(&report).lines() {
@@ -219,7 +220,15 @@ impl Daemon {
             }
         };
         if new.daemon.schedule != config.daemon.schedule {
-            match schedule(scheduler, &new.daemon.schedule, tick_tx.clone(), running.clone(), self.metrics.clone()).await {
+            match schedule(
+                scheduler,
+                &new.daemon.schedule,
+                tick_tx.clone(),
+                running.clone(),
+                self.metrics.clone(),
+            )
+            .await
+            {
                 Ok(id) => {
                     let _ = scheduler.remove(job).await;
                     *job = id;
@@ -238,6 +247,9 @@ impl Daemon {
         }
         self.health.set_stale_after(new.daemon.stale_after);
         *config = new;
-        tracing::info!(targets = config.targets.len(), "configuration reloaded; it applies from the next pass");
+        tracing::info!(
+            targets = config.targets.len(),
+            "configuration reloaded; it applies from the next pass"
+        );
     }
 }

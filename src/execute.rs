@@ -136,7 +136,9 @@ impl Executor<'_> {
             cred,
             account,
             labels: cred.labels(),
-            current_version: secret.and_then(|s| s.version_with(AWSCURRENT)).map(str::to_owned),
+            current_version: secret
+                .and_then(|s| s.version_with(AWSCURRENT))
+                .map(str::to_owned),
             outcome: Outcome {
                 current: plan.current.clone(),
                 ..Outcome::default()
@@ -211,9 +213,7 @@ impl Executor<'_> {
                 .move_stage(&cred.secret.name, AWSPENDING, None, Some(version_id))
                 .await
                 .map_err(StepError::api("UpdateSecretVersionStage")),
-            Action::DeleteToken { token, reason } => {
-                self.delete_token(run, token, *reason).await
-            }
+            Action::DeleteToken { token, reason } => self.delete_token(run, token, *reason).await,
         }
     }
 
@@ -333,14 +333,27 @@ impl Executor<'_> {
 
     async fn promote(&self, run: &mut Run<'_>, version_id: &str) -> Result<(), StepError> {
         let cred = run.cred;
-        let from = run
-            .current_version
-            .clone()
-            .filter(|v| v != version_id);
-        self.secrets
-            .move_stage(&cred.secret.name, AWSCURRENT, Some(version_id), from.as_deref())
-            .await
-            .map_err(StepError::api("UpdateSecretVersionStage"))?;
+        if run.current_version.is_none() {
+            // Secrets Manager puts AWSCURRENT on a secret's first version by itself, so look.
+            run.current_version = self
+                .secrets
+                .describe(&cred.secret.name)
+                .await
+                .map_err(StepError::api("DescribeSecret"))?
+                .and_then(|s| s.version_with(AWSCURRENT).map(str::to_owned));
+        }
+        let from = run.current_version.clone();
+        if from.as_deref() != Some(version_id) {
+            self.secrets
+                .move_stage(
+                    &cred.secret.name,
+                    AWSCURRENT,
+                    Some(version_id),
+                    from.as_deref(),
+                )
+                .await
+                .map_err(StepError::api("UpdateSecretVersionStage"))?;
+        }
         run.current_version = Some(version_id.to_owned());
         tracing::info!(workspace = %cred.workspace.id, service_account = %cred.service_account, secret = %cred.secret.name, version_id, "promoted to AWSCURRENT");
         // Tidy only: a label left here is cleared by the next pass.
@@ -358,6 +371,15 @@ impl Executor<'_> {
         let cred = run.cred;
         let name = plan::token_name(&cred.policy.name_prefix, &cred.service_account, now);
         let token = self.create_token(run, &name, now, false).await?;
+        // A secret's first version becomes AWSCURRENT as soon as it is written: with no current
+        // version to protect, prove the token before publishing rather than after.
+        let first_version = run.current_version.is_none();
+        if first_version {
+            if let Err(e) = self.verify(run, &token.key).await {
+                self.roll_back(run, &token).await;
+                return Err(e);
+            }
+        }
         let version = plan::version_id(&cred.workspace.id, &run.account.id, &token.id);
         let value = secret_value(cred.secret.format, &cred.workspace, run.account, &token);
         if let Err(e) = self
@@ -369,7 +391,12 @@ impl Executor<'_> {
             return Err(StepError::api("PutSecretValue")(e));
         }
         tracing::info!(workspace = %cred.workspace.id, service_account = %cred.service_account, secret = %cred.secret.name, version_id = %version, "published as AWSPENDING");
-        if let Err(e) = self.verify(run, &token.key).await {
+        let verified = if first_version {
+            Ok(())
+        } else {
+            self.verify(run, &token.key).await
+        };
+        if let Err(e) = verified {
             self.roll_back(run, &token).await;
             let _ = self
                 .secrets
@@ -429,7 +456,8 @@ impl Executor<'_> {
                 .get_value(&cred.secret.name, AWSPENDING)
                 .await
                 .map_err(StepError::api("GetSecretValue"))?;
-            let key = key_from_value(cred.secret.format, &value).ok_or(StepError::UnreadablePending)?;
+            let key =
+                key_from_value(cred.secret.format, &value).ok_or(StepError::UnreadablePending)?;
             if let Err(e) = self.verify(run, &key).await {
                 self.delete_token_id(run, &token.id, &token.name, "rollback")
                     .await

@@ -87,14 +87,30 @@ fn text(status: StatusCode, content_type: &str, body: String) -> Response<Full<B
 fn route(path: &str, metrics: &Metrics, health: &Health) -> Response<Full<Bytes>> {
     const PLAIN: &str = "text/plain; charset=utf-8";
     match path {
-        "/metrics" => text(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", metrics.render()),
+        "/metrics" => text(
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            metrics.render(),
+        ),
         "/healthz" if health.alive() => text(StatusCode::OK, PLAIN, "ok\n".into()),
-        "/healthz" => text(StatusCode::SERVICE_UNAVAILABLE, PLAIN, "scheduler not running\n".into()),
+        "/healthz" => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            PLAIN,
+            "scheduler not running\n".into(),
+        ),
         "/readyz" => match health.ready(Utc::now()) {
             Ok(why) => text(StatusCode::OK, PLAIN, format!("ready: {why}\n")),
-            Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, PLAIN, format!("not ready: {why}\n")),
+            Err(why) => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                PLAIN,
+                format!("not ready: {why}\n"),
+            ),
         },
-        _ => text(StatusCode::NOT_FOUND, PLAIN, "not found; try /metrics, /healthz or /readyz\n".into()),
+        _ => text(
+            StatusCode::NOT_FOUND,
+            PLAIN,
+            "not found; try /metrics, /healthz or /readyz\n".into(),
+        ),
     }
 }
 
@@ -149,12 +165,18 @@ mod tests {
     fn routes_answer_with_the_right_status() {
         let m = Metrics::new();
         let h = Health::new(Duration::from_secs(600));
-        assert_eq!(route("/healthz", &m, &h).status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            route("/healthz", &m, &h).status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
         h.set_scheduler_alive(true);
         assert_eq!(route("/healthz", &m, &h).status(), StatusCode::OK);
         let r = route("/metrics", &m, &h);
         assert_eq!(r.status(), StatusCode::OK);
-        assert!(r.headers()["content-type"].to_str().unwrap().contains("version=0.0.4"));
+        assert!(r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .contains("version=0.0.4"));
         assert_eq!(route("/nope", &m, &h).status(), StatusCode::NOT_FOUND);
     }
 }

@@ -18,7 +18,10 @@ use amg_token_rotator::verify::HttpVerifier;
 use amg_token_rotator::{report, telemetry};
 
 #[derive(Parser)]
-#[command(version, about = "Keeps Amazon Managed Grafana service-account tokens from ever expiring")]
+#[command(
+    version,
+    about = "Keeps Amazon Managed Grafana service-account tokens from ever expiring"
+)]
 struct Cli {
     /// The TOML configuration, layered with AMG_ROTATOR__SECTION__KEY environment variables.
     #[arg(long, global = true, default_value = config::DEFAULT_PATH)]
@@ -52,9 +55,12 @@ const EXIT_FAILED: u8 = 1;
 const EXIT_CONFIG: u8 = 2;
 const EXIT_START: u8 = 3;
 
-fn load(path: &PathBuf) -> Result<Config, ExitCode> {
+fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
     config::load(path).map_err(|e| {
-        eprintln!("error: the configuration {} is not usable:\n{e}", path.display());
+        eprintln!(
+            "error: the configuration {} is not usable:\n{e}",
+            path.display()
+        );
         ExitCode::from(EXIT_CONFIG)
     })
 }
@@ -91,10 +97,16 @@ async fn main() -> ExitCode {
         Command::CheckConfig => unreachable!("handled above"),
         Command::Once | Command::Plan { .. } => {
             let (_never, quiet) = tokio::sync::watch::channel(false);
-            let mode = if matches!(cli.command, Command::Once) { Mode::Apply } else { Mode::Plan };
+            let mode = if matches!(cli.command, Command::Once) {
+                Mode::Apply
+            } else {
+                Mode::Plan
+            };
             let report = engine.pass(&cfg, mode, &quiet).await;
             match cli.command {
-                Command::Plan { output: Output::Json } => println!(
+                Command::Plan {
+                    output: Output::Json,
+                } => println!(
                     "{}",
                     serde_json::to_string_pretty(&report).expect("reports serialize")
                 ),
@@ -119,14 +131,22 @@ async fn main() -> ExitCode {
             let listener = match http::bind(cfg.daemon.listen).await {
                 Ok(l) => l,
                 Err(e) => {
-                    eprintln!("error: daemon.listen = {}: cannot listen: {e}", cfg.daemon.listen);
+                    eprintln!(
+                        "error: daemon.listen = {}: cannot listen: {e}",
+                        cfg.daemon.listen
+                    );
                     return ExitCode::from(EXIT_START);
                 }
             };
             tracing::info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "serving /metrics, /healthz, /readyz");
             // Serve until the daemon has finished, so probes and scrapes work while it drains.
             let (stop_http, http_stop) = tokio::sync::watch::channel(false);
-            let server = tokio::spawn(http::serve(listener, metrics.clone(), health.clone(), http_stop));
+            let server = tokio::spawn(http::serve(
+                listener,
+                metrics.clone(),
+                health.clone(),
+                http_stop,
+            ));
             let d = Daemon {
                 engine,
                 metrics,
@@ -134,7 +154,9 @@ async fn main() -> ExitCode {
                 systemd: config::systemd_env(),
             };
             let path = cli.config.clone();
-            let result = d.run(cfg, move || config::load(&path), shutdown, reloads).await;
+            let result = d
+                .run(cfg, move || config::load(&path), shutdown, reloads)
+                .await;
             let _ = stop_http.send(true);
             let _ = server.await;
             match result {

@@ -98,9 +98,14 @@ impl Metrics {
         )
         .unwrap();
         let pass_duration = HistogramVec::new(
-            HistogramOpts::new("pass_duration_seconds", "Wall time of one reconciliation pass.")
-                .namespace("amg_rotator")
-                .buckets(vec![0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0]),
+            HistogramOpts::new(
+                "pass_duration_seconds",
+                "Wall time of one reconciliation pass.",
+            )
+            .namespace("amg_rotator")
+            .buckets(vec![
+                0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+            ]),
             &["mode"],
         )
         .unwrap();
@@ -122,11 +127,8 @@ impl Metrics {
             "Unix time at which the last pass ended, whatever its outcome.",
         ))
         .unwrap();
-        let pass_in_progress = IntGauge::with_opts(opts(
-            "pass_in_progress",
-            "1 while a pass is running.",
-        ))
-        .unwrap();
+        let pass_in_progress =
+            IntGauge::with_opts(opts("pass_in_progress", "1 while a pass is running.")).unwrap();
         let passes_delayed = prometheus::IntCounter::with_opts(opts(
             "passes_delayed_total",
             "Scheduled passes that started late or were skipped because the previous pass was still running.",
@@ -146,7 +148,9 @@ impl Metrics {
                 "Latency of one call to AWS, one attempt.",
             )
             .namespace("amg_rotator")
-            .buckets(vec![0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
+            .buckets(vec![
+                0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
             &["service", "operation"],
         )
         .unwrap();
@@ -248,7 +252,13 @@ impl Metrics {
             .inc();
     }
 
-    pub fn set_tokens(&self, workspace: &str, service_account: &str, active: usize, expired: usize) {
+    pub fn set_tokens(
+        &self,
+        workspace: &str,
+        service_account: &str,
+        active: usize,
+        expired: usize,
+    ) {
         self.tokens
             .with_label_values(&[workspace, service_account, "active"])
             .set(active as i64);
@@ -296,9 +306,11 @@ impl Metrics {
             let _ = self.expiry.remove_label_values(&gone.values());
             let _ = self.credential_healthy.remove_label_values(&gone.values());
             for state in ["active", "expired"] {
-                let _ = self
-                    .tokens
-                    .remove_label_values(&[&gone.workspace, &gone.service_account, state]);
+                let _ = self.tokens.remove_label_values(&[
+                    &gone.workspace,
+                    &gone.service_account,
+                    state,
+                ]);
             }
         }
         *known = current;

@@ -26,6 +26,9 @@ use crate::plan::{self, Observed, Plan, TokenRef};
 use crate::secrets::{aws::AwsSecrets, SecretStore};
 use crate::verify::Verifier;
 
+/// A region and a role to assume (`None`: the defaults).
+type Scope = (Option<String>, Option<String>);
+
 /// The two services, for one region and role.
 #[derive(Clone)]
 pub struct Services {
@@ -43,7 +46,7 @@ pub trait Connector: Send + Sync {
 pub struct AwsConnector {
     settings: AwsSettings,
     metrics: Arc<Metrics>,
-    cache: Mutex<HashMap<(Option<String>, Option<String>), Services>>,
+    cache: Mutex<HashMap<Scope, Services>>,
 }
 
 impl AwsConnector {
@@ -257,7 +260,8 @@ impl Engine {
                         ..report
                     };
                 }
-                self.credential(&cred, &services, account, report, mode).await
+                self.credential(&cred, &services, account, report, mode)
+                    .await
             })
             .buffer_unordered(concurrency)
             .collect()
@@ -287,7 +291,11 @@ impl Engine {
         };
         if mode == Mode::Apply {
             self.metrics.retain_credentials(
-                report.credentials.iter().map(labels_of).collect::<BTreeSet<_>>(),
+                report
+                    .credentials
+                    .iter()
+                    .map(labels_of)
+                    .collect::<BTreeSet<_>>(),
             );
             self.metrics
                 .pass_finished(report.outcome(), report.finished_at);
@@ -300,8 +308,7 @@ impl Engine {
         let mut found = Vec::new();
         let mut problems = Vec::new();
         // Within one pass: one listing or describe per workspace, one SA listing per workspace.
-        let mut listings: HashMap<(Option<String>, Option<String>), Result<Vec<Workspace>, ApiError>> =
-            HashMap::new();
+        let mut listings: HashMap<Scope, Result<Vec<Workspace>, ApiError>> = HashMap::new();
         let mut described: HashMap<(Option<String>, String), Result<Workspace, ApiError>> =
             HashMap::new();
         let mut accounts: HashMap<(Option<String>, String), Result<Vec<ServiceAccount>, ApiError>> =
@@ -346,7 +353,10 @@ impl Engine {
                                 problems.push(format!(
                                     "{}: no workspace carries the tags {}",
                                     target.label,
-                                    tags.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", ")
+                                    tags.iter()
+                                        .map(|(k, v)| format!("{k}={v}"))
+                                        .collect::<Vec<_>>()
+                                        .join(", ")
                                 ));
                             }
                             workspaces.extend(selected.into_iter().map(Ok));
@@ -371,7 +381,15 @@ impl Engine {
                             status: String::new(),
                             tags: BTreeMap::new(),
                         };
-                        push_exact(&mut found, &mut problems, ti, target, &services, &placeholder, &error);
+                        push_exact(
+                            &mut found,
+                            &mut problems,
+                            ti,
+                            target,
+                            &services,
+                            &placeholder,
+                            &error,
+                        );
                         continue;
                     }
                 };
@@ -380,12 +398,31 @@ impl Engine {
                         "workspace runs Grafana {}, which has no service accounts (Grafana 9 or later is needed)",
                         ws.grafana_version
                     );
-                    push_exact(&mut found, &mut problems, ti, target, &services, &ws, &error);
+                    push_exact(
+                        &mut found,
+                        &mut problems,
+                        ti,
+                        target,
+                        &services,
+                        &ws,
+                        &error,
+                    );
                     continue;
                 }
-                if matches!(ws.status.as_str(), "CREATING" | "DELETING" | "FAILED" | "CREATION_FAILED" | "DELETION_FAILED") {
+                if matches!(
+                    ws.status.as_str(),
+                    "CREATING" | "DELETING" | "FAILED" | "CREATION_FAILED" | "DELETION_FAILED"
+                ) {
                     let error = format!("workspace is {}, not usable", ws.status);
-                    push_exact(&mut found, &mut problems, ti, target, &services, &ws, &error);
+                    push_exact(
+                        &mut found,
+                        &mut problems,
+                        ti,
+                        target,
+                        &services,
+                        &ws,
+                        &error,
+                    );
                     continue;
                 }
                 let key = (region.clone(), ws.id.clone());
@@ -396,11 +433,22 @@ impl Engine {
                 match &accounts[&key] {
                     Err(e) => {
                         let error = format!("ListWorkspaceServiceAccounts: {e}");
-                        push_exact(&mut found, &mut problems, ti, target, &services, &ws, &error);
+                        push_exact(
+                            &mut found,
+                            &mut problems,
+                            ti,
+                            target,
+                            &services,
+                            &ws,
+                            &error,
+                        );
                     }
                     Ok(list) => {
                         let mut names = BTreeSet::new();
-                        for sa in list.iter().filter(|sa| target.matches_service_account(&sa.name)) {
+                        for sa in list
+                            .iter()
+                            .filter(|sa| target.matches_service_account(&sa.name))
+                        {
                             names.insert(sa.name.clone());
                             found.push(Found {
                                 target: ti,
@@ -450,13 +498,27 @@ impl Engine {
         let tokens = match &account {
             Some(a) => match services.grafana.list_tokens(ws, &a.id).await {
                 Ok(t) => t,
-                Err(e) => return self.failed(report, &labels, "discover", format!("ListWorkspaceServiceAccountTokens: {e}")),
+                Err(e) => {
+                    return self.failed(
+                        report,
+                        &labels,
+                        "discover",
+                        format!("ListWorkspaceServiceAccountTokens: {e}"),
+                    )
+                }
             },
             None => Vec::new(),
         };
         let secret = match services.secrets.describe(&cred.secret.name).await {
             Ok(s) => s,
-            Err(e) => return self.failed(report, &labels, "discover", format!("DescribeSecret {}: {e}", cred.secret.name)),
+            Err(e) => {
+                return self.failed(
+                    report,
+                    &labels,
+                    "discover",
+                    format!("DescribeSecret {}: {e}", cred.secret.name),
+                )
+            }
         };
         // The pass reads the clock; the planner is handed the time.
         let now = Utc::now();
@@ -505,7 +567,11 @@ impl Engine {
 
         match mode {
             Mode::Plan => {
-                report.status = if plan.actions.is_empty() { Status::Ok } else { Status::Pending };
+                report.status = if plan.actions.is_empty() {
+                    Status::Ok
+                } else {
+                    Status::Pending
+                };
                 report.summary = summary_line(&decided, plan.current.as_ref(), "would");
                 report.plan = Some(plan);
                 report
@@ -527,19 +593,30 @@ impl Engine {
                     self.metrics.set_expiry(&labels, t.expires_at);
                 }
                 let healthy_after = outcome.current.as_ref().is_some_and(|t| {
-                    t.expires_at - chrono::Duration::from_std(cred.policy.rotate_before).unwrap_or_default() > now
+                    t.expires_at
+                        - chrono::Duration::from_std(cred.policy.rotate_before).unwrap_or_default()
+                        > now
                 });
                 match &outcome.error {
                     Some(e) => {
                         report.status = Status::Failed;
                         report.error = Some(e.to_string());
                         report.summary = outcome.to_string();
-                        let stage = if plan.actions.iter().any(|a| a.is_rotation()) { "rotate" } else { "cleanup" };
+                        let stage = if plan.actions.iter().any(|a| a.is_rotation()) {
+                            "rotate"
+                        } else {
+                            "cleanup"
+                        };
                         self.metrics.credential_failure(&labels, stage);
                     }
                     None => {
-                        report.status = if outcome.done.is_empty() { Status::Ok } else { Status::Changed };
-                        report.summary = summary_line(&outcome.done, outcome.current.as_ref(), "did");
+                        report.status = if outcome.done.is_empty() {
+                            Status::Ok
+                        } else {
+                            Status::Changed
+                        };
+                        report.summary =
+                            summary_line(&outcome.done, outcome.current.as_ref(), "did");
                     }
                 }
                 self.metrics
@@ -577,7 +654,11 @@ fn summary_line(actions: &[String], current: Option<&TokenRef>, verb: &str) -> S
     };
     match current {
         Some(t) if actions.is_empty() || verb == "did" => {
-            format!("{what}; current {} expires {}", t.name, rfc3339(t.expires_at))
+            format!(
+                "{what}; current {} expires {}",
+                t.name,
+                rfc3339(t.expires_at)
+            )
         }
         _ => what,
     }
@@ -619,7 +700,11 @@ fn push_exact(
 }
 
 /// The secret a credential publishes to, from its target's template.
-fn secret_spec(target: &Target, ws: &Workspace, service_account: &str) -> Result<SecretSpec, String> {
+fn secret_spec(
+    target: &Target,
+    ws: &Workspace,
+    service_account: &str,
+) -> Result<SecretSpec, String> {
     let p = &target.policy;
     let region = target.region.clone().unwrap_or_default();
     let name = render_template(
@@ -632,7 +717,10 @@ fn secret_spec(target: &Target, ws: &Workspace, service_account: &str) -> Result
         ],
     );
     if let Some(problem) = secret_name_problem(&name) {
-        return Err(format!("secret_name {:?} yields {name:?} here, and {problem}", p.secret_name));
+        return Err(format!(
+            "secret_name {:?} yields {name:?} here, and {problem}",
+            p.secret_name
+        ));
     }
     let mut tags = p.secret_tags.clone();
     tags.entry("managed-by".into())

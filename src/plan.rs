@@ -28,7 +28,12 @@ pub const VERSION_PREFIX: &str = "amgr1-";
 /// The secret version ID (ClientRequestToken) for a token: deterministic, 46 characters.
 pub fn version_id(workspace_id: &str, service_account_id: &str, token_id: &str) -> String {
     let mut h = Sha256::new();
-    for part in ["amg-token-rotator", workspace_id, service_account_id, token_id] {
+    for part in [
+        "amg-token-rotator",
+        workspace_id,
+        service_account_id,
+        token_id,
+    ] {
         h.update(part.as_bytes());
         h.update([0u8]);
     }
@@ -131,7 +136,10 @@ pub enum Action {
     Resume { version_id: String, token: TokenRef },
     /// Remove AWSPENDING from a version that is already current or whose token is gone.
     ClearPending { version_id: String },
-    DeleteToken { token: TokenRef, reason: DeleteReason },
+    DeleteToken {
+        token: TokenRef,
+        reason: DeleteReason,
+    },
 }
 
 impl Action {
@@ -174,7 +182,9 @@ pub enum Blocker {
     ServiceAccountMissing,
     ServiceAccountDisabled,
     /// AWSCURRENT holds a version the rotator did not write: left untouched.
-    ForeignSecret { version_id: String },
+    ForeignSecret {
+        version_id: String,
+    },
     SecretScheduledForDeletion,
 }
 
@@ -442,7 +452,9 @@ pub fn plan(policy: &Policy, observed: &Observed<'_>, now: DateTime<Utc>) -> Pla
     }
     if let Some(t) = resume {
         plan.actions.push(Action::Resume {
-            version_id: pending_vid.expect("resume implies a pending version").to_owned(),
+            version_id: pending_vid
+                .expect("resume implies a pending version")
+                .to_owned(),
             token: t.into(),
         });
     } else if let Some(reason) = rotate_reason {
@@ -456,9 +468,9 @@ pub fn plan(policy: &Policy, observed: &Observed<'_>, now: DateTime<Utc>) -> Pla
                 let mut delete_first: Vec<TokenRef> = Vec::new();
                 for t in tokens {
                     let is_current = current.is_some_and(|c| c.id == t.id);
-                    let already = plan.actions.iter().any(|a| {
-                        matches!(a, Action::DeleteToken { token, .. } if token.id == t.id)
-                    });
+                    let already = plan.actions.iter().any(
+                        |a| matches!(a, Action::DeleteToken { token, .. } if token.id == t.id),
+                    );
                     if (is_current || t.name == token_name) && !already {
                         delete_first.push(t.into());
                     }
@@ -637,7 +649,9 @@ mod tests {
     #[test]
     fn healthy_credential_needs_nothing() {
         let cur = owned("10", DAY, 20 * DAY);
-        let s = SecretBuilder::new().version(&vid(&cur), &[AWSCURRENT]).build();
+        let s = SecretBuilder::new()
+            .version(&vid(&cur), &[AWSCURRENT])
+            .build();
         let p = run(&policy(), std::slice::from_ref(&cur), Some(&s));
         assert!(p.is_noop(), "{p:?}");
         assert_eq!(p.current.as_ref().unwrap().id, "10");
@@ -647,7 +661,9 @@ mod tests {
     #[test]
     fn due_token_is_rotated_and_kept() {
         let cur = owned("10", 24 * DAY, 6 * DAY);
-        let s = SecretBuilder::new().version(&vid(&cur), &[AWSCURRENT]).build();
+        let s = SecretBuilder::new()
+            .version(&vid(&cur), &[AWSCURRENT])
+            .build();
         let p = run(&policy(), std::slice::from_ref(&cur), Some(&s));
         assert_eq!(
             p.actions,
@@ -661,10 +677,14 @@ mod tests {
     #[test]
     fn expired_token_is_rotated_then_deleted_without_grace() {
         let cur = owned("10", 31 * DAY, -DAY);
-        let s = SecretBuilder::new().version(&vid(&cur), &[AWSCURRENT]).build();
+        let s = SecretBuilder::new()
+            .version(&vid(&cur), &[AWSCURRENT])
+            .build();
         let p = run(&policy(), std::slice::from_ref(&cur), Some(&s));
         assert_eq!(rotates(&p), [RotateReason::Expired]);
-        assert!(matches!(p.actions.last(), Some(Action::DeleteToken { reason: DeleteReason::ExpiredOwned, token }) if token.id == "10"));
+        assert!(
+            matches!(p.actions.last(), Some(Action::DeleteToken { reason: DeleteReason::ExpiredOwned, token }) if token.id == "10")
+        );
     }
 
     #[test]
@@ -703,7 +723,9 @@ mod tests {
             .version(&gone, &[AWSPENDING])
             .build();
         let p = run(&policy(), std::slice::from_ref(&cur), Some(&s));
-        assert!(p.actions.contains(&Action::ClearPending { version_id: gone }));
+        assert!(p
+            .actions
+            .contains(&Action::ClearPending { version_id: gone }));
         assert_eq!(rotates(&p), [RotateReason::Due]);
     }
 
@@ -714,7 +736,12 @@ mod tests {
             .version(&vid(&cur), &[AWSCURRENT, AWSPENDING])
             .build();
         let p = run(&policy(), std::slice::from_ref(&cur), Some(&s));
-        assert_eq!(p.actions, vec![Action::ClearPending { version_id: vid(&cur) }]);
+        assert_eq!(
+            p.actions,
+            vec![Action::ClearPending {
+                version_id: vid(&cur)
+            }]
+        );
     }
 
     #[test]
@@ -743,7 +770,9 @@ mod tests {
         let cur = owned("10", DAY, 20 * DAY);
         let young = owned("12", 60, 30 * DAY);
         let old = owned("13", 3600, 30 * DAY);
-        let s = SecretBuilder::new().version(&vid(&cur), &[AWSCURRENT]).build();
+        let s = SecretBuilder::new()
+            .version(&vid(&cur), &[AWSCURRENT])
+            .build();
         let p = run(&policy(), &[cur, young, old], Some(&s));
         assert_eq!(deletes(&p), [("13".to_string(), DeleteReason::Orphan)]);
         assert!(p.notes.iter().any(|n| n.contains("amgrot-terraform-12")));
@@ -755,7 +784,9 @@ mod tests {
         let dead_owned = owned("5", 40 * DAY, -10 * DAY);
         let dead_foreign = token("6", "someone-elses", 40 * DAY, -10 * DAY);
         let live_foreign = token("7", "terraform-manual", 40 * DAY, 10 * DAY);
-        let s = SecretBuilder::new().version(&vid(&cur), &[AWSCURRENT]).build();
+        let s = SecretBuilder::new()
+            .version(&vid(&cur), &[AWSCURRENT])
+            .build();
         let all = [cur, dead_owned, dead_foreign, live_foreign];
         let p = run(&policy(), &all, Some(&s));
         assert_eq!(deletes(&p), [("5".to_string(), DeleteReason::ExpiredOwned)]);
@@ -827,7 +858,9 @@ mod tests {
         let mut pol = policy();
         pol.strategy = Strategy::Recreate;
         let cur = token("10", "amgrot-terraform", 24 * DAY, 6 * DAY);
-        let s = SecretBuilder::new().version(&vid(&cur), &[AWSCURRENT]).build();
+        let s = SecretBuilder::new()
+            .version(&vid(&cur), &[AWSCURRENT])
+            .build();
         let p = run(&pol, std::slice::from_ref(&cur), Some(&s));
         assert_eq!(
             p.actions,
@@ -861,15 +894,18 @@ mod tests {
 
         /// A random observed state: up to 6 tokens (owned or foreign, of any age and expiry) and
         /// a secret whose labels point at any of them, at a missing token, or at nothing.
-        fn state() -> impl proptest::strategy::Strategy<Value = (Vec<Token>, Option<SecretState>, bool)> {
-            let tok = (0..6u8, any::<bool>(), 0i64..40, -10i64..31).prop_map(|(i, own, age, left)| {
-                let name = if own {
-                    format!("amgrot-terraform-{i}")
-                } else {
-                    format!("other-{i}")
-                };
-                token(&format!("{i}"), &name, age * DAY + 1, left * DAY)
-            });
+        fn state(
+        ) -> impl proptest::strategy::Strategy<Value = (Vec<Token>, Option<SecretState>, bool)>
+        {
+            let tok =
+                (0..6u8, any::<bool>(), 0i64..40, -10i64..31).prop_map(|(i, own, age, left)| {
+                    let name = if own {
+                        format!("amgrot-terraform-{i}")
+                    } else {
+                        format!("other-{i}")
+                    };
+                    token(&format!("{i}"), &name, age * DAY + 1, left * DAY)
+                });
             let tokens = proptest::collection::vec(tok, 0..6).prop_map(|mut v| {
                 v.sort_by(|a, b| a.id.cmp(&b.id));
                 v.dedup_by(|a, b| a.id == b.id);
@@ -877,11 +913,21 @@ mod tests {
             });
             // For each stage: None, a token index (maybe missing), and whether the secret exists.
             let label = proptest::option::of(0u8..8);
-            (tokens, label.clone(), label.clone(), label, any::<bool>(), 0i64..(3 * DAY), any::<bool>())
+            (
+                tokens,
+                label.clone(),
+                label.clone(),
+                label,
+                any::<bool>(),
+                0i64..(3 * DAY),
+                any::<bool>(),
+            )
                 .prop_map(|(tokens, cur, pen, prev, exists, changed, recreate)| {
                     let secret = exists.then(|| {
                         let mut s = SecretBuilder::new().changed_ago(changed);
-                        for (stage, idx) in [(AWSCURRENT, cur), (AWSPENDING, pen), (AWSPREVIOUS, prev)] {
+                        for (stage, idx) in
+                            [(AWSCURRENT, cur), (AWSPENDING, pen), (AWSPREVIOUS, prev)]
+                        {
                             if let Some(i) = idx {
                                 let id = version_id(WS, "3", &i.to_string());
                                 let mut stages = s.0.versions.remove(&id).unwrap_or_default();

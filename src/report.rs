@@ -29,7 +29,11 @@ pub fn summary_lines(report: &PassReport) -> String {
             c.workspace_id,
             c.service_account,
             c.secret_name.as_deref().unwrap_or("-"),
-            if c.summary.is_empty() { c.error.as_deref().unwrap_or("") } else { &c.summary }
+            if c.summary.is_empty() {
+                c.error.as_deref().unwrap_or("")
+            } else {
+                &c.summary
+            }
         );
     }
     for p in &report.problems {
@@ -67,9 +71,16 @@ pub fn plan_table(report: &PassReport) -> String {
     for c in &report.credentials {
         let plan = c.plan.as_ref();
         let actions = match (plan, &c.error) {
-            (Some(p), _) if p.blocked.is_some() => format!("blocked: {}", p.blocked.as_ref().expect("checked")),
+            (Some(p), _) if p.blocked.is_some() => {
+                format!("blocked: {}", p.blocked.as_ref().expect("checked"))
+            }
             (Some(p), _) if p.actions.is_empty() => "nothing to do".to_owned(),
-            (Some(p), _) => p.actions.iter().map(|a| a.to_string()).collect::<Vec<_>>().join("; "),
+            (Some(p), _) => p
+                .actions
+                .iter()
+                .map(|a| a.to_string())
+                .collect::<Vec<_>>()
+                .join("; "),
             (None, Some(e)) => format!("FAILED: {e}"),
             (None, None) => status_word(c.status).to_owned(),
         };
@@ -78,7 +89,9 @@ pub fn plan_table(report: &PassReport) -> String {
             c.service_account.clone(),
             c.secret_name.clone().unwrap_or_else(|| "-".into()),
             c.expires_at.map(rfc3339).unwrap_or_else(|| "-".into()),
-            plan.and_then(|p| p.due_at).map(rfc3339).unwrap_or_else(|| "-".into()),
+            plan.and_then(|p| p.due_at)
+                .map(rfc3339)
+                .unwrap_or_else(|| "-".into()),
             actions,
         ]);
     }

@@ -16,7 +16,15 @@ use crate::config::{LogFormat, LogSettings};
 
 /// Crates whose verbose events could carry wire bodies.
 const WIRE_CRATES: [&str; 9] = [
-    "aws_smithy", "aws_sdk", "aws_config", "aws_sigv4", "aws_runtime", "hyper", "h2", "rustls", "reqwest",
+    "aws_smithy",
+    "aws_sdk",
+    "aws_config",
+    "aws_sigv4",
+    "aws_runtime",
+    "hyper",
+    "h2",
+    "rustls",
+    "reqwest",
 ];
 
 fn safe(meta: &Metadata<'_>) -> bool {

@@ -42,12 +42,7 @@ impl Verifier for HttpVerifier {
             if attempt > 0 {
                 tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt))).await;
             }
-            let sent = self
-                .client
-                .get(&url)
-                .bearer_auth(key.expose())
-                .send()
-                .await;
+            let sent = self.client.get(&url).bearer_auth(key.expose()).send().await;
             match sent {
                 Ok(r) if r.status().is_success() => return Ok(()),
                 Ok(r) if r.status().as_u16() == 401 || r.status().as_u16() == 403 => {

@@ -38,7 +38,9 @@ fn sdk_role(role: Role) -> aws_sdk_grafana::types::Role {
     }
 }
 
-fn tags(t: Option<&std::collections::HashMap<String, String>>) -> std::collections::BTreeMap<String, String> {
+fn tags(
+    t: Option<&std::collections::HashMap<String, String>>,
+) -> std::collections::BTreeMap<String, String> {
     t.map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
         .unwrap_or_default()
 }
@@ -57,8 +59,8 @@ impl Grafana for AwsGrafana {
                         .max_results(100)
                         .set_next_token(next.clone())
                         .send()
-                    .await
-                    .map_err(ApiError::from_sdk)
+                        .await
+                        .map_err(ApiError::from_sdk)
                 })
                 .await?;
             out.extend(page.workspaces().iter().map(|w| Workspace {
@@ -117,8 +119,8 @@ impl Grafana for AwsGrafana {
                         .max_results(100)
                         .set_next_token(next.clone())
                         .send()
-                    .await
-                    .map_err(ApiError::from_sdk)
+                        .await
+                        .map_err(ApiError::from_sdk)
                 })
                 .await?;
             out.extend(page.service_accounts().iter().map(|sa| ServiceAccount {
@@ -180,8 +182,8 @@ impl Grafana for AwsGrafana {
                         .max_results(100)
                         .set_next_token(next.clone())
                         .send()
-                    .await
-                    .map_err(ApiError::from_sdk)
+                        .await
+                        .map_err(ApiError::from_sdk)
                 })
                 .await?;
             out.extend(page.service_account_tokens().iter().map(|t| Token {

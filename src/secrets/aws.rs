@@ -126,7 +126,9 @@ impl SecretStore for AwsSecrets {
                     .map_err(ApiError::from_sdk)
             })
             .await?;
-        Ok(Zeroizing::new(out.secret_string().unwrap_or_default().to_owned()))
+        Ok(Zeroizing::new(
+            out.secret_string().unwrap_or_default().to_owned(),
+        ))
     }
 
     async fn move_stage(

@@ -1,0 +1,597 @@
+//! The test bed: the AMG emulator (in-process, real HTTP on 127.0.0.1), Secrets Manager on
+//! moto's server (a real process on 127.0.0.1) behind a small fault-injecting proxy, and the
+//! real `amg-token-rotator` binary pointed at them through the standard AWS endpoint variables.
+//!
+//! Everything listens on 127.0.0.1 only; every wait is bounded.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use amg_emulator::{Emulator, EmulatorConfig, Seed};
+use aws_sdk_secretsmanager::Client as SmClient;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+pub const REGION: &str = "us-east-1";
+
+fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `moto_server` from the project's venv (`.venv`), created on first use with `moto[server]`.
+/// `AMG_TEST_MOTO_SERVER` names another executable.
+pub fn moto_server_path() -> PathBuf {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        if let Some(p) = std::env::var_os("AMG_TEST_MOTO_SERVER") {
+            return PathBuf::from(p);
+        }
+        let venv = workspace_root().join(".venv");
+        let bin = venv.join("bin/moto_server");
+        if bin.exists() {
+            return bin;
+        }
+        // Serialize creation across test processes with a lock directory.
+        let lock = workspace_root().join(".venv.lock");
+        let deadline = Instant::now() + Duration::from_secs(600);
+        while std::fs::create_dir(&lock).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {}",
+                lock.display()
+            );
+            std::thread::sleep(Duration::from_millis(500));
+            if bin.exists() {
+                return bin;
+            }
+        }
+        let run = |cmd: &mut std::process::Command| {
+            let status = cmd.status().expect("python3 runs");
+            assert!(status.success(), "{cmd:?} failed");
+        };
+        run(std::process::Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv));
+        run(std::process::Command::new(venv.join("bin/pip"))
+            .args(["install", "--quiet", "--disable-pip-version-check"])
+            .arg("moto[server]>=5,<6"));
+        let _ = std::fs::remove_dir(&lock);
+        bin
+    })
+    .clone()
+}
+
+/// A free loopback port (bound, read, released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// moto's server, killed on drop.
+pub struct Moto {
+    pub port: u16,
+    child: std::process::Child,
+}
+
+impl Moto {
+    pub async fn start() -> Moto {
+        let bin = moto_server_path();
+        let http = reqwest::Client::new();
+        for _ in 0..3 {
+            let port = free_port();
+            let child = std::process::Command::new(&bin)
+                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("moto_server starts");
+            let mut moto = Moto { port, child };
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline {
+                if let Ok(r) = http
+                    .get(format!("http://127.0.0.1:{port}/moto-api/"))
+                    .timeout(Duration::from_secs(2))
+                    .send()
+                    .await
+                {
+                    if r.status().is_success() {
+                        return moto;
+                    }
+                }
+                if let Ok(Some(_)) = moto.child.try_wait() {
+                    break; // port taken meanwhile: try another
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let _ = moto.child.kill();
+        }
+        panic!("moto_server did not start");
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A fault to inject in front of Secrets Manager.
+#[derive(Debug, Clone)]
+pub struct SmFault {
+    /// The operation, as in `X-Amz-Target: secretsmanager.<Operation>`; `*` for any.
+    pub operation: String,
+    /// Calls of it to fail; `u32::MAX` for all.
+    pub times: u32,
+    pub status: u16,
+    pub error_type: String,
+}
+
+#[derive(Default)]
+struct ProxyState {
+    faults: Vec<SmFault>,
+    /// A fraction of calls answered with 500 InternalServiceError or 400 ThrottlingException.
+    error_rate: f64,
+    rng: fastrand::Rng,
+    injected: usize,
+    /// Operations seen, in order.
+    calls: Vec<String>,
+}
+
+/// A wire-level proxy in front of moto that can fail chosen Secrets Manager operations, as a
+/// real outage or a permission problem would.
+#[derive(Clone)]
+pub struct SmProxy {
+    pub addr: SocketAddr,
+    state: Arc<Mutex<ProxyState>>,
+}
+
+impl SmProxy {
+    pub async fn start(upstream: String) -> SmProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(Mutex::new(ProxyState::default()));
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http::<Full<Bytes>>();
+        let st = state.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let st = st.clone();
+                let client = client.clone();
+                let upstream = upstream.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                        let st = st.clone();
+                        let client = client.clone();
+                        let upstream = upstream.clone();
+                        async move { forward(req, &st, &client, &upstream).await }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        SmProxy { addr, state }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn fail(&self, operation: &str, times: u32, status: u16, error_type: &str) {
+        self.state.lock().unwrap().faults.push(SmFault {
+            operation: operation.into(),
+            times,
+            status,
+            error_type: error_type.into(),
+        });
+    }
+
+    pub fn clear_faults(&self) {
+        let mut s = self.state.lock().unwrap();
+        s.faults.clear();
+        s.error_rate = 0.0;
+    }
+
+    /// Fails a fraction of all calls, half as 500 InternalServiceError, half as throttling.
+    pub fn set_error_rate(&self, rate: f64, seed: u64) {
+        let mut s = self.state.lock().unwrap();
+        s.error_rate = rate;
+        s.rng = fastrand::Rng::with_seed(seed);
+    }
+
+    /// Calls answered with an injected error so far.
+    pub fn injected(&self) -> usize {
+        self.state.lock().unwrap().injected
+    }
+
+    pub fn calls(&self) -> Vec<String> {
+        self.state.lock().unwrap().calls.clone()
+    }
+
+    pub fn clear_calls(&self) {
+        self.state.lock().unwrap().calls.clear();
+    }
+}
+
+async fn forward(
+    req: Request<Incoming>,
+    state: &Mutex<ProxyState>,
+    client: &hyper_util::client::legacy::Client<
+        hyper_util::client::legacy::connect::HttpConnector,
+        Full<Bytes>,
+    >,
+    upstream: &str,
+) -> Result<Response<Full<Bytes>>, hyper::Error> {
+    let op = req
+        .headers()
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("secretsmanager."))
+        .unwrap_or("")
+        .to_owned();
+    let injected = {
+        let mut s = state.lock().unwrap();
+        s.calls.push(op.clone());
+        let hit = s
+            .faults
+            .iter_mut()
+            .find(|f| (f.operation == op || f.operation == "*") && f.times > 0);
+        let chosen = hit.map(|f| {
+            if f.times != u32::MAX {
+                f.times -= 1;
+            }
+            (f.status, f.error_type.clone())
+        });
+        let random = (s.error_rate > 0.0 && s.rng.f64() < s.error_rate).then(|| {
+            if s.rng.bool() {
+                (500, "InternalServiceError".to_owned())
+            } else {
+                (400, "ThrottlingException".to_owned())
+            }
+        });
+        let injected = chosen.or(random);
+        if injected.is_some() {
+            s.injected += 1;
+        }
+        injected
+    };
+    if let Some((status, error_type)) = injected {
+        let body = format!(r#"{{"__type":"{error_type}","message":"injected by the test proxy"}}"#);
+        return Ok(Response::builder()
+            .status(status)
+            .header("content-type", "application/x-amz-json-1.1")
+            .header("x-amzn-errortype", error_type)
+            .body(Full::new(Bytes::from(body)))
+            .unwrap());
+    }
+    let (parts, body) = req.into_parts();
+    let bytes = body.collect().await?.to_bytes();
+    let uri = format!(
+        "{upstream}{}",
+        parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/")
+    );
+    let mut out = Request::builder().method(parts.method).uri(uri);
+    for (k, v) in parts.headers.iter() {
+        out = out.header(k, v);
+    }
+    let resp = match client.request(out.body(Full::new(bytes)).unwrap()).await {
+        Ok(r) => r,
+        Err(_) => {
+            return Ok(Response::builder()
+                .status(502)
+                .body(Full::new(Bytes::from_static(b"upstream unreachable")))
+                .unwrap())
+        }
+    };
+    let (parts, body) = resp.into_parts();
+    let bytes = body.collect().await?.to_bytes();
+    Ok(Response::from_parts(parts, Full::new(bytes)))
+}
+
+/// The result of one run of the binary.
+#[derive(Debug)]
+pub struct Run {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn all_output(&self) -> String {
+        format!("{}\n{}", self.stdout, self.stderr)
+    }
+}
+
+/// Emulator + moto + proxy + a scratch directory for configuration.
+pub struct Bed {
+    pub amg: Emulator,
+    pub moto: Moto,
+    pub proxy: SmProxy,
+    pub sm: SmClient,
+    pub dir: tempfile::TempDir,
+}
+
+impl Bed {
+    pub async fn start(seed: Seed) -> Bed {
+        let amg = Emulator::start(EmulatorConfig::new().with_seed(seed))
+            .await
+            .expect("emulator starts");
+        let moto = Moto::start().await;
+        let proxy = SmProxy::start(moto.endpoint()).await;
+        let conf = aws_sdk_secretsmanager::Config::builder()
+            .behavior_version(aws_sdk_secretsmanager::config::BehaviorVersion::latest())
+            .region(aws_sdk_secretsmanager::config::Region::new(REGION))
+            .endpoint_url(moto.endpoint())
+            .credentials_provider(aws_sdk_secretsmanager::config::Credentials::new(
+                "testing", "testing", None, None, "test",
+            ))
+            .build();
+        Bed {
+            amg,
+            sm: SmClient::from_conf(conf),
+            moto,
+            proxy,
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// Writes `config.toml` into the scratch directory and returns its path.
+    pub fn config(&self, toml: &str) -> PathBuf {
+        let path = self.dir.path().join("config.toml");
+        std::fs::write(&path, toml).unwrap();
+        path
+    }
+
+    fn empty_file(&self, name: &str) -> String {
+        let path = self.dir.path().join(name);
+        if !path.exists() {
+            std::fs::write(&path, "").unwrap();
+        }
+        path.display().to_string()
+    }
+
+    /// The environment the rotator runs with: only test credentials and the local endpoints.
+    pub fn env(&self) -> BTreeMap<String, String> {
+        [
+            ("AWS_ENDPOINT_URL_GRAFANA", self.amg.endpoint()),
+            ("AWS_ENDPOINT_URL_SECRETS_MANAGER", self.proxy.endpoint()),
+            ("AWS_ACCESS_KEY_ID", "testing".into()),
+            ("AWS_SECRET_ACCESS_KEY", "testing".into()),
+            ("AWS_REGION", REGION.into()),
+            ("AWS_EC2_METADATA_DISABLED", "true".into()),
+            ("AWS_CONFIG_FILE", self.empty_file("aws-config")),
+            (
+                "AWS_SHARED_CREDENTIALS_FILE",
+                self.empty_file("aws-credentials"),
+            ),
+            // Keep tests quick when a call fails for good.
+            ("AMG_ROTATOR__AWS__RETRY_BUDGET", "10s".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+
+    pub fn command(
+        &self,
+        config: &Path,
+        args: &[&str],
+        extra_env: &[(&str, &str)],
+    ) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_amg-token-rotator"));
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", self.dir.path())
+            .envs(self.env())
+            .envs(
+                extra_env
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string())),
+            )
+            .arg("--config")
+            .arg(config)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        cmd
+    }
+
+    /// Runs the binary to completion (at most 120 s).
+    pub async fn run(&self, config: &Path, args: &[&str], extra_env: &[(&str, &str)]) -> Run {
+        let child = self
+            .command(config, args, extra_env)
+            .spawn()
+            .expect("binary runs");
+        let out = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
+            .await
+            .expect("the rotator finishes within 120 s")
+            .unwrap();
+        Run {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    pub async fn once(&self, config: &Path) -> Run {
+        self.run(config, &["once"], &[]).await
+    }
+
+    /// An aws-sdk-grafana client on the emulator, for arranging states by hand.
+    pub fn grafana_client(&self) -> aws_sdk_grafana::Client {
+        let conf = aws_sdk_grafana::Config::builder()
+            .behavior_version(aws_sdk_grafana::config::BehaviorVersion::latest())
+            .region(aws_sdk_grafana::config::Region::new(REGION))
+            .endpoint_url(self.amg.endpoint())
+            .credentials_provider(aws_sdk_grafana::config::Credentials::new(
+                "testing", "testing", None, None, "test",
+            ))
+            .build();
+        aws_sdk_grafana::Client::from_conf(conf)
+    }
+
+    /// The secret's version id → stages, or `None` when missing.
+    pub async fn versions(&self, name: &str) -> Option<BTreeMap<String, Vec<String>>> {
+        match self.sm.describe_secret().secret_id(name).send().await {
+            Ok(d) => Some(
+                d.version_ids_to_stages()
+                    .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                    .unwrap_or_default(),
+            ),
+            Err(_) => None,
+        }
+    }
+
+    /// The JSON document of the version carrying `stage`.
+    pub async fn secret_json(&self, name: &str, stage: &str) -> serde_json::Value {
+        let v = self
+            .sm
+            .get_secret_value()
+            .secret_id(name)
+            .version_stage(stage)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GetSecretValue {name} {stage}: {e:?}"));
+        serde_json::from_str(v.secret_string().unwrap()).unwrap()
+    }
+
+    /// Tokens of one service account, from the emulator's state.
+    pub fn tokens(&self, workspace: &str, service_account: &str) -> Vec<amg_emulator::Token> {
+        let state = self.amg.state();
+        state
+            .workspaces
+            .iter()
+            .find(|w| w.id == workspace)
+            .and_then(|w| {
+                w.service_accounts
+                    .iter()
+                    .find(|s| s.name == service_account)
+            })
+            .map(|s| s.tokens.clone())
+            .unwrap_or_default()
+    }
+
+    pub fn service_account_id(&self, workspace: &str, service_account: &str) -> String {
+        self.amg
+            .state()
+            .workspaces
+            .iter()
+            .find(|w| w.id == workspace)
+            .and_then(|w| {
+                w.service_accounts
+                    .iter()
+                    .find(|s| s.name == service_account)
+            })
+            .map(|s| s.id.clone())
+            .expect("service account exists")
+    }
+
+    /// Every key the emulator has ever issued that is still stored.
+    pub fn all_keys(&self) -> Vec<String> {
+        let state = self.amg.state();
+        let mut keys = Vec::new();
+        for w in &state.workspaces {
+            for sa in &w.service_accounts {
+                keys.extend(sa.tokens.iter().map(|t| t.key.clone()));
+            }
+            keys.extend(w.api_keys.iter().map(|k| k.key.clone()));
+        }
+        keys
+    }
+
+    /// Calls the emulator logged for `operation`.
+    pub fn count_calls(&self, operation: &str) -> usize {
+        self.amg
+            .calls()
+            .iter()
+            .filter(|c| c.operation == operation)
+            .count()
+    }
+
+    /// Does the Grafana stand-in accept this key for the workspace?
+    pub async fn key_works(&self, workspace: &str, key: &str) -> bool {
+        let url = format!("{}/api/org/", self.amg.grafana_url(workspace));
+        reqwest::Client::new()
+            .get(url)
+            .bearer_auth(key)
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .map(|r| r.status().is_success())
+            .unwrap_or(false)
+    }
+}
+
+/// A seed workspace with service accounts, each with tokens `(name, created_ago_s, expires_in_s)`.
+pub fn workspace(
+    id: &str,
+    accounts: &[(&str, &[(&str, i64, i64)])],
+) -> amg_emulator::WorkspaceSeed {
+    amg_emulator::WorkspaceSeed {
+        id: id.into(),
+        name: Some(format!("ws-{}", &id[2..6])),
+        service_accounts: accounts
+            .iter()
+            .map(|(name, tokens)| amg_emulator::ServiceAccountSeed {
+                name: name.to_string(),
+                grafana_role: Some(amg_emulator::Role::Admin),
+                tokens: tokens
+                    .iter()
+                    .map(|(n, ago, left)| amg_emulator::TokenSeed {
+                        name: n.to_string(),
+                        created_seconds_ago: *ago,
+                        expires_in_seconds: *left,
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+/// A minimal configuration for the given workspaces and accounts, plus extra `[defaults]` lines.
+pub fn config_for(workspaces: &[&str], accounts: &[&str], defaults: &str) -> String {
+    let ws = workspaces
+        .iter()
+        .map(|w| format!("{w:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sa = accounts
+        .iter()
+        .map(|s| format!("{s:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "[daemon]\nconcurrency = 4\n\n[log]\nformat = \"text\"\n\n[defaults]\n{defaults}\n\n[[targets]]\nworkspace_ids = [{ws}]\nservice_accounts = [{sa}]\n"
+    )
+}
