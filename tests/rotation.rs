@@ -349,7 +349,7 @@ async fn quota_pressure_is_relieved_only_by_the_opt_in_cleanup() {
 #[tokio::test(flavor = "multi_thread")]
 async fn twenty_credentials_converge_under_injected_faults() {
     let names: Vec<String> = (0..7).map(|i| format!("svc-{i}")).collect();
-    let accounts = |n: usize| -> Vec<(&str, &[(&str, i64, i64)])> {
+    let accounts = |n: usize| -> Vec<support::AccountSpec<'_>> {
         names[..n].iter().map(|s| (s.as_str(), &[][..])).collect()
     };
     let bed = Bed::start(seed(vec![
