@@ -550,11 +550,13 @@ impl Bed {
     }
 }
 
-/// A seed workspace with service accounts, each with tokens `(name, created_ago_s, expires_in_s)`.
-pub fn workspace(
-    id: &str,
-    accounts: &[(&str, &[(&str, i64, i64)])],
-) -> amg_emulator::WorkspaceSeed {
+/// A seeded token: `(name, created seconds ago, expires in seconds)`.
+pub type TokenSpec<'a> = (&'a str, i64, i64);
+/// A seeded service account and its tokens.
+pub type AccountSpec<'a> = (&'a str, &'a [TokenSpec<'a>]);
+
+/// A seed workspace with service accounts and their tokens.
+pub fn workspace(id: &str, accounts: &[AccountSpec<'_>]) -> amg_emulator::WorkspaceSeed {
     amg_emulator::WorkspaceSeed {
         id: id.into(),
         name: Some(format!("ws-{}", &id[2..6])),
