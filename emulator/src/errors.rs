@@ -14,8 +14,7 @@ use serde_json::{json, Map, Value};
 pub const SERVICE_CODE: &str = "grafana";
 
 /// Why a request failed validation (the model's `ValidationExceptionReason`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ValidationReason {
     UnknownOperation,
     CannotParse,
@@ -229,20 +228,6 @@ impl AwsError {
             }
         }
         Value::Object(body)
-    }
-
-    /// The message, whichever variant.
-    pub fn message(&self) -> &str {
-        match self {
-            AwsError::Validation { message, .. }
-            | AwsError::AccessDenied { message }
-            | AwsError::ResourceNotFound { message, .. }
-            | AwsError::Conflict { message, .. }
-            | AwsError::ServiceQuotaExceeded { message, .. }
-            | AwsError::Throttling { message, .. }
-            | AwsError::InternalServer { message, .. }
-            | AwsError::ServiceUnavailable { message, .. } => message,
-        }
     }
 }
 

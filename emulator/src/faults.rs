@@ -150,7 +150,7 @@ impl Faults {
 }
 
 /// The live fault configuration and what it has counted.
-pub struct FaultState {
+pub(crate) struct FaultState {
     faults: Faults,
     rng: fastrand::Rng,
     /// Calls per operation name, and under `*` all calls, since the configuration was set.

@@ -15,17 +15,17 @@
 //! - `test_routes`: `/_emulator/...`; `grafana`: the Grafana stand-in.
 
 mod aws;
-pub mod clock;
-pub mod errors;
+mod clock;
+mod errors;
 pub mod faults;
 mod grafana;
 pub mod model;
-pub mod ops;
-pub mod pagination;
+mod ops;
+mod pagination;
 pub mod seed;
 mod shared;
 mod test_routes;
-pub mod validate;
+mod validate;
 
 pub use faults::{FailRule, Faults};
 pub use model::{
