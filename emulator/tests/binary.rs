@@ -59,7 +59,12 @@ async fn binary_serves_the_seed_with_faults_and_stops_on_sigterm() {
         assert_eq!(r.status, 200);
 
         let pid = child.id().expect("running").to_string();
-        let killed = Command::new("kill").args(["-TERM", &pid]).status().await.unwrap();
+        // The shell's built-in kill: no extra crate, and no reliance on a kill binary.
+        let killed = Command::new("sh")
+            .args(["-c", &format!("kill -TERM {pid}")])
+            .status()
+            .await
+            .unwrap();
         assert!(killed.success());
         let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
             .await
