@@ -46,6 +46,12 @@ pub struct Metrics {
     aws_calls: IntCounterVec,
     aws_latency: HistogramVec,
     credential_failures: IntCounterVec,
+    role_drift: IntGaugeVec,
+    bootstraps: IntCounterVec,
+    permissions: IntGaugeVec,
+    permission_drift: IntGaugeVec,
+    permission_updates: IntCounterVec,
+    rate_limit: GaugeVec,
     /// Credentials seen in the last pass, so the series of one that left the config are removed.
     known: Mutex<BTreeSet<CredentialLabels>>,
 }
@@ -162,6 +168,54 @@ impl Metrics {
             &["workspace", "service_account", "kind", "stage"],
         )
         .unwrap();
+        let role_drift = IntGaugeVec::new(
+            opts(
+                "service_account_role_drift",
+                "1 when a managed service account's Grafana role differs from the declared one (AMG cannot change it; recreate the account).",
+            ),
+            &["workspace", "service_account", "declared", "actual"],
+        )
+        .unwrap();
+        let bootstraps = IntCounterVec::new(
+            opts(
+                "service_account_bootstraps_total",
+                "Missing service accounts created, by outcome (success, conflict, quota_exceeded, ...).",
+            ),
+            &["workspace", "service_account", "outcome"],
+        )
+        .unwrap();
+        let permissions = IntGaugeVec::new(
+            opts(
+                "workspace_permissions",
+                "Users and groups holding each Grafana role in a managed workspace, by role and principal type.",
+            ),
+            &["workspace", "role", "type"],
+        )
+        .unwrap();
+        let permission_drift = IntGaugeVec::new(
+            opts(
+                "workspace_permission_drift",
+                "Bindings that differ from the declared ones, by change (add, revoke).",
+            ),
+            &["workspace", "change"],
+        )
+        .unwrap();
+        let permission_updates = IntCounterVec::new(
+            opts(
+                "permission_updates_total",
+                "Permission changes sent with UpdatePermissions, by outcome (applied, refused, failed).",
+            ),
+            &["workspace", "outcome"],
+        )
+        .unwrap();
+        let rate_limit = GaugeVec::new(
+            opts(
+                "aws_rate_limit_requests_per_second",
+                "The client-side request rate the rotator currently allows itself, per service; lowered after throttling.",
+            ),
+            &["service"],
+        )
+        .unwrap();
         let build_info = IntGaugeVec::new(
             opts("build_info", "Always 1; the labels name the running build."),
             &["version"],
@@ -186,6 +240,12 @@ impl Metrics {
             Box::new(aws_calls.clone()),
             Box::new(aws_latency.clone()),
             Box::new(credential_failures.clone()),
+            Box::new(role_drift.clone()),
+            Box::new(bootstraps.clone()),
+            Box::new(permissions.clone()),
+            Box::new(permission_drift.clone()),
+            Box::new(permission_updates.clone()),
+            Box::new(rate_limit.clone()),
             Box::new(build_info),
         ] {
             registry.register(c).expect("metric names are unique");
@@ -206,6 +266,12 @@ impl Metrics {
             aws_calls,
             aws_latency,
             credential_failures,
+            role_drift,
+            bootstraps,
+            permissions,
+            permission_drift,
+            permission_updates,
+            rate_limit,
             known: Mutex::new(BTreeSet::new()),
         }
     }
@@ -265,6 +331,59 @@ impl Metrics {
         self.tokens
             .with_label_values(&[workspace, service_account, "expired"])
             .set(expired as i64);
+    }
+
+    pub fn set_role_drift(
+        &self,
+        c: &CredentialLabels,
+        declared: &str,
+        actual: &str,
+        drifted: bool,
+    ) {
+        let labels = [
+            c.workspace.as_str(),
+            c.service_account.as_str(),
+            declared,
+            actual,
+        ];
+        if drifted {
+            self.role_drift.with_label_values(&labels).set(1);
+        } else {
+            let _ = self.role_drift.remove_label_values(&labels);
+        }
+    }
+
+    pub fn bootstrap(&self, workspace: &str, service_account: &str, outcome: &str) {
+        self.bootstraps
+            .with_label_values(&[workspace, service_account, outcome])
+            .inc();
+    }
+
+    pub fn set_permissions(&self, workspace: &str, role: &str, principal_type: &str, count: usize) {
+        self.permissions
+            .with_label_values(&[workspace, role, principal_type])
+            .set(count as i64);
+    }
+
+    pub fn set_permission_drift(&self, workspace: &str, to_add: usize, to_revoke: usize) {
+        self.permission_drift
+            .with_label_values(&[workspace, "add"])
+            .set(to_add as i64);
+        self.permission_drift
+            .with_label_values(&[workspace, "revoke"])
+            .set(to_revoke as i64);
+    }
+
+    pub fn permission_updates(&self, workspace: &str, outcome: &str, n: usize) {
+        self.permission_updates
+            .with_label_values(&[workspace, outcome])
+            .inc_by(n as u64);
+    }
+
+    pub fn set_rate_limit(&self, service: &str, per_second: f64) {
+        self.rate_limit
+            .with_label_values(&[service])
+            .set(per_second);
     }
 
     /// Records one AWS call attempt.

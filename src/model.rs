@@ -136,6 +136,58 @@ impl NewToken {
     }
 }
 
+/// A legacy API key just created (Grafana 8 workspaces): its key is known only now.
+#[derive(Debug, Clone)]
+pub struct NewApiKey {
+    pub name: String,
+    pub key: Key,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Whether a permission names an IAM Identity Center user or group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum PrincipalType {
+    SsoUser,
+    SsoGroup,
+}
+
+impl PrincipalType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PrincipalType::SsoUser => "SSO_USER",
+            PrincipalType::SsoGroup => "SSO_GROUP",
+        }
+    }
+}
+
+/// One role binding of a workspace: a user or group and its Grafana role.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Binding {
+    pub role: Role,
+    pub principal_type: PrincipalType,
+    pub principal_id: String,
+}
+
+/// Add or revoke a role for a principal, as UpdatePermissions takes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum PermissionChange {
+    Add,
+    Revoke,
+}
+
+/// One entry UpdatePermissions refused, with the instruction that caused it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PermissionError {
+    pub code: i32,
+    pub message: String,
+    pub change: Option<PermissionChange>,
+    pub binding: Option<Binding>,
+}
+
 /// Secrets Manager staging labels the rotator uses.
 pub const AWSCURRENT: &str = "AWSCURRENT";
 pub const AWSPENDING: &str = "AWSPENDING";

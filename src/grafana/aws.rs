@@ -13,7 +13,10 @@ use chrono::{DateTime, Utc};
 use super::Grafana;
 use crate::api::ApiError;
 use crate::aws::Caller;
-use crate::model::{Key, NewToken, Role, ServiceAccount, Token, Workspace};
+use crate::model::{
+    Binding, Key, NewApiKey, NewToken, PermissionChange, PermissionError, PrincipalType, Role,
+    ServiceAccount, Token, Workspace,
+};
 
 pub struct AwsGrafana {
     client: Client,
@@ -36,6 +39,26 @@ fn sdk_role(role: Role) -> aws_sdk_grafana::types::Role {
         Role::Editor => aws_sdk_grafana::types::Role::Editor,
         Role::Viewer => aws_sdk_grafana::types::Role::Viewer,
     }
+}
+
+fn principal(t: &aws_sdk_grafana::types::UserType) -> Option<PrincipalType> {
+    match t {
+        aws_sdk_grafana::types::UserType::SsoUser => Some(PrincipalType::SsoUser),
+        aws_sdk_grafana::types::UserType::SsoGroup => Some(PrincipalType::SsoGroup),
+        _ => None,
+    }
+}
+
+fn sdk_user(b: &Binding) -> Result<aws_sdk_grafana::types::User, ApiError> {
+    let kind = match b.principal_type {
+        PrincipalType::SsoUser => aws_sdk_grafana::types::UserType::SsoUser,
+        PrincipalType::SsoGroup => aws_sdk_grafana::types::UserType::SsoGroup,
+    };
+    aws_sdk_grafana::types::User::builder()
+        .id(&b.principal_id)
+        .r#type(kind)
+        .build()
+        .map_err(|e| ApiError::Invalid(e.to_string()))
 }
 
 fn tags(
@@ -254,5 +277,141 @@ impl Grafana for AwsGrafana {
             })
             .await?;
         Ok(())
+    }
+
+    async fn create_api_key(
+        &self,
+        workspace_id: &str,
+        name: &str,
+        role: Role,
+        ttl: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<NewApiKey, ApiError> {
+        let seconds = i32::try_from(ttl.as_secs()).unwrap_or(i32::MAX);
+        let out = self
+            .caller
+            .once("CreateWorkspaceApiKey", || async {
+                self.client
+                    .create_workspace_api_key()
+                    .workspace_id(workspace_id)
+                    .key_name(name)
+                    .key_role(role.as_str())
+                    .seconds_to_live(seconds)
+                    .send()
+                    .await
+                    .map_err(ApiError::from_sdk)
+            })
+            .await?;
+        Ok(NewApiKey {
+            name: out.key_name().to_owned(),
+            key: Key::new(out.key().to_owned()),
+            created_at: now,
+            expires_at: now + chrono::Duration::seconds(i64::from(seconds)),
+        })
+    }
+
+    async fn delete_api_key(&self, workspace_id: &str, name: &str) -> Result<(), ApiError> {
+        self.caller
+            .idempotent("DeleteWorkspaceApiKey", || async {
+                self.client
+                    .delete_workspace_api_key()
+                    .workspace_id(workspace_id)
+                    .key_name(name)
+                    .send()
+                    .await
+                    .map_err(ApiError::from_sdk)
+            })
+            .await?;
+        Ok(())
+    }
+
+    async fn list_permissions(&self, workspace_id: &str) -> Result<Vec<Binding>, ApiError> {
+        let mut out = Vec::new();
+        let mut next: Option<String> = None;
+        loop {
+            let page = self
+                .caller
+                .idempotent("ListPermissions", || async {
+                    self.client
+                        .list_permissions()
+                        .workspace_id(workspace_id)
+                        .max_results(100)
+                        .set_next_token(next.clone())
+                        .send()
+                        .await
+                        .map_err(ApiError::from_sdk)
+                })
+                .await?;
+            out.extend(page.permissions().iter().filter_map(|p| {
+                let user = p.user()?;
+                Some(Binding {
+                    role: Role::parse(p.role().as_str())?,
+                    principal_type: principal(user.r#type())?,
+                    principal_id: user.id().to_owned(),
+                })
+            }));
+            next = page.next_token().map(str::to_owned);
+            if next.is_none() {
+                return Ok(out);
+            }
+        }
+    }
+
+    async fn update_permissions(
+        &self,
+        workspace_id: &str,
+        changes: &[(PermissionChange, Binding)],
+    ) -> Result<Vec<PermissionError>, ApiError> {
+        // One instruction per binding, so each refused entry maps back to exactly one change.
+        let mut batch = Vec::with_capacity(changes.len());
+        for (change, b) in changes {
+            let action = match change {
+                PermissionChange::Add => aws_sdk_grafana::types::UpdateAction::Add,
+                PermissionChange::Revoke => aws_sdk_grafana::types::UpdateAction::Revoke,
+            };
+            batch.push(
+                aws_sdk_grafana::types::UpdateInstruction::builder()
+                    .action(action)
+                    .role(sdk_role(b.role))
+                    .users(sdk_user(b)?)
+                    .build()
+                    .map_err(|e| ApiError::Invalid(e.to_string()))?,
+            );
+        }
+        let out = self
+            .caller
+            .idempotent("UpdatePermissions", || async {
+                self.client
+                    .update_permissions()
+                    .workspace_id(workspace_id)
+                    .set_update_instruction_batch(Some(batch.clone()))
+                    .send()
+                    .await
+                    .map_err(ApiError::from_sdk)
+            })
+            .await?;
+        Ok(out
+            .errors()
+            .iter()
+            .map(|e| {
+                let cause = e.caused_by();
+                let user = cause.and_then(|c| c.users().first());
+                PermissionError {
+                    code: e.code(),
+                    message: e.message().to_owned(),
+                    change: cause.map(|c| match c.action() {
+                        aws_sdk_grafana::types::UpdateAction::Revoke => PermissionChange::Revoke,
+                        _ => PermissionChange::Add,
+                    }),
+                    binding: cause.zip(user).and_then(|(c, u)| {
+                        Some(Binding {
+                            role: Role::parse(c.role().as_str())?,
+                            principal_type: principal(u.r#type())?,
+                            principal_id: u.id().to_owned(),
+                        })
+                    }),
+                }
+            })
+            .collect())
     }
 }

@@ -10,7 +10,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::api::ApiError;
-use crate::model::{NewToken, Role, ServiceAccount, Token, Workspace};
+use crate::model::{
+    Binding, NewApiKey, NewToken, PermissionChange, PermissionError, Role, ServiceAccount, Token,
+    Workspace,
+};
 
 #[async_trait]
 pub trait Grafana: Send + Sync {
@@ -46,4 +49,22 @@ pub trait Grafana: Send + Sync {
         service_account_id: &str,
         token_id: &str,
     ) -> Result<(), ApiError>;
+    /// Creates a legacy API key (any Grafana version); its name is unique in the workspace.
+    async fn create_api_key(
+        &self,
+        workspace_id: &str,
+        name: &str,
+        role: Role,
+        ttl: Duration,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<NewApiKey, ApiError>;
+    async fn delete_api_key(&self, workspace_id: &str, name: &str) -> Result<(), ApiError>;
+    /// Every user and group binding of the workspace.
+    async fn list_permissions(&self, workspace_id: &str) -> Result<Vec<Binding>, ApiError>;
+    /// Applies at most 20 changes; returns the entries AMG refused (the others applied).
+    async fn update_permissions(
+        &self,
+        workspace_id: &str,
+        changes: &[(PermissionChange, Binding)],
+    ) -> Result<Vec<PermissionError>, ApiError>;
 }
