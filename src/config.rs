@@ -101,6 +101,9 @@ pub struct Policy {
     /// Overrides `https://<endpoint>` as the base URL used to verify new tokens.
     pub grafana_url: Option<String>,
     pub delete_expired_foreign_tokens: bool,
+    /// Create a missing service account with this role (bootstrap), and report one whose role
+    /// differs. `None`: a missing service account is only reported.
+    pub service_account_role: Option<Role>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,6 +119,11 @@ pub struct Target {
     pub workspaces: WorkspaceSelector,
     /// Exact names or globs.
     pub service_accounts: Vec<String>,
+    /// Legacy API keys (Grafana 8 workspaces) by base name; a target manages either service
+    /// accounts or API keys.
+    pub api_keys: Vec<String>,
+    /// The role of the API keys the target mints.
+    pub api_key_role: Role,
     pub region: Option<String>,
     pub role_arn: Option<String>,
     pub policy: Policy,
@@ -162,12 +170,33 @@ pub struct LogSettings {
     pub level: String,
 }
 
+/// One declared binding set: these users and groups hold `role` in these workspaces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeclaredBindings {
+    /// `None`: every managed workspace.
+    pub workspace_ids: Option<Vec<String>>,
+    pub role: Role,
+    pub users: Vec<String>,
+    pub groups: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PermissionSettings {
+    /// List every managed workspace's permissions each pass and export counts.
+    pub audit: bool,
+    /// Apply the drift from `bindings` with UpdatePermissions. In a workspace that `bindings`
+    /// covers, the declared set is the whole truth: other users and groups are revoked.
+    pub enforce: bool,
+    pub bindings: Vec<DeclaredBindings>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     pub daemon: DaemonSettings,
     pub log: LogSettings,
     pub aws: AwsSettings,
     pub targets: Vec<Target>,
+    pub permissions: PermissionSettings,
     /// Things that work but are probably not what the user meant.
     pub warnings: Vec<Problem>,
 }
@@ -189,6 +218,28 @@ struct RawConfig {
     defaults: RawScope,
     #[serde(default)]
     targets: Vec<RawScope>,
+    #[serde(default)]
+    permissions: RawPermissions,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPermissions {
+    audit: Option<bool>,
+    enforce: Option<bool>,
+    #[serde(default)]
+    bindings: Vec<RawBindings>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBindings {
+    workspace_ids: Option<Vec<String>>,
+    role: Option<String>,
+    #[serde(default)]
+    users: Vec<String>,
+    #[serde(default)]
+    groups: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -229,7 +280,10 @@ struct RawScope {
     workspace_ids: Option<Vec<String>>,
     workspace_tags: Option<BTreeMap<String, String>>,
     service_accounts: Option<Vec<String>>,
+    api_keys: Option<Vec<String>>,
     // Either.
+    api_key_role: Option<String>,
+    service_account_role: Option<String>,
     region: Option<String>,
     role_arn: Option<String>,
     strategy: Option<String>,
@@ -259,6 +313,9 @@ impl RawScope {
             workspace_ids,
             workspace_tags,
             service_accounts,
+            api_keys,
+            api_key_role,
+            service_account_role,
             region,
             role_arn,
             strategy,
@@ -484,6 +541,7 @@ fn check_template(c: &mut Checker, key: &str, template: &str) {
             ("workspace_id", "g-0123456789"),
             ("workspace_name", "workspace"),
             ("service_account", "service-account"),
+            ("key_name", "key-name"),
             ("region", "us-east-1"),
         ],
     );
@@ -493,11 +551,11 @@ fn check_template(c: &mut Checker, key: &str, template: &str) {
             quote(template),
             format!("yields {sample:?}, and {reason}"),
         );
-    } else if !template.contains("{service_account}") {
+    } else if !template.contains("{service_account}") && !template.contains("{key_name}") {
         c.fail(
             key,
             quote(template),
-            "must contain {service_account}, or every credential of the target would share one secret",
+            "must contain {service_account} (or {key_name}), or every credential of the target would share one secret",
         );
     } else if !template.contains("{workspace_id}") && !template.contains("{workspace_name}") {
         c.warn(
@@ -609,6 +667,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         ("workspace_ids", raw.defaults.workspace_ids.is_some()),
         ("workspace_tags", raw.defaults.workspace_tags.is_some()),
         ("service_accounts", raw.defaults.service_accounts.is_some()),
+        ("api_keys", raw.defaults.api_keys.is_some()),
     ] {
         if set {
             c.fail(
@@ -634,12 +693,15 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         targets.push(validate_target(&mut c, &at, &s, cron.as_ref()));
     }
 
+    let permissions = validate_permissions(&mut c, &raw.permissions);
+
     if c.problems.is_empty() {
         Ok(Config {
             daemon,
             log,
             aws,
             targets,
+            permissions,
             warnings: c.warnings,
         })
     } else {
@@ -696,7 +758,48 @@ fn validate_target(c: &mut Checker, at: &str, s: &RawScope, cron: Option<&croner
     };
 
     let service_accounts = s.service_accounts.clone().unwrap_or_default();
-    if service_accounts.is_empty() {
+    let api_keys = s.api_keys.clone().unwrap_or_default();
+    if !service_accounts.is_empty() && !api_keys.is_empty() {
+        c.fail(
+            key("api_keys"),
+            "",
+            "a target manages service accounts or API keys, not both: split it in two targets",
+        );
+    }
+    for (j, k) in api_keys.iter().enumerate() {
+        if k.is_empty() || k.len() > 60 || is_glob(k) {
+            c.fail(
+                format!("{at}.api_keys[{j}]"),
+                quote(k),
+                "an API key base name is 1 to 60 characters, no globs (keys cannot be listed)",
+            );
+        }
+    }
+    let role_of = |c: &mut Checker, k: &str, v: &Option<String>| -> Option<Role> {
+        let v = v.as_ref()?;
+        let r = Role::parse(v);
+        if r.is_none() {
+            c.fail(
+                key(k),
+                quote(v),
+                format!("must be one of {}", role_names().join(", ")),
+            );
+        }
+        r
+    };
+    let api_key_role = role_of(c, "api_key_role", &s.api_key_role).unwrap_or(Role::Viewer);
+    if !api_keys.is_empty() && s.api_key_role.is_none() {
+        c.fail(
+            key("api_key_role"),
+            "",
+            format!(
+                "API-key targets need the role of the keys they mint: one of {}",
+                role_names().join(", ")
+            ),
+        );
+    }
+    let service_account_role = role_of(c, "service_account_role", &s.service_account_role);
+    if service_accounts.is_empty() && api_keys.is_empty() {
         c.fail(
             key("service_accounts"),
             "",
@@ -813,6 +916,22 @@ fn validate_target(c: &mut Checker, at: &str, s: &RawScope, cron: Option<&croner
             SecretFormat::Json
         }
     };
+    if !api_keys.is_empty() {
+        if secret_format == SecretFormat::Raw {
+            c.fail(
+                key("secret_format"),
+                "\"raw\"",
+                "API keys cannot be listed, so the secret's JSON is the record of the live key: use \"json\"",
+            );
+        }
+        if strategy == Strategy::Recreate {
+            c.fail(
+                key("strategy"),
+                "\"recreate\"",
+                "API keys are rotated with \"overlap\" only",
+            );
+        }
+    }
     let secret_tags = s.secret_tags.clone().unwrap_or_default();
     for (k, v) in &secret_tags {
         if k.is_empty() || k.len() > 128 || v.len() > 256 || k.starts_with("aws:") {
@@ -859,6 +978,8 @@ fn validate_target(c: &mut Checker, at: &str, s: &RawScope, cron: Option<&croner
         label,
         workspaces,
         service_accounts,
+        api_keys: api_keys.clone(),
+        api_key_role,
         region: s.region.clone(),
         role_arn: s.role_arn.clone(),
         policy: Policy {
@@ -878,7 +999,78 @@ fn validate_target(c: &mut Checker, at: &str, s: &RawScope, cron: Option<&croner
             verify: s.verify.unwrap_or(false),
             grafana_url: s.grafana_url.clone(),
             delete_expired_foreign_tokens: s.delete_expired_foreign_tokens.unwrap_or(false),
+            service_account_role,
         },
+    }
+}
+
+fn validate_permissions(c: &mut Checker, raw: &RawPermissions) -> PermissionSettings {
+    let mut bindings = Vec::new();
+    for (i, b) in raw.bindings.iter().enumerate() {
+        let at = format!("permissions.bindings[{i}]");
+        let role = match b.role.as_deref().map(|r| (r, Role::parse(r))) {
+            Some((_, Some(role))) => role,
+            Some((r, None)) => {
+                c.fail(
+                    format!("{at}.role"),
+                    quote(r),
+                    format!("must be one of {}", role_names().join(", ")),
+                );
+                Role::Viewer
+            }
+            None => {
+                c.fail(
+                    format!("{at}.role"),
+                    "",
+                    format!("missing: one of {}", role_names().join(", ")),
+                );
+                Role::Viewer
+            }
+        };
+        if b.users.is_empty() && b.groups.is_empty() {
+            c.fail(&at, "", "names no user or group");
+        }
+        for (field, ids) in [("users", &b.users), ("groups", &b.groups)] {
+            for (j, id) in ids.iter().enumerate() {
+                if id.is_empty() || id.len() > 47 {
+                    c.fail(
+                        format!("{at}.{field}[{j}]"),
+                        quote(id),
+                        "an IAM Identity Center ID is 1 to 47 characters",
+                    );
+                }
+            }
+        }
+        if let Some(ids) = &b.workspace_ids {
+            for (j, id) in ids.iter().enumerate() {
+                if !is_workspace_id(id) {
+                    c.fail(
+                        format!("{at}.workspace_ids[{j}]"),
+                        quote(id),
+                        "not a workspace ID (\"g-\" and 10 lowercase hex digits)",
+                    );
+                }
+            }
+        }
+        bindings.push(DeclaredBindings {
+            workspace_ids: b.workspace_ids.clone(),
+            role,
+            users: b.users.clone(),
+            groups: b.groups.clone(),
+        });
+    }
+    let enforce = raw.enforce.unwrap_or(false);
+    if enforce && bindings.is_empty() {
+        c.fail(
+            "permissions.enforce",
+            "true",
+            "enforcement needs [[permissions.bindings]] to enforce",
+        );
+    }
+    PermissionSettings {
+        audit: raw.audit.unwrap_or(false) || enforce,
+        enforce,
+        bindings,
     }
 }
 

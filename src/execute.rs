@@ -74,6 +74,10 @@ pub enum StepError {
     UnreadablePending,
     #[error("no free token name after {0} attempts")]
     NoFreeName(u32),
+    #[error("service-account bootstrap: {0}")]
+    Bootstrap(String),
+    #[error("the service account does not exist")]
+    NoServiceAccount,
 }
 
 impl StepError {
@@ -116,25 +120,32 @@ pub struct Executor<'a> {
 /// The state an executing plan carries from one action to the next.
 struct Run<'c> {
     cred: &'c Credential,
-    account: &'c ServiceAccount,
+    /// `None` until a bootstrap creates the missing service account.
+    account: Option<ServiceAccount>,
     labels: CredentialLabels,
     /// The version AWSCURRENT is on, so a promotion can name it in RemoveFromVersionId.
     current_version: Option<String>,
     outcome: Outcome,
 }
 
+impl Run<'_> {
+    fn account(&self) -> Result<&ServiceAccount, StepError> {
+        self.account.as_ref().ok_or(StepError::NoServiceAccount)
+    }
+}
+
 impl Executor<'_> {
     pub async fn execute(
         &self,
         cred: &Credential,
-        account: &ServiceAccount,
+        account: Option<&ServiceAccount>,
         secret: Option<&SecretState>,
         plan: &plan::Plan,
         now: DateTime<Utc>,
     ) -> Outcome {
         let mut run = Run {
             cred,
-            account,
+            account: account.cloned(),
             labels: cred.labels(),
             current_version: secret
                 .and_then(|s| s.version_with(AWSCURRENT))
@@ -177,6 +188,33 @@ impl Executor<'_> {
     ) -> Result<(), StepError> {
         let cred = run.cred;
         match action {
+            Action::CreateServiceAccount { role } => {
+                let made = self
+                    .grafana
+                    .create_service_account(&cred.workspace.id, &cred.service_account, *role)
+                    .await;
+                let outcome = match &made {
+                    Ok(_) => "success",
+                    Err(e) => e.metric_label(),
+                };
+                self.metrics
+                    .bootstrap(&cred.workspace.id, &cred.service_account, outcome);
+                match made {
+                    Ok(sa) => {
+                        tracing::info!(workspace = %cred.workspace.id, service_account = %cred.service_account, service_account_id = %sa.id, role = %role, "created service account");
+                        run.account = Some(sa);
+                        Ok(())
+                    }
+                    Err(ApiError::Conflict(m)) => Err(StepError::Bootstrap(format!(
+                        "a service account named {:?} already exists or the name is taken ({m}); it is looked up again next pass",
+                        cred.service_account
+                    ))),
+                    Err(ApiError::QuotaExceeded(m)) => Err(StepError::Bootstrap(format!(
+                        "the workspace's service-account quota is full ({m}); delete unused service accounts"
+                    ))),
+                    Err(e) => Err(StepError::api("CreateWorkspaceServiceAccount")(e)),
+                }
+            }
             Action::CreateSecret => {
                 match self.secrets.create(&cred.secret).await {
                     // Created meanwhile by someone else (another replica): fine, it is there.
@@ -237,7 +275,7 @@ impl Executor<'_> {
         let cred = run.cred;
         let result = match self
             .grafana
-            .delete_token(&cred.workspace.id, &run.account.id, id)
+            .delete_token(&cred.workspace.id, &run.account()?.id, id)
             .await
         {
             // Already gone: the goal is reached.
@@ -264,7 +302,7 @@ impl Executor<'_> {
     ) -> Result<NewToken, StepError> {
         let cred = run.cred;
         let ws = &cred.workspace.id;
-        let sa = &run.account.id;
+        let sa = &run.account()?.id;
         const ATTEMPTS: u32 = 4;
         let mut suffix = 1;
         let mut ambiguous = false;
@@ -380,8 +418,8 @@ impl Executor<'_> {
                 return Err(e);
             }
         }
-        let version = plan::version_id(&cred.workspace.id, &run.account.id, &token.id);
-        let value = secret_value(cred.secret.format, &cred.workspace, run.account, &token);
+        let version = plan::version_id(&cred.workspace.id, &run.account()?.id, &token.id);
+        let value = secret_value(cred.secret.format, &cred.workspace, run.account()?, &token);
         if let Err(e) = self
             .secrets
             .put_version(&cred.secret.name, &version, &value, &[AWSPENDING])
@@ -426,8 +464,8 @@ impl Executor<'_> {
             self.roll_back(run, &token).await;
             return Err(e);
         }
-        let version = plan::version_id(&cred.workspace.id, &run.account.id, &token.id);
-        let value = secret_value(cred.secret.format, &cred.workspace, run.account, &token);
+        let version = plan::version_id(&cred.workspace.id, &run.account()?.id, &token.id);
+        let value = secret_value(cred.secret.format, &cred.workspace, run.account()?, &token);
         if let Err(e) = self
             .secrets
             .put_version(&cred.secret.name, &version, &value, &[AWSCURRENT])

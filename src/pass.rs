@@ -531,12 +531,26 @@ impl Engine {
             &cred.policy,
             &Observed {
                 workspace_id: ws,
+                service_account: sa_name,
                 account: account.as_ref(),
                 tokens: &tokens,
                 secret: secret.as_ref(),
             },
             now,
         );
+        if let (Some(declared), Some(actual)) = (
+            cred.policy.service_account_role,
+            account.as_ref().and_then(|a| a.role),
+        ) {
+            let drifted = plan.role_drift.is_some();
+            if drifted {
+                tracing::warn!(workspace = %ws, service_account = %sa_name, declared = %declared, actual = %actual, "service account role differs from the declared one; AMG cannot change it: recreate the service account to fix it");
+            }
+            if mode == Mode::Apply {
+                self.metrics
+                    .set_role_drift(&labels, declared.as_str(), actual.as_str(), drifted);
+            }
+        }
         for note in &plan.notes {
             tracing::debug!(workspace = %ws, service_account = %sa_name, note = %note, "waiting");
         }
@@ -577,7 +591,6 @@ impl Engine {
                 report
             }
             Mode::Apply => {
-                let account = account.expect("a plan without blocker has an account");
                 let executor = Executor {
                     grafana: services.grafana.as_ref(),
                     secrets: services.secrets.as_ref(),
@@ -585,7 +598,7 @@ impl Engine {
                     metrics: &self.metrics,
                 };
                 let outcome = executor
-                    .execute(cred, &account, secret.as_ref(), &plan, now)
+                    .execute(cred, account.as_ref(), secret.as_ref(), &plan, now)
                     .await;
                 report.done = outcome.done.clone();
                 report.expires_at = outcome.current.as_ref().map(|t| t.expires_at);

@@ -20,7 +20,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::config::{Policy, Strategy};
-use crate::model::{SecretState, ServiceAccount, Token, AWSCURRENT, AWSPENDING, AWSPREVIOUS};
+use crate::model::{Role, SecretState, ServiceAccount, Token, AWSCURRENT, AWSPENDING, AWSPREVIOUS};
 
 /// Version IDs the rotator writes start with this; any other AWSCURRENT is foreign content.
 pub const VERSION_PREFIX: &str = "amgr1-";
@@ -118,6 +118,8 @@ impl DeleteReason {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum Action {
+    /// Bootstrap: create the missing service account with the declared role.
+    CreateServiceAccount { role: Role },
     /// Create the secret (no value yet) with the configured KMS key, description and tags.
     CreateSecret,
     /// overlap: create a token, publish it as AWSPENDING, verify, promote to AWSCURRENT.
@@ -147,7 +149,8 @@ impl Action {
     pub fn is_rotation(&self) -> bool {
         matches!(
             self,
-            Action::CreateSecret
+            Action::CreateServiceAccount { .. }
+                | Action::CreateSecret
                 | Action::Rotate { .. }
                 | Action::Recreate { .. }
                 | Action::Resume { .. }
@@ -158,6 +161,9 @@ impl Action {
 impl fmt::Display for Action {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Action::CreateServiceAccount { role } => {
+                write!(f, "create service account with role {role}")
+            }
             Action::CreateSecret => write!(f, "create secret"),
             Action::Rotate { reason, replaces } => match replaces {
                 Some(old) => write!(f, "rotate ({}) replacing {}", reason.as_str(), old.name),
@@ -222,6 +228,15 @@ pub struct Plan {
     pub due_at: Option<DateTime<Utc>>,
     /// Decisions to wait, for people: grace periods running, young unreferenced tokens.
     pub notes: Vec<String>,
+    /// The service account's role differs from the declared one; AMG cannot change it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role_drift: Option<RoleDrift>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct RoleDrift {
+    pub declared: Role,
+    pub actual: Role,
 }
 
 impl Plan {
@@ -234,6 +249,8 @@ impl Plan {
 #[derive(Debug, Clone, Copy)]
 pub struct Observed<'a> {
     pub workspace_id: &'a str,
+    /// The service account's name, as configured (it may not exist yet).
+    pub service_account: &'a str,
     pub account: Option<&'a ServiceAccount>,
     pub tokens: &'a [Token],
     /// `None` when the secret does not exist.
@@ -283,6 +300,42 @@ pub fn due_at(policy: &Policy, token: &Token) -> DateTime<Utc> {
     token.expires_at - std_to_chrono(policy.rotate_before)
 }
 
+/// A missing service account: created when a role is declared, otherwise reported.
+fn bootstrap(policy: &Policy, observed: &Observed<'_>, mut plan: Plan) -> Plan {
+    let Some(role) = policy.service_account_role else {
+        plan.blocked = Some(Blocker::ServiceAccountMissing);
+        return plan;
+    };
+    let current_vid = observed.secret.and_then(|s| s.version_with(AWSCURRENT));
+    if let Some(vid) = current_vid.filter(|v| !is_rotator_version(v)) {
+        plan.blocked = Some(Blocker::ForeignSecret {
+            version_id: vid.to_owned(),
+        });
+        return plan;
+    }
+    plan.actions.push(Action::CreateServiceAccount { role });
+    if observed.secret.is_none() {
+        plan.actions.push(Action::CreateSecret);
+    }
+    let reason = if current_vid.is_some() {
+        RotateReason::MissingToken
+    } else {
+        RotateReason::FirstRun
+    };
+    plan.actions.push(match policy.strategy {
+        Strategy::Overlap => Action::Rotate {
+            reason,
+            replaces: None,
+        },
+        Strategy::Recreate => Action::Recreate {
+            reason,
+            token_name: recreate_token_name(&policy.name_prefix, observed.service_account),
+            delete_first: Vec::new(),
+        },
+    });
+    plan
+}
+
 /// Decides what to do for one credential.
 pub fn plan(policy: &Policy, observed: &Observed<'_>, now: DateTime<Utc>) -> Plan {
     let mut plan = Plan {
@@ -291,18 +344,23 @@ pub fn plan(policy: &Policy, observed: &Observed<'_>, now: DateTime<Utc>) -> Pla
         current: None,
         due_at: None,
         notes: Vec::new(),
+        role_drift: None,
     };
-    let Some(account) = observed.account else {
-        plan.blocked = Some(Blocker::ServiceAccountMissing);
+    if observed.secret.is_some_and(|s| s.deleted.is_some()) {
+        plan.blocked = Some(Blocker::SecretScheduledForDeletion);
         return plan;
+    }
+    let Some(account) = observed.account else {
+        return bootstrap(policy, observed, plan);
     };
     if account.is_disabled {
         plan.blocked = Some(Blocker::ServiceAccountDisabled);
         return plan;
     }
-    if observed.secret.is_some_and(|s| s.deleted.is_some()) {
-        plan.blocked = Some(Blocker::SecretScheduledForDeletion);
-        return plan;
+    if let (Some(declared), Some(actual)) = (policy.service_account_role, account.role) {
+        if declared != actual {
+            plan.role_drift = Some(RoleDrift { declared, actual });
+        }
     }
 
     let tokens = observed.tokens;
@@ -523,6 +581,7 @@ mod tests {
             verify: false,
             grafana_url: None,
             delete_expired_foreign_tokens: false,
+            service_account_role: None,
         }
     }
 
@@ -586,6 +645,7 @@ mod tests {
             policy,
             &Observed {
                 workspace_id: WS,
+                service_account: "terraform",
                 account: Some(&sa),
                 tokens,
                 secret,
@@ -819,6 +879,7 @@ mod tests {
             &policy(),
             &Observed {
                 workspace_id: WS,
+                service_account: "terraform",
                 account: None,
                 tokens: &[],
                 secret: None,
@@ -833,6 +894,7 @@ mod tests {
             &policy(),
             &Observed {
                 workspace_id: WS,
+                service_account: "terraform",
                 account: Some(&sa),
                 tokens: std::slice::from_ref(&cur),
                 secret: None,
