@@ -140,6 +140,15 @@ impl Target {
         })
     }
 
+    /// The credentials named exactly: API keys, or service accounts not given by glob.
+    pub fn exact_names(&self) -> Box<dyn Iterator<Item = &str> + '_> {
+        if self.api_keys.is_empty() {
+            Box::new(self.exact_service_accounts())
+        } else {
+            Box::new(self.api_keys.iter().map(String::as_str))
+        }
+    }
+
     /// Service accounts named exactly (not by glob): their absence is a problem to report.
     pub fn exact_service_accounts(&self) -> impl Iterator<Item = &str> {
         self.service_accounts

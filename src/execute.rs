@@ -17,18 +17,29 @@ use crate::config::Policy;
 use crate::grafana::Grafana;
 use crate::metrics::{CredentialLabels, Metrics};
 use crate::model::{
-    secret_value, Key, NewToken, SecretFormat, SecretSpec, SecretState, ServiceAccount, Workspace,
-    AWSCURRENT, AWSPENDING,
+    secret_value, Key, NewToken, Role, SecretFormat, SecretSpec, SecretState, ServiceAccount,
+    Workspace, AWSCURRENT, AWSPENDING,
 };
 use crate::plan::{self, Action, DeleteReason, TokenRef};
 use crate::secrets::SecretStore;
 use crate::verify::Verifier;
 
-/// One managed credential: a service account in a workspace, bound to a secret.
+/// What a credential rotates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CredentialKind {
+    /// A service account's tokens.
+    Token,
+    /// A legacy API key of this role (Grafana 8); `service_account` holds the key's base name.
+    ApiKey(Role),
+}
+
+/// One managed credential: a service account (or legacy API key) in a workspace, bound to a secret.
 #[derive(Debug, Clone)]
 pub struct Credential {
     pub target: String,
+    pub kind: CredentialKind,
     pub workspace: Workspace,
+    /// The service account's name, or the API key's base name.
     pub service_account: String,
     pub secret: SecretSpec,
     pub policy: Policy,
@@ -39,7 +50,10 @@ impl Credential {
         CredentialLabels {
             workspace: self.workspace.id.clone(),
             service_account: self.service_account.clone(),
-            kind: "token",
+            kind: match self.kind {
+                CredentialKind::Token => "token",
+                CredentialKind::ApiKey(_) => "api_key",
+            },
         }
     }
 
@@ -52,6 +66,7 @@ impl Credential {
                     ("workspace_id", &self.workspace.id),
                     ("workspace_name", &self.workspace.name),
                     ("service_account", &self.service_account),
+                    ("key_name", &self.service_account),
                 ],
             ),
             None => self.workspace.grafana_url(),

@@ -8,6 +8,7 @@
 //! with a thin AWS implementation.
 
 pub mod api;
+pub mod apikeys;
 pub mod aws;
 pub mod config;
 pub mod daemon;

@@ -16,9 +16,10 @@ use serde::Serialize;
 use tokio::sync::{watch, Mutex};
 
 use crate::api::ApiError;
+use crate::apikeys::{self, KeyObserved};
 use crate::aws::{sdk_config, AwsSettings, Caller};
 use crate::config::{render_template, secret_name_problem, Config, Target, WorkspaceSelector};
-use crate::execute::{Credential, Executor};
+use crate::execute::{Credential, CredentialKind, Executor};
 use crate::grafana::{aws::AwsGrafana, Grafana};
 use crate::metrics::{CredentialLabels, Metrics};
 use crate::model::{rfc3339, SecretSpec, ServiceAccount, Workspace};
@@ -113,6 +114,8 @@ pub enum Status {
 #[serde(rename_all = "camelCase")]
 pub struct CredentialReport {
     pub target: String,
+    /// `token` or `api_key`.
+    pub kind: &'static str,
     pub workspace_id: String,
     pub service_account: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -122,6 +125,9 @@ pub struct CredentialReport {
     pub summary: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub plan: Option<Plan>,
+    /// The plan of a legacy API key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_plan: Option<apikeys::KeyPlan>,
     pub done: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -172,6 +178,7 @@ pub struct Engine {
 /// A credential found by discovery, or the reason it could not be examined.
 struct Found {
     target: usize,
+    kind: CredentialKind,
     services: Services,
     workspace: Workspace,
     service_account: String,
@@ -202,12 +209,17 @@ impl Engine {
             let target = &config.targets[f.target];
             let mut report = CredentialReport {
                 target: target.label.clone(),
+                kind: match f.kind {
+                    CredentialKind::Token => "token",
+                    CredentialKind::ApiKey(_) => "api_key",
+                },
                 workspace_id: f.workspace.id.clone(),
                 service_account: f.service_account.clone(),
                 secret_name: None,
                 status: Status::Failed,
                 summary: String::new(),
                 plan: None,
+                key_plan: None,
                 done: Vec::new(),
                 error: None,
                 expires_at: None,
@@ -242,6 +254,7 @@ impl Engine {
             );
             let cred = Credential {
                 target: target.label.clone(),
+                kind: f.kind,
                 workspace: f.workspace.clone(),
                 service_account: f.service_account.clone(),
                 secret,
@@ -270,13 +283,16 @@ impl Engine {
         reports.sort_by(|a, b| {
             (&a.workspace_id, &a.service_account).cmp(&(&b.workspace_id, &b.service_account))
         });
-        for r in &reports {
-            if r.status == Status::Failed && r.plan.is_none() && r.done.is_empty() {
-                tracing::error!(workspace = %r.workspace_id, service_account = %r.service_account, error = r.error.as_deref().unwrap_or(""), "credential failed");
-                let labels = labels_of(r);
-                self.metrics.credential_failure(&labels, "discover");
-                self.metrics.set_healthy(&labels, false);
-            }
+        // Reports that failed before reaching `credential` (claims, templates) still count.
+        for r in reports
+            .iter()
+            .filter(|r| r.status == Status::Failed && r.summary.is_empty())
+        {
+            let error = r.error.as_deref().unwrap_or("");
+            tracing::error!(workspace = %r.workspace_id, service_account = %r.service_account, error, "credential failed");
+            let labels = labels_of(r);
+            self.metrics.credential_failure(&labels, "config");
+            self.metrics.set_healthy(&labels, false);
         }
         for p in &problems {
             tracing::error!(problem = %p, "discovery problem");
@@ -393,11 +409,11 @@ impl Engine {
                         continue;
                     }
                 };
-                if !ws.supports_service_accounts() {
-                    let error = format!(
-                        "workspace runs Grafana {}, which has no service accounts (Grafana 9 or later is needed)",
-                        ws.grafana_version
-                    );
+                if matches!(
+                    ws.status.as_str(),
+                    "CREATING" | "DELETING" | "FAILED" | "CREATION_FAILED" | "DELETION_FAILED"
+                ) {
+                    let error = format!("workspace is {}, not usable", ws.status);
                     push_exact(
                         &mut found,
                         &mut problems,
@@ -409,11 +425,25 @@ impl Engine {
                     );
                     continue;
                 }
-                if matches!(
-                    ws.status.as_str(),
-                    "CREATING" | "DELETING" | "FAILED" | "CREATION_FAILED" | "DELETION_FAILED"
-                ) {
-                    let error = format!("workspace is {}, not usable", ws.status);
+                if !target.api_keys.is_empty() {
+                    // Keys cannot be listed: each configured key is a credential.
+                    for name in &target.api_keys {
+                        found.push(Found {
+                            target: ti,
+                            kind: CredentialKind::ApiKey(target.api_key_role),
+                            services: services.clone(),
+                            workspace: ws.clone(),
+                            service_account: name.clone(),
+                            account: Ok(None),
+                        });
+                    }
+                    continue;
+                }
+                if !ws.supports_service_accounts() {
+                    let error = format!(
+                        "workspace runs Grafana {}, which has no service accounts (Grafana 9 or later is needed)",
+                        ws.grafana_version
+                    );
                     push_exact(
                         &mut found,
                         &mut problems,
@@ -452,6 +482,7 @@ impl Engine {
                             names.insert(sa.name.clone());
                             found.push(Found {
                                 target: ti,
+                                kind: CredentialKind::Token,
                                 services: services.clone(),
                                 workspace: ws.clone(),
                                 service_account: sa.name.clone(),
@@ -462,6 +493,7 @@ impl Engine {
                             if !names.contains(name) {
                                 found.push(Found {
                                     target: ti,
+                                    kind: CredentialKind::Token,
                                     services: services.clone(),
                                     workspace: ws.clone(),
                                     service_account: name.to_owned(),
@@ -490,11 +522,11 @@ impl Engine {
         let sa_name = &cred.service_account;
         let account = match account {
             Ok(a) => a,
-            Err(e) => {
-                report.error = Some(e);
-                return report;
-            }
+            Err(e) => return self.failed(report, &labels, "discover", e),
         };
+        if let CredentialKind::ApiKey(role) = cred.kind {
+            return self.api_key(cred, role, services, report, mode).await;
+        }
         let tokens = match &account {
             Some(a) => match services.grafana.list_tokens(ws, &a.id).await {
                 Ok(t) => t,
@@ -640,6 +672,116 @@ impl Engine {
         }
     }
 
+    /// Observes, plans and (in apply mode) executes one legacy API key.
+    async fn api_key(
+        &self,
+        cred: &Credential,
+        role: crate::model::Role,
+        services: &Services,
+        mut report: CredentialReport,
+        mode: Mode,
+    ) -> CredentialReport {
+        let labels = cred.labels();
+        let (secret, observed) =
+            match apikeys::observe(services.secrets.as_ref(), self.verifier.as_ref(), cred).await {
+                Ok(o) => o,
+                Err(e) => return self.failed(report, &labels, "discover", e.to_string()),
+            };
+        let now = Utc::now();
+        let plan = apikeys::plan(
+            &cred.policy,
+            &cred.service_account,
+            &KeyObserved {
+                secret: secret.as_ref(),
+                ..observed
+            },
+            now,
+        );
+        report.expires_at = plan.current.as_ref().map(|c| c.expires_at);
+        let decided: Vec<String> = plan.actions.iter().map(|a| a.to_string()).collect();
+        if let Some(blocker) = &plan.blocked {
+            tracing::warn!(workspace = %cred.workspace.id, api_key = %cred.service_account, problem = %blocker, "credential blocked");
+            report.status = Status::Blocked;
+            report.summary = format!("blocked: {blocker}");
+            report.error = Some(blocker.to_string());
+            if mode == Mode::Apply {
+                self.metrics.credential_failure(&labels, "plan");
+                self.metrics.set_healthy(&labels, false);
+            }
+            report.key_plan = Some(plan);
+            return report;
+        }
+        tracing::info!(
+            workspace = %cred.workspace.id,
+            api_key = %cred.service_account,
+            secret = %cred.secret.name,
+            current = plan.current.as_ref().map(|c| c.key_name.as_str()).unwrap_or("-"),
+            actions = %if decided.is_empty() { "none".to_owned() } else { decided.join("; ") },
+            "decided"
+        );
+        if mode == Mode::Plan {
+            report.status = if plan.actions.is_empty() {
+                Status::Ok
+            } else {
+                Status::Pending
+            };
+            report.summary = if decided.is_empty() {
+                "healthy".into()
+            } else {
+                format!("would {}", decided.join("; "))
+            };
+            report.key_plan = Some(plan);
+            return report;
+        }
+        let executor = apikeys::KeyExecutor {
+            grafana: services.grafana.as_ref(),
+            secrets: services.secrets.as_ref(),
+            verifier: self.verifier.as_ref(),
+            metrics: &self.metrics,
+        };
+        let outcome = executor
+            .execute(cred, role, secret.as_ref(), &plan, now)
+            .await;
+        report.done = outcome.done.clone();
+        report.expires_at = outcome
+            .current
+            .as_ref()
+            .map(|t| t.expires_at)
+            .or(report.expires_at);
+        let rotate_before =
+            chrono::Duration::from_std(cred.policy.rotate_before).unwrap_or_default();
+        let healthy =
+            outcome.error.is_none() && report.expires_at.is_some_and(|e| e - rotate_before > now);
+        match &outcome.error {
+            Some(e) => {
+                report.status = Status::Failed;
+                report.error = Some(e.to_string());
+                report.summary = outcome.to_string();
+                self.metrics.credential_failure(&labels, "rotate");
+            }
+            None => {
+                report.status = if outcome.done.is_empty() {
+                    Status::Ok
+                } else {
+                    Status::Changed
+                };
+                report.summary = if outcome.done.is_empty() {
+                    "healthy".into()
+                } else {
+                    outcome.done.join("; ")
+                };
+                if let Some(e) = report.expires_at {
+                    report
+                        .summary
+                        .push_str(&format!("; current key expires {}", rfc3339(e)));
+                }
+            }
+        }
+        self.metrics.set_healthy(&labels, healthy);
+        report.key_plan = Some(plan);
+        report
+    }
+
     fn failed(
         &self,
         mut report: CredentialReport,
@@ -681,7 +823,7 @@ fn labels_of(r: &CredentialReport) -> CredentialLabels {
     CredentialLabels {
         workspace: r.workspace_id.clone(),
         service_account: r.service_account.clone(),
-        kind: "token",
+        kind: r.kind,
     }
 }
 
@@ -697,10 +839,16 @@ fn push_exact(
     error: &str,
 ) {
     let mut any = false;
-    for name in target.exact_service_accounts() {
+    let kind = if target.api_keys.is_empty() {
+        CredentialKind::Token
+    } else {
+        CredentialKind::ApiKey(target.api_key_role)
+    };
+    for name in target.exact_names() {
         any = true;
         found.push(Found {
             target: ti,
+            kind,
             services: services.clone(),
             workspace: ws.clone(),
             service_account: name.to_owned(),
@@ -726,6 +874,7 @@ fn secret_spec(
             ("workspace_id", &ws.id),
             ("workspace_name", &ws.name),
             ("service_account", service_account),
+            ("key_name", service_account),
             ("region", &region),
         ],
     );

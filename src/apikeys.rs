@@ -1,0 +1,641 @@
+//! Legacy API keys, for workspaces on Grafana 8 where service accounts do not exist.
+//!
+//! Keys cannot be listed, so the secret is the record of which key is live: each version's
+//! JSON names its key (`keyName`, `expiresAt`). Rotation follows the token protocol: create a
+//! new key, publish it as AWSPENDING, verify, promote, delete the old key after grace.
+//! Key names are deterministic, `<prefix>-<base>-<generation>`, one generation past the newest
+//! the secret records, so a key created by a pass that crashed before publishing is found by
+//! name on the next attempt (its creation conflicts) and replaced rather than leaked.
+//! `plan` is pure; `KeyExecutor` acts.
+
+use chrono::{DateTime, Duration as ChronoDuration, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
+
+use crate::api::ApiError;
+use crate::config::Policy;
+use crate::execute::{Credential, Outcome, StepError};
+use crate::grafana::Grafana;
+use crate::metrics::Metrics;
+use crate::model::{
+    rfc3339, Key, NewApiKey, Role, SecretState, AWSCURRENT, AWSPENDING, AWSPREVIOUS,
+};
+use crate::plan::{Blocker, RotateReason};
+use crate::secrets::SecretStore;
+use crate::verify::Verifier;
+
+/// Version IDs of API-key secrets start with this.
+pub const KEY_VERSION_PREFIX: &str = "amgk1-";
+
+pub fn key_version_id(workspace_id: &str, key_name: &str, created_at: DateTime<Utc>) -> String {
+    let mut h = Sha256::new();
+    for part in [
+        "amg-token-rotator-key",
+        workspace_id,
+        key_name,
+        &created_at.timestamp().to_string(),
+    ] {
+        h.update(part.as_bytes());
+        h.update([0u8]);
+    }
+    format!("{KEY_VERSION_PREFIX}{}", &hex::encode(h.finalize())[..40])
+}
+
+/// What a secret version says about its key (the key itself is not kept here).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyRecord {
+    pub version_id: String,
+    pub key_name: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+impl KeyRecord {
+    /// The generation in `<prefix>-<base>-<n>`; 0 when the name has another shape.
+    pub fn generation(&self) -> u64 {
+        self.key_name
+            .rsplit('-')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+/// The fields of a key secret's JSON. The key moves straight into a zeroizing `Key`.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct KeyDocument {
+    token: String,
+    key_name: String,
+    expires_at: String,
+}
+
+/// Parses a key secret's value into its record and key.
+pub fn parse_value(version_id: &str, value: &str) -> Option<(KeyRecord, Key)> {
+    let doc: KeyDocument = serde_json::from_str(value).ok()?;
+    let key = Key::new(doc.token);
+    let expires_at = DateTime::parse_from_rfc3339(&doc.expires_at)
+        .ok()?
+        .with_timezone(&Utc);
+    Some((
+        KeyRecord {
+            version_id: version_id.to_owned(),
+            key_name: doc.key_name,
+            expires_at,
+        },
+        key,
+    ))
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct KeyDocumentOut<'a> {
+    token: &'a str,
+    grafana_url: String,
+    workspace_id: &'a str,
+    key_name: &'a str,
+    key_role: &'a str,
+    expires_at: String,
+    created_at: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyDeleteReason {
+    Superseded,
+    /// Expired and replaced.
+    Expired,
+    /// Created by a pass that never published it.
+    Unpublished,
+}
+
+impl KeyDeleteReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyDeleteReason::Superseded => "superseded",
+            KeyDeleteReason::Expired => "expired_owned",
+            KeyDeleteReason::Unpublished => "orphan",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum KeyAction {
+    CreateSecret,
+    /// Create `key_name`, publish as AWSPENDING, verify, promote.
+    Rotate {
+        reason: RotateReason,
+        key_name: String,
+    },
+    /// Promote the AWSPENDING version an interrupted pass left.
+    Resume {
+        record: KeyRecord,
+    },
+    ClearPending {
+        version_id: String,
+    },
+    /// Delete the key; `drop_previous` also removes AWSPREVIOUS from its version, so the next
+    /// pass does not look for it again.
+    DeleteKey {
+        key_name: String,
+        reason: KeyDeleteReason,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        drop_previous: Option<String>,
+    },
+}
+
+impl std::fmt::Display for KeyAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeyAction::CreateSecret => write!(f, "create secret"),
+            KeyAction::Rotate { reason, key_name } => {
+                write!(f, "rotate ({}) to API key {key_name}", reason.as_str())
+            }
+            KeyAction::Resume { record } => write!(f, "resume pending {}", record.key_name),
+            KeyAction::ClearPending { .. } => write!(f, "clear stale AWSPENDING label"),
+            KeyAction::DeleteKey {
+                key_name, reason, ..
+            } => write!(f, "delete API key {key_name} ({})", reason.as_str()),
+        }
+    }
+}
+
+impl KeyAction {
+    fn is_rotation(&self) -> bool {
+        matches!(
+            self,
+            KeyAction::CreateSecret | KeyAction::Rotate { .. } | KeyAction::Resume { .. }
+        )
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyPlan {
+    pub actions: Vec<KeyAction>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blocked: Option<Blocker>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub current: Option<KeyRecord>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub due_at: Option<DateTime<Utc>>,
+    pub notes: Vec<String>,
+}
+
+/// What was observed of one managed key.
+#[derive(Debug, Clone, Default)]
+pub struct KeyObserved<'a> {
+    pub secret: Option<&'a SecretState>,
+    pub current: Option<KeyRecord>,
+    pub pending: Option<KeyRecord>,
+    pub previous: Option<KeyRecord>,
+    /// Whether Grafana accepts the current key (`None` when not checked: verification is off).
+    pub current_alive: Option<bool>,
+}
+
+fn chrono(d: std::time::Duration) -> ChronoDuration {
+    ChronoDuration::from_std(d).unwrap_or(ChronoDuration::MAX)
+}
+
+pub fn key_name(prefix: &str, base: &str, generation: u64) -> String {
+    format!("{prefix}-{base}-{generation}")
+}
+
+/// Decides what to do for one managed key. Pure.
+pub fn plan(policy: &Policy, base: &str, o: &KeyObserved<'_>, now: DateTime<Utc>) -> KeyPlan {
+    let mut plan = KeyPlan {
+        actions: Vec::new(),
+        blocked: None,
+        current: o.current.clone(),
+        due_at: None,
+        notes: Vec::new(),
+    };
+    if o.secret.is_some_and(|s| s.deleted.is_some()) {
+        plan.blocked = Some(Blocker::SecretScheduledForDeletion);
+        return plan;
+    }
+    let stage = |s: &str| o.secret.and_then(|sec| sec.version_with(s));
+    let current_vid = stage(AWSCURRENT);
+    if let Some(vid) = current_vid.filter(|v| !v.starts_with(KEY_VERSION_PREFIX)) {
+        plan.blocked = Some(Blocker::ForeignSecret {
+            version_id: vid.to_owned(),
+        });
+        return plan;
+    }
+    let rotate_before = chrono(policy.rotate_before);
+    let due = |r: &KeyRecord| r.expires_at - rotate_before;
+    plan.due_at = o.current.as_ref().map(due);
+    let next_generation = [&o.current, &o.pending, &o.previous]
+        .into_iter()
+        .flatten()
+        .map(KeyRecord::generation)
+        .max()
+        .unwrap_or(0)
+        + 1;
+    let new_name = key_name(&policy.name_prefix, base, next_generation);
+
+    if o.secret.is_none() {
+        plan.actions.push(KeyAction::CreateSecret);
+    }
+    let pending = o
+        .pending
+        .as_ref()
+        .filter(|p| Some(p.version_id.as_str()) != current_vid);
+    if let Some(pvid) = stage(AWSPENDING).filter(|p| Some(*p) == current_vid) {
+        plan.actions.push(KeyAction::ClearPending {
+            version_id: pvid.to_owned(),
+        });
+    }
+    if let Some(p) = pending {
+        if due(p) > now {
+            plan.actions.push(KeyAction::Resume { record: p.clone() });
+            return with_previous(plan, policy, o, now);
+        }
+        plan.actions.push(KeyAction::DeleteKey {
+            key_name: p.key_name.clone(),
+            reason: KeyDeleteReason::Unpublished,
+            drop_previous: None,
+        });
+        plan.actions.push(KeyAction::ClearPending {
+            version_id: p.version_id.clone(),
+        });
+    }
+    let reason = match &o.current {
+        None if current_vid.is_some() => Some(RotateReason::MissingToken),
+        None => Some(RotateReason::FirstRun),
+        Some(_) if o.current_alive == Some(false) => Some(RotateReason::MissingToken),
+        Some(c) if c.expires_at <= now => Some(RotateReason::Expired),
+        Some(c) if due(c) <= now => Some(RotateReason::Due),
+        Some(_) => None,
+    };
+    let plan = with_previous(plan, policy, o, now);
+    let mut plan = plan;
+    if let Some(reason) = reason {
+        plan.actions.push(KeyAction::Rotate {
+            reason,
+            key_name: new_name,
+        });
+        if let Some(c) = o.current.as_ref().filter(|c| c.expires_at <= now) {
+            plan.actions.push(KeyAction::DeleteKey {
+                key_name: c.key_name.clone(),
+                reason: KeyDeleteReason::Expired,
+                drop_previous: None,
+            });
+        }
+    }
+    plan
+}
+
+/// Deletes the superseded key once its grace period has passed since the promotion.
+fn with_previous(
+    mut plan: KeyPlan,
+    policy: &Policy,
+    o: &KeyObserved<'_>,
+    now: DateTime<Utc>,
+) -> KeyPlan {
+    let Some(prev) = &o.previous else { return plan };
+    if o.current
+        .as_ref()
+        .is_some_and(|c| c.key_name == prev.key_name)
+    {
+        return plan;
+    }
+    let promoted = o.secret.and_then(|s| s.last_changed).unwrap_or(now);
+    let until = promoted + chrono(policy.grace_period);
+    if prev.expires_at <= now || now >= until {
+        plan.actions.insert(
+            0,
+            KeyAction::DeleteKey {
+                key_name: prev.key_name.clone(),
+                reason: KeyDeleteReason::Superseded,
+                drop_previous: Some(prev.version_id.clone()),
+            },
+        );
+    } else {
+        plan.notes.push(format!(
+            "keeping superseded API key {} for its grace period, until {}",
+            prev.key_name,
+            rfc3339(until)
+        ));
+    }
+    plan
+}
+
+/// Reads what the planner needs: the secret's versions and the records they hold. The current
+/// key is checked against Grafana only when verification is on.
+pub async fn observe(
+    secrets: &dyn SecretStore,
+    verifier: &dyn Verifier,
+    cred: &Credential,
+) -> Result<(Option<SecretState>, KeyObserved<'static>), StepError> {
+    let secret = secrets
+        .describe(&cred.secret.name)
+        .await
+        .map_err(StepError::api("DescribeSecret"))?;
+    let mut observed = KeyObserved::default();
+    let Some(s) = &secret else {
+        return Ok((None, observed));
+    };
+    for stage in [AWSCURRENT, AWSPENDING, AWSPREVIOUS] {
+        let Some(vid) = s.version_with(stage) else {
+            continue;
+        };
+        if !vid.starts_with(KEY_VERSION_PREFIX) {
+            continue;
+        }
+        if stage == AWSPENDING && Some(vid) == s.version_with(AWSCURRENT) {
+            continue;
+        }
+        let value = secrets
+            .get_value(&cred.secret.name, stage)
+            .await
+            .map_err(StepError::api("GetSecretValue"))?;
+        let Some((record, key)) = parse_value(vid, &value) else {
+            continue;
+        };
+        match stage {
+            AWSCURRENT => {
+                if cred.policy.verify {
+                    observed.current_alive =
+                        Some(verifier.verify(&cred.verify_url(), &key).await.is_ok());
+                }
+                observed.current = Some(record);
+            }
+            AWSPENDING => observed.pending = Some(record),
+            _ => observed.previous = Some(record),
+        }
+    }
+    Ok((secret, observed))
+}
+
+pub struct KeyExecutor<'a> {
+    pub grafana: &'a dyn Grafana,
+    pub secrets: &'a dyn SecretStore,
+    pub verifier: &'a dyn Verifier,
+    pub metrics: &'a Metrics,
+}
+
+impl KeyExecutor<'_> {
+    pub async fn execute(
+        &self,
+        cred: &Credential,
+        role: Role,
+        secret: Option<&SecretState>,
+        plan: &KeyPlan,
+        now: DateTime<Utc>,
+    ) -> Outcome {
+        let labels = cred.labels();
+        let mut current_version = secret
+            .and_then(|s| s.version_with(AWSCURRENT))
+            .map(str::to_owned);
+        let mut outcome = Outcome::default();
+        let mut expiry = plan.current.as_ref().map(|c| c.expires_at);
+        for action in &plan.actions {
+            let result = match action {
+                KeyAction::CreateSecret => match self.secrets.create(&cred.secret).await {
+                    Ok(_) | Err(ApiError::Conflict(_)) => Ok(()),
+                    Err(e) => Err(StepError::api("CreateSecret")(e)),
+                },
+                KeyAction::Rotate { reason, key_name } => {
+                    let r = self
+                        .rotate(cred, role, key_name, &mut current_version, now)
+                        .await;
+                    if let Ok(exp) = &r {
+                        expiry = Some(*exp);
+                    }
+                    self.metrics.rotation(
+                        &labels,
+                        if r.is_ok() { "success" } else { "failure" },
+                        reason.as_str(),
+                    );
+                    r.map(|_| ())
+                }
+                KeyAction::Resume { record } => {
+                    let r = self.resume(cred, record, &mut current_version).await;
+                    if r.is_ok() {
+                        expiry = Some(record.expires_at);
+                    }
+                    self.metrics.rotation(
+                        &labels,
+                        if r.is_ok() { "success" } else { "failure" },
+                        "resumed",
+                    );
+                    r
+                }
+                KeyAction::ClearPending { version_id } => self
+                    .secrets
+                    .move_stage(&cred.secret.name, AWSPENDING, None, Some(version_id))
+                    .await
+                    .map_err(StepError::api("UpdateSecretVersionStage")),
+                KeyAction::DeleteKey {
+                    key_name,
+                    reason,
+                    drop_previous,
+                } => {
+                    let r = self.delete(cred, key_name, reason.as_str()).await;
+                    match (r, drop_previous) {
+                        (Ok(()), Some(vid)) => self
+                            .secrets
+                            .move_stage(&cred.secret.name, AWSPREVIOUS, None, Some(vid))
+                            .await
+                            .map_err(StepError::api("UpdateSecretVersionStage")),
+                        (r, _) => r,
+                    }
+                }
+            };
+            match result {
+                Ok(()) => outcome.done.push(action.to_string()),
+                Err(e) => {
+                    tracing::warn!(workspace = %cred.workspace.id, api_key = %cred.service_account, action = %action, error = %e, "action failed");
+                    let stop = action.is_rotation();
+                    if outcome.error.is_none() || stop {
+                        outcome.error = Some(e);
+                    }
+                    if stop {
+                        break;
+                    }
+                }
+            }
+        }
+        if let Some(exp) = expiry {
+            self.metrics.set_expiry(&labels, exp);
+            outcome.current = Some(crate::plan::TokenRef {
+                id: String::new(),
+                name: String::new(),
+                expires_at: exp,
+            });
+        }
+        outcome
+    }
+
+    async fn delete(
+        &self,
+        cred: &Credential,
+        key_name: &str,
+        reason: &str,
+    ) -> Result<(), StepError> {
+        let r = match self
+            .grafana
+            .delete_api_key(&cred.workspace.id, key_name)
+            .await
+        {
+            Ok(()) | Err(ApiError::NotFound(_)) => Ok(()),
+            Err(e) => Err(StepError::api("DeleteWorkspaceApiKey")(e)),
+        };
+        self.metrics.deletion(
+            &cred.labels(),
+            reason,
+            if r.is_ok() { "success" } else { "failure" },
+        );
+        if r.is_ok() {
+            tracing::info!(workspace = %cred.workspace.id, api_key = %cred.service_account, key_name, reason, "deleted API key");
+        }
+        r
+    }
+
+    /// Creates `key_name`; a conflict means a pass that crashed made it and never published it:
+    /// that key is deleted (its value is lost) and created again, once.
+    async fn create(
+        &self,
+        cred: &Credential,
+        role: Role,
+        key_name: &str,
+        now: DateTime<Utc>,
+    ) -> Result<NewApiKey, StepError> {
+        let ws = &cred.workspace.id;
+        for attempt in 0..3 {
+            match self
+                .grafana
+                .create_api_key(ws, key_name, role, cred.policy.token_ttl, now)
+                .await
+            {
+                Ok(k) => {
+                    tracing::info!(workspace = %ws, api_key = %cred.service_account, key_name, expires_at = %rfc3339(k.expires_at), "created API key");
+                    return Ok(k);
+                }
+                Err(ApiError::Conflict(_)) if attempt < 2 => {
+                    self.delete(cred, key_name, KeyDeleteReason::Unpublished.as_str())
+                        .await?;
+                }
+                Err(e) if !e.surely_not_applied() && attempt < 2 => {}
+                Err(e) => return Err(StepError::api("CreateWorkspaceApiKey")(e)),
+            }
+        }
+        Err(StepError::NoFreeName(3))
+    }
+
+    async fn rotate(
+        &self,
+        cred: &Credential,
+        role: Role,
+        key_name: &str,
+        current_version: &mut Option<String>,
+        now: DateTime<Utc>,
+    ) -> Result<DateTime<Utc>, StepError> {
+        let made = self.create(cred, role, key_name, now).await?;
+        let version = key_version_id(&cred.workspace.id, &made.name, made.created_at);
+        let doc = KeyDocumentOut {
+            token: made.key.expose(),
+            grafana_url: cred.workspace.grafana_url(),
+            workspace_id: &cred.workspace.id,
+            key_name: &made.name,
+            key_role: role.as_str(),
+            expires_at: rfc3339(made.expires_at),
+            created_at: rfc3339(made.created_at),
+        };
+        let value = Zeroizing::new(serde_json::to_string(&doc).expect("strings serialize"));
+        // Proven before it is published: nothing is lost if it fails, the key is deleted.
+        if let Err(e) = self.verify(cred, &made.key).await {
+            let _ = self.delete(cred, &made.name, "rollback").await;
+            return Err(e);
+        }
+        if let Err(e) = self
+            .secrets
+            .put_version(&cred.secret.name, &version, &value, &[AWSPENDING])
+            .await
+        {
+            let _ = self.delete(cred, &made.name, "rollback").await;
+            return Err(StepError::api("PutSecretValue")(e));
+        }
+        self.promote(cred, &version, current_version).await?;
+        Ok(made.expires_at)
+    }
+
+    async fn verify(&self, cred: &Credential, key: &Key) -> Result<(), StepError> {
+        if !cred.policy.verify {
+            return Ok(());
+        }
+        self.verifier
+            .verify(&cred.verify_url(), key)
+            .await
+            .map_err(StepError::Verification)
+    }
+
+    async fn resume(
+        &self,
+        cred: &Credential,
+        record: &KeyRecord,
+        current_version: &mut Option<String>,
+    ) -> Result<(), StepError> {
+        if cred.policy.verify {
+            let value = self
+                .secrets
+                .get_value(&cred.secret.name, AWSPENDING)
+                .await
+                .map_err(StepError::api("GetSecretValue"))?;
+            let (_, key) =
+                parse_value(&record.version_id, &value).ok_or(StepError::UnreadablePending)?;
+            if let Err(e) = self.verify(cred, &key).await {
+                let _ = self.delete(cred, &record.key_name, "rollback").await;
+                let _ = self
+                    .secrets
+                    .move_stage(
+                        &cred.secret.name,
+                        AWSPENDING,
+                        None,
+                        Some(&record.version_id),
+                    )
+                    .await;
+                return Err(e);
+            }
+        }
+        self.promote(cred, &record.version_id, current_version)
+            .await
+    }
+
+    async fn promote(
+        &self,
+        cred: &Credential,
+        version: &str,
+        current_version: &mut Option<String>,
+    ) -> Result<(), StepError> {
+        if current_version.is_none() {
+            *current_version = self
+                .secrets
+                .describe(&cred.secret.name)
+                .await
+                .map_err(StepError::api("DescribeSecret"))?
+                .and_then(|s| s.version_with(AWSCURRENT).map(str::to_owned));
+        }
+        if current_version.as_deref() != Some(version) {
+            self.secrets
+                .move_stage(
+                    &cred.secret.name,
+                    AWSCURRENT,
+                    Some(version),
+                    current_version.as_deref(),
+                )
+                .await
+                .map_err(StepError::api("UpdateSecretVersionStage"))?;
+        }
+        *current_version = Some(version.to_owned());
+        let _ = self
+            .secrets
+            .move_stage(&cred.secret.name, AWSPENDING, None, Some(version))
+            .await;
+        tracing::info!(workspace = %cred.workspace.id, api_key = %cred.service_account, secret = %cred.secret.name, "promoted the new API key to AWSCURRENT");
+        Ok(())
+    }
+}
