@@ -639,3 +639,158 @@ impl KeyExecutor<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Strategy;
+    use crate::model::SecretFormat;
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    fn now() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-11-22T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    fn policy() -> Policy {
+        Policy {
+            strategy: Strategy::Overlap,
+            token_ttl: Duration::from_secs(30 * 86400),
+            rotate_before: Duration::from_secs(7 * 86400),
+            grace_period: Duration::from_secs(3600),
+            orphan_margin: Duration::from_secs(900),
+            name_prefix: "amgrot".into(),
+            secret_name: "s/{key_name}".into(),
+            secret_format: SecretFormat::Json,
+            secret_description: "d".into(),
+            kms_key_id: None,
+            secret_tags: BTreeMap::new(),
+            verify: false,
+            grafana_url: None,
+            delete_expired_foreign_tokens: false,
+            service_account_role: None,
+        }
+    }
+
+    fn record(vid: &str, generation: u64, days_left: i64) -> KeyRecord {
+        KeyRecord {
+            version_id: vid.into(),
+            key_name: key_name("amgrot", "legacy", generation),
+            expires_at: now() + ChronoDuration::days(days_left),
+        }
+    }
+
+    fn secret(stages: &[(&str, &str)], changed_ago_s: i64) -> SecretState {
+        let mut s = SecretState {
+            last_changed: Some(now() - ChronoDuration::seconds(changed_ago_s)),
+            ..SecretState::default()
+        };
+        for (vid, stage) in stages {
+            s.versions
+                .entry(vid.to_string())
+                .or_default()
+                .push(stage.to_string());
+        }
+        s
+    }
+
+    #[test]
+    fn first_run_mints_generation_one() {
+        let p = plan(&policy(), "legacy", &KeyObserved::default(), now());
+        assert_eq!(
+            p.actions,
+            vec![
+                KeyAction::CreateSecret,
+                KeyAction::Rotate {
+                    reason: RotateReason::FirstRun,
+                    key_name: "amgrot-legacy-1".into()
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn a_due_key_gets_the_next_generation_and_the_previous_goes_after_grace() {
+        let s = secret(&[("amgk1-a", AWSPREVIOUS), ("amgk1-b", AWSCURRENT)], 7200);
+        let o = KeyObserved {
+            secret: Some(&s),
+            current: Some(record("amgk1-b", 4, 3)),
+            previous: Some(record("amgk1-a", 3, 20)),
+            ..KeyObserved::default()
+        };
+        let p = plan(&policy(), "legacy", &o, now());
+        assert_eq!(
+            p.actions,
+            vec![
+                KeyAction::DeleteKey {
+                    key_name: "amgrot-legacy-3".into(),
+                    reason: KeyDeleteReason::Superseded,
+                    drop_previous: Some("amgk1-a".into())
+                },
+                KeyAction::Rotate {
+                    reason: RotateReason::Due,
+                    key_name: "amgrot-legacy-5".into()
+                }
+            ]
+        );
+        let recent = secret(&[("amgk1-a", AWSPREVIOUS), ("amgk1-b", AWSCURRENT)], 60);
+        let o = KeyObserved {
+            secret: Some(&recent),
+            ..o
+        };
+        let p = plan(&policy(), "legacy", &o, now());
+        assert!(!p
+            .actions
+            .iter()
+            .any(|a| matches!(a, KeyAction::DeleteKey { .. })));
+        assert!(p.notes[0].contains("grace"));
+    }
+
+    #[test]
+    fn a_pending_key_is_resumed_and_a_dead_current_key_replaced() {
+        let s = secret(&[("amgk1-b", AWSCURRENT), ("amgk1-c", AWSPENDING)], 60);
+        let o = KeyObserved {
+            secret: Some(&s),
+            current: Some(record("amgk1-b", 1, 3)),
+            pending: Some(record("amgk1-c", 2, 30)),
+            ..KeyObserved::default()
+        };
+        let p = plan(&policy(), "legacy", &o, now());
+        assert_eq!(
+            p.actions,
+            vec![KeyAction::Resume {
+                record: record("amgk1-c", 2, 30)
+            }]
+        );
+
+        let s = secret(&[("amgk1-b", AWSCURRENT)], 60);
+        let o = KeyObserved {
+            secret: Some(&s),
+            current: Some(record("amgk1-b", 1, 20)),
+            current_alive: Some(false),
+            ..KeyObserved::default()
+        };
+        let p = plan(&policy(), "legacy", &o, now());
+        assert_eq!(
+            p.actions,
+            vec![KeyAction::Rotate {
+                reason: RotateReason::MissingToken,
+                key_name: "amgrot-legacy-2".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn foreign_content_blocks() {
+        let s = secret(&[("11111111-2222-3333-4444-555555555555", AWSCURRENT)], 60);
+        let o = KeyObserved {
+            secret: Some(&s),
+            ..KeyObserved::default()
+        };
+        let p = plan(&policy(), "legacy", &o, now());
+        assert!(matches!(p.blocked, Some(Blocker::ForeignSecret { .. })));
+        assert!(p.actions.is_empty());
+    }
+}

@@ -18,6 +18,7 @@ pub mod http;
 pub mod metrics;
 pub mod model;
 pub mod pass;
+pub mod permissions;
 pub mod plan;
 pub mod report;
 pub mod secrets;

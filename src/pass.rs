@@ -23,6 +23,7 @@ use crate::execute::{Credential, CredentialKind, Executor};
 use crate::grafana::{aws::AwsGrafana, Grafana};
 use crate::metrics::{CredentialLabels, Metrics};
 use crate::model::{rfc3339, SecretSpec, ServiceAccount, Workspace};
+use crate::permissions::PermissionReport;
 use crate::plan::{self, Observed, Plan, TokenRef};
 use crate::secrets::{aws::AwsSecrets, SecretStore};
 use crate::verify::Verifier;
@@ -144,6 +145,9 @@ pub struct PassReport {
     pub credentials: Vec<CredentialReport>,
     /// Problems that are not one credential's: a tag query that failed, a glob with no workspace.
     pub problems: Vec<String>,
+    /// The permission audit of each managed workspace, when `[permissions]` asks for it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub permissions: Vec<PermissionReport>,
 }
 
 impl PassReport {
@@ -153,6 +157,11 @@ impl PassReport {
             .filter(|c| matches!(c.status, Status::Failed | Status::Blocked))
             .count()
             + self.problems.len()
+            + self
+                .permissions
+                .iter()
+                .map(PermissionReport::problems)
+                .sum::<usize>()
     }
 
     /// `success`, `partial` or `failure`, for the pass metrics.
@@ -199,6 +208,11 @@ impl Engine {
             Mode::Plan => "plan",
         });
         let (found, mut problems) = self.discover(config).await;
+        let managed: BTreeMap<String, Services> = found
+            .iter()
+            .map(|f| (f.workspace.id.clone(), f.services.clone()))
+            .filter(|(id, _)| crate::config::is_workspace_id(id))
+            .collect();
 
         // One credential per (workspace, service account) and per secret name.
         let mut claimed: BTreeMap<(String, String), String> = BTreeMap::new();
@@ -299,11 +313,28 @@ impl Engine {
         }
         problems.sort();
 
+        let mut permissions = Vec::new();
+        if config.permissions.audit && !*shutdown.borrow() {
+            for (ws, services) in &managed {
+                permissions.push(
+                    crate::permissions::reconcile(
+                        services.grafana.as_ref(),
+                        &self.metrics,
+                        &config.permissions,
+                        ws,
+                        mode == Mode::Apply,
+                    )
+                    .await,
+                );
+            }
+        }
+
         let report = PassReport {
             started_at,
             finished_at: Utc::now(),
             credentials: reports,
             problems,
+            permissions,
         };
         if mode == Mode::Apply {
             self.metrics.retain_credentials(

@@ -935,6 +935,66 @@ mod tests {
     }
 
     #[test]
+    fn a_missing_service_account_is_bootstrapped_only_when_a_role_is_declared() {
+        let observed = |secret| Observed {
+            workspace_id: WS,
+            service_account: "terraform",
+            account: None,
+            tokens: &[],
+            secret,
+        };
+        let mut pol = policy();
+        pol.service_account_role = Some(Role::Editor);
+        let p = plan(&pol, &observed(None), now());
+        assert_eq!(
+            p.actions,
+            vec![
+                Action::CreateServiceAccount { role: Role::Editor },
+                Action::CreateSecret,
+                Action::Rotate {
+                    reason: RotateReason::FirstRun,
+                    replaces: None
+                }
+            ]
+        );
+        let p = plan(&policy(), &observed(None), now());
+        assert_eq!(p.blocked, Some(Blocker::ServiceAccountMissing));
+        // Recreated after deletion: the secret names a token of the old account.
+        let s = SecretBuilder::new()
+            .version(&version_id(WS, "old", "1"), &[AWSCURRENT])
+            .build();
+        let p = plan(&pol, &observed(Some(&s)), now());
+        assert_eq!(rotates(&p), [RotateReason::MissingToken]);
+    }
+
+    #[test]
+    fn role_drift_is_noted_not_blocking() {
+        let mut pol = policy();
+        pol.service_account_role = Some(Role::Admin);
+        let mut sa = account();
+        sa.role = Some(Role::Viewer);
+        let p = plan(
+            &pol,
+            &Observed {
+                workspace_id: WS,
+                service_account: "terraform",
+                account: Some(&sa),
+                tokens: &[],
+                secret: None,
+            },
+            now(),
+        );
+        assert_eq!(
+            p.role_drift,
+            Some(RoleDrift {
+                declared: Role::Admin,
+                actual: Role::Viewer
+            })
+        );
+        assert_eq!(rotates(&p), [RotateReason::FirstRun]);
+    }
+
+    #[test]
     fn token_names_fit_and_stay_distinct() {
         let long = "x".repeat(128);
         let other = format!("{}y", "x".repeat(127));

@@ -39,8 +39,62 @@ pub fn summary_lines(report: &PassReport) -> String {
     for p in &report.problems {
         let _ = writeln!(out, "FAILED   {p}");
     }
+    permission_lines(&mut out, report, false);
     let _ = writeln!(out, "{}", totals(report));
     out
+}
+
+/// One line per audited workspace, and one per refused entry.
+fn permission_lines(out: &mut String, report: &PassReport, planning: bool) {
+    for p in &report.permissions {
+        let counts = p
+            .counts
+            .iter()
+            .map(|(k, n)| format!("{k}={n}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let mut line = format!(
+            "permissions {}: {}",
+            p.workspace_id,
+            if counts.is_empty() {
+                "none".into()
+            } else {
+                counts
+            }
+        );
+        let describe = |verb: &str, list: &[crate::model::Binding]| {
+            list.iter()
+                .map(|b| {
+                    format!(
+                        "{verb} {} {} {}",
+                        b.role,
+                        b.principal_type.as_str(),
+                        b.principal_id
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        let mut drift = describe("add", &p.to_add);
+        drift.extend(describe("revoke", &p.to_revoke));
+        if !drift.is_empty() {
+            let verb = if planning {
+                "drift (would apply with enforce)"
+            } else {
+                "drift"
+            };
+            line.push_str(&format!("; {verb}: {}", drift.join(", ")));
+        }
+        if p.applied > 0 {
+            line.push_str(&format!("; applied {}", p.applied));
+        }
+        let _ = writeln!(out, "{line}");
+        for r in &p.refused {
+            let _ = writeln!(out, "FAILED   permissions {}: refused {r}", p.workspace_id);
+        }
+        if let Some(e) = &p.error {
+            let _ = writeln!(out, "FAILED   permissions {}: {e}", p.workspace_id);
+        }
+    }
 }
 
 fn totals(report: &PassReport) -> String {
@@ -70,17 +124,37 @@ pub fn plan_table(report: &PassReport) -> String {
     ]];
     for c in &report.credentials {
         let plan = c.plan.as_ref();
+        let key_plan = c.key_plan.as_ref();
         let actions = match (plan, &c.error) {
+            (None, _) if key_plan.is_some() => {
+                let kp = key_plan.expect("checked");
+                match &kp.blocked {
+                    Some(b) => format!("blocked: {b}"),
+                    None if kp.actions.is_empty() => "nothing to do".to_owned(),
+                    None => kp
+                        .actions
+                        .iter()
+                        .map(|a| a.to_string())
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                }
+            }
             (Some(p), _) if p.blocked.is_some() => {
                 format!("blocked: {}", p.blocked.as_ref().expect("checked"))
             }
-            (Some(p), _) if p.actions.is_empty() => "nothing to do".to_owned(),
-            (Some(p), _) => p
-                .actions
-                .iter()
-                .map(|a| a.to_string())
-                .collect::<Vec<_>>()
-                .join("; "),
+            (Some(p), _) => {
+                let mut parts: Vec<String> = p.actions.iter().map(|a| a.to_string()).collect();
+                if parts.is_empty() {
+                    parts.push("nothing to do".into());
+                }
+                if let Some(d) = &p.role_drift {
+                    parts.push(format!(
+                        "role drift: is {}, declared {}",
+                        d.actual, d.declared
+                    ));
+                }
+                parts.join("; ")
+            }
             (None, Some(e)) => format!("FAILED: {e}"),
             (None, None) => status_word(c.status).to_owned(),
         };
@@ -90,6 +164,7 @@ pub fn plan_table(report: &PassReport) -> String {
             c.secret_name.clone().unwrap_or_else(|| "-".into()),
             c.expires_at.map(rfc3339).unwrap_or_else(|| "-".into()),
             plan.and_then(|p| p.due_at)
+                .or(key_plan.and_then(|p| p.due_at))
                 .map(rfc3339)
                 .unwrap_or_else(|| "-".into()),
             actions,
@@ -116,6 +191,7 @@ pub fn plan_table(report: &PassReport) -> String {
     for p in &report.problems {
         let _ = writeln!(out, "problem: {p}");
     }
+    permission_lines(&mut out, report, true);
     let _ = writeln!(out, "{}", totals(report));
     out
 }
