@@ -486,10 +486,11 @@ pub fn is_workspace_id(id: &str) -> bool {
 }
 
 /// The placeholders a secret-name template may use.
-pub const TEMPLATE_VARS: [&str; 4] = [
+pub const TEMPLATE_VARS: [&str; 5] = [
     "workspace_id",
     "workspace_name",
     "service_account",
+    "key_name",
     "region",
 ];
 
