@@ -16,6 +16,7 @@ use zeroize::Zeroizing;
 use crate::api::ApiError;
 use crate::config::Policy;
 use crate::execute::{Credential, Outcome, StepError};
+use crate::failpoint;
 use crate::grafana::Grafana;
 use crate::metrics::Metrics;
 use crate::model::{
@@ -490,6 +491,7 @@ impl KeyExecutor<'_> {
             if r.is_ok() { "success" } else { "failure" },
         );
         if r.is_ok() {
+            failpoint::hit("after_delete_key");
             tracing::info!(workspace = %cred.workspace.id, api_key = %cred.service_account, key_name, reason, "deleted API key");
         }
         r
@@ -535,6 +537,7 @@ impl KeyExecutor<'_> {
         now: DateTime<Utc>,
     ) -> Result<DateTime<Utc>, StepError> {
         let made = self.create(cred, role, key_name, now).await?;
+        failpoint::hit("after_create_key");
         let version = key_version_id(&cred.workspace.id, &made.name, made.created_at);
         let doc = KeyDocumentOut {
             token: made.key.expose(),
@@ -559,6 +562,7 @@ impl KeyExecutor<'_> {
             let _ = self.delete(cred, &made.name, "rollback").await;
             return Err(StepError::api("PutSecretValue")(e));
         }
+        failpoint::hit("after_key_pending");
         self.promote(cred, &version, current_version).await?;
         Ok(made.expires_at)
     }
@@ -631,6 +635,7 @@ impl KeyExecutor<'_> {
                 .map_err(StepError::api("UpdateSecretVersionStage"))?;
         }
         *current_version = Some(version.to_owned());
+        failpoint::hit("after_key_promote");
         let _ = self
             .secrets
             .move_stage(&cred.secret.name, AWSPENDING, None, Some(version))

@@ -1126,6 +1126,14 @@ pub fn path_or_default(path: Option<PathBuf>) -> PathBuf {
     path.unwrap_or_else(|| PathBuf::from(DEFAULT_PATH))
 }
 
+/// `AMG_ROTATOR_FAILPOINT=<name>[:<n>]`, read by the test-only crash points.
+#[cfg(feature = "failpoints")]
+pub fn failpoint_env() -> Option<(String, u32)> {
+    let v = std::env::var("AMG_ROTATOR_FAILPOINT").ok()?;
+    let (name, nth) = v.split_once(':').unwrap_or((&v, "1"));
+    Some((name.to_owned(), nth.parse().unwrap_or(1)))
+}
+
 /// What systemd tells a service through its environment.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SystemdEnv {

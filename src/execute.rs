@@ -14,6 +14,7 @@ use chrono::{DateTime, Utc};
 
 use crate::api::ApiError;
 use crate::config::Policy;
+use crate::failpoint;
 use crate::grafana::Grafana;
 use crate::metrics::{CredentialLabels, Metrics};
 use crate::model::{
@@ -300,6 +301,7 @@ impl Executor<'_> {
         let outcome = if result.is_ok() { "success" } else { "failure" };
         self.metrics.deletion(&run.labels, reason, outcome);
         if result.is_ok() {
+            failpoint::hit("after_delete_token");
             tracing::info!(workspace = %cred.workspace.id, service_account = %cred.service_account, token_id = %id, token_name = %name, reason, "deleted token");
         }
         result
@@ -409,6 +411,7 @@ impl Executor<'_> {
         }
         run.current_version = Some(version_id.to_owned());
         tracing::info!(workspace = %cred.workspace.id, service_account = %cred.service_account, secret = %cred.secret.name, version_id, "promoted to AWSCURRENT");
+        failpoint::hit("after_promote");
         // Tidy only: a label left here is cleared by the next pass.
         if let Err(e) = self
             .secrets
@@ -424,6 +427,7 @@ impl Executor<'_> {
         let cred = run.cred;
         let name = plan::token_name(&cred.policy.name_prefix, &cred.service_account, now);
         let token = self.create_token(run, &name, now, false).await?;
+        failpoint::hit("after_create_token");
         // A secret's first version becomes AWSCURRENT as soon as it is written: with no current
         // version to protect, prove the token before publishing rather than after.
         let first_version = run.current_version.is_none();
@@ -444,6 +448,7 @@ impl Executor<'_> {
             return Err(StepError::api("PutSecretValue")(e));
         }
         tracing::info!(workspace = %cred.workspace.id, service_account = %cred.service_account, secret = %cred.secret.name, version_id = %version, "published as AWSPENDING");
+        failpoint::hit("after_pending");
         let verified = if first_version {
             Ok(())
         } else {
@@ -457,6 +462,7 @@ impl Executor<'_> {
                 .await;
             return Err(e);
         }
+        failpoint::hit("after_verify");
         self.promote(run, &version).await?;
         run.outcome.current = Some((&token.summary()).into());
         Ok(())
@@ -474,7 +480,9 @@ impl Executor<'_> {
             self.delete_token_id(run, &old.id, &old.name, DeleteReason::Recreate.as_str())
                 .await?;
         }
+        failpoint::hit("after_recreate_delete");
         let token = self.create_token(run, token_name, now, true).await?;
+        failpoint::hit("after_recreate_create");
         if let Err(e) = self.verify(run, &token.key).await {
             self.roll_back(run, &token).await;
             return Err(e);
@@ -491,6 +499,7 @@ impl Executor<'_> {
         }
         run.current_version = Some(version.clone());
         tracing::info!(workspace = %cred.workspace.id, service_account = %cred.service_account, secret = %cred.secret.name, version_id = %version, "published as AWSCURRENT");
+        failpoint::hit("after_recreate_publish");
         run.outcome.current = Some((&token.summary()).into());
         Ok(())
     }

@@ -13,6 +13,7 @@ pub mod aws;
 pub mod config;
 pub mod daemon;
 pub mod execute;
+pub mod failpoint;
 pub mod grafana;
 pub mod http;
 pub mod metrics;
