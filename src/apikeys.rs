@@ -225,8 +225,8 @@ pub fn plan(policy: &Policy, base: &str, o: &KeyObserved<'_>, now: DateTime<Utc>
         });
         return plan;
     }
-    let rotate_before = chrono(policy.rotate_before);
-    let due = |r: &KeyRecord| r.expires_at - rotate_before;
+    let offset = crate::plan::spread_offset(policy, "", base);
+    let due = |r: &KeyRecord| crate::plan::due_at(policy, r.expires_at, offset);
     plan.due_at = o.current.as_ref().map(due);
     let next_generation = [&o.current, &o.pending, &o.previous]
         .into_iter()
@@ -664,6 +664,7 @@ mod tests {
             strategy: Strategy::Overlap,
             token_ttl: Duration::from_secs(30 * 86400),
             rotate_before: Duration::from_secs(7 * 86400),
+            rotation_spread: Duration::ZERO,
             grace_period: Duration::from_secs(3600),
             orphan_margin: Duration::from_secs(900),
             name_prefix: "amgrot".into(),

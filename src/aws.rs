@@ -15,14 +15,24 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 
 use crate::api::{retry, ApiError, RetryPolicy};
 use crate::metrics::Metrics;
+use crate::ratelimit::RateLimiter;
+
+/// AMG's service-account and token rates are not published: a conservative default.
+pub const DEFAULT_GRAFANA_RATE: f64 = 10.0;
+/// Under Secrets Manager's 50 requests/s shared by PutSecretValue, UpdateSecret and
+/// UpdateSecretVersionStage.
+pub const DEFAULT_SECRETSMANAGER_RATE: f64 = 40.0;
 
 /// How the rotator reaches AWS: timeouts and retrying, from `[aws]` in the configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AwsSettings {
     pub region: Option<String>,
     pub connect_timeout: Duration,
     pub attempt_timeout: Duration,
     pub retry: RetryPolicy,
+    /// Client-side request rates per account and region (0 = unlimited).
+    pub grafana_rate: f64,
+    pub secretsmanager_rate: f64,
 }
 
 impl Default for AwsSettings {
@@ -32,6 +42,8 @@ impl Default for AwsSettings {
             connect_timeout: Duration::from_secs(5),
             attempt_timeout: Duration::from_secs(20),
             retry: RetryPolicy::default(),
+            grafana_rate: DEFAULT_GRAFANA_RATE,
+            secretsmanager_rate: DEFAULT_SECRETSMANAGER_RATE,
         }
     }
 }
@@ -78,14 +90,21 @@ pub struct Caller {
     pub service: &'static str,
     pub metrics: Arc<Metrics>,
     pub policy: RetryPolicy,
+    pub limiter: Arc<RateLimiter>,
 }
 
 impl Caller {
-    pub fn new(service: &'static str, metrics: Arc<Metrics>, policy: RetryPolicy) -> Self {
+    pub fn new(
+        service: &'static str,
+        metrics: Arc<Metrics>,
+        policy: RetryPolicy,
+        limiter: Arc<RateLimiter>,
+    ) -> Self {
         Caller {
             service,
             metrics,
             policy,
+            limiter,
         }
     }
 
@@ -126,12 +145,18 @@ impl Caller {
         retry(&self.policy, retryable, || {
             let attempt = call();
             async move {
+                self.limiter.acquire().await;
                 let started = Instant::now();
                 let result = attempt.await;
                 let outcome = match &result {
                     Ok(_) => "success",
                     Err(e) => e.metric_label(),
                 };
+                match &result {
+                    Ok(_) => self.limiter.succeeded(),
+                    Err(ApiError::Throttled { .. }) => self.limiter.throttled(),
+                    Err(_) => {}
+                }
                 self.metrics
                     .aws_call(self.service, operation, outcome, started.elapsed());
                 result

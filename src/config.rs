@@ -88,6 +88,9 @@ pub struct Policy {
     pub strategy: Strategy,
     pub token_ttl: Duration,
     pub rotate_before: Duration,
+    /// Renewals are spread over this much time before `rotate_before` (by a hash of the
+    /// credential), so tokens minted together do not all fall due in the same pass.
+    pub rotation_spread: Duration,
     pub grace_period: Duration,
     /// An owned token that no secret version references is deleted once older than this.
     pub orphan_margin: Duration,
@@ -199,7 +202,7 @@ pub struct PermissionSettings {
     pub bindings: Vec<DeclaredBindings>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub daemon: DaemonSettings,
     pub log: LogSettings,
@@ -277,6 +280,8 @@ struct RawAws {
     attempt_timeout: Option<String>,
     max_attempts: Option<i64>,
     retry_budget: Option<String>,
+    grafana_requests_per_second: Option<f64>,
+    secretsmanager_requests_per_second: Option<f64>,
 }
 
 /// `[defaults]` and each `[[targets]]` share one shape; the target-only keys are refused in
@@ -298,6 +303,7 @@ struct RawScope {
     strategy: Option<String>,
     token_ttl: Option<String>,
     rotate_before: Option<String>,
+    rotation_spread: Option<String>,
     grace_period: Option<String>,
     orphan_margin: Option<String>,
     name_prefix: Option<String>,
@@ -330,6 +336,7 @@ impl RawScope {
             strategy,
             token_ttl,
             rotate_before,
+            rotation_spread,
             grace_period,
             orphan_margin,
             name_prefix,
@@ -660,7 +667,33 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             "must be from 1 to 20",
         );
     }
+    let rate = |c: &mut Checker, key: &str, v: Option<f64>, default: f64| -> f64 {
+        let r = v.unwrap_or(default);
+        if !(0.0..=10_000.0).contains(&r) || r.is_nan() {
+            c.fail(
+                key,
+                r.to_string(),
+                "must be from 0 (no limit) to 10000 requests per second",
+            );
+            return default;
+        }
+        r
+    };
+    let grafana_rate = rate(
+        &mut c,
+        "aws.grafana_requests_per_second",
+        a.grafana_requests_per_second,
+        crate::aws::DEFAULT_GRAFANA_RATE,
+    );
+    let secretsmanager_rate = rate(
+        &mut c,
+        "aws.secretsmanager_requests_per_second",
+        a.secretsmanager_requests_per_second,
+        crate::aws::DEFAULT_SECRETSMANAGER_RATE,
+    );
     let aws = AwsSettings {
+        grafana_rate,
+        secretsmanager_rate,
         region: a.region.clone(),
         connect_timeout: c.duration("aws.connect_timeout", a.connect_timeout.as_deref(), "5s"),
         attempt_timeout: c.duration("aws.attempt_timeout", a.attempt_timeout.as_deref(), "20s"),
@@ -848,6 +881,22 @@ fn validate_target(c: &mut Checker, at: &str, s: &RawScope, cron: Option<&croner
     let token_ttl = c.duration(&key("token_ttl"), s.token_ttl.as_deref(), "30d");
     let rotate_before = c.duration(&key("rotate_before"), s.rotate_before.as_deref(), "7d");
     let grace_period = c.duration(&key("grace_period"), s.grace_period.as_deref(), "1h");
+    // Default: a quarter of the rotate-before window, and never so much that a new token is due
+    // as soon as it is made.
+    let rotation_spread = match s.rotation_spread.as_deref() {
+        Some(text) => c.duration(&key("rotation_spread"), Some(text), "0s"),
+        None => (rotate_before / 4).min(token_ttl.saturating_sub(rotate_before) / 2),
+    };
+    if s.rotation_spread.is_some() && rotate_before + rotation_spread >= token_ttl {
+        c.fail(
+            key("rotation_spread"),
+            quote(&show(rotation_spread)),
+            format!(
+                "rotate_before + rotation_spread must be shorter than token_ttl ({}), or new tokens would be due at once",
+                show(token_ttl)
+            ),
+        );
+    }
     let orphan_margin = c.duration(&key("orphan_margin"), s.orphan_margin.as_deref(), "15m");
     let ttl_text = s.token_ttl.clone().unwrap_or_else(|| "30d".into());
     if token_ttl > MAX_TOKEN_TTL {
@@ -996,6 +1045,7 @@ fn validate_target(c: &mut Checker, at: &str, s: &RawScope, cron: Option<&croner
             strategy,
             token_ttl,
             rotate_before,
+            rotation_spread,
             grace_period,
             orphan_margin,
             name_prefix,

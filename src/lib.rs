@@ -21,6 +21,7 @@ pub mod model;
 pub mod pass;
 pub mod permissions;
 pub mod plan;
+pub mod ratelimit;
 pub mod report;
 pub mod secrets;
 pub mod systemd;

@@ -25,6 +25,7 @@ use crate::metrics::{CredentialLabels, Metrics};
 use crate::model::{rfc3339, SecretSpec, ServiceAccount, Workspace};
 use crate::permissions::PermissionReport;
 use crate::plan::{self, Observed, Plan, TokenRef};
+use crate::ratelimit::RateLimiter;
 use crate::secrets::{aws::AwsSecrets, SecretStore};
 use crate::verify::Verifier;
 
@@ -71,14 +72,26 @@ impl Connector for AwsConnector {
         }
         let sdk = sdk_config(&self.settings, region, role_arn).await;
         let policy = self.settings.retry;
+        let limiter =
+            |service, rate| Arc::new(RateLimiter::new(service, rate, self.metrics.clone()));
         let services = Services {
             grafana: Arc::new(AwsGrafana::new(
                 aws_sdk_grafana::Client::new(&sdk),
-                Caller::new("grafana", self.metrics.clone(), policy),
+                Caller::new(
+                    "grafana",
+                    self.metrics.clone(),
+                    policy,
+                    limiter("grafana", self.settings.grafana_rate),
+                ),
             )),
             secrets: Arc::new(AwsSecrets::new(
                 aws_sdk_secretsmanager::Client::new(&sdk),
-                Caller::new("secretsmanager", self.metrics.clone(), policy),
+                Caller::new(
+                    "secretsmanager",
+                    self.metrics.clone(),
+                    policy,
+                    limiter("secretsmanager", self.settings.secretsmanager_rate),
+                ),
             )),
         };
         cache.insert(key, services.clone());

@@ -295,9 +295,26 @@ fn std_to_chrono(d: std::time::Duration) -> ChronoDuration {
     ChronoDuration::from_std(d).unwrap_or(ChronoDuration::MAX)
 }
 
-/// When a token falls due for rotation under `policy`.
-pub fn due_at(policy: &Policy, token: &Token) -> DateTime<Utc> {
-    token.expires_at - std_to_chrono(policy.rotate_before)
+/// How much earlier than `rotate_before` this credential renews: a deterministic point in
+/// `[0, rotation_spread)` from a hash of the credential, so renewals of credentials minted
+/// together spread out. Never later than `rotate_before`.
+pub fn spread_offset(policy: &Policy, workspace_id: &str, name: &str) -> ChronoDuration {
+    let spread = policy.rotation_spread.as_millis() as u64;
+    if spread == 0 {
+        return ChronoDuration::zero();
+    }
+    let mut h = Sha256::new();
+    h.update(workspace_id.as_bytes());
+    h.update([0u8]);
+    h.update(name.as_bytes());
+    let digest = h.finalize();
+    let n = u64::from_be_bytes(digest[..8].try_into().expect("8 bytes"));
+    ChronoDuration::milliseconds((n % spread) as i64)
+}
+
+/// When a token expiring at `expires_at` falls due for rotation.
+pub fn due_at(policy: &Policy, expires_at: DateTime<Utc>, offset: ChronoDuration) -> DateTime<Utc> {
+    expires_at - std_to_chrono(policy.rotate_before) - offset
 }
 
 /// A missing service account: created when a role is declared, otherwise reported.
@@ -385,8 +402,10 @@ pub fn plan(policy: &Policy, observed: &Observed<'_>, now: DateTime<Utc>) -> Pla
     }
     let current = by_version(current_vid);
     let previous = by_version(previous_vid);
+    let offset = spread_offset(policy, observed.workspace_id, observed.service_account);
+    let due = |t: &Token| due_at(policy, t.expires_at, offset);
     plan.current = current.map(TokenRef::from);
-    plan.due_at = current.map(|t| due_at(policy, t));
+    plan.due_at = current.map(due);
 
     // An AWSPENDING version left by an interrupted pass: resume it when its token is still good.
     let mut resume: Option<&Token> = None;
@@ -397,7 +416,7 @@ pub fn plan(policy: &Policy, observed: &Observed<'_>, now: DateTime<Utc>) -> Pla
             });
         } else {
             match by_version(Some(pvid)) {
-                Some(t) if due_at(policy, t) > now && policy.strategy == Strategy::Overlap => {
+                Some(t) if due(t) > now && policy.strategy == Strategy::Overlap => {
                     resume = Some(t);
                 }
                 _ => plan.actions.push(Action::ClearPending {
@@ -415,7 +434,7 @@ pub fn plan(policy: &Policy, observed: &Observed<'_>, now: DateTime<Utc>) -> Pla
             None if current_vid.is_none() => Some(RotateReason::FirstRun),
             None => Some(RotateReason::MissingToken),
             Some(t) if t.expires_at <= now => Some(RotateReason::Expired),
-            Some(t) if due_at(policy, t) <= now => Some(RotateReason::Due),
+            Some(t) if due(t) <= now => Some(RotateReason::Due),
             Some(_) => None,
         }
     };
@@ -570,6 +589,7 @@ mod tests {
             strategy: Strategy::Overlap,
             token_ttl: Duration::from_secs(30 * DAY as u64),
             rotate_before: Duration::from_secs(7 * DAY as u64),
+            rotation_spread: Duration::ZERO,
             grace_period: Duration::from_secs(3600),
             orphan_margin: Duration::from_secs(900),
             name_prefix: "amgrot".into(),
@@ -716,6 +736,35 @@ mod tests {
         assert!(p.is_noop(), "{p:?}");
         assert_eq!(p.current.as_ref().unwrap().id, "10");
         assert_eq!(p.due_at, Some(cur.expires_at - secs(7 * DAY)));
+    }
+
+    #[test]
+    fn renewals_spread_but_never_later_than_rotate_before() {
+        let mut pol = policy();
+        pol.rotation_spread = Duration::from_secs(2 * DAY as u64);
+        let offsets: Vec<ChronoDuration> = (0..50)
+            .map(|i| spread_offset(&pol, WS, &format!("svc-{i}")))
+            .collect();
+        assert!(offsets
+            .iter()
+            .all(|o| *o >= ChronoDuration::zero() && *o < secs(2 * DAY)));
+        let distinct: std::collections::BTreeSet<_> =
+            offsets.iter().map(|o| o.num_hours()).collect();
+        assert!(
+            distinct.len() > 20,
+            "offsets spread over the window: {distinct:?}"
+        );
+        assert_eq!(
+            spread_offset(&pol, WS, "svc-1"),
+            spread_offset(&pol, WS, "svc-1")
+        );
+        // 8 days left: due for some credentials (offset > 1 day), never past 7 days left.
+        let cur = owned("10", 22 * DAY, 8 * DAY);
+        let s = SecretBuilder::new()
+            .version(&vid(&cur), &[AWSCURRENT])
+            .build();
+        let p = run(&pol, std::slice::from_ref(&cur), Some(&s));
+        assert!(p.due_at.unwrap() <= cur.expires_at - secs(7 * DAY));
     }
 
     #[test]
@@ -1088,7 +1137,7 @@ mod tests {
                 let resumable = secret.as_ref().and_then(|s| {
                     let pv = s.version_with(AWSPENDING)?;
                     if Some(pv) == s.version_with(AWSCURRENT) { return None; }
-                    tokens.iter().find(|t| vid(t) == pv).filter(|t| due_at(&policy(), t) > now())
+                    tokens.iter().find(|t| vid(t) == pv).filter(|t| t.expires_at - secs(7 * DAY) > now())
                 });
                 if resumable.is_some() && p.blocked.is_none() {
                     prop_assert!(!p.actions.iter().any(|a| matches!(a, Action::Rotate { .. } | Action::Recreate { .. })), "{:?}", p.actions);
