@@ -146,6 +146,9 @@ pub struct SmFault {
 #[derive(Default)]
 struct ProxyState {
     faults: Vec<SmFault>,
+    /// Operations held this long, then answered 500 without reaching moto: a call that hangs
+    /// and never takes effect.
+    stalls: Vec<(String, Duration)>,
     /// A fraction of calls answered with 500 InternalServiceError or 400 ThrottlingException.
     error_rate: f64,
     rng: fastrand::Rng,
@@ -208,9 +211,20 @@ impl SmProxy {
         });
     }
 
+    /// Holds every call of `operation` for `delay`, then answers 500 InternalServiceError
+    /// without forwarding it: the call never takes effect.
+    pub fn stall(&self, operation: &str, delay: Duration) {
+        self.state
+            .lock()
+            .unwrap()
+            .stalls
+            .push((operation.into(), delay));
+    }
+
     pub fn clear_faults(&self) {
         let mut s = self.state.lock().unwrap();
         s.faults.clear();
+        s.stalls.clear();
         s.error_rate = 0.0;
     }
 
@@ -251,6 +265,24 @@ async fn forward(
         .and_then(|v| v.strip_prefix("secretsmanager."))
         .unwrap_or("")
         .to_owned();
+    let stall = {
+        let s = state.lock().unwrap();
+        s.stalls
+            .iter()
+            .find(|(o, _)| *o == op || o == "*")
+            .map(|(_, d)| *d)
+    };
+    if let Some(delay) = stall {
+        state.lock().unwrap().calls.push(op.clone());
+        tokio::time::sleep(delay).await;
+        let body = r#"{"__type":"InternalServiceError","message":"stalled by the test proxy"}"#;
+        return Ok(Response::builder()
+            .status(500)
+            .header("content-type", "application/x-amz-json-1.1")
+            .header("x-amzn-errortype", "InternalServiceError")
+            .body(Full::new(Bytes::from(body)))
+            .unwrap());
+    }
     let injected = {
         let mut s = state.lock().unwrap();
         s.calls.push(op.clone());
@@ -390,8 +422,12 @@ impl Bed {
                 "AWS_SHARED_CREDENTIALS_FILE",
                 self.empty_file("aws-credentials"),
             ),
-            // Keep tests quick when a call fails for good.
+            // Keep tests quick when a call fails for good, and not paced by the production rate.
             ("AMG_ROTATOR__AWS__RETRY_BUDGET", "10s".into()),
+            (
+                "AMG_ROTATOR__AWS__GRAFANA_REQUESTS_PER_SECOND",
+                "200".into(),
+            ),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
@@ -596,4 +632,431 @@ pub fn config_for(workspaces: &[&str], accounts: &[&str], defaults: &str) -> Str
     format!(
         "[daemon]\nconcurrency = 4\n\n[log]\nformat = \"text\"\n\n[defaults]\n{defaults}\n\n[[targets]]\nworkspace_ids = [{ws}]\nservice_accounts = [{sa}]\n"
     )
+}
+
+// ---------------------------------------------------------------------------------------------
+// The daemon (`run`) under test, its scrape, and the Prometheus tools.
+
+/// Polls `probe` every `every` until it yields a value, for at most `within`.
+pub async fn eventually<T, F, Fut>(within: Duration, every: Duration, mut probe: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = probe().await {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// An executable the tests need from the `prometheus` Debian package. Missing is a failure,
+/// not a skip: `scripts/setup` installs it.
+pub fn tool(name: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "`{name}` is not on PATH: run scripts/setup, which installs Debian's `prometheus` \
+                 package (promtool and the prometheus server)"
+            )
+        })
+}
+
+/// Runs `promtool` with `args`, feeding `stdin`; at most 60 s.
+pub async fn promtool(args: &[&str], stdin: Option<&str>) -> Run {
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::new(tool("promtool"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("promtool runs");
+    let mut input = child.stdin.take().unwrap();
+    input
+        .write_all(stdin.unwrap_or("").as_bytes())
+        .await
+        .unwrap();
+    drop(input);
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("promtool finishes within 60 s")
+        .unwrap();
+    Run {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// A parsed scrape in the text format: families from `# TYPE`, samples by name and labels.
+#[derive(Debug, Clone)]
+pub struct Scrape {
+    pub text: String,
+    /// Family name → type.
+    pub families: BTreeMap<String, String>,
+    pub samples: Vec<Sample>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Sample {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub value: f64,
+}
+
+impl Scrape {
+    pub fn parse(text: &str) -> Scrape {
+        let mut families = BTreeMap::new();
+        let mut samples = Vec::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let mut it = rest.split_whitespace();
+                let (Some(name), Some(kind)) = (it.next(), it.next()) else {
+                    panic!("bad TYPE line {line:?}")
+                };
+                families.insert(name.to_owned(), kind.to_owned());
+                continue;
+            }
+            if line.starts_with('#') || line.trim().is_empty() {
+                continue;
+            }
+            samples.push(parse_sample(line));
+        }
+        Scrape {
+            text: text.to_owned(),
+            families,
+            samples,
+        }
+    }
+
+    /// Samples named `name` whose labels include every pair of `labels`.
+    pub fn find<'a>(&'a self, name: &'a str, labels: &'a [(&str, &str)]) -> Vec<&'a Sample> {
+        self.samples
+            .iter()
+            .filter(|s| {
+                s.name == name
+                    && labels
+                        .iter()
+                        .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+            })
+            .collect()
+    }
+
+    /// The one sample matching, if exactly one does.
+    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        match self.find(name, labels).as_slice() {
+            [one] => Some(one.value),
+            _ => None,
+        }
+    }
+
+    /// The sum over the matching samples (0 when none match).
+    pub fn sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.find(name, labels).iter().map(|s| s.value).sum()
+    }
+
+    pub fn has_samples(&self, name: &str) -> bool {
+        self.samples.iter().any(|s| s.name == name)
+    }
+}
+
+fn parse_sample(line: &str) -> Sample {
+    let (name, rest) = match line.find(['{', ' ']) {
+        Some(i) => line.split_at(i),
+        None => panic!("bad sample line {line:?}"),
+    };
+    let mut labels = BTreeMap::new();
+    let rest = if let Some(body) = rest.strip_prefix('{') {
+        let end = body.rfind('}').expect("labels close");
+        let mut chars = body[..end].chars().peekable();
+        loop {
+            let key: String = chars.by_ref().take_while(|c| *c != '=').collect();
+            let key = key.trim_start_matches(',').trim().to_owned();
+            if key.is_empty() {
+                break;
+            }
+            assert_eq!(chars.next(), Some('"'), "{line}");
+            let mut value = String::new();
+            while let Some(c) = chars.next() {
+                match c {
+                    '\\' => match chars.next() {
+                        Some('n') => value.push('\n'),
+                        Some(c) => value.push(c),
+                        None => break,
+                    },
+                    '"' => break,
+                    c => value.push(c),
+                }
+            }
+            labels.insert(key, value);
+        }
+        &body[end + 1..]
+    } else {
+        rest
+    };
+    let value = rest
+        .split_whitespace()
+        .next()
+        .unwrap_or_else(|| panic!("no value in {line:?}"));
+    let value = match value {
+        "+Inf" => f64::INFINITY,
+        "-Inf" => f64::NEG_INFINITY,
+        v => v
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value in {line:?}")),
+    };
+    Sample {
+        name: name.to_owned(),
+        labels,
+        value,
+    }
+}
+
+/// The metric names a PromQL expression selects: identifiers outside strings, label matchers,
+/// ranges and grouping lists that are neither functions, aggregations nor keywords.
+pub fn promql_metric_names(expr: &str) -> std::collections::BTreeSet<String> {
+    const KEYWORDS: [&str; 10] = [
+        "bool", "and", "or", "unless", "offset", "inf", "nan", "Inf", "NaN", "atan2",
+    ];
+    const GROUPING: [&str; 6] = [
+        "by",
+        "without",
+        "on",
+        "ignoring",
+        "group_left",
+        "group_right",
+    ];
+    let chars: Vec<char> = expr.chars().collect();
+    let mut names = std::collections::BTreeSet::new();
+    let mut i = 0;
+    // After a grouping keyword, the next parenthesis holds label names.
+    let mut label_list_next = false;
+    // Skips to the closing `close`, stepping over quoted strings.
+    let skip_to = |mut i: usize, close: char| -> usize {
+        while i < chars.len() && chars[i] != close {
+            if chars[i] == '"' || chars[i] == '\'' {
+                let q = chars[i];
+                i += 1;
+                while i < chars.len() && chars[i] != q {
+                    if chars[i] == '\\' {
+                        i += 1;
+                    }
+                    i += 1;
+                }
+            }
+            i += 1;
+        }
+        i + 1
+    };
+    while i < chars.len() {
+        let c = chars[i];
+        if c == '"' || c == '\'' || c == '`' {
+            i = skip_to(i + 1, c);
+        } else if c == '{' {
+            i = skip_to(i + 1, '}');
+        } else if c == '[' {
+            i = skip_to(i + 1, ']');
+        } else if c == '(' && label_list_next {
+            label_list_next = false;
+            i = skip_to(i + 1, ')');
+        } else if c == '$' {
+            // A Grafana variable: $name, ${name} or $__rate_interval.
+            i += 1;
+            if i < chars.len() && chars[i] == '{' {
+                i = skip_to(i + 1, '}');
+            } else {
+                while i < chars.len() && (chars[i].is_alphanumeric() || chars[i] == '_') {
+                    i += 1;
+                }
+            }
+        } else if c.is_ascii_digit() || c == '.' {
+            while i < chars.len() && (chars[i].is_alphanumeric() || chars[i] == '.') {
+                i += 1;
+            }
+        } else if c.is_alphabetic() || c == '_' || c == ':' {
+            let start = i;
+            while i < chars.len()
+                && (chars[i].is_alphanumeric() || chars[i] == '_' || chars[i] == ':')
+            {
+                i += 1;
+            }
+            let ident: String = chars[start..i].iter().collect();
+            let mut j = i;
+            while j < chars.len() && chars[j].is_whitespace() {
+                j += 1;
+            }
+            let call = j < chars.len() && chars[j] == '(';
+            if GROUPING.contains(&ident.as_str()) {
+                label_list_next = call;
+            } else if !call && !KEYWORDS.contains(&ident.as_str()) {
+                names.insert(ident);
+            }
+        } else {
+            i += 1;
+        }
+    }
+    names
+}
+
+/// The real binary running `run`, its stderr collected line by line; killed on drop.
+pub struct Daemon {
+    child: tokio::process::Child,
+    pub pid: u32,
+    pub port: u16,
+    stderr: Arc<Mutex<Vec<String>>>,
+    http: reqwest::Client,
+}
+
+impl Bed {
+    /// Starts `run` listening on a free 127.0.0.1 port and waits (at most 30 s) until
+    /// `/healthz` answers.
+    pub async fn daemon(&self, config: &Path, extra_env: &[(&str, &str)]) -> Daemon {
+        for _ in 0..3 {
+            let port = free_port();
+            let listen = format!("127.0.0.1:{port}");
+            let mut env: Vec<(&str, &str)> = vec![("AMG_ROTATOR__DAEMON__LISTEN", &listen)];
+            env.extend_from_slice(extra_env);
+            let mut child = self
+                .command(config, &["run"], &env)
+                .spawn()
+                .expect("binary runs");
+            let pid = child.id().expect("running");
+            let stderr = Arc::new(Mutex::new(Vec::new()));
+            let lines = stderr.clone();
+            let pipe = child.stderr.take().unwrap();
+            tokio::spawn(async move {
+                use tokio::io::AsyncBufReadExt;
+                let mut reader = tokio::io::BufReader::new(pipe).lines();
+                while let Ok(Some(line)) = reader.next_line().await {
+                    lines.lock().unwrap().push(line);
+                }
+            });
+            let mut d = Daemon {
+                child,
+                pid,
+                port,
+                stderr,
+                http: reqwest::Client::new(),
+            };
+            let up = eventually(Duration::from_secs(30), Duration::from_millis(50), || {
+                let d = &d;
+                async move { d.get("/healthz").await.map(|_| ()) }
+            })
+            .await;
+            if up.is_some() {
+                return d;
+            }
+            match d.child.try_wait() {
+                // Port taken between the probe and the bind: try another.
+                Ok(Some(status)) if status.code() == Some(3) => continue,
+                _ => panic!("the daemon did not start serving:\n{}", d.logs()),
+            }
+        }
+        panic!("the daemon could not find a free port");
+    }
+}
+
+impl Daemon {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// `(status, body)`, or `None` when nothing answers within 5 s.
+    pub async fn get(&self, path: &str) -> Option<(u16, String)> {
+        let r = self
+            .http
+            .get(self.url(path))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .ok()?;
+        let status = r.status().as_u16();
+        Some((status, r.text().await.ok()?))
+    }
+
+    pub async fn scrape(&self) -> Scrape {
+        let (status, body) = self.get("/metrics").await.expect("/metrics answers");
+        assert_eq!(status, 200, "{body}");
+        Scrape::parse(&body)
+    }
+
+    /// Waits (bounded) until a scrape satisfies `ok`, and returns it.
+    pub async fn scrape_until(&self, within: Duration, ok: impl Fn(&Scrape) -> bool) -> Scrape {
+        match eventually(within, Duration::from_millis(100), || async {
+            let s = self.scrape().await;
+            ok(&s).then_some(s)
+        })
+        .await
+        {
+            Some(s) => s,
+            None => panic!(
+                "no scrape within {within:?} met the condition; last:\n{}\nlogs:\n{}",
+                self.scrape().await.text,
+                self.logs()
+            ),
+        }
+    }
+
+    /// Sends a signal (`TERM`, `INT`, `HUP`) with the shell's built-in kill.
+    pub fn signal(&self, name: &str) {
+        let status = std::process::Command::new("sh")
+            .args(["-c", &format!("kill -{name} {}", self.pid)])
+            .status()
+            .expect("sh runs");
+        assert!(status.success(), "kill -{name} {} failed", self.pid);
+    }
+
+    /// Waits at most `within` for the process to exit; its exit code (`None`: killed by a
+    /// signal), or `Err` with the logs when it is still running.
+    pub async fn wait_exit(&mut self, within: Duration) -> Result<Option<i32>, String> {
+        match tokio::time::timeout(within, self.child.wait()).await {
+            Ok(status) => Ok(status.unwrap().code()),
+            Err(_) => Err(self.logs()),
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    pub fn logs(&self) -> String {
+        self.stderr.lock().unwrap().join("\n")
+    }
+
+    /// The JSON log events so far (configure `[log] format = "json"`).
+    pub fn events(&self) -> Vec<serde_json::Value> {
+        self.stderr
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// The JSON log events whose message contains `text`.
+    pub fn events_with(&self, text: &str) -> Vec<serde_json::Value> {
+        self.events()
+            .into_iter()
+            .filter(|e| e["message"].as_str().is_some_and(|m| m.contains(text)))
+            .collect()
+    }
+
+    /// Waits (bounded) for an event whose message contains `text`.
+    pub async fn wait_for_event(&self, text: &str, within: Duration) -> serde_json::Value {
+        eventually(within, Duration::from_millis(50), || async {
+            self.events_with(text).into_iter().next()
+        })
+        .await
+        .unwrap_or_else(|| panic!("no log event {text:?} within {within:?}:\n{}", self.logs()))
+    }
 }
