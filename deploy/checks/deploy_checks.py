@@ -1,0 +1,609 @@
+#!/usr/bin/env python3
+"""Checks of the deployment files under deploy/, run by scripts/check-deploy inside .venv-deploy.
+
+Each subcommand prints one line per thing it checked and exits 1 with the reasons when a file
+is wrong. Every validator is first shown a deliberately broken document (a "negative control")
+and must refuse it, so a validator that silently accepts everything fails the check instead of
+passing it.
+
+  kubernetes      kustomize build (kubectl's built-in kustomize, when kubectl is installed) of
+                  deploy/kubernetes/base and deploy/kubernetes/cronjob; every object validated
+                  strictly against the Kubernetes OpenAPI schemas (kubernetes-validate) or, for
+                  ServiceMonitor and PrometheusRule, against the prometheus-operator CRD schemas
+                  (cloudcoil-models-prometheus-operator); then the properties the rotator needs
+                  (one replica, Recreate, probes on /healthz and /readyz, hardening, ports that
+                  agree, a NetworkPolicy that covers every pod, the PrometheusRule = alerts.yml).
+  prometheusrule  regenerate deploy/kubernetes/base/prometheusrule.yaml from
+                  deploy/prometheus/alerts.yml (--write), or check that they agree.
+  ecs             every key and type (and enum value) of the ECS files against botocore's models
+                  of ecs RegisterTaskDefinition / CreateService and scheduler CreateSchedule, with
+                  botocore's own ParamValidator; then the Fargate properties the rotator needs.
+  dockerfile      what hadolint cannot know: COPY sources exist and pass the dockerignore, the
+                  runtime user is not root, the ports and the health probe match.
+  render          substitute the ${PLACEHOLDER}s of a policy with example values (for parliament).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import functools
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any, Iterator
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+NAMESPACE = "amg-token-rotator"
+CONFIG_DIR = "/etc/amg-token-rotator"
+DEFAULT_LISTEN_PORT = 8947
+DEFAULT_SHUTDOWN_TIMEOUT_S = 60
+# The oldest Kubernetes the manifests support (CronJob timeZone is GA in 1.27) and the newest
+# kubernetes-validate has schemas for.
+K8S_VERSIONS = ["1.27"]
+# Example values for the placeholders the JSON files use; README.md lists what each means.
+PLACEHOLDERS = {
+    "AWS_REGION": "us-east-1",
+    "ACCOUNT_ID": "123456789012",
+    "KMS_KEY_ID": "1234abcd-12ab-34cd-56ef-1234567890ab",
+    "CLUSTER": "amg-token-rotator",
+    "SUBNET_ID": "subnet-0123456789abcdef0",
+    "SECURITY_GROUP_ID": "sg-0123456789abcdef0",
+}
+
+
+class Problems:
+    """Collects what is wrong, so one run reports everything."""
+
+    def __init__(self) -> None:
+        self.items: list[str] = []
+
+    def check(self, ok: bool, where: str, what: str) -> None:
+        if not ok:
+            self.items.append(f"{where}: {what}")
+
+    def add(self, where: str, what: str) -> None:
+        self.items.append(f"{where}: {what}")
+
+    def exit(self, title: str) -> None:
+        if self.items:
+            print(f"FAIL {title}:", file=sys.stderr)
+            for item in self.items:
+                print(f"  - {item}", file=sys.stderr)
+            sys.exit(1)
+
+
+def ok(line: str) -> None:
+    print(f"  ok  {line}")
+
+
+def rel(path: Path) -> str:
+    return str(path.relative_to(ROOT))
+
+
+# ---------------------------------------------------------------------------------------------
+# Placeholders.
+
+
+def render(text: str, where: str) -> str:
+    """Substitutes ${NAME} placeholders with example values; an unknown name is an error."""
+
+    def one(m: re.Match[str]) -> str:
+        name = m.group(1)
+        if name not in PLACEHOLDERS:
+            raise SystemExit(f"{where}: unknown placeholder ${{{name}}} (known: {sorted(PLACEHOLDERS)})")
+        return PLACEHOLDERS[name]
+
+    return re.sub(r"\$\{([A-Z_]+)\}", one, text)
+
+
+def cmd_render(args: argparse.Namespace) -> None:
+    src = Path(args.src)
+    Path(args.dst).write_text(render(src.read_text(), str(src)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Kubernetes.
+
+
+def strict(schema: Any) -> Any:
+    """Makes a JSON schema refuse unknown keys, as the API server does for typed fields. Also
+    moves Go's mid-pattern inline flags ("^(?i)abort") to the front, where Python's re wants them."""
+    if isinstance(schema, dict):
+        out = {k: strict(v) for k, v in schema.items()}
+        if isinstance(out.get("pattern"), str) and "(?i)" in out["pattern"][1:]:
+            out["pattern"] = "(?i)" + out["pattern"].replace("(?i)", "")
+        if "properties" in out and "additionalProperties" not in out:
+            out["additionalProperties"] = False
+        return out
+    if isinstance(schema, list):
+        return [strict(v) for v in schema]
+    return schema
+
+
+@functools.cache
+def crd_validators() -> dict[tuple[str, str], Any]:
+    """ServiceMonitor and PrometheusRule schemas, from the pydantic models that
+    cloudcoil-models-prometheus-operator generates from the prometheus-operator CRDs."""
+    import jsonschema
+    from cloudcoil.models.prometheus_operator import v1 as po
+
+    out = {}
+    for model in (po.ServiceMonitor, po.PrometheusRule):
+        schema = strict(model.model_json_schema(by_alias=True, mode="validation"))
+        jsonschema.Draft202012Validator.check_schema(schema)
+        out[("monitoring.coreos.com/v1", model.__name__)] = jsonschema.Draft202012Validator(schema)
+    return out
+
+
+def k8s_errors(doc: dict[str, Any]) -> list[str]:
+    """Every schema error of one object (empty when it is valid)."""
+    import kubernetes_validate
+
+    key = (doc.get("apiVersion"), doc.get("kind"))
+    if key in crd_validators():
+        return [
+            f"{'.'.join(map(str, e.absolute_path)) or '(top)'}: {e.message}"
+            for e in crd_validators()[key].iter_errors(doc)
+        ]
+    errors = []
+    for version in K8S_VERSIONS + [kubernetes_validate.latest_version()]:
+        try:
+            kubernetes_validate.validate(doc, version, strict=True)
+        except kubernetes_validate.ValidationError as e:
+            errors.append(f"Kubernetes {version}: {'.'.join(map(str, e.path)) or '(top)'}: {e.message}")
+        except kubernetes_validate.SchemaNotFoundError as e:
+            errors.append(e.message)
+    return errors
+
+
+def k8s_negative_controls(p: Problems) -> None:
+    deployment = yaml.safe_load((ROOT / "deploy/kubernetes/base/deployment.yaml").read_text())
+    broken = copy.deepcopy(deployment)
+    broken["spec"]["replica"] = broken["spec"].pop("replicas")
+    p.check(bool(k8s_errors(broken)), "kubernetes-validate", "accepted a Deployment with 'replica'")
+    monitor = yaml.safe_load((ROOT / "deploy/kubernetes/base/servicemonitor.yaml").read_text())
+    broken = copy.deepcopy(monitor)
+    broken["spec"]["endpoints"][0]["prot"] = broken["spec"]["endpoints"][0].pop("port")
+    p.check(bool(k8s_errors(broken)), "CRD schema", "accepted a ServiceMonitor endpoint with 'prot'")
+    broken = {"apiVersion": "monitoring.coreos.com/v1", "kind": "PrometheusRule",
+              "metadata": {"name": "x"}, "spec": {"groups": [{"name": "g", "rules": [{"alert": "A"}]}]}}
+    p.check(bool(k8s_errors(broken)), "CRD schema", "accepted a PrometheusRule rule without 'expr'")
+
+
+def kustomize_build(directory: Path) -> list[dict[str, Any]] | None:
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        return None
+    out = subprocess.run([kubectl, "kustomize", str(directory)], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"kubectl kustomize {rel(directory)} failed:\n{out.stderr}")
+    return [d for d in yaml.safe_load_all(out.stdout) if d]
+
+
+def kustomization_files(directory: Path, p: Problems) -> list[Path]:
+    """The files a kustomization names, each checked to exist (recursively into bases)."""
+    kfile = directory / "kustomization.yaml"
+    k = yaml.safe_load(kfile.read_text())
+    files: list[Path] = []
+    for entry in k.get("resources", []):
+        path = (directory / entry).resolve()
+        if path.is_dir():
+            p.check((path / "kustomization.yaml").exists(), rel(kfile), f"{entry} has no kustomization.yaml")
+            files.extend(kustomization_files(path, p))
+        else:
+            p.check(path.exists(), rel(kfile), f"resource {entry} does not exist")
+            files.append(path)
+    for gen in k.get("configMapGenerator", []):
+        for entry in gen.get("files", []):
+            p.check((directory / entry.split("=")[-1]).exists(), rel(kfile), f"configMapGenerator file {entry} does not exist")
+    for patch in k.get("patches", []):
+        if "path" in patch:
+            p.check((directory / patch["path"]).exists(), rel(kfile), f"patch {patch['path']} does not exist")
+    return files
+
+
+def labels_match(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+def duration_seconds(text: str) -> int:
+    """Enough of humantime for the shutdown_timeout values a config would use ("90s", "2m")."""
+    total = 0
+    for number, unit in re.findall(r"(\d+)\s*([a-z]+)", text):
+        total += int(number) * {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600}.get(unit, 0)
+    return total
+
+
+def pod_templates(docs: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any], dict[str, Any]]]:
+    for d in docs:
+        if d["kind"] == "Deployment":
+            yield f"Deployment/{d['metadata']['name']}", d["spec"]["template"]["metadata"], d["spec"]["template"]["spec"]
+        elif d["kind"] == "CronJob":
+            t = d["spec"]["jobTemplate"]["spec"]["template"]
+            yield f"CronJob/{d['metadata']['name']}", t["metadata"], t["spec"]
+
+
+def k8s_properties(name: str, docs: list[dict[str, Any]], p: Problems) -> None:
+    """What the rotator needs of the built manifests, beyond their schemas."""
+    by_kind: dict[str, list[dict[str, Any]]] = {}
+    for d in docs:
+        by_kind.setdefault(d["kind"], []).append(d)
+        if d["kind"] != "Namespace":
+            p.check(d["metadata"].get("namespace") == NAMESPACE, name,
+                    f"{d['kind']}/{d['metadata']['name']} is not in namespace {NAMESPACE}")
+    accounts = {d["metadata"]["name"]: d for d in by_kind.get("ServiceAccount", [])}
+    for sa in accounts.values():
+        p.check("eks.amazonaws.com/role-arn" in sa["metadata"].get("annotations", {}), name,
+                f"ServiceAccount/{sa['metadata']['name']} has no eks.amazonaws.com/role-arn annotation (IRSA)")
+    config_maps = {d["metadata"]["name"]: d for d in by_kind.get("ConfigMap", [])}
+    policies = by_kind.get("NetworkPolicy", [])
+    p.check(bool(policies), name, "no NetworkPolicy")
+
+    templates = list(pod_templates(docs))
+    p.check(bool(templates), name, "no Deployment or CronJob")
+    for where, meta, spec in templates:
+        where = f"{name} {where}"
+        labels = meta.get("labels", {})
+        p.check(spec.get("serviceAccountName") in accounts, where, "serviceAccountName names no ServiceAccount here")
+        p.check(spec.get("automountServiceAccountToken") is False, where, "mounts a Kubernetes API token it never uses")
+        psc = spec.get("securityContext", {})
+        p.check(psc.get("runAsNonRoot") is True, where, "pod securityContext.runAsNonRoot is not true")
+        p.check(psc.get("seccompProfile", {}).get("type") == "RuntimeDefault", where, "pod seccompProfile is not RuntimeDefault")
+        p.check(any(labels_match(np["spec"]["podSelector"].get("matchLabels", {}), labels) for np in policies),
+                where, f"no NetworkPolicy selects its pods (labels {labels})")
+        volumes = {v["name"]: v for v in spec.get("volumes", [])}
+        p.check(len(spec["containers"]) == 1, where, "expected exactly one container")
+        c = spec["containers"][0]
+        csc = c.get("securityContext", {})
+        p.check(csc.get("readOnlyRootFilesystem") is True, where, "root file system is not read-only")
+        p.check(csc.get("allowPrivilegeEscalation") is False, where, "allowPrivilegeEscalation is not false")
+        p.check(csc.get("runAsNonRoot") is True, where, "container runAsNonRoot is not true")
+        p.check(csc.get("capabilities", {}).get("drop") == ["ALL"], where, "capabilities are not all dropped")
+        p.check(csc.get("seccompProfile", {}).get("type") == "RuntimeDefault", where, "container seccompProfile is not RuntimeDefault")
+        for kind in ("requests", "limits"):
+            for res in ("cpu", "memory"):
+                p.check(res in c.get("resources", {}).get(kind, {}), where, f"no {kind}.{res}")
+        p.check(":" in c["image"].rsplit("/", 1)[-1], where, f"image {c['image']} has no tag (kustomize images: not applied?)")
+        args = c.get("args", [])
+        expected = "run" if where.split()[-1].startswith("Deployment/") else "once"
+        p.check(args[:1] == [expected], where, f"args {args} do not start with {expected!r}")
+        config_path = args[args.index("--config") + 1] if "--config" in args else f"{CONFIG_DIR}/config.toml"
+        mount = next((m for m in c.get("volumeMounts", []) if config_path.startswith(m["mountPath"].rstrip("/") + "/")), None)
+        config: dict[str, Any] = {}
+        if mount is None:
+            p.add(where, f"--config {config_path} is on no volume mount")
+        else:
+            p.check(mount.get("readOnly") is True, where, "the configuration is mounted writable")
+            cm_name = volumes.get(mount["name"], {}).get("configMap", {}).get("name")
+            key = config_path.rsplit("/", 1)[-1]
+            if cm_name not in config_maps:
+                p.add(where, f"volume {mount['name']} is no ConfigMap of this build")
+            elif key not in config_maps[cm_name].get("data", {}):
+                p.add(where, f"ConfigMap {cm_name} has no key {key}")
+            else:
+                try:
+                    config = tomllib.loads(config_maps[cm_name]["data"][key])
+                except tomllib.TOMLDecodeError as e:
+                    p.add(where, f"ConfigMap {cm_name} {key} is not TOML: {e}")
+        daemon = config.get("daemon", {})
+        shutdown = duration_seconds(daemon.get("shutdown_timeout", f"{DEFAULT_SHUTDOWN_TIMEOUT_S}s"))
+        p.check(spec.get("terminationGracePeriodSeconds", 30) > shutdown, where,
+                f"terminationGracePeriodSeconds does not exceed daemon.shutdown_timeout ({shutdown}s)")
+        if expected == "run":
+            listen_port = int(str(daemon.get("listen", f"0.0.0.0:{DEFAULT_LISTEN_PORT}")).rsplit(":", 1)[-1])
+            ports = {pt.get("name"): pt["containerPort"] for pt in c.get("ports", [])}
+            p.check(listen_port in ports.values(), where, f"no containerPort {listen_port} (daemon.listen)")
+            for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
+                get = c.get(probe, {}).get("httpGet", {})
+                port = ports.get(get.get("port"), get.get("port"))
+                p.check(get.get("path") == path and port == listen_port, where,
+                        f"{probe} is not GET {path} on port {listen_port}")
+            for np in policies:
+                allowed = [pt.get("port") for rule in np["spec"].get("ingress", []) for pt in rule.get("ports", [])]
+                p.check(listen_port in allowed, name, f"NetworkPolicy/{np['metadata']['name']} does not admit port {listen_port} (Prometheus)")
+    for d in by_kind.get("Deployment", []):
+        p.check(d["spec"].get("replicas") == 1, name, "the Deployment does not have exactly one replica")
+        p.check(d["spec"].get("strategy", {}).get("type") == "Recreate", name, "the Deployment strategy is not Recreate")
+        pod_labels = d["spec"]["template"]["metadata"]["labels"]
+        container_ports = {pt.get("name"): pt["containerPort"] for pt in d["spec"]["template"]["spec"]["containers"][0].get("ports", [])}
+        services = [s for s in by_kind.get("Service", []) if labels_match(s["spec"].get("selector", {}), pod_labels)]
+        p.check(bool(services), name, "no Service selects the Deployment's pods")
+        for s in services:
+            for sp in s["spec"]["ports"]:
+                target = container_ports.get(sp.get("targetPort"), sp.get("targetPort"))
+                p.check(target in container_ports.values(), name, f"Service/{s['metadata']['name']} targets port {sp.get('targetPort')}, which the pod does not expose")
+        monitors = by_kind.get("ServiceMonitor", [])
+        p.check(bool(monitors), name, "no ServiceMonitor")
+        for m in monitors:
+            selected = [s for s in services if labels_match(m["spec"]["selector"].get("matchLabels", {}), s["metadata"].get("labels", {}))]
+            p.check(bool(selected), name, f"ServiceMonitor/{m['metadata']['name']} selects no Service of the Deployment")
+            port_names = {sp.get("name") for s in selected for sp in s["spec"]["ports"]}
+            for ep in m["spec"]["endpoints"]:
+                p.check(ep.get("port") in port_names and ep.get("path", "/metrics") == "/metrics", name,
+                        f"ServiceMonitor endpoint {ep} is not /metrics on a named Service port")
+        p.check(bool(by_kind.get("PrometheusRule")), name, "no PrometheusRule")
+    for d in by_kind.get("CronJob", []):
+        p.check(d["spec"].get("concurrencyPolicy") == "Forbid", name, "the CronJob lets passes overlap")
+        spec = d["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+        p.check(spec.get("restartPolicy") == "Never", name, "the CronJob's pods restart in place")
+    p.check(not (by_kind.get("Deployment") and by_kind.get("CronJob")), name,
+            "both a Deployment and a CronJob: two rotators would race")
+
+
+ALERTS = ROOT / "deploy/prometheus/alerts.yml"
+PROMETHEUS_RULE = ROOT / "deploy/kubernetes/base/prometheusrule.yaml"
+PROMETHEUS_RULE_HEADER = """\
+# GENERATED from deploy/prometheus/alerts.yml by `scripts/check-deploy --write-prometheusrule`;
+# scripts/check-deploy fails when the two disagree. Edit alerts.yml, then regenerate.
+"""
+
+
+class BlockStrings(yaml.SafeDumper):
+    pass
+
+
+BlockStrings.add_representer(
+    str,
+    lambda dumper, s: dumper.represent_scalar("tag:yaml.org,2002:str", s, style="|" if "\n" in s else None),
+)
+
+
+def prometheus_rule_from_alerts() -> dict[str, Any]:
+    alerts = yaml.safe_load(ALERTS.read_text())
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PrometheusRule",
+        "metadata": {"name": "amg-token-rotator"},
+        "spec": alerts,
+    }
+
+
+def check_prometheus_rule(p: Problems, write: bool) -> None:
+    if not ALERTS.exists():
+        p.add(rel(ALERTS), "does not exist: the PrometheusRule is generated from it")
+        return
+    wanted = prometheus_rule_from_alerts()
+    if write:
+        PROMETHEUS_RULE.write_text(PROMETHEUS_RULE_HEADER + yaml.dump(wanted, Dumper=BlockStrings, sort_keys=False, width=100))
+        ok(f"wrote {rel(PROMETHEUS_RULE)} from {rel(ALERTS)}")
+    have = yaml.safe_load(PROMETHEUS_RULE.read_text())
+    if have.get("spec") != wanted["spec"]:
+        p.add(rel(PROMETHEUS_RULE), f"spec differs from {rel(ALERTS)}: run scripts/check-deploy --write-prometheusrule")
+        return
+    rules = [r for g in wanted["spec"].get("groups", []) for r in g.get("rules", [])]
+    ok(f"{rel(PROMETHEUS_RULE)} spec equals {rel(ALERTS)} ({len(rules)} rules: "
+       f"{', '.join(r.get('alert') or r.get('record', '?') for r in rules)})")
+
+
+def cmd_prometheusrule(args: argparse.Namespace) -> None:
+    p = Problems()
+    check_prometheus_rule(p, args.write)
+    p.exit("PrometheusRule")
+
+
+def cmd_kubernetes(args: argparse.Namespace) -> None:
+    import kubernetes_validate
+
+    p = Problems()
+    k8s_negative_controls(p)
+    p.exit("negative controls")
+    ok("negative controls: a Deployment with 'replica', a ServiceMonitor endpoint with 'prot' and a rule without 'expr' are refused")
+    versions = ", ".join(K8S_VERSIONS + [kubernetes_validate.latest_version()])
+    for variant in ("base", "cronjob"):
+        directory = ROOT / "deploy/kubernetes" / variant
+        files = kustomization_files(directory, p)
+        p.exit(f"{rel(directory)}/kustomization.yaml")
+        ok(f"{rel(directory)}/kustomization.yaml: every resource, generator file and patch exists")
+        docs = kustomize_build(directory)
+        if docs is None:
+            # No kustomize: validate each file the kustomization names, as written.
+            print(f"  --  kubectl not installed: kustomize build of {rel(directory)} skipped; validating its files one by one")
+            docs = [d for f in files if f.suffix in (".yaml", ".yml") for d in yaml.safe_load_all(f.read_text()) if d]
+            built = False
+        else:
+            built = True
+        for d in docs:
+            errors = k8s_errors(d)
+            what = f"{d.get('kind')}/{d.get('metadata', {}).get('name')}"
+            if errors:
+                for e in errors:
+                    p.add(f"{rel(directory)} {what}", e)
+            else:
+                schema = "prometheus-operator v0.80 CRD schema" if d.get("apiVersion", "").startswith("monitoring.coreos.com") else f"Kubernetes {versions} schemas"
+                ok(f"{rel(directory)} {what}: valid ({schema}, strict)")
+        if built:
+            k8s_properties(rel(directory), docs, p)
+            p.exit(rel(directory))
+            ok(f"{rel(directory)}: replicas, strategy, probes, hardening, ports, selectors, NetworkPolicy coverage, namespace, image tag")
+    check_prometheus_rule(p, write=False)
+    p.exit("Kubernetes")
+
+
+# ---------------------------------------------------------------------------------------------
+# ECS.
+
+ECS_FILES = {
+    "task-definition.json": ("ecs", "RegisterTaskDefinition"),
+    "task-definition-once.json": ("ecs", "RegisterTaskDefinition"),
+    "service.json": ("ecs", "CreateService"),
+    "schedule-once.json": ("scheduler", "CreateSchedule"),
+}
+FARGATE_MEMORY = {"256": {"512", "1024", "2048"}, "512": {str(m) for m in range(1024, 4097, 1024)},
+                  "1024": {str(m) for m in range(2048, 8193, 1024)}}
+
+
+def enum_errors(value: Any, shape: Any, path: str) -> list[str]:
+    """botocore's validator checks keys and types but not enum values: this does."""
+    errors = []
+    if shape.type_name == "structure" and isinstance(value, dict):
+        for k, v in value.items():
+            if k in shape.members:
+                errors += enum_errors(v, shape.members[k], f"{path}.{k}")
+    elif shape.type_name == "list" and isinstance(value, list):
+        for i, v in enumerate(value):
+            errors += enum_errors(v, shape.member, f"{path}[{i}]")
+    elif shape.type_name == "map" and isinstance(value, dict):
+        for k, v in value.items():
+            errors += enum_errors(v, shape.value, f"{path}.{k}")
+    elif shape.type_name == "string" and shape.enum and value not in shape.enum:
+        errors.append(f"{path}: {value!r} is not one of {shape.enum}")
+    return errors
+
+
+def aws_errors(service: str, operation: str, params: dict[str, Any]) -> list[str]:
+    import botocore.session
+    from botocore.validate import ParamValidator
+
+    shape = botocore.session.get_session().get_service_model(service).operation_model(operation).input_shape
+    report = ParamValidator().validate(params, shape)
+    errors = [line for line in report.generate_report().splitlines() if line.strip()] if report.has_errors() else []
+    return errors + enum_errors(params, shape, operation)
+
+
+def cmd_ecs(args: argparse.Namespace) -> None:
+    import botocore
+
+    p = Problems()
+    broken = json.loads(render((ROOT / "deploy/ecs/task-definition.json").read_text(), "task-definition.json"))
+    broken["containerDefinitions"][1]["healthcheck"] = broken["containerDefinitions"][1].pop("healthCheck")
+    p.check(bool(aws_errors("ecs", "RegisterTaskDefinition", broken)), "botocore", "accepted 'healthcheck'")
+    broken["containerDefinitions"][1]["healthCheck"] = {"command": ["CMD"], "interval": "30"}
+    broken["networkMode"] = "awsvpcc"
+    errors = aws_errors("ecs", "RegisterTaskDefinition", broken)
+    p.check(any("interval" in e for e in errors), "botocore", "accepted a string for an integer")
+    p.check(any("awsvpcc" in e for e in errors), "enum check", "accepted networkMode 'awsvpcc'")
+    p.exit("negative controls")
+    ok("negative controls: an unknown key, a string for an integer and an unknown enum value are refused")
+
+    docs: dict[str, dict[str, Any]] = {}
+    for name, (service, operation) in ECS_FILES.items():
+        path = ROOT / "deploy/ecs" / name
+        docs[name] = params = json.loads(render(path.read_text(), rel(path)))
+        errors = aws_errors(service, operation, params)
+        for e in errors:
+            p.add(rel(path), e)
+        if not errors:
+            ok(f"{rel(path)}: valid {service} {operation} input (botocore {botocore.__version__}: keys, types, required, enums)")
+
+    for name in ("task-definition.json", "task-definition-once.json"):
+        td, where = docs[name], f"deploy/ecs/{name}"
+        once = name.endswith("once.json")
+        p.check(td.get("networkMode") == "awsvpc", where, "networkMode is not awsvpc")
+        p.check(td.get("requiresCompatibilities") == ["FARGATE"], where, "not a Fargate task definition")
+        p.check(td.get("memory") in FARGATE_MEMORY.get(td.get("cpu"), set()), where, f"cpu {td.get('cpu')} / memory {td.get('memory')} is no Fargate size")
+        p.check(bool(td.get("taskRoleArn")) and bool(td.get("executionRoleArn")), where, "needs a task role (the rotator's AWS identity) and an execution role")
+        containers = {c["name"]: c for c in td["containerDefinitions"]}
+        for c in containers.values():
+            logs = c.get("logConfiguration", {})
+            p.check(logs.get("logDriver") == "awslogs" and {"awslogs-group", "awslogs-region", "awslogs-stream-prefix"} <= set(logs.get("options", {})),
+                    where, f"container {c['name']} does not log to CloudWatch Logs")
+            p.check(c.get("readonlyRootFilesystem") is True, where, f"container {c['name']} root file system is writable")
+            p.check(c.get("linuxParameters", {}).get("capabilities", {}).get("drop") == ["ALL"], where, f"container {c['name']} keeps capabilities")
+        rotator = containers.get("amg-token-rotator")
+        if rotator is None:
+            p.add(where, "no container named amg-token-rotator")
+            continue
+        p.check(rotator.get("essential") is True, where, "the rotator container is not essential")
+        p.check(rotator.get("user") == "65532:65532", where, "the rotator does not run as 65532 (the image's nonroot user)")
+        command = rotator.get("command", [])
+        p.check(command[:1] == ["once" if once else "run"], where, f"command {command}")
+        config_path = command[command.index("--config") + 1] if "--config" in command else f"{CONFIG_DIR}/config.toml"
+        mounts = [m for m in rotator.get("mountPoints", []) if config_path.startswith(m["containerPath"].rstrip("/") + "/")]
+        p.check(bool(mounts) and all(m.get("readOnly") for m in mounts), where, f"--config {config_path} is not on a read-only mount")
+        for dep in rotator.get("dependsOn", []):
+            p.check(dep["containerName"] in containers and dep["condition"] == "SUCCESS", where, f"dependsOn {dep}")
+        p.check(10 < rotator.get("stopTimeout", 30) <= 120 and rotator.get("stopTimeout", 30) > DEFAULT_SHUTDOWN_TIMEOUT_S,
+                where, "stopTimeout must exceed daemon.shutdown_timeout (60s) and Fargate allows at most 120")
+        if not once:
+            hc = rotator.get("healthCheck", {}).get("command", [])
+            p.check(hc[:2] == ["CMD", "/usr/local/bin/healthcheck"], where, f"health check {hc} is not the image's probe")
+            p.check(any(pm.get("containerPort") == DEFAULT_LISTEN_PORT for pm in rotator.get("portMappings", [])), where, f"no port {DEFAULT_LISTEN_PORT}")
+    svc, where = docs["service.json"], "deploy/ecs/service.json"
+    p.check(svc.get("taskDefinition") == docs["task-definition.json"]["family"], where, "taskDefinition is not the daemon's family")
+    p.check(svc.get("desiredCount") == 1 and svc.get("launchType") == "FARGATE", where, "not one Fargate task")
+    dc = svc.get("deploymentConfiguration", {})
+    p.check(dc.get("maximumPercent") == 100 and dc.get("minimumHealthyPercent") == 0, where,
+            "a deployment may run two rotators at once: need maximumPercent 100, minimumHealthyPercent 0")
+    sched, where = docs["schedule-once.json"], "deploy/ecs/schedule-once.json"
+    ecs = sched["Target"].get("EcsParameters", {})
+    p.check(ecs.get("TaskDefinitionArn", "").rsplit("/", 1)[-1].split(":")[0] == docs["task-definition-once.json"]["family"], where, "does not run the once task definition")
+    p.check(ecs.get("TaskCount") == 1 and ecs.get("LaunchType") == "FARGATE", where, "not one Fargate task")
+    p.exit("ECS")
+    ok("deploy/ecs: awsvpc, Fargate sizes, task and execution roles, CloudWatch logs, read-only roots, dropped capabilities, "
+       "health check, one task at a time (service and schedule)")
+
+
+# ---------------------------------------------------------------------------------------------
+# Dockerfile.
+
+
+def dockerignore_allows(patterns: list[str], path: str) -> bool:
+    """Last match wins, as in .dockerignore; enough for the allowlist this repository uses."""
+    allowed = True
+    for pat in patterns:
+        negate = pat.startswith("!")
+        pat = pat.lstrip("!").rstrip("/")
+        if pat == "*" or path == pat or path.startswith(pat + "/"):
+            allowed = negate
+    return allowed
+
+
+def cmd_dockerfile(args: argparse.Namespace) -> None:
+    p = Problems()
+    dockerfile = ROOT / "deploy/container/Dockerfile"
+    text = dockerfile.read_text()
+    lines = re.sub(r"\\\n", " ", text).splitlines()
+    ignore = [ln.strip() for ln in (ROOT / "deploy/container/Dockerfile.dockerignore").read_text().splitlines()
+              if ln.strip() and not ln.startswith("#")]
+    stages = [ln for ln in lines if ln.startswith("FROM ")]
+    p.check(len(stages) >= 2, rel(dockerfile), "not a multi-stage build")
+    runtime_start = max(i for i, ln in enumerate(lines) if ln.startswith("FROM "))
+    runtime = lines[runtime_start:]
+    for ln in lines:
+        if ln.startswith("COPY ") and "--from=" not in ln:
+            for src in ln.split()[1:-1]:
+                path = src.rstrip("/").removeprefix("./")
+                p.check((ROOT / path).exists(), rel(dockerfile), f"COPY source {src} does not exist")
+                p.check(dockerignore_allows(ignore, path), rel(dockerfile), f"COPY source {src} is excluded by Dockerfile.dockerignore")
+    users = [ln.split()[1] for ln in runtime if ln.startswith("USER ")]
+    p.check(bool(users) and users[-1].split(":")[0] not in ("0", "root"), rel(dockerfile), "the runtime stage runs as root")
+    p.check(any(ln.split()[1:] == [str(DEFAULT_LISTEN_PORT)] for ln in runtime if ln.startswith("EXPOSE ")), rel(dockerfile), f"EXPOSE {DEFAULT_LISTEN_PORT} missing")
+    copied = " ".join(ln for ln in runtime if ln.startswith("COPY "))
+    for binary in ("amg-token-rotator", "healthcheck"):
+        p.check(f"/out/{binary}" in copied, rel(dockerfile), f"{binary} is not copied into the runtime image")
+    p.check(any("/usr/local/bin/healthcheck" in ln for ln in runtime if ln.startswith("HEALTHCHECK ")), rel(dockerfile), "HEALTHCHECK does not use the probe")
+    p.check("cargo build --release --locked -p amg-token-rotator" in text, rel(dockerfile), "not a locked release build of the rotator")
+    want = tuple(int(x) for x in tomllib.loads((ROOT / "Cargo.toml").read_text())["workspace"]["package"]["rust-version"].split("."))
+    m = re.search(r"ARG RUST_VERSION=(\d+)\.(\d+)", text)
+    p.check(bool(m) and (int(m.group(1)), int(m.group(2))) >= want[:2], rel(dockerfile), f"RUST_VERSION is older than rust-version {want}")
+    p.exit("Dockerfile")
+    ok(f"{rel(dockerfile)}: multi-stage, COPY sources exist and pass Dockerfile.dockerignore, runtime user "
+       f"{users[-1]}, EXPOSE {DEFAULT_LISTEN_PORT}, HEALTHCHECK with the probe, Rust >= rust-version")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(required=True)
+    sub.add_parser("kubernetes").set_defaults(run=cmd_kubernetes)
+    pr = sub.add_parser("prometheusrule")
+    pr.add_argument("--write", action="store_true")
+    pr.set_defaults(run=cmd_prometheusrule)
+    sub.add_parser("ecs").set_defaults(run=cmd_ecs)
+    sub.add_parser("dockerfile").set_defaults(run=cmd_dockerfile)
+    rd = sub.add_parser("render")
+    rd.add_argument("src")
+    rd.add_argument("dst")
+    rd.set_defaults(run=cmd_render)
+    args = parser.parse_args()
+    args.run(args)
+
+
+if __name__ == "__main__":
+    main()
