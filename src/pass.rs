@@ -911,7 +911,15 @@ fn secret_spec(
     service_account: &str,
 ) -> Result<SecretSpec, String> {
     let p = &target.policy;
-    let region = target.region.clone().unwrap_or_default();
+    // The endpoint names the workspace's region: `<id>.grafana-workspace.<region>.amazonaws.com`.
+    let region = target.region.clone().unwrap_or_else(|| {
+        ws.endpoint
+            .split('.')
+            .skip_while(|part| *part != "grafana-workspace")
+            .nth(1)
+            .unwrap_or_default()
+            .to_owned()
+    });
     let name = render_template(
         &p.secret_name,
         &[
