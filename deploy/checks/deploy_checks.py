@@ -371,7 +371,7 @@ def check_prometheus_rule(p: Problems, write: bool) -> None:
         return
     wanted = prometheus_rule_from_alerts()
     if write:
-        PROMETHEUS_RULE.write_text(PROMETHEUS_RULE_HEADER + yaml.dump(wanted, Dumper=BlockStrings, sort_keys=False, width=100))
+        PROMETHEUS_RULE.write_text(PROMETHEUS_RULE_HEADER + yaml.dump(wanted, Dumper=BlockStrings, sort_keys=False, width=4096))
         ok(f"wrote {rel(PROMETHEUS_RULE)} from {rel(ALERTS)}")
     have = yaml.safe_load(PROMETHEUS_RULE.read_text())
     if have.get("spec") != wanted["spec"]:
