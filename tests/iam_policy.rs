@@ -106,21 +106,19 @@ fn pascal_case(snake: &str) -> String {
         .collect()
 }
 
-/// Every `self.client.<operation>(…)…send()` chain of one file that imports an SDK client.
-/// Refuses a file in which `.send()` occurs more often than chains were found: an SDK call
-/// made some other way (a local binding of the client, a helper) would otherwise go unseen.
+/// Every `self.client.<operation>(…)…send()` chain of one file that imports an SDK client,
+/// however rustfmt breaks it over lines (`self\n.client\n.list_workspaces()`): the scan runs
+/// on the source with all whitespace removed. Refuses a file in which `.send()` occurs more
+/// often than chains were found: an SDK call made some other way (a local binding of the
+/// client, a helper) would otherwise go unseen.
 fn sdk_calls(file: &str, source: &str) -> Result<Vec<SdkCall>, String> {
     let Some(prefix) = sdk_service(source).map_err(|e| format!("{file}: {e}"))? else {
         return Ok(Vec::new());
     };
+    let compact: String = source.chars().filter(|c| !c.is_whitespace()).collect();
     let mut calls = Vec::new();
-    let mut rest = source;
-    while let Some(at) = rest.find("self.client") {
-        let after = rest[at + "self.client".len()..].trim_start();
-        rest = &rest[at + "self.client".len()..];
-        let Some(after) = after.strip_prefix('.') else {
-            continue;
-        };
+    for (at, _) in compact.match_indices("self.client.") {
+        let after = &compact[at + "self.client.".len()..];
         let name: String = after
             .chars()
             .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
@@ -139,7 +137,7 @@ fn sdk_calls(file: &str, source: &str) -> Result<Vec<SdkCall>, String> {
             chain: after[..end].to_owned(),
         });
     }
-    let sends = source.matches(".send()").count();
+    let sends = compact.matches(".send()").count();
     if sends != calls.len() {
         return Err(format!(
             "{file}: {sends} .send() but {} self.client.<operation>() chains: an SDK call is made \
@@ -457,6 +455,18 @@ fn a_call_the_scanner_cannot_attribute_fails() {
     );
     let err = scan(&sources).unwrap_err();
     assert!(err.contains("1 .send() but 0"), "{err}");
+}
+
+#[test]
+fn a_chain_broken_over_lines_by_rustfmt_is_seen() {
+    let sources = one_file(
+        "use aws_sdk_grafana::Client;\n\
+         fn f(&self) {\n    let page = self\n        .client\n        .list_workspaces()\n        \
+         .max_results(100)\n        .send()\n        .await;\n}\n",
+    );
+    let calls = scan(&sources).unwrap();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].action, "grafana:ListWorkspaces");
 }
 
 #[test]
