@@ -453,11 +453,7 @@ impl Engine {
                         continue;
                     }
                 };
-                if matches!(
-                    ws.status.as_str(),
-                    "CREATING" | "DELETING" | "FAILED" | "CREATION_FAILED" | "DELETION_FAILED"
-                ) {
-                    let error = format!("workspace is {}, not usable", ws.status);
+                if let Some(error) = unusable(&ws, target) {
                     push_exact(
                         &mut found,
                         &mut problems,
@@ -481,22 +477,6 @@ impl Engine {
                             account: Ok(None),
                         });
                     }
-                    continue;
-                }
-                if !ws.supports_service_accounts() {
-                    let error = format!(
-                        "workspace runs Grafana {}, which has no service accounts (Grafana 9 or later is needed)",
-                        ws.grafana_version
-                    );
-                    push_exact(
-                        &mut found,
-                        &mut problems,
-                        ti,
-                        target,
-                        &services,
-                        &ws,
-                        &error,
-                    );
                     continue;
                 }
                 let key = (region.clone(), ws.id.clone());
@@ -869,6 +849,22 @@ fn labels_of(r: &CredentialReport) -> CredentialLabels {
         service_account: r.service_account.clone(),
         kind: r.kind,
     }
+}
+
+/// Why a workspace cannot serve the target's credentials, if it cannot.
+fn unusable(ws: &Workspace, target: &Target) -> Option<String> {
+    if matches!(
+        ws.status.as_str(),
+        "CREATING" | "DELETING" | "FAILED" | "CREATION_FAILED" | "DELETION_FAILED"
+    ) {
+        return Some(format!("workspace is {}, not usable", ws.status));
+    }
+    (target.api_keys.is_empty() && !ws.supports_service_accounts()).then(|| {
+        format!(
+            "workspace runs Grafana {}, which has no service accounts (Grafana 9 or later is needed; manage it with api_keys)",
+            ws.grafana_version
+        )
+    })
 }
 
 /// Records a workspace-level error against each service account the target names exactly (so

@@ -4,6 +4,7 @@
 //! Creates go through `Caller::once`: AMG takes no idempotency token, so an ambiguous
 //! failure is the executor's to resolve, never blindly repeated here.
 
+use std::future::Future;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -26,6 +27,37 @@ pub struct AwsGrafana {
 impl AwsGrafana {
     pub fn new(client: Client, caller: Caller) -> Self {
         AwsGrafana { client, caller }
+    }
+
+    /// Follows `nextToken` to the last page; each page is one retried, measured call.
+    async fn all_pages<T, F, Fut>(
+        &self,
+        operation: &'static str,
+        mut page: F,
+    ) -> Result<Vec<T>, ApiError>
+    where
+        F: FnMut(Option<String>) -> Fut,
+        Fut: Future<Output = Result<(Vec<T>, Option<String>), ApiError>>,
+    {
+        let mut out = Vec::new();
+        let mut next: Option<String> = None;
+        loop {
+            let (items, token) = self
+                .caller
+                .idempotent(operation, || page(next.clone()))
+                .await?;
+            out.extend(items);
+            match token {
+                // A service that hands back the token it was given would loop forever.
+                Some(t) if next.as_deref() == Some(t.as_str()) => {
+                    return Err(ApiError::Other(format!(
+                        "{operation}: pagination did not advance"
+                    )))
+                }
+                Some(t) => next = Some(t),
+                None => return Ok(out),
+            }
+        }
     }
 }
 
@@ -71,34 +103,30 @@ fn tags(
 #[async_trait]
 impl Grafana for AwsGrafana {
     async fn list_workspaces(&self) -> Result<Vec<Workspace>, ApiError> {
-        let mut out = Vec::new();
-        let mut next: Option<String> = None;
-        loop {
+        self.all_pages("ListWorkspaces", |next| async move {
             let page = self
-                .caller
-                .idempotent("ListWorkspaces", || async {
-                    self.client
-                        .list_workspaces()
-                        .max_results(100)
-                        .set_next_token(next.clone())
-                        .send()
-                        .await
-                        .map_err(ApiError::from_sdk)
+                .client
+                .list_workspaces()
+                .max_results(100)
+                .set_next_token(next)
+                .send()
+                .await
+                .map_err(ApiError::from_sdk)?;
+            let items = page
+                .workspaces()
+                .iter()
+                .map(|w| Workspace {
+                    id: w.id().to_owned(),
+                    name: w.name().unwrap_or_default().to_owned(),
+                    endpoint: w.endpoint().to_owned(),
+                    grafana_version: w.grafana_version().to_owned(),
+                    status: w.status().as_str().to_owned(),
+                    tags: tags(w.tags()),
                 })
-                .await?;
-            out.extend(page.workspaces().iter().map(|w| Workspace {
-                id: w.id().to_owned(),
-                name: w.name().unwrap_or_default().to_owned(),
-                endpoint: w.endpoint().to_owned(),
-                grafana_version: w.grafana_version().to_owned(),
-                status: w.status().as_str().to_owned(),
-                tags: tags(w.tags()),
-            }));
-            next = page.next_token().map(str::to_owned);
-            if next.is_none() {
-                return Ok(out);
-            }
-        }
+                .collect();
+            Ok((items, page.next_token().map(str::to_owned)))
+        })
+        .await
     }
 
     async fn describe_workspace(&self, workspace_id: &str) -> Result<Workspace, ApiError> {
@@ -130,34 +158,30 @@ impl Grafana for AwsGrafana {
         &self,
         workspace_id: &str,
     ) -> Result<Vec<ServiceAccount>, ApiError> {
-        let mut out = Vec::new();
-        let mut next: Option<String> = None;
-        loop {
+        self.all_pages("ListWorkspaceServiceAccounts", |next| async move {
             let page = self
-                .caller
-                .idempotent("ListWorkspaceServiceAccounts", || async {
-                    self.client
-                        .list_workspace_service_accounts()
-                        .workspace_id(workspace_id)
-                        .max_results(100)
-                        .set_next_token(next.clone())
-                        .send()
-                        .await
-                        .map_err(ApiError::from_sdk)
+                .client
+                .list_workspace_service_accounts()
+                .workspace_id(workspace_id)
+                .max_results(100)
+                .set_next_token(next)
+                .send()
+                .await
+                .map_err(ApiError::from_sdk)?;
+            let items = page
+                .service_accounts()
+                .iter()
+                .map(|sa| ServiceAccount {
+                    id: sa.id().to_owned(),
+                    name: sa.name().to_owned(),
+                    role: Role::parse(sa.grafana_role().as_str()),
+                    // AMG models isDisabled as a string.
+                    is_disabled: sa.is_disabled().eq_ignore_ascii_case("true"),
                 })
-                .await?;
-            out.extend(page.service_accounts().iter().map(|sa| ServiceAccount {
-                id: sa.id().to_owned(),
-                name: sa.name().to_owned(),
-                role: Role::parse(sa.grafana_role().as_str()),
-                // AMG models isDisabled as a string.
-                is_disabled: sa.is_disabled().eq_ignore_ascii_case("true"),
-            }));
-            next = page.next_token().map(str::to_owned);
-            if next.is_none() {
-                return Ok(out);
-            }
-        }
+                .collect();
+            Ok((items, page.next_token().map(str::to_owned)))
+        })
+        .await
     }
 
     async fn create_service_account(
@@ -192,35 +216,31 @@ impl Grafana for AwsGrafana {
         workspace_id: &str,
         service_account_id: &str,
     ) -> Result<Vec<Token>, ApiError> {
-        let mut out = Vec::new();
-        let mut next: Option<String> = None;
-        loop {
+        self.all_pages("ListWorkspaceServiceAccountTokens", |next| async move {
             let page = self
-                .caller
-                .idempotent("ListWorkspaceServiceAccountTokens", || async {
-                    self.client
-                        .list_workspace_service_account_tokens()
-                        .workspace_id(workspace_id)
-                        .service_account_id(service_account_id)
-                        .max_results(100)
-                        .set_next_token(next.clone())
-                        .send()
-                        .await
-                        .map_err(ApiError::from_sdk)
+                .client
+                .list_workspace_service_account_tokens()
+                .workspace_id(workspace_id)
+                .service_account_id(service_account_id)
+                .max_results(100)
+                .set_next_token(next)
+                .send()
+                .await
+                .map_err(ApiError::from_sdk)?;
+            let items = page
+                .service_account_tokens()
+                .iter()
+                .map(|t| Token {
+                    id: t.id().to_owned(),
+                    name: t.name().to_owned(),
+                    created_at: time(t.created_at()),
+                    expires_at: time(t.expires_at()),
+                    last_used_at: t.last_used_at().map(time),
                 })
-                .await?;
-            out.extend(page.service_account_tokens().iter().map(|t| Token {
-                id: t.id().to_owned(),
-                name: t.name().to_owned(),
-                created_at: time(t.created_at()),
-                expires_at: time(t.expires_at()),
-                last_used_at: t.last_used_at().map(time),
-            }));
-            next = page.next_token().map(str::to_owned);
-            if next.is_none() {
-                return Ok(out);
-            }
-        }
+                .collect();
+            Ok((items, page.next_token().map(str::to_owned)))
+        })
+        .await
     }
 
     async fn create_token(
@@ -326,35 +346,31 @@ impl Grafana for AwsGrafana {
     }
 
     async fn list_permissions(&self, workspace_id: &str) -> Result<Vec<Binding>, ApiError> {
-        let mut out = Vec::new();
-        let mut next: Option<String> = None;
-        loop {
+        self.all_pages("ListPermissions", |next| async move {
             let page = self
-                .caller
-                .idempotent("ListPermissions", || async {
-                    self.client
-                        .list_permissions()
-                        .workspace_id(workspace_id)
-                        .max_results(100)
-                        .set_next_token(next.clone())
-                        .send()
-                        .await
-                        .map_err(ApiError::from_sdk)
+                .client
+                .list_permissions()
+                .workspace_id(workspace_id)
+                .max_results(100)
+                .set_next_token(next)
+                .send()
+                .await
+                .map_err(ApiError::from_sdk)?;
+            let items = page
+                .permissions()
+                .iter()
+                .filter_map(|p| {
+                    let user = p.user()?;
+                    Some(Binding {
+                        role: Role::parse(p.role().as_str())?,
+                        principal_type: principal(user.r#type())?,
+                        principal_id: user.id().to_owned(),
+                    })
                 })
-                .await?;
-            out.extend(page.permissions().iter().filter_map(|p| {
-                let user = p.user()?;
-                Some(Binding {
-                    role: Role::parse(p.role().as_str())?,
-                    principal_type: principal(user.r#type())?,
-                    principal_id: user.id().to_owned(),
-                })
-            }));
-            next = page.next_token().map(str::to_owned);
-            if next.is_none() {
-                return Ok(out);
-            }
-        }
+                .collect();
+            Ok((items, page.next_token().map(str::to_owned)))
+        })
+        .await
     }
 
     async fn update_permissions(
