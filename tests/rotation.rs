@@ -503,3 +503,41 @@ async fn plan_changes_nothing_and_says_what_it_would_do() {
     assert_eq!(bed.count_calls("CreateWorkspaceServiceAccountToken"), 0);
     assert!(bed.versions(&secret_name(WS1, "terraform")).await.is_none());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_create_that_times_out_after_taking_effect_mints_one_token_and_leaks_none() {
+    let bed = Bed::start(seed(vec![workspace(WS1, &[("terraform", &[])])])).await;
+    // Every create answers after 1.5 s, long after the 500 ms attempt timeout, but takes effect.
+    bed.amg.set_faults(Faults {
+        operation_latency_ms: [("CreateWorkspaceServiceAccountToken".to_string(), 1500)].into(),
+        ..Faults::default()
+    });
+    let cfg = bed.config(&config_for(
+        &[WS1],
+        &["terraform"],
+        "orphan_margin = \"1s\"",
+    ));
+    let timeouts = [
+        ("AMG_ROTATOR__AWS__ATTEMPT_TIMEOUT", "500ms"),
+        ("AMG_ROTATOR__AWS__RETRY_BUDGET", "3s"),
+    ];
+    let run = bed.run(&cfg, &["once"], &timeouts).await;
+    assert_eq!(run.code, Some(1), "{}", run.all_output());
+    // Retried under the same name, so the lost attempts made one token, not one per attempt.
+    let tokens = bed.tokens(WS1, "terraform");
+    assert_eq!(tokens.len(), 1, "{tokens:?}");
+    assert!(bed.count_calls("CreateWorkspaceServiceAccountToken") >= 2);
+
+    // AMG healthy again: the token whose key was lost is swept, a new one is published.
+    bed.amg.set_faults(Faults::default());
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let run = bed.once(&cfg).await;
+    assert_eq!(run.code, Some(0), "{}", run.all_output());
+    let doc = bed
+        .secret_json(&secret_name(WS1, "terraform"), "AWSCURRENT")
+        .await;
+    let tokens = bed.tokens(WS1, "terraform");
+    assert_eq!(tokens.len(), 1, "the lost token is gone: {tokens:?}");
+    assert_eq!(tokens[0].id, doc["tokenId"].as_str().unwrap());
+    assert!(bed.key_works(WS1, doc["token"].as_str().unwrap()).await);
+}
