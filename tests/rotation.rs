@@ -541,3 +541,31 @@ async fn a_create_that_times_out_after_taking_effect_mints_one_token_and_leaks_n
     assert_eq!(tokens[0].id, doc["tokenId"].as_str().unwrap());
     assert!(bed.key_works(WS1, doc["token"].as_str().unwrap()).await);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_target_role_is_assumed_through_sts() {
+    let bed = Bed::start(seed(vec![workspace(WS1, &[("terraform", &[])])])).await;
+    let cfg = bed.config(&format!(
+        "{}role_arn = \"arn:aws:iam::123456789012:role/amg-token-rotator\"\n",
+        config_for(&[WS1], &["terraform"], "")
+    ));
+    // STS unreachable: the credentials of the role cannot be had, so nothing is done.
+    let closed = format!("http://127.0.0.1:{}", support::free_port());
+    let run = bed
+        .run(
+            &cfg,
+            &["once"],
+            &[("AWS_ENDPOINT_URL_STS", closed.as_str())],
+        )
+        .await;
+    assert_eq!(run.code, Some(1), "{}", run.all_output());
+    assert_eq!(bed.count_calls("CreateWorkspaceServiceAccountToken"), 0);
+
+    // STS on moto: the role's credentials are used for both services.
+    let sts = bed.moto.endpoint();
+    let run = bed
+        .run(&cfg, &["once"], &[("AWS_ENDPOINT_URL_STS", sts.as_str())])
+        .await;
+    assert_eq!(run.code, Some(0), "{}", run.all_output());
+    assert!(bed.versions(&secret_name(WS1, "terraform")).await.is_some());
+}
