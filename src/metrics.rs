@@ -30,6 +30,16 @@ impl CredentialLabels {
 
 const CREDENTIAL: [&str; 3] = ["workspace", "service_account", "kind"];
 
+/// One registered metric family, as the README documents it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricInfo {
+    pub name: String,
+    /// `counter`, `gauge` or `histogram`.
+    pub kind: &'static str,
+    pub labels: Vec<String>,
+    pub help: String,
+}
+
 pub struct Metrics {
     registry: Registry,
     expiry: GaugeVec,
@@ -54,6 +64,8 @@ pub struct Metrics {
     rate_limit: GaugeVec,
     /// Credentials seen in the last pass, so the series of one that left the config are removed.
     known: Mutex<BTreeSet<CredentialLabels>>,
+    /// Every registered family, in registration order.
+    catalog: Vec<MetricInfo>,
 }
 
 fn opts(name: &str, help: &str) -> Opts {
@@ -225,6 +237,7 @@ impl Metrics {
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
 
+        let mut catalog = Vec::new();
         for c in [
             Box::new(expiry.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(credential_healthy.clone()),
@@ -248,6 +261,14 @@ impl Metrics {
             Box::new(rate_limit.clone()),
             Box::new(build_info),
         ] {
+            for (desc, family) in c.desc().into_iter().zip(c.collect()) {
+                catalog.push(MetricInfo {
+                    name: desc.fq_name.clone(),
+                    kind: kind_name(family.type_()),
+                    labels: desc.variable_labels.clone(),
+                    help: desc.help.clone(),
+                });
+            }
             registry.register(c).expect("metric names are unique");
         }
         Metrics {
@@ -273,16 +294,40 @@ impl Metrics {
             permission_updates,
             rate_limit,
             known: Mutex::new(BTreeSet::new()),
+            catalog,
         }
     }
 
+    /// Every registered metric family, whether or not it has a series yet.
+    pub fn catalog(&self) -> &[MetricInfo] {
+        &self.catalog
+    }
+
     /// The text exposition format 0.0.4.
+    ///
+    /// A labelled family with no series yet (no bootstrap, no permissions configured) is still
+    /// named with its `# HELP` and `# TYPE` lines, which the format allows: a scrape then shows
+    /// every metric the rotator can export, and dashboards and alerts can be checked against it.
     pub fn render(&self) -> String {
+        let families = self.registry.gather();
         let mut buf = Vec::new();
         TextEncoder::new()
-            .encode(&self.registry.gather(), &mut buf)
+            .encode(&families, &mut buf)
             .expect("encoding to a Vec cannot fail");
-        String::from_utf8(buf).expect("the text format is UTF-8")
+        let mut text = String::from_utf8(buf).expect("the text format is UTF-8");
+        let present: BTreeSet<&str> = families.iter().map(|f| f.name()).collect();
+        for m in self
+            .catalog
+            .iter()
+            .filter(|m| !present.contains(m.name.as_str()))
+        {
+            let help = m.help.replace('\\', "\\\\").replace('\n', "\\n");
+            text.push_str(&format!(
+                "# HELP {} {help}\n# TYPE {} {}\n",
+                m.name, m.name, m.kind
+            ));
+        }
+        text
     }
 
     pub fn set_expiry(&self, c: &CredentialLabels, expires_at: chrono::DateTime<chrono::Utc>) {
@@ -436,6 +481,17 @@ impl Metrics {
     }
 }
 
+fn kind_name(t: prometheus::proto::MetricType) -> &'static str {
+    use prometheus::proto::MetricType;
+    match t {
+        MetricType::COUNTER => "counter",
+        MetricType::GAUGE => "gauge",
+        MetricType::HISTOGRAM => "histogram",
+        MetricType::SUMMARY => "summary",
+        MetricType::UNTYPED => "untyped",
+    }
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
@@ -482,5 +538,34 @@ mod tests {
         assert!(text.contains("service_account=\"a\""));
         assert!(!text.contains("service_account=\"b\""), "{text}");
         assert!(text.contains("amg_rotator_build_info"));
+    }
+
+    #[test]
+    fn idle_families_are_named_with_help_and_type() {
+        let m = Metrics::new();
+        let text = m.render();
+        for info in m.catalog() {
+            assert!(
+                text.contains(&format!("# TYPE {} {}\n", info.name, info.kind)),
+                "{} missing from\n{text}",
+                info.name
+            );
+            assert_eq!(
+                text.matches(&format!("# HELP {} ", info.name)).count(),
+                1,
+                "{}",
+                info.name
+            );
+        }
+        let rotations = m
+            .catalog()
+            .iter()
+            .find(|i| i.name == "amg_rotator_rotations_total")
+            .unwrap();
+        assert_eq!(rotations.kind, "counter");
+        assert_eq!(
+            rotations.labels,
+            ["workspace", "service_account", "kind", "outcome", "reason"]
+        );
     }
 }
