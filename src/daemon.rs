@@ -133,6 +133,18 @@ impl Daemon {
                 }
             })
         });
+        // systemd wants STOPPING=1 when the shutdown begins, not when it ends: the drain of the
+        // credentials in hand can take up to shutdown_timeout, and the unit should show
+        // "deactivating" meanwhile. The watchdog keeps petting until the loop has ended.
+        let stopping = {
+            let notifier = notifier.clone();
+            let mut shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                if shutdown.wait_for(|s| *s).await.is_ok() {
+                    notifier.notify("STOPPING=1");
+                }
+            })
+        };
         tracing::info!(schedule = %config.daemon.schedule, targets = config.targets.len(), "daemon started");
 
         let mut first = true;
@@ -146,6 +158,9 @@ impl Daemon {
                     }
                     _ = shutdown.wait_for(|s| *s) => break,
                 }
+                // From here the pass counts as running, jitter included: a tick that lands
+                // during the jitter wait is a delayed pass, not a silent second one.
+                running.store(true, Ordering::SeqCst);
                 if !config.daemon.jitter.is_zero() {
                     let wait = config.daemon.jitter.mul_f64(fastrand::f64());
                     tokio::select! {
@@ -191,7 +206,15 @@ impl Daemon {
             }
         }
 
-        notifier.notify("STOPPING=1");
+        if *shutdown.borrow() {
+            // It has sent STOPPING=1 already, or is about to.
+            let _ = stopping.await;
+        } else {
+            // Not reached today (the loop ends only on shutdown), but never leave systemd
+            // without STOPPING=1.
+            stopping.abort();
+            notifier.notify("STOPPING=1");
+        }
         self.health.set_scheduler_alive(false);
         if let Some(w) = watchdog {
             w.abort();
