@@ -828,6 +828,21 @@ pub fn promql_metric_names(expr: &str) -> std::collections::BTreeSet<String> {
     const KEYWORDS: [&str; 10] = [
         "bool", "and", "or", "unless", "offset", "inf", "nan", "Inf", "NaN", "atan2",
     ];
+    // Aggregations may put their grouping first: `sum by (le) (...)`.
+    const AGGREGATIONS: [&str; 12] = [
+        "sum",
+        "min",
+        "max",
+        "avg",
+        "group",
+        "stddev",
+        "stdvar",
+        "count",
+        "count_values",
+        "bottomk",
+        "topk",
+        "quantile",
+    ];
     const GROUPING: [&str; 6] = [
         "by",
         "without",
@@ -898,7 +913,10 @@ pub fn promql_metric_names(expr: &str) -> std::collections::BTreeSet<String> {
             let call = j < chars.len() && chars[j] == '(';
             if GROUPING.contains(&ident.as_str()) {
                 label_list_next = call;
-            } else if !call && !KEYWORDS.contains(&ident.as_str()) {
+            } else if !call
+                && !KEYWORDS.contains(&ident.as_str())
+                && !AGGREGATIONS.contains(&ident.as_str())
+            {
                 names.insert(ident);
             }
         } else {
@@ -906,6 +924,33 @@ pub fn promql_metric_names(expr: &str) -> std::collections::BTreeSet<String> {
         }
     }
     names
+}
+
+/// README's "Metrics" table: name → (type, labels).
+pub fn readme_metrics() -> BTreeMap<String, (String, Vec<String>)> {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let section = readme
+        .split("\n## Metrics\n")
+        .nth(1)
+        .expect("README has a \"## Metrics\" section");
+    let section = section.split("\n## ").next().unwrap();
+    let mut out = BTreeMap::new();
+    for line in section.lines() {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        if cells.len() < 5 || !cells[1].starts_with("`amg_rotator_") {
+            continue;
+        }
+        let name = cells[1].trim_matches('`').to_owned();
+        let labels = cells[3]
+            .split(',')
+            .map(|l| l.trim().trim_matches('`').to_owned())
+            .filter(|l| !l.is_empty() && l != "—")
+            .collect();
+        out.insert(name, (cells[2].to_owned(), labels));
+    }
+    assert!(out.len() >= 10, "README metrics table not found: {out:?}");
+    out
 }
 
 /// The real binary running `run`, its stderr collected line by line; killed on drop.
