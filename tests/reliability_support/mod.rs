@@ -489,8 +489,8 @@ pub fn calls_since(bed: &Bed, operation: &str, since: u64) -> usize {
 /// A token's expiry is read from AMG, so the emulator's is enough. An API key's cannot be
 /// (keys cannot be listed): the rotator reads it from the secret, its record. So the record is
 /// moved too, as a new AWSCURRENT version the rotator could have written (same key, same
-/// name, a version ID from `key_version_id`); the old version becomes AWSPREVIOUS, which names
-/// the same key and is therefore never deleted for being superseded.
+/// name, a version ID from `key_version_id`), promoted as the rotator promotes, AWSPREVIOUS left
+/// where it was.
 pub async fn set_current_expiry(bed: &Bed, cred: &Cred, expires_in: i64) {
     static REWRITES: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(1);
     let doc = stage_json(bed, &cred.secret, AWSCURRENT)
@@ -516,15 +516,54 @@ pub async fn set_current_expiry(bed: &Bed, cred: &Cred, expires_in: i64) {
                 name,
                 chrono::DateTime::from_timestamp(at - 1_000_000 * n, 0).unwrap(),
             );
+            // Written under a label of its own, then promoted the way the rotator promotes
+            // (moto, unlike Secrets Manager, leaves two AWSCURRENT labels when a version put
+            // with AWSCURRENT follows an UpdateSecretVersionStage promotion).
             bed.sm
                 .put_secret_value()
                 .secret_id(&cred.secret)
-                .client_request_token(version)
+                .client_request_token(&version)
                 .secret_string(record.to_string())
-                .version_stages(AWSCURRENT)
+                .version_stages("TEST-REWRITE")
                 .send()
                 .await
                 .expect("PutSecretValue of the moved record");
+            let versions = bed.versions(&cred.secret).await.unwrap();
+            let holder = |stage: &str| {
+                versions
+                    .iter()
+                    .find(|(_, stages)| stages.iter().any(|s| s == stage))
+                    .map(|(id, _)| id.clone())
+            };
+            let (current, previous) = (holder(AWSCURRENT), holder(AWSPREVIOUS));
+            bed.sm
+                .update_secret_version_stage()
+                .secret_id(&cred.secret)
+                .version_stage(AWSCURRENT)
+                .move_to_version_id(&version)
+                .set_remove_from_version_id(current.clone())
+                .send()
+                .await
+                .expect("UpdateSecretVersionStage of the moved record");
+            // Promoting moved AWSPREVIOUS to the old record of the same key; put it back where
+            // it was: only time has passed, no rotation happened.
+            bed.sm
+                .update_secret_version_stage()
+                .secret_id(&cred.secret)
+                .version_stage(AWSPREVIOUS)
+                .set_move_to_version_id(previous)
+                .set_remove_from_version_id(current)
+                .send()
+                .await
+                .expect("UpdateSecretVersionStage restoring AWSPREVIOUS");
+            bed.sm
+                .update_secret_version_stage()
+                .secret_id(&cred.secret)
+                .version_stage("TEST-REWRITE")
+                .remove_from_version_id(&version)
+                .send()
+                .await
+                .expect("UpdateSecretVersionStage removing the test label");
             ok
         }
     };
