@@ -252,7 +252,7 @@ pub fn plan(policy: &Policy, base: &str, o: &KeyObserved<'_>, now: DateTime<Utc>
     if let Some(p) = pending {
         if due(p) > now {
             plan.actions.push(KeyAction::Resume { record: p.clone() });
-            return with_previous(plan, policy, o, now);
+            return unless_forgotten(with_previous(plan, policy, o, now), o);
         }
         plan.actions.push(KeyAction::DeleteKey {
             key_name: p.key_name.clone(),
@@ -285,6 +285,36 @@ pub fn plan(policy: &Policy, base: &str, o: &KeyObserved<'_>, now: DateTime<Utc>
                 drop_previous: None,
             });
         }
+    }
+    unless_forgotten(plan, o)
+}
+
+/// A promotion moves AWSPREVIOUS to the version it replaces, and AWSPREVIOUS is the only record
+/// of a superseded key (keys cannot be listed). A superseded key still in its grace period when
+/// another promotion comes (a second rotation within grace: the current key was found dead, or
+/// a pending one is resumed) would be forgotten alive, so it is deleted once that promotion has
+/// happened: superseded twice, its grace ends early.
+fn unless_forgotten(mut plan: KeyPlan, o: &KeyObserved<'_>) -> KeyPlan {
+    let Some(prev) = &o.previous else { return plan };
+    let promotes = plan
+        .actions
+        .iter()
+        .any(|a| matches!(a, KeyAction::Rotate { .. } | KeyAction::Resume { .. }));
+    let handled = plan
+        .actions
+        .iter()
+        .any(|a| matches!(a, KeyAction::DeleteKey { key_name, .. } if *key_name == prev.key_name));
+    let is_current = o
+        .current
+        .as_ref()
+        .is_some_and(|c| c.key_name == prev.key_name);
+    if promotes && !handled && !is_current {
+        plan.notes.retain(|n| !n.contains(&prev.key_name));
+        plan.actions.push(KeyAction::DeleteKey {
+            key_name: prev.key_name.clone(),
+            reason: KeyDeleteReason::Superseded,
+            drop_previous: None,
+        });
     }
     plan
 }
@@ -747,10 +777,28 @@ mod tests {
             ..o
         };
         let p = plan(&policy(), "legacy", &o, now());
-        assert!(!p
-            .actions
-            .iter()
-            .any(|a| matches!(a, KeyAction::DeleteKey { .. })));
+        // Within grace, the superseded key lives until the next key is promoted; then it goes,
+        // because the promotion moves AWSPREVIOUS, its only record.
+        assert_eq!(
+            p.actions,
+            vec![
+                KeyAction::Rotate {
+                    reason: RotateReason::Due,
+                    key_name: "amgrot-legacy-5".into()
+                },
+                KeyAction::DeleteKey {
+                    key_name: "amgrot-legacy-3".into(),
+                    reason: KeyDeleteReason::Superseded,
+                    drop_previous: None
+                }
+            ]
+        );
+        let settled = KeyObserved {
+            current: Some(record("amgk1-b", 4, 20)),
+            ..o
+        };
+        let p = plan(&policy(), "legacy", &settled, now());
+        assert!(p.actions.is_empty(), "{:?}", p.actions);
         assert!(p.notes[0].contains("grace"));
     }
 

@@ -22,8 +22,8 @@ use std::time::Duration;
 use amg_emulator::{Seed, ServiceAccountSeed, TokenSeed, WorkspaceSeed};
 use reliability_support::{
     check_accounted, check_current, check_current_exists, check_none_unreferenced, last_seq,
-    minted_since, now_epoch, once, once_crashing_at, set_current_expiry, stage_json,
-    write_config, Cred, Kind, AWSPENDING, DAY,
+    minted_since, now_epoch, once, once_crashing_at, set_current_expiry, stage_json, write_config,
+    Cred, Kind, AWSPENDING, DAY,
 };
 use support::{workspace, Bed};
 
@@ -208,7 +208,10 @@ async fn the_invariant_checks_catch_broken_states() {
         once_crashing_at(&bed, &cfg, "no_such_point").await;
     })
     .await;
-    assert!(escaped.is_err(), "a run without the abort must fail the cell");
+    assert!(
+        escaped.is_err(),
+        "a run without the abort must fail the cell"
+    );
 }
 
 fn defaults(bed: &Bed, strategy: &str) -> String {
@@ -265,7 +268,11 @@ async fn arrange(bed: &Bed, cfg: &std::path::Path, cred: &Cred, setup: Setup, wh
         Setup::Grace | Setup::GraceAndOrphan => {
             set_current_expiry(bed, cred, 600).await;
             let run = clean(bed, cfg, what).await;
-            assert!(run.stdout.contains("rotate (due)"), "{what}: {}", run.stdout);
+            assert!(
+                run.stdout.contains("rotate (due)"),
+                "{what}: {}",
+                run.stdout
+            );
             // Past the grace period, counted from the promotion (moto's LastChangedDate).
             tokio::time::sleep(Duration::from_millis(GRACE_S * 1000 + 1500)).await;
             if setup == Setup::GraceAndOrphan {
@@ -327,7 +334,10 @@ async fn run_cell(bed: &Bed, protocol: Protocol, cred: Cred, c: Cell, file: Stri
     let started = now_epoch();
     let first = clean(bed, &cfg, &what).await;
     if c.resumes {
-        assert!(pending_left, "{what}: the crash left no AWSPENDING to resume");
+        assert!(
+            pending_left,
+            "{what}: the crash left no AWSPENDING to resume"
+        );
         assert!(
             first.stdout.contains("resume pending"),
             "{what}: the AWSPENDING version was not resumed:\n{}",
@@ -467,4 +477,60 @@ async fn api_keys_survive_a_crash_at_every_step() {
     });
     let measured = futures::future::join_all(runs).await;
     summarize("ApiKey", &measured);
+}
+
+/// Found by the soak: an API key superseded twice within its grace period. Keys cannot be
+/// listed, so AWSPREVIOUS is the only record of the superseded key; a second rotation inside
+/// the grace period (here because the current key was deleted behind the rotator's back and
+/// verification noticed) moves AWSPREVIOUS to the key just replaced, and the first key must not
+/// be forgotten alive.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_api_key_superseded_twice_within_its_grace_period_is_not_leaked() {
+    const LEGACY: &str = "g-8888888888";
+    let bed = Bed::start(Seed {
+        workspaces: vec![WorkspaceSeed {
+            id: LEGACY.into(),
+            name: Some("legacy".into()),
+            grafana_version: Some("8.4".into()),
+            ..WorkspaceSeed::default()
+        }],
+        ..Seed::default()
+    })
+    .await;
+    let cred = Cred::key(LEGACY, "legacy");
+    let cfg = write_config(
+        &bed,
+        "twice",
+        &format!(
+            "[log]\nformat = \"text\"\n\n[defaults]\ntoken_ttl = \"1h\"\nrotate_before = \"30m\"\ngrace_period = \"20m\"\nverify = true\ngrafana_url = {:?}\n\n[[targets]]\nworkspace_ids = [\"{LEGACY}\"]\napi_keys = [\"legacy\"]\napi_key_role = \"EDITOR\"\n",
+            bed.amg.grafana_url_template()
+        ),
+    );
+    clean(&bed, &cfg, "first run").await;
+    set_current_expiry(&bed, &cred, 600).await;
+    let run = clean(&bed, &cfg, "due").await;
+    assert!(run.stdout.contains("rotate (due)"), "{}", run.stdout);
+    // amgrot-legacy-1 is AWSPREVIOUS, in its grace period. Its successor disappears:
+    bed.grafana_client()
+        .delete_workspace_api_key()
+        .workspace_id(LEGACY)
+        .key_name("amgrot-legacy-2")
+        .send()
+        .await
+        .unwrap();
+    let run = clean(&bed, &cfg, "replacing a deleted key").await;
+    assert!(
+        run.stdout.contains("rotate (missing_token)"),
+        "{}",
+        run.stdout
+    );
+    check_current(&bed, &cred, ROTATE_BEFORE).await.unwrap();
+    let again = clean(&bed, &cfg, "the next pass").await;
+    if let Err(e) = check_none_unreferenced(&bed, &cred).await {
+        panic!(
+            "{e}: no secret version records it any more, and keys cannot be listed: it stays valid until it expires\n{}\n{}",
+            run.all_output(),
+            again.all_output()
+        );
+    }
 }
