@@ -37,7 +37,7 @@ fn legacy_workspace() -> WorkspaceSeed {
 
 fn key_config(extra: &str) -> String {
     format!(
-        "[log]\nformat = \"text\"\n\n[[targets]]\nworkspace_ids = [\"{LEGACY}\"]\napi_keys = [\"legacy\"]\napi_key_role = \"ADMIN\"\ntoken_ttl = \"20s\"\nrotate_before = \"15s\"\ngrace_period = \"2s\"\n{extra}\n"
+        "[log]\nformat = \"text\"\n\n[[targets]]\nworkspace_ids = [\"{LEGACY}\"]\napi_keys = [\"legacy\"]\napi_key_role = \"ADMIN\"\ntoken_ttl = \"20s\"\nrotate_before = \"12s\"\nrotation_spread = \"0s\"\ngrace_period = \"2s\"\n{extra}\n"
     )
 }
 
@@ -152,8 +152,9 @@ async fn legacy_api_keys_rotate_across_passes_with_grace() {
     );
     assert_eq!(api_key_names(&bed), ["amgrot-legacy-1"]);
 
-    // The 20 s key falls due 15 s before expiry.
-    tokio::time::sleep(Duration::from_millis(5500)).await;
+    // The 20 s key falls due 12 s before expiry, 8 s after it was made; the next key made then is
+    // not due before the grace deletion pass below (no spread, to keep the margins known).
+    tokio::time::sleep(Duration::from_millis(8500)).await;
     let run = bed.once(&cfg).await;
     assert_eq!(run.code, Some(0), "{}", run.all_output());
     let second = bed.secret_json(KEY_SECRET, "AWSCURRENT").await;
@@ -190,7 +191,7 @@ async fn a_missing_key_secret_or_a_deleted_key_is_repaired() {
     let cfg = bed.config(&key_config(&format!(
         "verify = true\ngrafana_url = {:?}\ntoken_ttl = \"1h\"\nrotate_before = \"30m\"\ngrace_period = \"1m\"",
         bed.amg.grafana_url_template()
-    )).replace("token_ttl = \"20s\"\nrotate_before = \"15s\"\ngrace_period = \"2s\"\n", ""));
+    )).replace("token_ttl = \"20s\"\nrotate_before = \"12s\"\nrotation_spread = \"0s\"\ngrace_period = \"2s\"\n", ""));
     assert_eq!(bed.once(&cfg).await.code, Some(0));
     let first = bed.secret_json(KEY_SECRET, "AWSCURRENT").await;
 
