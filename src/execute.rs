@@ -322,7 +322,9 @@ impl Executor<'_> {
         let sa = &run.account()?.id;
         const ATTEMPTS: u32 = 4;
         let mut suffix = 1;
-        let mut ambiguous = false;
+        // The last failure, when it left the outcome unknown: if the attempts run out on it,
+        // it is the cause to report (a name was not what was missing).
+        let mut ambiguous: Option<ApiError> = None;
         for _ in 0..ATTEMPTS {
             let name = if suffix == 1 {
                 base.to_owned()
@@ -338,7 +340,7 @@ impl Executor<'_> {
                     tracing::info!(workspace = %ws, service_account = %cred.service_account, token_id = %t.id, token_name = %t.name, expires_at = %crate::model::rfc3339(t.expires_at), "created token");
                     return Ok(t);
                 }
-                Err(ApiError::Conflict(_)) if ambiguous || fixed_name => {
+                Err(ApiError::Conflict(_)) if ambiguous.is_some() || fixed_name => {
                     // Ours from the lost attempt, or (recreate) a leftover holding the name.
                     let tokens = self
                         .grafana
@@ -352,14 +354,17 @@ impl Executor<'_> {
                         // Taken by an API key or another service account's token.
                         None => suffix += 1,
                     }
-                    ambiguous = false;
+                    ambiguous = None;
                 }
                 Err(ApiError::Conflict(_)) => suffix += 1,
-                Err(e) if !e.surely_not_applied() => ambiguous = true,
+                Err(e) if !e.surely_not_applied() => ambiguous = Some(e),
                 Err(e) => return Err(StepError::api("CreateWorkspaceServiceAccountToken")(e)),
             }
         }
-        Err(StepError::NoFreeName(ATTEMPTS))
+        Err(match ambiguous {
+            Some(e) => StepError::api("CreateWorkspaceServiceAccountToken")(e),
+            None => StepError::NoFreeName(ATTEMPTS),
+        })
     }
 
     /// Deletes a token just created that will not be used, reporting but not failing on error:
