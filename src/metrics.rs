@@ -479,6 +479,20 @@ impl Metrics {
         }
         *known = current;
     }
+
+    /// What a pass that could not discover everything (a workspace or a target failed) does
+    /// instead of `retain_credentials`: credentials known from earlier passes and missing from
+    /// this one may be behind that failure, so their series stay, marked unhealthy, rather than
+    /// vanish from the alerts while an outage lasts.
+    pub fn keep_unseen_unhealthy(&self, seen: BTreeSet<CredentialLabels>) {
+        let mut known = self.known.lock().expect("metrics lock");
+        for missing in known.difference(&seen) {
+            self.credential_healthy
+                .with_label_values(&missing.values())
+                .set(0);
+        }
+        known.extend(seen);
+    }
 }
 
 fn kind_name(t: prometheus::proto::MetricType) -> &'static str {
@@ -538,6 +552,16 @@ mod tests {
         assert!(text.contains("service_account=\"a\""));
         assert!(!text.contains("service_account=\"b\""), "{text}");
         assert!(text.contains("amg_rotator_build_info"));
+
+        // A pass whose discovery failed does not see `a`: it stays, unhealthy.
+        m.set_healthy(&a, true);
+        m.keep_unseen_unhealthy(BTreeSet::new());
+        let text = m.render();
+        assert!(
+            text.contains("amg_rotator_credential_healthy{kind=\"token\",service_account=\"a\",workspace=\"g-0123456789\"} 0"),
+            "{text}"
+        );
+        assert!(text.contains("amg_rotator_credential_expiry_timestamp_seconds{kind=\"token\",service_account=\"a\""), "{text}");
     }
 
     #[test]

@@ -350,13 +350,18 @@ impl Engine {
             permissions,
         };
         if mode == Mode::Apply {
-            self.metrics.retain_credentials(
-                report
-                    .credentials
-                    .iter()
-                    .map(labels_of)
-                    .collect::<BTreeSet<_>>(),
-            );
+            let seen = report
+                .credentials
+                .iter()
+                .map(labels_of)
+                .collect::<BTreeSet<_>>();
+            if report.problems.is_empty() {
+                self.metrics.retain_credentials(seen);
+            } else {
+                // A glob's credentials go unseen when their workspace cannot be listed: an
+                // outage must not make them vanish from /metrics.
+                self.metrics.keep_unseen_unhealthy(seen);
+            }
             self.metrics
                 .pass_finished(report.outcome(), report.finished_at);
         }
