@@ -816,3 +816,63 @@ pub fn metric_sum(scrape: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
+
+// ---------------------------------------------------------------------------------------------
+// Logs, and an endpoint that never answers.
+
+/// The JSON log events in `stderr` (configure `[log] format = "json"`).
+pub fn events(stderr: &str) -> Vec<serde_json::Value> {
+    stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e.is_object())
+        .collect()
+}
+
+/// WARN and ERROR events about credential `name` (a service account or an API key's base).
+pub fn failure_events(stderr: &str, name: &str) -> Vec<serde_json::Value> {
+    events(stderr)
+        .into_iter()
+        .filter(|e| matches!(e["level"].as_str(), Some("WARN" | "ERROR")))
+        .filter(|e| e["service_account"] == name || e["api_key"] == name)
+        .collect()
+}
+
+/// A TCP listener on 127.0.0.1 that accepts connections and never answers: every call to it
+/// hangs until the client's own timeout. Stops when dropped.
+pub struct BlackHole {
+    pub addr: std::net::SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl BlackHole {
+    pub async fn start() -> BlackHole {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                // Bounded: a pass opens a handful of connections.
+                if held.len() < 1000 {
+                    held.push(stream);
+                }
+            }
+        });
+        BlackHole { addr, task }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for BlackHole {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A loopback port nothing listens on (bound, then released).
+pub fn closed_port() -> u16 {
+    crate::support::free_port()
+}
