@@ -20,6 +20,9 @@ use crate::pass::{Engine, Mode};
 use crate::report;
 use crate::systemd::Notifier;
 
+/// How often the daemon loop shows it is alive (well inside `http::HEARTBEAT_STALE`).
+const HEARTBEAT_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
     #[error("scheduler: {0}")]
@@ -147,11 +150,19 @@ impl Daemon {
         };
         tracing::info!(schedule = %config.daemon.schedule, targets = config.targets.len(), "daemon started");
 
+        // The loop beats while it waits and while a pass runs; a wedged loop stops beating, and
+        // /healthz and the systemd watchdog notice.
+        let mut beat = tokio::time::interval(HEARTBEAT_EVERY);
+        beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut first = true;
         loop {
             if !first {
                 tokio::select! {
                     _ = ticks.recv() => {}
+                    _ = beat.tick() => {
+                        self.health.beat();
+                        continue;
+                    }
                     Some(()) = reloads.recv() => {
                         self.reload(&mut config, &reload, &scheduler, &mut job, &tick_tx, &running).await;
                         continue;
@@ -164,7 +175,7 @@ impl Daemon {
                 if !config.daemon.jitter.is_zero() {
                     let wait = config.daemon.jitter.mul_f64(fastrand::f64());
                     tokio::select! {
-                        _ = tokio::time::sleep(wait) => {}
+                        _ = self.beating(tokio::time::sleep(wait), &mut beat) => {}
                         _ = shutdown.wait_for(|s| *s) => break,
                     }
                 }
@@ -175,9 +186,10 @@ impl Daemon {
             let pass = self.engine.pass(&config, Mode::Apply, &pass_shutdown);
             tokio::pin!(pass);
             let report = tokio::select! {
-                r = &mut pass => Some(r),
+                r = self.beating(&mut pass, &mut beat) => Some(r),
                 _ = shutdown.wait_for(|s| *s) => {
-                    match tokio::time::timeout(config.daemon.shutdown_timeout, &mut pass).await {
+                    let drain = self.beating(&mut pass, &mut beat);
+                    match tokio::time::timeout(config.daemon.shutdown_timeout, drain).await {
                         Ok(r) => Some(r),
                         Err(_) => {
                             tracing::warn!(timeout_s = config.daemon.shutdown_timeout.as_secs(), "shutdown timeout reached during a pass; an AWSPENDING left behind is resumed by the next pass");
@@ -222,6 +234,21 @@ impl Daemon {
         let _ = scheduler.shutdown().await;
         tracing::info!("daemon stopped");
         Ok(())
+    }
+
+    /// Drives `work` to completion, beating the heartbeat meanwhile.
+    async fn beating<F: std::future::Future>(
+        &self,
+        work: F,
+        beat: &mut tokio::time::Interval,
+    ) -> F::Output {
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                out = &mut work => return out,
+                _ = beat.tick() => self.health.beat(),
+            }
+        }
     }
 
     async fn reload(

@@ -20,8 +20,13 @@ use tokio::sync::watch;
 use crate::metrics::Metrics;
 
 /// What `/healthz` and `/readyz` report, updated by the daemon.
+/// `/healthz` fails when the daemon loop has not beaten for this long: it is wedged.
+pub const HEARTBEAT_STALE: Duration = Duration::from_secs(60);
+
 pub struct Health {
     scheduler_alive: AtomicBool,
+    /// Last sign of life of the daemon loop, which beats while it waits and while a pass runs.
+    last_beat: Mutex<std::time::Instant>,
     /// End of the last pass that was not a total failure.
     last_good_pass: Mutex<Option<DateTime<Utc>>>,
     stale_after: Mutex<Duration>,
@@ -31,6 +36,7 @@ impl Health {
     pub fn new(stale_after: Duration) -> Self {
         Health {
             scheduler_alive: AtomicBool::new(false),
+            last_beat: Mutex::new(std::time::Instant::now()),
             last_good_pass: Mutex::new(None),
             stale_after: Mutex::new(stale_after),
         }
@@ -50,8 +56,14 @@ impl Health {
         }
     }
 
+    pub fn beat(&self) {
+        *self.last_beat.lock().expect("health lock") = std::time::Instant::now();
+    }
+
+    /// The scheduler runs and the daemon loop beat recently.
     pub fn alive(&self) -> bool {
         self.scheduler_alive.load(Ordering::SeqCst)
+            && self.last_beat.lock().expect("health lock").elapsed() <= HEARTBEAT_STALE
     }
 
     /// `Ok` with a reason to show, or `Err` with why not ready.
@@ -159,6 +171,18 @@ mod tests {
         h.pass_finished(now, true);
         assert!(h.ready(now).is_ok());
         assert!(h.ready(now + chrono::Duration::seconds(601)).is_err());
+    }
+
+    #[test]
+    fn a_loop_that_stops_beating_is_not_alive() {
+        let h = Health::new(Duration::from_secs(600));
+        h.set_scheduler_alive(true);
+        assert!(h.alive());
+        *h.last_beat.lock().unwrap() =
+            std::time::Instant::now() - HEARTBEAT_STALE - Duration::from_secs(1);
+        assert!(!h.alive());
+        h.beat();
+        assert!(h.alive());
     }
 
     #[test]
