@@ -433,9 +433,12 @@ async fn amg_down_for_a_pass_shows_in_the_report_the_logs_and_the_metrics() {
         down: true,
         ..Faults::default()
     });
+    // A pass that started before the outage may end partly healthy; the first one wholly
+    // inside it must leave every credential present and unhealthy.
     let down = daemon
         .metrics_until(Duration::from_secs(40), |m| {
             passes(m, "failure") + passes(m, "partial") > failed_before
+                && creds.iter().all(|c| healthy(m, c) == Some(0.0))
         })
         .await;
     let unavailable = metric_sum(

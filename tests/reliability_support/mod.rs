@@ -536,6 +536,9 @@ pub async fn set_current_expiry(bed: &Bed, cred: &Cred, expires_in: i64) {
                     .map(|(id, _)| id.clone())
             };
             let (current, previous) = (holder(AWSCURRENT), holder(AWSPREVIOUS));
+            // A stale AWSPENDING label left on the current version (a tidy-up that failed)
+            // travels with it: the record it names is still the current one.
+            let pending_on_current = current.is_some() && holder(AWSPENDING) == current;
             bed.sm
                 .update_secret_version_stage()
                 .secret_id(&cred.secret)
@@ -552,10 +555,21 @@ pub async fn set_current_expiry(bed: &Bed, cred: &Cred, expires_in: i64) {
                 .secret_id(&cred.secret)
                 .version_stage(AWSPREVIOUS)
                 .set_move_to_version_id(previous)
-                .set_remove_from_version_id(current)
+                .set_remove_from_version_id(current.clone())
                 .send()
                 .await
                 .expect("UpdateSecretVersionStage restoring AWSPREVIOUS");
+            if pending_on_current {
+                bed.sm
+                    .update_secret_version_stage()
+                    .secret_id(&cred.secret)
+                    .version_stage(AWSPENDING)
+                    .move_to_version_id(&version)
+                    .set_remove_from_version_id(current)
+                    .send()
+                    .await
+                    .expect("UpdateSecretVersionStage moving a stale AWSPENDING");
+            }
             bed.sm
                 .update_secret_version_stage()
                 .secret_id(&cred.secret)
