@@ -292,8 +292,9 @@ pub fn plan(policy: &Policy, base: &str, o: &KeyObserved<'_>, now: DateTime<Utc>
 /// A promotion moves AWSPREVIOUS to the version it replaces, and AWSPREVIOUS is the only record
 /// of a superseded key (keys cannot be listed). A superseded key still in its grace period when
 /// another promotion comes (a second rotation within grace: the current key was found dead, or
-/// a pending one is resumed) would be forgotten alive, so it is deleted once that promotion has
-/// happened: superseded twice, its grace ends early.
+/// a pending one is resumed) would be forgotten alive, so it is deleted first, like one past
+/// its grace: superseded twice, its grace ends early. (Before the promotion, not after, so a
+/// crash in between leaves it recorded.)
 fn unless_forgotten(mut plan: KeyPlan, o: &KeyObserved<'_>) -> KeyPlan {
     let Some(prev) = &o.previous else { return plan };
     let promotes = plan
@@ -310,11 +311,14 @@ fn unless_forgotten(mut plan: KeyPlan, o: &KeyObserved<'_>) -> KeyPlan {
         .is_some_and(|c| c.key_name == prev.key_name);
     if promotes && !handled && !is_current {
         plan.notes.retain(|n| !n.contains(&prev.key_name));
-        plan.actions.push(KeyAction::DeleteKey {
-            key_name: prev.key_name.clone(),
-            reason: KeyDeleteReason::Superseded,
-            drop_previous: None,
-        });
+        plan.actions.insert(
+            0,
+            KeyAction::DeleteKey {
+                key_name: prev.key_name.clone(),
+                reason: KeyDeleteReason::Superseded,
+                drop_previous: Some(prev.version_id.clone()),
+            },
+        );
     }
     plan
 }
@@ -777,19 +781,19 @@ mod tests {
             ..o
         };
         let p = plan(&policy(), "legacy", &o, now());
-        // Within grace, the superseded key lives until the next key is promoted; then it goes,
-        // because the promotion moves AWSPREVIOUS, its only record.
+        // Within grace, the superseded key lives until another key is to be promoted; then
+        // it goes first, because the promotion moves AWSPREVIOUS, its only record.
         assert_eq!(
             p.actions,
             vec![
-                KeyAction::Rotate {
-                    reason: RotateReason::Due,
-                    key_name: "amgrot-legacy-5".into()
-                },
                 KeyAction::DeleteKey {
                     key_name: "amgrot-legacy-3".into(),
                     reason: KeyDeleteReason::Superseded,
-                    drop_previous: None
+                    drop_previous: Some("amgk1-a".into())
+                },
+                KeyAction::Rotate {
+                    reason: RotateReason::Due,
+                    key_name: "amgrot-legacy-5".into()
                 }
             ]
         );
