@@ -534,3 +534,57 @@ async fn an_api_key_superseded_twice_within_its_grace_period_is_not_leaked() {
         );
     }
 }
+
+/// A known gap, kept as a failing test: the superseded key's deletion fails in a pass that
+/// then promotes a new key. The executor goes on after a failed deletion (only a failed
+/// rotation stops it), and the promotion moves AWSPREVIOUS, the key's only record: the key
+/// stays valid until it expires, and counts against AMG's quota after that. The same holds for
+/// an unpublished pending key whose deletion fails before its AWSPENDING label is cleared.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "known bug: a superseded API key whose deletion fails in a pass that promotes another key loses its only record (docs/RELIABILITY.md, known gaps)"]
+async fn an_api_key_whose_deletion_fails_before_a_promotion_is_not_leaked() {
+    const LEGACY: &str = "g-8888888888";
+    let bed = Bed::start(Seed {
+        workspaces: vec![WorkspaceSeed {
+            id: LEGACY.into(),
+            name: Some("legacy".into()),
+            grafana_version: Some("8.4".into()),
+            ..WorkspaceSeed::default()
+        }],
+        ..Seed::default()
+    })
+    .await;
+    let cred = Cred::key(LEGACY, "legacy");
+    let cfg = write_config(
+        &bed,
+        "delete-fails",
+        &format!(
+            "[log]\nformat = \"text\"\n\n[aws]\nmax_attempts = 2\n\n[defaults]\ntoken_ttl = \"1h\"\nrotate_before = \"30m\"\ngrace_period = \"1s\"\n\n[[targets]]\nworkspace_ids = [\"{LEGACY}\"]\napi_keys = [\"legacy\"]\napi_key_role = \"EDITOR\"\n"
+        ),
+    );
+    clean(&bed, &cfg, "first run").await;
+    set_current_expiry(&bed, &cred, 600).await;
+    clean(&bed, &cfg, "rotation").await;
+    // amgrot-legacy-1 is AWSPREVIOUS. The current key falls due again, and every deletion fails.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    set_current_expiry(&bed, &cred, 600).await;
+    bed.amg.set_faults(amg_emulator::Faults {
+        fail_nth: vec![amg_emulator::FailRule::new(
+            "DeleteWorkspaceApiKey",
+            1,
+            "InternalServerException",
+        )
+        .times(100)],
+        retry_after_seconds: 0,
+        ..amg_emulator::Faults::default()
+    });
+    let r = once(&bed, &cfg, &[("AMG_ROTATOR__AWS__RETRY_BUDGET", "1s")]).await;
+    assert_eq!(r.code(), Some(1), "{}", r.all_output());
+    bed.amg.set_faults(amg_emulator::Faults::default());
+    clean(&bed, &cfg, "after the failure").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let last = clean(&bed, &cfg, "past grace").await;
+    if let Err(e) = check_none_unreferenced(&bed, &cred).await {
+        panic!("{e}\n{}\n{}", r.all_output(), last.all_output());
+    }
+}
