@@ -72,6 +72,19 @@ struct KeyDocument {
     expires_at: String,
 }
 
+/// The promotion `action` would make, when it can wait a pass because the current key still
+/// works (a due rotation, a resume); `None` when it cannot wait (no valid key) or promotes nothing.
+fn postponable(action: &KeyAction) -> Option<&'static str> {
+    match action {
+        KeyAction::Rotate {
+            reason: RotateReason::Due,
+            ..
+        } => Some("rotation postponed"),
+        KeyAction::Resume { .. } => Some("resume postponed"),
+        _ => None,
+    }
+}
+
 /// Parses a key secret's value into its record and key.
 pub fn parse_value(version_id: &str, value: &str) -> Option<(KeyRecord, Key)> {
     let doc: KeyDocument = serde_json::from_str(value).ok()?;
@@ -427,7 +440,18 @@ impl KeyExecutor<'_> {
             .map(str::to_owned);
         let mut outcome = Outcome::default();
         let mut expiry = plan.current.as_ref().map(|c| c.expires_at);
+        // A key whose deletion failed while its label is its only record (keys cannot be
+        // listed): a promotion now would move that label and forget the key alive.
+        let mut unrecorded: Option<String> = None;
         for action in &plan.actions {
+            if let (Some(key), Some(why)) = (&unrecorded, postponable(action)) {
+                let e = StepError::Postponed(format!(
+                    "{why}: deleting {key} failed, and a promotion now would lose the only record of it; the current key is still valid, so this waits for the next pass"
+                ));
+                tracing::warn!(workspace = %cred.workspace.id, api_key = %cred.service_account, action = %action, error = %e, "action postponed");
+                outcome.error = Some(e);
+                break;
+            }
             let result = match action {
                 KeyAction::CreateSecret => match self.secrets.create(&cred.secret).await {
                     Ok(_) | Err(ApiError::Conflict(_)) => Ok(()),
@@ -483,6 +507,16 @@ impl KeyExecutor<'_> {
             match result {
                 Ok(()) => outcome.done.push(action.to_string()),
                 Err(e) => {
+                    if let KeyAction::DeleteKey {
+                        key_name,
+                        reason,
+                        drop_previous,
+                    } = action
+                    {
+                        if drop_previous.is_some() || *reason == KeyDeleteReason::Unpublished {
+                            unrecorded = Some(key_name.clone());
+                        }
+                    }
                     tracing::warn!(workspace = %cred.workspace.id, api_key = %cred.service_account, action = %action, error = %e, "action failed");
                     let stop = action.is_rotation();
                     if outcome.error.is_none() || stop {

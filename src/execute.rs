@@ -90,6 +90,8 @@ pub enum StepError {
     UnreadablePending,
     #[error("no free token name after {0} attempts")]
     NoFreeName(u32),
+    #[error("{0}")]
+    Postponed(String),
     #[error("service-account bootstrap: {0}")]
     Bootstrap(String),
     #[error("the service account does not exist")]

@@ -535,13 +535,10 @@ async fn an_api_key_superseded_twice_within_its_grace_period_is_not_leaked() {
     }
 }
 
-/// A known gap, kept as a failing test: the superseded key's deletion fails in a pass that
-/// then promotes a new key. The executor goes on after a failed deletion (only a failed
-/// rotation stops it), and the promotion moves AWSPREVIOUS, the key's only record: the key
-/// stays valid until it expires, and counts against AMG's quota after that. The same holds for
-/// an unpublished pending key whose deletion fails before its AWSPENDING label is cleared.
+/// The superseded key's deletion fails in a pass that would then promote a new key: the
+/// promotion would move AWSPREVIOUS, the key's only record, and forget the key alive. While the
+/// current key still works, the rotation waits for a pass in which the deletion succeeds.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "known bug: a superseded API key whose deletion fails in a pass that promotes another key loses its only record (docs/RELIABILITY.md, known gaps)"]
 async fn an_api_key_whose_deletion_fails_before_a_promotion_is_not_leaked() {
     const LEGACY: &str = "g-8888888888";
     let bed = Bed::start(Seed {
