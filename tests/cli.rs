@@ -88,5 +88,8 @@ fn a_bad_environment_override_names_the_variable() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr.contains("targets[0].token_ttl = \"forever\""), "{stderr}");
+    assert!(
+        stderr.contains("targets[0].token_ttl = \"forever\""),
+        "{stderr}"
+    );
 }
