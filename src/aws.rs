@@ -156,18 +156,20 @@ impl Caller {
         retry(&self.policy, retryable, || {
             let attempt = call();
             async move {
-                if paced {
-                    self.limiter.acquire().await;
-                }
+                let ticket = if paced {
+                    Some(self.limiter.acquire().await)
+                } else {
+                    None
+                };
                 let started = Instant::now();
                 let result = attempt.await;
                 let outcome = match &result {
                     Ok(_) => "success",
                     Err(e) => e.metric_label(),
                 };
-                match &result {
-                    Ok(_) if paced => self.limiter.succeeded(),
-                    Err(ApiError::Throttled { .. }) if paced => self.limiter.throttled(),
+                match (&result, ticket) {
+                    (Ok(_), Some(t)) => self.limiter.succeeded(t),
+                    (Err(ApiError::Throttled { .. }), Some(t)) => self.limiter.throttled(t),
                     _ => {}
                 }
                 self.metrics
