@@ -1,0 +1,482 @@
+//! API economy, smoothing and client-side rate limiting, counted on the emulator's call log and
+//! the Secrets Manager proxy's log (issue 8).
+//!
+//! A healthy pass costs, per workspace, one describe (or its share of one ListWorkspaces) and one
+//! listing of service accounts, and per credential one listing of tokens and one DescribeSecret;
+//! lists page only when a page of the largest size AWS allows (100) cannot hold them. Counts are
+//! exact. Nothing here asserts a duration: the rate-limit test counts throttled answers instead.
+
+mod support;
+
+use std::collections::BTreeMap;
+
+use amg_emulator::{Faults, Role, Seed, ServiceAccountSeed, TokenSeed, WorkspaceSeed};
+use support::{Bed, Run};
+
+const WS1: &str = "g-1111111111";
+const WS2: &str = "g-2222222222";
+const WS3: &str = "g-3333333333";
+const WS4: &str = "g-4444444444";
+const DAY: i64 = 86_400;
+
+/// AMG calls of the emulator's log, by operation.
+fn amg_ops(bed: &Bed) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for c in bed.amg.calls() {
+        *m.entry(c.operation).or_insert(0) += 1;
+    }
+    m
+}
+
+/// Secrets Manager calls of the proxy's log, by operation.
+fn sm_ops(bed: &Bed) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for op in bed.proxy.calls() {
+        *m.entry(op).or_insert(0) += 1;
+    }
+    m
+}
+
+fn counts(pairs: &[(&str, usize)]) -> BTreeMap<String, usize> {
+    pairs
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(k, n)| (k.to_string(), *n))
+        .collect()
+}
+
+/// Calls of `operation` by (workspace, service account ID).
+fn by_target(bed: &Bed, operation: &str) -> BTreeMap<(String, String), usize> {
+    let mut m = BTreeMap::new();
+    for c in bed
+        .amg
+        .calls()
+        .into_iter()
+        .filter(|c| c.operation == operation)
+    {
+        let key = (
+            c.workspace_id.unwrap_or_default(),
+            c.service_account_id.unwrap_or_default(),
+        );
+        *m.entry(key).or_insert(0) += 1;
+    }
+    m
+}
+
+fn ok(run: &Run) {
+    assert_eq!(run.code, Some(0), "{}", run.all_output());
+}
+
+/// A workspace with service accounts `svc-0` .. `svc-{n-1}` (no tokens) and one `human` the
+/// targets do not select.
+fn fleet_workspace(id: &str, n: usize) -> WorkspaceSeed {
+    let mut ws = WorkspaceSeed::new(id);
+    for i in 0..n {
+        ws = ws.with_service_account(ServiceAccountSeed::new(&format!("svc-{i}"), Role::Editor));
+    }
+    ws.with_service_account(ServiceAccountSeed::new("human", Role::Viewer))
+}
+
+/// The targets of the economy test: two workspaces by ID, the rest by tag.
+fn economy_config() -> String {
+    format!(
+        r#"[daemon]
+concurrency = 4
+
+[log]
+format = "text"
+
+[[targets]]
+name = "by-id"
+workspace_ids = ["{WS1}", "{WS2}"]
+service_accounts = ["svc-*"]
+
+[[targets]]
+name = "by-tag"
+workspace_tags = {{ economy = "yes" }}
+service_accounts = ["svc-*"]
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_steady_pass_costs_one_listing_per_workspace_and_two_reads_per_credential() {
+    const PER_WS: usize = 4;
+    let seed = Seed::new()
+        .with_workspace(fleet_workspace(WS1, PER_WS))
+        .with_workspace(fleet_workspace(WS2, PER_WS))
+        .with_workspace(fleet_workspace(WS3, PER_WS).with_tag("economy", "yes"))
+        // Listed by ListWorkspaces, selected by nothing: it must cost nothing more.
+        .with_workspace(fleet_workspace(WS4, PER_WS).with_tag("economy", "no"));
+    let bed = Bed::start(seed).await;
+    let cfg = bed.config(&economy_config());
+    let credentials = 3 * PER_WS;
+
+    // First pass: everything minted. Discovery costs the same; one token per credential.
+    ok(&bed.once(&cfg).await);
+    let first = amg_ops(&bed);
+    for (op, n) in [
+        ("DescribeWorkspace", 2),
+        ("ListWorkspaces", 1),
+        ("ListWorkspaceServiceAccounts", 3),
+        ("ListWorkspaceServiceAccountTokens", credentials),
+        ("CreateWorkspaceServiceAccountToken", credentials),
+    ] {
+        assert_eq!(first.get(op).copied().unwrap_or(0), n, "{op}: {first:?}");
+    }
+    assert!(
+        !first.keys().any(|op| op.starts_with("Delete")),
+        "{first:?}"
+    );
+
+    bed.amg.clear_calls();
+    bed.proxy.clear_calls();
+    ok(&bed.once(&cfg).await);
+
+    assert_eq!(
+        amg_ops(&bed),
+        counts(&[
+            ("DescribeWorkspace", 2),
+            ("ListWorkspaces", 1),
+            ("ListWorkspaceServiceAccounts", 3),
+            ("ListWorkspaceServiceAccountTokens", credentials),
+        ]),
+        "AMG calls of a steady pass"
+    );
+    assert_eq!(
+        sm_ops(&bed),
+        counts(&[("DescribeSecret", credentials)]),
+        "a steady pass reads each secret's labels once and never a value"
+    );
+    assert!(
+        bed.amg.calls().iter().all(|c| c.status == 200),
+        "{:?}",
+        bed.amg.calls()
+    );
+
+    // Per workspace and per credential, not only in total.
+    let described = by_target(&bed, "DescribeWorkspace");
+    assert_eq!(
+        described
+            .keys()
+            .map(|(w, _)| w.as_str())
+            .collect::<Vec<_>>(),
+        [WS1, WS2]
+    );
+    assert!(described.values().all(|n| *n == 1), "{described:?}");
+    let listed = by_target(&bed, "ListWorkspaceServiceAccounts");
+    assert_eq!(
+        listed.keys().map(|(w, _)| w.as_str()).collect::<Vec<_>>(),
+        [WS1, WS2, WS3]
+    );
+    assert!(listed.values().all(|n| *n == 1), "{listed:?}");
+    let tokens = by_target(&bed, "ListWorkspaceServiceAccountTokens");
+    let mut expected = Vec::new();
+    for ws in [WS1, WS2, WS3] {
+        for i in 0..PER_WS {
+            expected.push((
+                ws.to_owned(),
+                bed.service_account_id(ws, &format!("svc-{i}")),
+            ));
+        }
+    }
+    expected.sort();
+    assert_eq!(tokens.keys().cloned().collect::<Vec<_>>(), expected);
+    assert!(tokens.values().all(|n| *n == 1), "{tokens:?}");
+}
+
+fn pages(items: usize) -> usize {
+    // The rotator asks for the largest page AWS allows.
+    items.div_ceil(100)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lists_page_only_past_the_largest_page_whatever_the_default_page_size() {
+    const WORKSPACES: usize = 150;
+    const ACCOUNTS: usize = 205;
+    const FOREIGN_TOKENS: usize = 150;
+    let big = "g-5000000000";
+    let small = format!("g-5{:09}", WORKSPACES - 1);
+    let mut seed = Seed::new()
+        // Without maxResults the emulator would answer two items a page: a client that relied
+        // on the default page would make hundreds of calls here.
+        .with_default_page_size(2)
+        .with_token_quota(1000);
+    let mut svc0 = ServiceAccountSeed::new("svc-000", Role::Editor);
+    for i in 0..FOREIGN_TOKENS {
+        svc0 = svc0.with_token(
+            TokenSeed::new(&format!("hand-{i:03}"), 20 * DAY).created_seconds_ago(3600),
+        );
+    }
+    let mut big_ws = WorkspaceSeed::new(big)
+        .with_tag("economy", "yes")
+        .with_service_account(svc0);
+    for i in 1..ACCOUNTS {
+        big_ws = big_ws.with_service_account(ServiceAccountSeed::new(
+            &format!("svc-{i:03}"),
+            Role::Viewer,
+        ));
+    }
+    seed = seed.with_workspace(big_ws);
+    for i in 1..WORKSPACES - 1 {
+        seed = seed.with_workspace(WorkspaceSeed::new(&format!("g-5{i:09}")));
+    }
+    seed = seed.with_workspace(
+        WorkspaceSeed::new(&small)
+            .with_tag("economy", "yes")
+            .with_service_account(ServiceAccountSeed::new("svc-000", Role::Editor))
+            .with_service_account(ServiceAccountSeed::new("svc-204", Role::Editor)),
+    );
+    let bed = Bed::start(seed).await;
+    // svc-204 sits on the third page of the big workspace's service accounts.
+    let cfg = bed.config(
+        "[log]\nformat = \"text\"\n\n[[targets]]\nworkspace_tags = { economy = \"yes\" }\nservice_accounts = [\"svc-000\", \"svc-204\"]\n",
+    );
+    ok(&bed.once(&cfg).await);
+
+    bed.amg.clear_calls();
+    bed.proxy.clear_calls();
+    ok(&bed.once(&cfg).await);
+
+    assert_eq!(
+        amg_ops(&bed),
+        counts(&[
+            ("ListWorkspaces", pages(WORKSPACES)),
+            ("ListWorkspaceServiceAccounts", pages(ACCOUNTS) + pages(2)),
+            // The big svc-000 holds its 150 foreign tokens and the one the first pass minted;
+            // the three other credentials hold one token each.
+            (
+                "ListWorkspaceServiceAccountTokens",
+                pages(FOREIGN_TOKENS + 1) + 3 * pages(1)
+            ),
+        ])
+    );
+    let sa_pages = by_target(&bed, "ListWorkspaceServiceAccounts");
+    assert_eq!(sa_pages.get(&(big.to_owned(), String::new())), Some(&3));
+    let token_pages = by_target(&bed, "ListWorkspaceServiceAccountTokens");
+    assert_eq!(
+        token_pages.get(&(big.to_owned(), bed.service_account_id(big, "svc-000"))),
+        Some(&2),
+        "{token_pages:?}"
+    );
+    assert_eq!(sm_ops(&bed), counts(&[("DescribeSecret", 4)]));
+}
+
+/// What a pass killed after publishing AWSPENDING leaves behind: a new token and a pending
+/// version naming it.
+async fn leave_pending(bed: &Bed, ws: &str, sa: &str) {
+    let name = format!("amg-token-rotator/{ws}/{sa}");
+    let mut doc = bed.secret_json(&name, "AWSCURRENT").await;
+    let sa_id = bed.service_account_id(ws, sa);
+    let made = bed
+        .grafana_client()
+        .create_workspace_service_account_token()
+        .workspace_id(ws)
+        .service_account_id(&sa_id)
+        .name(format!("amgrot-{sa}-interrupted"))
+        .seconds_to_live(30 * DAY as i32)
+        .send()
+        .await
+        .unwrap();
+    let token = made.service_account_token().unwrap();
+    doc["token"] = token.key().into();
+    doc["tokenId"] = token.id().into();
+    doc["tokenName"] = token.name().into();
+    bed.sm
+        .put_secret_value()
+        .secret_id(&name)
+        .client_request_token(amg_token_rotator::plan::version_id(ws, &sa_id, token.id()))
+        .secret_string(doc.to_string())
+        .version_stages("AWSPENDING")
+        .send()
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pending_version_is_read_only_when_it_must_be_verified() {
+    let seed = Seed::new().with_workspace(
+        WorkspaceSeed::new(WS1)
+            .with_service_account(ServiceAccountSeed::new("plain", Role::Editor))
+            .with_service_account(ServiceAccountSeed::new("checked", Role::Editor)),
+    );
+    let bed = Bed::start(seed).await;
+    let cfg = bed.config(&format!(
+        r#"[log]
+format = "text"
+
+[defaults]
+grace_period = "1m"
+
+[[targets]]
+name = "unverified"
+workspace_ids = ["{WS1}"]
+service_accounts = ["plain"]
+
+[[targets]]
+name = "verified"
+workspace_ids = ["{WS1}"]
+service_accounts = ["checked"]
+verify = true
+grafana_url = {:?}
+"#,
+        bed.amg.grafana_url_template()
+    ));
+    ok(&bed.once(&cfg).await);
+    leave_pending(&bed, WS1, "plain").await;
+    leave_pending(&bed, WS1, "checked").await;
+
+    bed.amg.clear_calls();
+    bed.proxy.clear_calls();
+    let run = bed.once(&cfg).await;
+    ok(&run);
+    assert_eq!(
+        run.stdout.matches("resume pending").count(),
+        2,
+        "{}",
+        run.stdout
+    );
+    let sm = sm_ops(&bed);
+    // The planner decides from the labels alone; only the verified credential needs the
+    // pending key itself, to prove it before promoting it.
+    assert_eq!(sm.get("GetSecretValue"), Some(&1), "{sm:?}");
+    assert_eq!(sm.get("DescribeSecret"), Some(&2), "{sm:?}");
+    assert!(!sm.contains_key("PutSecretValue"), "{sm:?}");
+    assert_eq!(bed.count_calls("CreateWorkspaceServiceAccountToken"), 0);
+
+    // Resumed and promoted: the next pass is healthy again, and reads no value.
+    bed.amg.clear_calls();
+    bed.proxy.clear_calls();
+    ok(&bed.once(&cfg).await);
+    assert_eq!(sm_ops(&bed), counts(&[("DescribeSecret", 2)]));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn renewals_of_credentials_minted_together_spread_over_the_window() {
+    const ACCOUNTS: usize = 40;
+    let bed = Bed::start(Seed::new().with_workspace(fleet_workspace(WS1, ACCOUNTS))).await;
+    let spread_days = 2;
+    let rotate_before_days = 7;
+    let cfg = bed.config(&format!(
+        "[daemon]\nconcurrency = 8\n\n[log]\nformat = \"text\"\n\n[defaults]\ntoken_ttl = \"30d\"\nrotate_before = \"{rotate_before_days}d\"\nrotation_spread = \"{spread_days}d\"\n\n[[targets]]\nworkspace_ids = [\"{WS1}\"]\nservice_accounts = [\"svc-*\"]\n"
+    ));
+    ok(&bed.once(&cfg).await);
+
+    let run = bed.run(&cfg, &["plan", "--output", "json"], &[]).await;
+    ok(&run);
+    let report: serde_json::Value = serde_json::from_str(&run.stdout).expect("plan JSON");
+    let creds = report["credentials"].as_array().expect("credentials");
+    assert_eq!(creds.len(), ACCOUNTS);
+    let time = |v: &serde_json::Value| {
+        chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap_or_else(|| panic!("{v}")))
+            .unwrap()
+            .with_timezone(&chrono::Utc)
+    };
+    let window = chrono::Duration::days(spread_days);
+    let rotate_before = chrono::Duration::days(rotate_before_days);
+    let now = chrono::Utc::now();
+    // Where in the spread window each credential falls due, as a fraction of it (0 = the
+    // earliest, 1 = exactly rotate_before before expiry).
+    let mut positions = Vec::new();
+    for c in creds {
+        assert_eq!(c["status"], "ok", "{c}");
+        let plan = &c["plan"];
+        let due = time(&plan["dueAt"]);
+        let latest = time(&plan["current"]["expiresAt"]) - rotate_before;
+        assert!(due <= latest, "due after rotate_before: {c}");
+        assert!(due >= latest - window, "due before the window: {c}");
+        assert!(due > now, "a fresh token is not due: {c}");
+        positions.push(1.0 - (latest - due).num_seconds() as f64 / window.num_seconds() as f64);
+    }
+    // Flat: every quarter of the window gets some renewals, none more than half of them.
+    let mut quarters = [0usize; 4];
+    for p in &positions {
+        quarters[((p * 4.0) as usize).min(3)] += 1;
+    }
+    assert!(
+        quarters.iter().all(|q| *q > 0 && *q <= ACCOUNTS / 2),
+        "renewals bunch up: {quarters:?}"
+    );
+    // And no hour of the window takes more than a tenth of them.
+    let mut per_hour: BTreeMap<i64, usize> = BTreeMap::new();
+    for c in creds {
+        *per_hour
+            .entry(time(&c["plan"]["dueAt"]).timestamp() / 3600)
+            .or_insert(0) += 1;
+    }
+    assert!(
+        per_hour.values().all(|n| *n <= ACCOUNTS / 10),
+        "renewals per hour: {per_hour:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rotator_faster_than_the_service_slows_down_and_converges() {
+    const PER_WS: usize = 8;
+    const CAP: u32 = 5;
+    let seed = Seed::new()
+        .with_workspace(fleet_workspace(WS1, PER_WS))
+        .with_workspace(fleet_workspace(WS2, PER_WS))
+        .with_workspace(fleet_workspace(WS3, PER_WS));
+    let bed = Bed::start(seed).await;
+    bed.amg.set_faults(Faults {
+        max_requests_per_second: Some(CAP),
+        ..Faults::default()
+    });
+    let cfg = bed.config(&format!(
+        "[daemon]\nconcurrency = 8\n\n[log]\nformat = \"text\"\n\n[[targets]]\nworkspace_ids = [\"{WS1}\", \"{WS2}\", \"{WS3}\"]\nservice_accounts = [\"svc-*\"]\n"
+    ));
+    // Configured at ten times what the service allows.
+    let rate = (CAP * 10).to_string();
+    let env = [
+        (
+            "AMG_ROTATOR__AWS__GRAFANA_REQUESTS_PER_SECOND",
+            rate.as_str(),
+        ),
+        ("AMG_ROTATOR__AWS__RETRY_BUDGET", "60s"),
+    ];
+    let run = bed.run(&cfg, &["once"], &env).await;
+    ok(&run);
+    assert_eq!(run.stdout.matches("FAILED").count(), 0, "{}", run.stdout);
+    let credentials = 3 * PER_WS;
+    assert_eq!(
+        bed.count_calls("CreateWorkspaceServiceAccountToken")
+            - count_throttled(&bed, "CreateWorkspaceServiceAccountToken"),
+        credentials
+    );
+
+    // The limiter learnt the service's pace. A client that only retried, at its configured
+    // rate, would be throttled about nine times for each call served; this one is throttled
+    // less often than it is served, and less still once it has come down.
+    let calls = bed.amg.calls();
+    let throttled = |cs: &[amg_emulator::CallRecord]| {
+        cs.iter()
+            .filter(|c| c.error_type.as_deref() == Some("ThrottlingException"))
+            .count()
+    };
+    let all = throttled(&calls);
+    let served = calls.len() - all;
+    let (first_half, second_half) = calls.split_at(calls.len() / 2);
+    println!(
+        "{all} throttled answers for {served} served calls ({} and {} by half)",
+        throttled(first_half),
+        throttled(second_half)
+    );
+    assert!(all < served, "{all} throttled for {served} served");
+    assert!(
+        throttled(second_half) * 3 <= second_half.len(),
+        "still throttled once converged: {} of {}",
+        throttled(second_half),
+        second_half.len()
+    );
+}
+
+fn count_throttled(bed: &Bed, operation: &str) -> usize {
+    bed.amg
+        .calls()
+        .iter()
+        .filter(|c| {
+            c.operation == operation && c.error_type.as_deref() == Some("ThrottlingException")
+        })
+        .count()
+}
