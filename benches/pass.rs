@@ -1,0 +1,720 @@
+//! The pass benchmark (issue 8; method and figures in docs/PERFORMANCE.md). Run it with
+//! `scripts/bench [--workspaces N] [--accounts M] [--latency-ms L] [--rps R] ...`.
+//!
+//! It seeds the AMG emulator (in this process, on 127.0.0.1) with N workspaces × M service
+//! accounts and a per-call latency, starts Secrets Manager on moto (a real process on 127.0.0.1,
+//! whose own latency counts) behind the logging proxy of the test bed, and runs the release
+//! binary as a user would:
+//!
+//! - `latency`: a first pass (everything minted) and a steady pass, at the configured concurrency
+//!   and at concurrency 1 (the sequential baseline: the same engine), each on a fresh bed, with
+//!   the client-side rate limits lifted so the figure is the engine's; wall time, calls by
+//!   operation, peak RSS, and the ratios;
+//! - `cap`: the same passes against an emulator that throttles past R requests a second, with
+//!   the rotator's AMG rate set to R, then to 0.95 R: pass time against AMG calls ÷ R, and
+//!   throttled answers;
+//! - `daemon`: `run` on a minted fleet at the production rates: peak RSS through its start pass,
+//!   idle RSS, and the context switches of every thread over an idle window between passes.
+//!
+//! Every loop is bounded in count and time; nothing leaves 127.0.0.1.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use amg_emulator::{Faults, Role, Seed, ServiceAccountSeed, WorkspaceSeed};
+use support::Bed;
+
+const USAGE: &str = "\
+usage: scripts/bench [options]
+  --workspaces N     workspaces in the emulator (default 40)
+  --accounts M       managed service accounts per workspace (default 5)
+  --latency-ms L     latency the emulator adds to every AMG call (default 50)
+  --rps R            the AMG request cap of the `cap` scenario, run with the rotator's AMG
+                     rate at R and at 0.95 R (default 20; 0 skips the scenario)
+  --client-rps X     run the `cap` scenario once, with the rotator's AMG rate at X
+  --concurrency C    daemon.concurrency of the measured engine (default 8, the product default)
+  --idle-secs S      the daemon's idle window (default 10)
+  --only LIST        scenarios to run, comma-separated: latency,cap,daemon (default all)";
+
+#[derive(Debug, Clone)]
+struct Opts {
+    workspaces: usize,
+    accounts: usize,
+    latency_ms: u64,
+    rps: u32,
+    client_rps: Option<f64>,
+    concurrency: usize,
+    idle_secs: u64,
+    only: Vec<String>,
+}
+
+impl Opts {
+    fn parse() -> Result<Opts, String> {
+        let mut o = Opts {
+            workspaces: 40,
+            accounts: 5,
+            latency_ms: 50,
+            rps: 20,
+            client_rps: None,
+            concurrency: 8,
+            idle_secs: 10,
+            only: vec!["latency".into(), "cap".into(), "daemon".into()],
+        };
+        let mut args = std::env::args().skip(1);
+        while let Some(a) = args.next() {
+            // `cargo bench` appends --bench.
+            if a == "--bench" {
+                continue;
+            }
+            if a == "--help" || a == "-h" {
+                return Err(String::new());
+            }
+            let v = args.next().ok_or(format!("{a} needs a value"))?;
+            let num = |v: &str| {
+                v.parse::<u64>()
+                    .map_err(|_| format!("{a} {v}: not a number"))
+            };
+            match a.as_str() {
+                "--workspaces" => o.workspaces = num(&v)?.clamp(1, 9999) as usize,
+                "--accounts" => o.accounts = num(&v)?.clamp(1, 500) as usize,
+                "--latency-ms" => o.latency_ms = num(&v)?.min(10_000),
+                "--rps" => o.rps = num(&v)?.min(10_000) as u32,
+                "--client-rps" => {
+                    o.client_rps = Some(v.parse().map_err(|_| format!("{a} {v}: not a number"))?)
+                }
+                "--concurrency" => o.concurrency = num(&v)?.clamp(1, 256) as usize,
+                "--idle-secs" => o.idle_secs = num(&v)?.clamp(1, 600),
+                "--only" => o.only = v.split(',').map(|s| s.trim().to_owned()).collect(),
+                _ => return Err(format!("unknown option {a}")),
+            }
+        }
+        if let Some(bad) = o
+            .only
+            .iter()
+            .find(|s| !["latency", "cap", "daemon"].contains(&s.as_str()))
+        {
+            return Err(format!("--only: unknown scenario {bad}"));
+        }
+        Ok(o)
+    }
+
+    fn credentials(&self) -> usize {
+        self.workspaces * self.accounts
+    }
+
+    fn runs(&self, scenario: &str) -> bool {
+        self.only.iter().any(|s| s == scenario)
+    }
+}
+
+/// The binary under test: `AMG_BENCH_ROTATOR` (scripts/bench sets it to a copy of what
+/// `cargo build --release` makes), else the one cargo built for this bench, whose dependencies
+/// carry the features of the dev-dependencies too (a larger binary than users run).
+fn rotator() -> &'static (PathBuf, bool) {
+    static BIN: OnceLock<(PathBuf, bool)> = OnceLock::new();
+    BIN.get_or_init(|| match std::env::var_os("AMG_BENCH_ROTATOR") {
+        Some(p) => (PathBuf::from(p), true),
+        None => (
+            PathBuf::from(env!("CARGO_BIN_EXE_amg-token-rotator")),
+            false,
+        ),
+    })
+}
+
+/// Drops the binary's pages from the page cache (GNU dd's `iflag=nocache`: posix_fadvise
+/// DONTNEED), so each process starts as after a reboot. How a file entered the page cache (a
+/// copy, a link, a read) decides how many of its pages a fault maps at once, and so the
+/// file-backed part of RSS: a cold start is the comparable state. Best effort.
+fn evict(path: &Path) {
+    let _ = std::process::Command::new("dd")
+        .arg(format!("if={}", path.display()))
+        .args(["iflag=nocache", "count=0", "status=none"])
+        .status();
+}
+
+/// The rotator with the bed's environment (test credentials, local endpoints) plus `env`.
+fn command(bed: &Bed, cfg: &Path, args: &[&str], env: &[(&str, &str)]) -> tokio::process::Command {
+    let bin = &rotator().0;
+    evict(bin);
+    let mut cmd = tokio::process::Command::new(bin);
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", bed.dir.path())
+        .envs(bed.env())
+        .envs(env.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+        .arg("--config")
+        .arg(cfg)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    cmd
+}
+
+fn workspace_id(i: usize) -> String {
+    format!("g-b{i:09}")
+}
+
+fn fleet(opts: &Opts, faults: Faults) -> Seed {
+    let mut seed = Seed::new().with_faults(faults);
+    for w in 0..opts.workspaces {
+        let mut ws = WorkspaceSeed::new(&workspace_id(w));
+        for a in 0..opts.accounts {
+            ws =
+                ws.with_service_account(ServiceAccountSeed::new(&format!("svc-{a}"), Role::Editor));
+        }
+        seed = seed.with_workspace(ws);
+    }
+    seed
+}
+
+fn config(opts: &Opts, concurrency: usize, daemon: bool) -> String {
+    let ids = (0..opts.workspaces)
+        .map(|w| format!("{:?}", workspace_id(w)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let (format, schedule) = if daemon {
+        // Once a year: the idle window has no scheduled pass in it.
+        ("json", "schedule = \"0 0 0 1 1 *\"\njitter = \"0s\"\n")
+    } else {
+        ("text", "")
+    };
+    format!(
+        "[daemon]\nconcurrency = {concurrency}\n{schedule}\n[log]\nformat = \"{format}\"\n\n[[targets]]\nworkspace_ids = [{ids}]\nservice_accounts = [\"svc-*\"]\n"
+    )
+}
+
+/// `VmHWM` / `VmRSS` / `Threads` of a process, in KiB (threads: a count).
+fn proc_status(pid: u32, field: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
+/// Context switches (voluntary + involuntary) of each thread, by thread ID, with its name.
+fn thread_switches(pid: u32) -> BTreeMap<u32, (String, u64)> {
+    let mut m = BTreeMap::new();
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return m;
+    };
+    for entry in dir.flatten().take(10_000) {
+        let Ok(tid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(status) = std::fs::read_to_string(entry.path().join("status")) else {
+            continue;
+        };
+        let mut name = String::new();
+        let mut n = 0;
+        for l in status.lines() {
+            if let Some(v) = l.strip_prefix("Name:") {
+                name = v.trim().to_owned();
+            } else if let Some(v) = l
+                .strip_prefix("voluntary_ctxt_switches:")
+                .or_else(|| l.strip_prefix("nonvoluntary_ctxt_switches:"))
+            {
+                n += v.trim().parse::<u64>().unwrap_or(0);
+            }
+        }
+        m.insert(tid, (name, n));
+    }
+    m
+}
+
+#[derive(Debug, Default, Clone)]
+struct Measure {
+    wall: Duration,
+    code: Option<i32>,
+    peak_kib: u64,
+    amg: BTreeMap<String, usize>,
+    sm: BTreeMap<String, usize>,
+    throttled: usize,
+    failed_lines: usize,
+}
+
+impl Measure {
+    fn amg_calls(&self) -> usize {
+        self.amg.values().sum()
+    }
+    fn sm_calls(&self) -> usize {
+        self.sm.values().sum()
+    }
+}
+
+/// Runs `once` to completion (at most 15 minutes), polling its peak RSS every 5 ms.
+async fn once(bed: &Bed, cfg: &Path, env: &[(&str, &str)]) -> Measure {
+    bed.amg.clear_calls();
+    bed.proxy.clear_calls();
+    let started = Instant::now();
+    let child = command(bed, cfg, &["once"], env)
+        .spawn()
+        .expect("the rotator starts");
+    let pid = child.id().expect("running");
+    let out = child.wait_with_output();
+    tokio::pin!(out);
+    let mut peak = 0;
+    let deadline = started + Duration::from_secs(900);
+    let out = loop {
+        tokio::select! {
+            r = &mut out => break r.expect("the rotator runs"),
+            _ = tokio::time::sleep(Duration::from_millis(5)) => {
+                peak = peak.max(proc_status(pid, "VmHWM").unwrap_or(0));
+                assert!(Instant::now() < deadline, "the pass did not end within 15 minutes");
+            }
+        }
+    };
+    let wall = started.elapsed();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let mut m = Measure {
+        wall,
+        code: out.status.code(),
+        peak_kib: peak,
+        failed_lines: stdout.matches("FAILED").count(),
+        ..Measure::default()
+    };
+    if m.code != Some(0) {
+        eprintln!(
+            "bench: the pass exited {:?}:\n{}\n{}",
+            m.code,
+            stdout.lines().take(20).collect::<Vec<_>>().join("\n"),
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .rev()
+                .take(20)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+    for c in bed.amg.calls() {
+        if c.error_type.as_deref() == Some("ThrottlingException") {
+            m.throttled += 1;
+        }
+        *m.amg.entry(c.operation).or_insert(0) += 1;
+    }
+    for op in bed.proxy.calls() {
+        *m.sm.entry(op).or_insert(0) += 1;
+    }
+    m
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.2} s", d.as_secs_f64())
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}
+
+fn print_calls(label: &str, m: &Measure) {
+    let list = |ops: &BTreeMap<String, usize>| {
+        ops.iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    println!("    {label}");
+    println!("      AMG ({}): {}", m.amg_calls(), list(&m.amg));
+    println!("      Secrets Manager ({}): {}", m.sm_calls(), list(&m.sm));
+}
+
+/// The rotator's environment besides the bed's: concurrency and rates.
+fn env_of(concurrency: usize, grafana_rps: &str, sm_rps: &str) -> Vec<(String, String)> {
+    vec![
+        (
+            "AMG_ROTATOR__DAEMON__CONCURRENCY".into(),
+            concurrency.to_string(),
+        ),
+        (
+            "AMG_ROTATOR__AWS__GRAFANA_REQUESTS_PER_SECOND".into(),
+            grafana_rps.into(),
+        ),
+        (
+            "AMG_ROTATOR__AWS__SECRETSMANAGER_REQUESTS_PER_SECOND".into(),
+            sm_rps.into(),
+        ),
+        // The production retry budget, not the tests' short one.
+        ("AMG_ROTATOR__AWS__RETRY_BUDGET".into(), "60s".into()),
+    ]
+}
+
+fn borrow(env: &[(String, String)]) -> Vec<(&str, &str)> {
+    env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
+/// A first pass and a steady pass on a fresh bed.
+async fn two_passes(
+    opts: &Opts,
+    faults: Faults,
+    concurrency: usize,
+    env: &[(String, String)],
+) -> (Measure, Measure) {
+    let bed = Bed::start(fleet(opts, faults)).await;
+    let cfg = bed.config(&config(opts, concurrency, false));
+    let env = borrow(env);
+    let first = once(&bed, &cfg, &env).await;
+    let steady = once(&bed, &cfg, &env).await;
+    (first, steady)
+}
+
+fn latency_faults(opts: &Opts) -> Faults {
+    Faults {
+        latency_ms: opts.latency_ms,
+        ..Faults::default()
+    }
+}
+
+async fn latency(opts: &Opts) -> Vec<String> {
+    println!(
+        "\n== latency: {} workspaces x {} accounts = {} credentials, {} ms per AMG call, client rate limits off",
+        opts.workspaces,
+        opts.accounts,
+        opts.credentials(),
+        opts.latency_ms
+    );
+    let env = |c| env_of(c, "0", "0");
+    let (first, steady) = two_passes(
+        opts,
+        latency_faults(opts),
+        opts.concurrency,
+        &env(opts.concurrency),
+    )
+    .await;
+    let (seq_first, seq_steady) = two_passes(opts, latency_faults(opts), 1, &env(1)).await;
+    let mut problems = Vec::new();
+    for (name, m) in [
+        ("first", &first),
+        ("steady", &steady),
+        ("sequential first", &seq_first),
+        ("sequential steady", &seq_steady),
+    ] {
+        if m.code != Some(0) {
+            problems.push(format!("latency: the {name} pass exited {:?}", m.code));
+        }
+    }
+    println!(
+        "  {:<8} {:>16} {:>16} {:>8} {:>14} {:>14}",
+        "pass",
+        format!("concurrency {}", opts.concurrency),
+        "concurrency 1",
+        "ratio",
+        "peak RSS (C)",
+        "peak RSS (1)"
+    );
+    for (name, c, s) in [
+        ("first", &first, &seq_first),
+        ("steady", &steady, &seq_steady),
+    ] {
+        println!(
+            "  {:<8} {:>16} {:>16} {:>7.1}x {:>14} {:>14}",
+            name,
+            secs(c.wall),
+            secs(s.wall),
+            s.wall.as_secs_f64() / c.wall.as_secs_f64(),
+            mib(c.peak_kib),
+            mib(s.peak_kib)
+        );
+    }
+    println!("  calls (identical at both concurrencies: {}):", {
+        first.amg == seq_first.amg
+            && first.sm == seq_first.sm
+            && steady.amg == seq_steady.amg
+            && steady.sm == seq_steady.sm
+    });
+    print_calls("first pass", &first);
+    print_calls("steady pass", &steady);
+    if (first.amg, &first.sm) != (seq_first.amg.clone(), &seq_first.sm) {
+        print_calls("first pass, sequential", &seq_first);
+    }
+    if (steady.amg.clone(), &steady.sm) != (seq_steady.amg.clone(), &seq_steady.sm) {
+        print_calls("steady pass, sequential", &seq_steady);
+    }
+    problems
+}
+
+async fn cap(opts: &Opts, client: f64) -> Vec<String> {
+    println!(
+        "\n== cap: {} credentials, {} ms per AMG call, the emulator throttles past {} AMG requests/s, rotator AMG rate {} /s, concurrency {}",
+        opts.credentials(),
+        opts.latency_ms,
+        opts.rps,
+        client,
+        opts.concurrency
+    );
+    let faults = Faults {
+        latency_ms: opts.latency_ms,
+        max_requests_per_second: Some(opts.rps),
+        ..Faults::default()
+    };
+    // Secrets Manager at its production default rate.
+    let env = env_of(
+        opts.concurrency,
+        &client.to_string(),
+        &amg_token_rotator::aws::DEFAULT_SECRETSMANAGER_RATE.to_string(),
+    );
+    let (first, steady) = two_passes(opts, faults, opts.concurrency, &env).await;
+    let mut problems = Vec::new();
+    println!(
+        "  {:<8} {:>10} {:>10} {:>10} {:>16} {:>8} {:>12}",
+        "pass", "time", "AMG served", "throttled", "served / cap", "ratio", "failed creds"
+    );
+    for (name, m) in [("first", &first), ("steady", &steady)] {
+        let served = m.amg_calls() - m.throttled;
+        let ideal = served as f64 / opts.rps as f64;
+        let ratio = m.wall.as_secs_f64() / ideal;
+        println!(
+            "  {:<8} {:>10} {:>10} {:>10} {:>16} {:>7.3}x {:>12}",
+            name,
+            secs(m.wall),
+            served,
+            m.throttled,
+            format!("{ideal:.2} s"),
+            ratio,
+            m.failed_lines
+        );
+        if m.code != Some(0) || m.failed_lines > 0 {
+            problems.push(format!(
+                "cap: the {name} pass exited {:?} with {} failed credentials",
+                m.code, m.failed_lines
+            ));
+        }
+    }
+    print_calls("first pass", &first);
+    print_calls("steady pass", &steady);
+    problems
+}
+
+async fn daemon(opts: &Opts) -> Vec<String> {
+    println!(
+        "\n== daemon: `run` on {} minted credentials, {} ms per AMG call, production rates (AMG {} /s, Secrets Manager {} /s), concurrency {}",
+        opts.credentials(),
+        opts.latency_ms,
+        amg_token_rotator::aws::DEFAULT_GRAFANA_RATE,
+        amg_token_rotator::aws::DEFAULT_SECRETSMANAGER_RATE,
+        opts.concurrency
+    );
+    let mut problems = Vec::new();
+    let bed = Bed::start(fleet(opts, latency_faults(opts))).await;
+    let cfg = bed.config(&config(opts, opts.concurrency, true));
+    // Mint everything quickly first, so the daemon's start pass is a steady one.
+    let mint = once(&bed, &cfg, &borrow(&env_of(opts.concurrency, "0", "0"))).await;
+    if mint.code != Some(0) {
+        problems.push(format!("daemon: minting exited {:?}", mint.code));
+        return problems;
+    }
+    // The test bed paces AMG at 200/s for tests; the daemon runs at the product's default.
+    let concurrency = opts.concurrency.to_string();
+    let rate = amg_token_rotator::aws::DEFAULT_GRAFANA_RATE.to_string();
+    let listen = format!("127.0.0.1:{}", support::free_port());
+    let env = [
+        ("AMG_ROTATOR__DAEMON__CONCURRENCY", concurrency.as_str()),
+        (
+            "AMG_ROTATOR__AWS__GRAFANA_REQUESTS_PER_SECOND",
+            rate.as_str(),
+        ),
+        ("AMG_ROTATOR__AWS__RETRY_BUDGET", "60s"),
+        ("AMG_ROTATOR__DAEMON__LISTEN", listen.as_str()),
+    ];
+    bed.amg.clear_calls();
+    bed.proxy.clear_calls();
+    let started = Instant::now();
+    let mut child = command(&bed, &cfg, &["run"], &env)
+        .spawn()
+        .expect("the daemon starts");
+    let pid = child.id().expect("running");
+    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+    let mut out = child.stdout.take().expect("stdout piped");
+    tokio::spawn(async move {
+        let _ = tokio::io::copy(&mut out, &mut tokio::io::sink()).await;
+    });
+    let pipe = child.stderr.take().expect("stderr piped");
+    let sink = lines.clone();
+    tokio::spawn(async move {
+        use tokio::io::AsyncBufReadExt;
+        let mut reader = tokio::io::BufReader::new(pipe).lines();
+        while let Ok(Some(line)) = reader.next_line().await {
+            sink.lock().unwrap().push(line);
+        }
+    });
+    let event = |text: &str| -> Option<serde_json::Value> {
+        lines.lock().unwrap().iter().find_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).ok()?;
+            v["message"].as_str()?.contains(text).then_some(v)
+        })
+    };
+    let mut peak_during = 0;
+    let deadline = started + Duration::from_secs(600);
+    let finished = loop {
+        if let Some(e) = event("pass finished") {
+            break Some(e);
+        }
+        if Instant::now() > deadline || !matches!(child.try_wait(), Ok(None)) {
+            break None;
+        }
+        peak_during = peak_during.max(proc_status(pid, "VmHWM").unwrap_or(0));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    let Some(finished) = finished else {
+        problems.push(format!(
+            "daemon: the start pass did not finish within 10 minutes:\n{}",
+            lines.lock().unwrap().join("\n")
+        ));
+        return problems;
+    };
+    let pass_wall = started.elapsed();
+    let amg = bed.amg.calls().len();
+    let sm = bed.proxy.calls().len();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let peak = proc_status(pid, "VmHWM").unwrap_or(0).max(peak_during);
+    let rss_after = proc_status(pid, "VmRSS").unwrap_or(0);
+    let before = thread_switches(pid);
+    let t0 = Instant::now();
+    tokio::time::sleep(Duration::from_secs(opts.idle_secs)).await;
+    let after = thread_switches(pid);
+    let window = t0.elapsed().as_secs_f64();
+    let idle_rss = proc_status(pid, "VmRSS").unwrap_or(0);
+    let threads = proc_status(pid, "Threads").unwrap_or(0);
+    let anon = proc_status(pid, "RssAnon").unwrap_or(0);
+    let file = proc_status(pid, "RssFile").unwrap_or(0);
+    let idle_amg = bed.amg.calls().len() - amg;
+    let idle_sm = bed.proxy.calls().len() - sm;
+
+    println!(
+        "  start pass (steady): {} by the daemon's own count ({} from spawn), outcome {}, {} AMG and {} Secrets Manager calls",
+        finished["seconds"]
+            .as_f64()
+            .map(|s| format!("{s:.2} s"))
+            .unwrap_or_else(|| "?".into()),
+        secs(pass_wall),
+        finished["outcome"].as_str().unwrap_or("?"),
+        amg,
+        sm
+    );
+    println!(
+        "  peak RSS (VmHWM, start + steady pass): {}; RSS 1 s after the pass: {}; idle RSS after {} s: {} ({} anonymous, {} file-backed: the binary's code); threads: {}",
+        mib(peak),
+        mib(rss_after),
+        opts.idle_secs,
+        mib(idle_rss),
+        mib(anon),
+        mib(file),
+        threads
+    );
+    let mut total = 0;
+    let mut per_name: BTreeMap<String, (usize, u64)> = BTreeMap::new();
+    for (tid, (name, n)) in &after {
+        let delta = n - before.get(tid).map(|(_, b)| *b).unwrap_or(0);
+        total += delta;
+        let e = per_name.entry(name.clone()).or_default();
+        e.0 += 1;
+        e.1 += delta;
+    }
+    let gone = before.keys().filter(|t| !after.contains_key(t)).count();
+    println!(
+        "  idle window {window:.1} s: {total} context switches in all threads ({:.2}/s), {idle_amg} AMG and {idle_sm} Secrets Manager calls; threads gone meanwhile: {gone}",
+        total as f64 / window
+    );
+    for (name, (count, delta)) in &per_name {
+        println!("    {name} (x{count}): {delta}");
+    }
+    if finished["outcome"].as_str() != Some("success") {
+        problems.push(format!("daemon: start pass outcome {}", finished));
+    }
+    // SIGTERM through the shell's built-in kill (no libc binding needed).
+    let _ = std::process::Command::new("sh")
+        .args(["-c", &format!("kill -TERM {pid}")])
+        .status();
+    match tokio::time::timeout(Duration::from_secs(60), child.wait()).await {
+        Ok(Ok(status)) if status.success() => {}
+        other => problems.push(format!("daemon: stopped with {other:?}")),
+    }
+    problems
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("model name")?.split(':').nth(1))
+                .map(|s| s.trim().to_owned())
+        })
+        .unwrap_or_else(|| "?".into());
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    format!("{cores} cores ({cpu})")
+}
+
+fn main() -> std::process::ExitCode {
+    let opts = match Opts::parse() {
+        Ok(o) => o,
+        Err(e) => {
+            if !e.is_empty() {
+                eprintln!("error: {e}");
+            }
+            eprintln!("{USAGE}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (bin, production) = rotator();
+    println!(
+        "amg-token-rotator pass benchmark: {}\nrotator: {} ({}; page cache dropped before each start)",
+        machine(),
+        bin.display(),
+        if *production {
+            "the `cargo build --release` binary"
+        } else {
+            "built by `cargo bench`, with dev-dependency features: run scripts/bench for the release binary"
+        }
+    );
+    println!(
+        "moto: {} (a real process; its latency is part of every Secrets Manager call)",
+        support::moto_server_path().display()
+    );
+    let problems = rt.block_on(async {
+        let mut problems = Vec::new();
+        if opts.runs("latency") {
+            problems.extend(latency(&opts).await);
+        }
+        if opts.runs("cap") && opts.rps > 0 {
+            // The rotator at the cap itself, then 5% under it (a user who knows the limit
+            // leaves headroom), unless --client-rps names one rate.
+            let clients = match opts.client_rps {
+                Some(c) => vec![c],
+                None => vec![
+                    opts.rps as f64,
+                    (opts.rps as f64 * 0.95 * 100.0).round() / 100.0,
+                ],
+            };
+            for client in clients {
+                problems.extend(cap(&opts, client).await);
+            }
+        }
+        if opts.runs("daemon") {
+            problems.extend(daemon(&opts).await);
+        }
+        problems
+    });
+    if problems.is_empty() {
+        println!("\nall passes succeeded");
+        std::process::ExitCode::SUCCESS
+    } else {
+        println!("\nproblems:");
+        for p in &problems {
+            println!("  - {p}");
+        }
+        std::process::ExitCode::FAILURE
+    }
+}
