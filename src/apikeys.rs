@@ -683,33 +683,14 @@ impl KeyExecutor<'_> {
         version: &str,
         current_version: &mut Option<String>,
     ) -> Result<(), StepError> {
-        if current_version.is_none() {
-            *current_version = self
-                .secrets
-                .describe(&cred.secret.name)
-                .await
-                .map_err(StepError::api("DescribeSecret"))?
-                .and_then(|s| s.version_with(AWSCURRENT).map(str::to_owned));
-        }
-        if current_version.as_deref() != Some(version) {
-            self.secrets
-                .move_stage(
-                    &cred.secret.name,
-                    AWSCURRENT,
-                    Some(version),
-                    current_version.as_deref(),
-                )
-                .await
-                .map_err(StepError::api("UpdateSecretVersionStage"))?;
-        }
-        *current_version = Some(version.to_owned());
-        failpoint::hit("after_key_promote");
-        let _ = self
-            .secrets
-            .move_stage(&cred.secret.name, AWSPENDING, None, Some(version))
-            .await;
-        tracing::info!(workspace = %cred.workspace.id, api_key = %cred.service_account, secret = %cred.secret.name, "promoted the new API key to AWSCURRENT");
-        Ok(())
+        crate::execute::promote(
+            self.secrets,
+            cred,
+            version,
+            current_version,
+            "after_key_promote",
+        )
+        .await
     }
 }
 

@@ -394,40 +394,14 @@ impl Executor<'_> {
     }
 
     async fn promote(&self, run: &mut Run<'_>, version_id: &str) -> Result<(), StepError> {
-        let cred = run.cred;
-        if run.current_version.is_none() {
-            // Secrets Manager puts AWSCURRENT on a secret's first version by itself, so look.
-            run.current_version = self
-                .secrets
-                .describe(&cred.secret.name)
-                .await
-                .map_err(StepError::api("DescribeSecret"))?
-                .and_then(|s| s.version_with(AWSCURRENT).map(str::to_owned));
-        }
-        let from = run.current_version.clone();
-        if from.as_deref() != Some(version_id) {
-            self.secrets
-                .move_stage(
-                    &cred.secret.name,
-                    AWSCURRENT,
-                    Some(version_id),
-                    from.as_deref(),
-                )
-                .await
-                .map_err(StepError::api("UpdateSecretVersionStage"))?;
-        }
-        run.current_version = Some(version_id.to_owned());
-        tracing::info!(workspace = %cred.workspace.id, service_account = %cred.service_account, secret = %cred.secret.name, version_id, "promoted to AWSCURRENT");
-        failpoint::hit("after_promote");
-        // Tidy only: a label left here is cleared by the next pass.
-        if let Err(e) = self
-            .secrets
-            .move_stage(&cred.secret.name, AWSPENDING, None, Some(version_id))
-            .await
-        {
-            tracing::warn!(workspace = %cred.workspace.id, service_account = %cred.service_account, error = %e, "could not clear AWSPENDING after promotion");
-        }
-        Ok(())
+        promote(
+            self.secrets,
+            run.cred,
+            version_id,
+            &mut run.current_version,
+            "after_promote",
+        )
+        .await
     }
 
     async fn rotate_overlap(&self, run: &mut Run<'_>, now: DateTime<Utc>) -> Result<(), StepError> {
@@ -542,6 +516,44 @@ impl Executor<'_> {
         run.outcome.current = Some(token.clone());
         Ok(())
     }
+}
+
+/// Moves AWSCURRENT to `version_id` (from `current`, which it then names), then drops AWSPENDING
+/// from it. Shared by tokens and API keys; `crash_point` names the test-only failpoint after the
+/// promotion.
+pub(crate) async fn promote(
+    secrets: &dyn SecretStore,
+    cred: &Credential,
+    version_id: &str,
+    current: &mut Option<String>,
+    crash_point: &'static str,
+) -> Result<(), StepError> {
+    let name = &cred.secret.name;
+    if current.is_none() {
+        // Secrets Manager puts AWSCURRENT on a secret's first version by itself, so look.
+        *current = secrets
+            .describe(name)
+            .await
+            .map_err(StepError::api("DescribeSecret"))?
+            .and_then(|s| s.version_with(AWSCURRENT).map(str::to_owned));
+    }
+    if current.as_deref() != Some(version_id) {
+        secrets
+            .move_stage(name, AWSCURRENT, Some(version_id), current.as_deref())
+            .await
+            .map_err(StepError::api("UpdateSecretVersionStage"))?;
+    }
+    *current = Some(version_id.to_owned());
+    tracing::info!(workspace = %cred.workspace.id, credential = %cred.service_account, secret = %name, version_id, "promoted to AWSCURRENT");
+    failpoint::hit(crash_point);
+    // Tidy only: a label left here is cleared by the next pass.
+    if let Err(e) = secrets
+        .move_stage(name, AWSPENDING, None, Some(version_id))
+        .await
+    {
+        tracing::warn!(workspace = %cred.workspace.id, credential = %cred.service_account, error = %e, "could not clear AWSPENDING after promotion");
+    }
+    Ok(())
 }
 
 /// The key inside a secret value of the given format.
