@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -1169,11 +1169,6 @@ pub fn role_names() -> [&'static str; 3] {
         Role::Editor.as_str(),
         Role::Viewer.as_str(),
     ]
-}
-
-/// The configuration file to read: `--config`, else the default.
-pub fn path_or_default(path: Option<PathBuf>) -> PathBuf {
-    path.unwrap_or_else(|| PathBuf::from(DEFAULT_PATH))
 }
 
 /// `AMG_ROTATOR_FAILPOINT=<name>[:<n>]`, read by the test-only crash points.

@@ -13,7 +13,6 @@ use support::{config_for, workspace, Bed};
 
 const WS: &str = "g-1111111111";
 const LEGACY: &str = "g-8888888888";
-const DAY: i64 = 86_400;
 
 fn seed(workspaces: Vec<WorkspaceSeed>) -> Seed {
     Seed {
@@ -387,5 +386,4 @@ async fn verification_failure_leaves_awscurrent_as_it_was() {
         !versions.values().flatten().any(|s| s == "AWSPENDING"),
         "{versions:?}"
     );
-    let _ = DAY;
 }
