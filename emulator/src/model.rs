@@ -183,6 +183,14 @@ impl Workspace {
         self.grafana_major_version().is_none_or(|major| major >= 9)
     }
 
+    /// API keys exist up to Grafana 10 (AMG offers no 11): "API keys have been removed in Amazon
+    /// Managed Grafana version 12" (AMG user guide, service accounts page). An unparsable version
+    /// keeps them, as before this rule existed.
+    pub fn supports_api_keys(&self) -> bool {
+        self.grafana_major_version()
+            .is_none_or(|major| major < FIRST_VERSION_WITHOUT_API_KEYS)
+    }
+
     pub fn service_account(&self, id: &str) -> Option<&ServiceAccount> {
         self.service_accounts.iter().find(|sa| sa.id == id)
     }
@@ -235,6 +243,9 @@ impl Workspace {
         id.to_string()
     }
 }
+
+/// The first Grafana major version on which AMG has no API keys.
+pub const FIRST_VERSION_WITHOUT_API_KEYS: u32 = 12;
 
 /// The host name AMG gives a workspace.
 pub fn endpoint_for(workspace_id: &str, region: &str) -> String {
@@ -369,6 +380,17 @@ mod tests {
         for (version, ok) in [("8.4", false), ("9.4", true), ("10.4", true), ("", true)] {
             ws.grafana_version = version.to_string();
             assert_eq!(ws.supports_service_accounts(), ok, "{version}");
+        }
+        for (version, ok) in [
+            ("8.4", true),
+            ("9.4", true),
+            ("10.4", true),
+            ("12.4", false),
+            ("13.0", false),
+            ("", true),
+        ] {
+            ws.grafana_version = version.to_string();
+            assert_eq!(ws.supports_api_keys(), ok, "{version}");
         }
     }
 }

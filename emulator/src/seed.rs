@@ -455,6 +455,12 @@ fn apply_workspace(
             ws.id, ws.grafana_version
         )));
     }
+    if !seed.api_keys.is_empty() && !ws.supports_api_keys() {
+        return Err(SeedError(format!(
+            "workspace {} runs Grafana {}: API keys have been removed in Grafana 12",
+            ws.id, ws.grafana_version
+        )));
+    }
     for sa_seed in &seed.service_accounts {
         apply_service_account(ws, sa_seed, now, rng)?;
     }
@@ -635,6 +641,22 @@ mod tests {
             ws.endpoint,
             "g-0123456789.grafana-workspace.us-east-1.amazonaws.com"
         );
+    }
+
+    #[test]
+    fn api_keys_cannot_be_seeded_on_grafana_12() {
+        let mut state = State::default();
+        let mut rng = fastrand::Rng::with_seed(3);
+        for version in ["12.4", "13.0"] {
+            let seed = Seed::new().with_workspace(
+                WorkspaceSeed::new(WS)
+                    .with_grafana_version(version)
+                    .with_api_key(ApiKeySeed::new("k", Role::Admin, 60)),
+            );
+            let err = apply(&mut state, &seed, clock::now(), &mut rng).unwrap_err();
+            assert!(err.0.contains(version), "{err}");
+            assert_eq!(state, State::default());
+        }
     }
 
     #[test]

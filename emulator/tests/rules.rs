@@ -1,6 +1,7 @@
 //! Conformance: the AMG/Grafana rules beyond the model's shapes: workspace-wide name uniqueness
-//! across tokens and API keys, the token quota that counts expired tokens, Grafana 8 workspaces,
-//! workspace status, tokens that never expire away, and per-entry UpdatePermissions errors.
+//! across tokens and API keys, the token quota that counts expired tokens, Grafana 8 workspaces
+//! (no service accounts), Grafana 12 and later (no API keys), workspace status, tokens that never
+//! expire away, and per-entry UpdatePermissions errors.
 
 mod common;
 
@@ -8,6 +9,7 @@ use amg_emulator::{Role as SeedRole, Seed, ServiceAccountSeed, TokenSeed, Worksp
 use aws_sdk_grafana::operation::create_workspace_api_key::CreateWorkspaceApiKeyError;
 use aws_sdk_grafana::operation::create_workspace_service_account::CreateWorkspaceServiceAccountError;
 use aws_sdk_grafana::operation::create_workspace_service_account_token::CreateWorkspaceServiceAccountTokenError;
+use aws_sdk_grafana::operation::delete_workspace_api_key::DeleteWorkspaceApiKeyError;
 use aws_sdk_grafana::operation::list_workspace_service_accounts::ListWorkspaceServiceAccountsError;
 use aws_sdk_grafana::types::{
     Role, UpdateAction, UpdateInstruction, User, UserType, ValidationExceptionReason,
@@ -304,7 +306,7 @@ async fn grafana_8_workspaces_refuse_every_service_account_call() {
             .into_service_error();
         assert!(e1.is_validation_exception() && e2.is_validation_exception());
         assert!(e3.is_validation_exception() && e4.is_validation_exception());
-        // API keys work on every version.
+        // API keys work on Grafana 8 (where one still runs).
         grafana
             .create_workspace_api_key()
             .workspace_id(WS8)
@@ -318,6 +320,320 @@ async fn grafana_8_workspaces_refuse_every_service_account_call() {
             .delete_workspace_api_key()
             .workspace_id(WS8)
             .key_name("old-key")
+            .send()
+            .await
+            .unwrap();
+    })
+    .await
+}
+
+/// WS12 on Grafana 12.4 and WS13 on 13.0, each with service account "bot" (id 2), and the
+/// standard seed around them.
+fn new_versions_seed() -> Seed {
+    let bot = || ServiceAccountSeed::new("bot", SeedRole::Admin);
+    standard_seed()
+        .with_workspace(
+            WorkspaceSeed::new(WS12)
+                .with_grafana_version("12.4")
+                .with_service_account(bot()),
+        )
+        .with_workspace(
+            WorkspaceSeed::new(WS13)
+                .with_grafana_version("13.0")
+                .with_service_account(bot()),
+        )
+}
+
+/// The modelled refusal of an API-key call on Grafana 12+: the status, then the typed error.
+fn assert_api_keys_removed<E: std::fmt::Debug>(
+    err: &aws_sdk_grafana::error::SdkError<E>,
+    v: &aws_sdk_grafana::types::error::ValidationException,
+    workspace: &str,
+    version: &str,
+) {
+    assert_eq!(err.raw_response().unwrap().status().as_u16(), 400);
+    assert_eq!(v.reason(), &ValidationExceptionReason::Other);
+    assert!(v.field_list().is_empty(), "{v:?}");
+    assert_eq!(
+        v.message(),
+        format!(
+            "API keys have been removed in Amazon Managed Grafana version 12. Workspace \
+             {workspace} runs Grafana {version}: use service accounts and tokens."
+        )
+    );
+}
+
+#[tokio::test]
+async fn grafana_12_and_later_refuse_api_keys() {
+    bounded(async {
+        let emu = start(new_versions_seed()).await;
+        let grafana = client(&emu).await;
+        for (ws, version) in [(WS12, "12.4"), (WS13, "13.0")] {
+            let err = grafana
+                .create_workspace_api_key()
+                .workspace_id(ws)
+                .key_name("ci")
+                .key_role("ADMIN")
+                .seconds_to_live(60)
+                .send()
+                .await
+                .unwrap_err();
+            let CreateWorkspaceApiKeyError::ValidationException(v) =
+                err.as_service_error().unwrap()
+            else {
+                panic!("{err:?}")
+            };
+            assert_api_keys_removed(&err, v, ws, version);
+            assert_eq!(
+                err.as_service_error().unwrap().meta().code(),
+                Some("ValidationException")
+            );
+
+            // Delete is refused before the key is looked up: no 404 for a key that never was.
+            let err = grafana
+                .delete_workspace_api_key()
+                .workspace_id(ws)
+                .key_name("ci")
+                .send()
+                .await
+                .unwrap_err();
+            let DeleteWorkspaceApiKeyError::ValidationException(v) =
+                err.as_service_error().unwrap()
+            else {
+                panic!("{err:?}")
+            };
+            assert_api_keys_removed(&err, v, ws, version);
+
+            let state = emu.state();
+            let held = state.workspace(ws).unwrap();
+            assert!(held.api_keys.is_empty());
+            assert_eq!(held.next_key_id, 1, "a refused key takes no ID");
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_key_left_on_a_workspace_moved_to_12_opens_grafana_but_cannot_be_deleted() {
+    bounded(async {
+        // The standard seed's WS (10.4) holds API key "legacy"; a later seed moves WS to 12.4.
+        // What AMG does with keys at such an upgrade is unverified: the emulator keeps them.
+        let emu = start(standard_seed()).await;
+        emu.add_seed(
+            Seed::new().with_workspace(WorkspaceSeed::new(WS).with_grafana_version("12.4")),
+        );
+        let state = emu.state();
+        let key = state
+            .workspace(WS)
+            .unwrap()
+            .api_key("legacy")
+            .unwrap()
+            .key
+            .clone();
+        let r = raw(
+            &emu,
+            "GET",
+            &format!("/_grafana/{WS}/api/org/"),
+            &[("authorization", &format!("Bearer {key}"))],
+            "",
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        let err = client(&emu)
+            .await
+            .delete_workspace_api_key()
+            .workspace_id(WS)
+            .key_name("legacy")
+            .send()
+            .await
+            .unwrap_err();
+        let DeleteWorkspaceApiKeyError::ValidationException(v) = err.as_service_error().unwrap()
+        else {
+            panic!("{err:?}")
+        };
+        assert_api_keys_removed(&err, v, WS, "12.4");
+        assert!(emu
+            .state()
+            .workspace(WS)
+            .unwrap()
+            .api_key("legacy")
+            .is_some());
+    })
+    .await
+}
+
+#[tokio::test]
+async fn the_grafana_12_rule_sits_between_validation_and_workspace_status() {
+    bounded(async {
+        let seed =
+            new_versions_seed().with_workspace(WorkspaceSeed::new(WS12).with_status("UPDATING"));
+        let emu = start(seed).await;
+        let grafana = client(&emu).await;
+        // Input validation first: a bad keyName is FIELD_VALIDATION_FAILED even on Grafana 12.
+        let err = grafana
+            .create_workspace_api_key()
+            .workspace_id(WS12)
+            .key_name("x".repeat(101))
+            .key_role("ADMIN")
+            .seconds_to_live(60)
+            .send()
+            .await
+            .unwrap_err()
+            .into_service_error();
+        let CreateWorkspaceApiKeyError::ValidationException(v) = err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(
+            v.reason(),
+            &ValidationExceptionReason::FieldValidationFailed
+        );
+        // An unknown workspace is 404 before any version is known.
+        let err = grafana
+            .create_workspace_api_key()
+            .workspace_id(WS_MISSING)
+            .key_name("ci")
+            .key_role("ADMIN")
+            .seconds_to_live(60)
+            .send()
+            .await
+            .unwrap_err()
+            .into_service_error();
+        assert!(err.is_resource_not_found_exception(), "{err:?}");
+        // The version rule before the status rule: a Grafana 12 workspace that is not ACTIVE still
+        // answers ValidationException, not ConflictException.
+        let err = grafana
+            .create_workspace_api_key()
+            .workspace_id(WS12)
+            .key_name("ci")
+            .key_role("ADMIN")
+            .seconds_to_live(60)
+            .send()
+            .await
+            .unwrap_err()
+            .into_service_error();
+        let CreateWorkspaceApiKeyError::ValidationException(v) = err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(v.reason(), &ValidationExceptionReason::Other);
+        assert!(v.message().contains("Grafana 12.4"), "{}", v.message());
+    })
+    .await
+}
+
+#[tokio::test]
+async fn grafana_9_and_10_still_take_api_keys() {
+    bounded(async {
+        let seed = Seed::new()
+            .with_workspace(WorkspaceSeed::new(WS).with_grafana_version("9.4"))
+            .with_workspace(WorkspaceSeed::new(WS2).with_grafana_version("10.4"));
+        let emu = start(seed).await;
+        let grafana = client(&emu).await;
+        for ws in [WS, WS2] {
+            let out = grafana
+                .create_workspace_api_key()
+                .workspace_id(ws)
+                .key_name("ci")
+                .key_role("EDITOR")
+                .seconds_to_live(60)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!((out.key_name(), out.workspace_id()), ("ci", ws));
+            assert!(out.key().starts_with("glsa_"));
+            assert_eq!(emu.state().workspace(ws).unwrap().api_keys.len(), 1);
+            let out = grafana
+                .delete_workspace_api_key()
+                .workspace_id(ws)
+                .key_name("ci")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!((out.key_name(), out.workspace_id()), ("ci", ws));
+            assert!(emu.state().workspace(ws).unwrap().api_keys.is_empty());
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn grafana_12_keeps_service_accounts_and_tokens() {
+    bounded(async {
+        let emu = start(new_versions_seed()).await;
+        let grafana = client(&emu).await;
+        let sa = grafana
+            .create_workspace_service_account()
+            .workspace_id(WS12)
+            .name("rotator")
+            .grafana_role(Role::Admin)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(sa.id(), "3");
+        let listed = grafana
+            .list_workspace_service_accounts()
+            .workspace_id(WS12)
+            .send()
+            .await
+            .unwrap();
+        let names: Vec<&str> = listed.service_accounts().iter().map(|s| s.name()).collect();
+        assert_eq!(names, ["bot", "rotator"]);
+        let made = grafana
+            .create_workspace_service_account_token()
+            .workspace_id(WS12)
+            .service_account_id(sa.id())
+            .name("t1")
+            .seconds_to_live(600)
+            .send()
+            .await
+            .unwrap();
+        let token = made.service_account_token().unwrap();
+        // The key works against the workspace's Grafana.
+        let r = raw(
+            &emu,
+            "GET",
+            &format!("/_grafana/{WS12}/api/org/"),
+            &[("authorization", &format!("Bearer {}", token.key()))],
+            "",
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        let tokens = grafana
+            .list_workspace_service_account_tokens()
+            .workspace_id(WS12)
+            .service_account_id(sa.id())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(tokens.service_account_tokens().len(), 1);
+        let summary = &tokens.service_account_tokens()[0];
+        assert_eq!((summary.id(), summary.name()), (token.id(), "t1"));
+        assert_eq!(
+            summary.expires_at().secs() - summary.created_at().secs(),
+            600
+        );
+        assert!(summary.last_used_at().is_some());
+        grafana
+            .delete_workspace_service_account_token()
+            .workspace_id(WS12)
+            .service_account_id(sa.id())
+            .token_id(token.id())
+            .send()
+            .await
+            .unwrap();
+        grafana
+            .delete_workspace_service_account()
+            .workspace_id(WS12)
+            .service_account_id(sa.id())
+            .send()
+            .await
+            .unwrap();
+        // And on 13 too.
+        grafana
+            .create_workspace_service_account_token()
+            .workspace_id(WS13)
+            .service_account_id("2")
+            .name("t13")
+            .seconds_to_live(60)
             .send()
             .await
             .unwrap();

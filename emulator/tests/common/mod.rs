@@ -23,6 +23,10 @@ pub const WS: &str = "g-0123456789";
 pub const WS2: &str = "g-00000000aa";
 /// A Grafana 8 workspace: no service accounts.
 pub const WS8: &str = "g-8888888888";
+/// A Grafana 12 workspace: service accounts, no API keys (not in `standard_seed`).
+pub const WS12: &str = "g-1212121212";
+/// A Grafana 13 workspace: service accounts, no API keys (not in `standard_seed`).
+pub const WS13: &str = "g-1313131313";
 /// A workspace ID that matches the pattern but does not exist.
 pub const WS_MISSING: &str = "g-ffffffffff";
 
