@@ -1,10 +1,11 @@
 //! A stand-in for each workspace's Grafana HTTP API, at `/_grafana/{workspaceId}`.
 //!
 //! Only what proves a key works: `GET /api/org/` (and `/api/org`) answers 200
-//! `{"id":1,"name":"Main Org."}` for `Authorization: Bearer <key>` naming an unexpired token of an
-//! enabled service account, or an unexpired API key, of that workspace, and records `lastUsedAt`;
-//! anything else is 401 `{"message":"Unauthorized"}`. `GET /api/health` needs no key, as in Grafana.
-//! Point the rotator's Grafana base URL at `http://127.0.0.1:PORT/_grafana/{workspace_id}`.
+//! `{"id":1,"name":"Main Org."}` for `Authorization: Bearer <key>` naming an unexpired token (one
+//! without expiry never expires) of an enabled service account, or an unexpired API key, of that
+//! workspace, and records `lastUsedAt`; anything else is 401 `{"message":"Unauthorized"}`.
+//! `GET /api/health` needs no key, as in Grafana. Point the rotator's Grafana base URL at
+//! `http://127.0.0.1:PORT/_grafana/{workspace_id}`.
 
 use crate::clock;
 use crate::errors::json_body;

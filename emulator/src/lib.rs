@@ -181,8 +181,25 @@ impl Emulator {
         token_id: &str,
         expires_at_epoch: i64,
     ) -> bool {
+        self.shared.set_token_expiry(
+            workspace_id,
+            service_account_id,
+            token_id,
+            Some(expires_at_epoch),
+        )
+    }
+
+    /// Takes a token's expiry away, as a token made in Grafana's own UI may have none: it never
+    /// expires, and ListWorkspaceServiceAccountTokens leaves out its `expiresAt`. False when
+    /// there is no such token.
+    pub fn clear_token_expiry(
+        &self,
+        workspace_id: &str,
+        service_account_id: &str,
+        token_id: &str,
+    ) -> bool {
         self.shared
-            .set_token_expiry(workspace_id, service_account_id, token_id, expires_at_epoch)
+            .set_token_expiry(workspace_id, service_account_id, token_id, None)
     }
 
     /// Moves an API key's expiry; false when there is no such key.

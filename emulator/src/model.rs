@@ -284,14 +284,18 @@ pub struct Token {
     pub name: String,
     pub key: String,
     pub created_at: i64,
-    pub expires_at: i64,
+    /// `None`: the token never expires. Grafana allows such tokens (one made in the workspace's
+    /// own Grafana UI may have none), although the AWS model marks `expiresAt` as required and
+    /// CreateWorkspaceServiceAccountToken always sets one; ListWorkspaceServiceAccountTokens then
+    /// leaves `expiresAt` out of the token's summary.
+    pub expires_at: Option<i64>,
     pub last_used_at: Option<i64>,
 }
 
 impl Token {
-    /// Grafana treats a key as expired from its expiry second on.
+    /// Grafana treats a key as expired from its expiry second on; a token without expiry never is.
     pub fn is_expired(&self, now_secs: i64) -> bool {
-        now_secs >= self.expires_at
+        self.expires_at.is_some_and(|at| now_secs >= at)
     }
 }
 
@@ -392,5 +396,21 @@ mod tests {
             ws.grafana_version = version.to_string();
             assert_eq!(ws.supports_api_keys(), ok, "{version}");
         }
+    }
+
+    #[test]
+    fn a_token_without_expiry_never_expires() {
+        let mut token = Token {
+            id: "1".to_string(),
+            name: "ui-made".to_string(),
+            key: "k".to_string(),
+            created_at: 0,
+            expires_at: None,
+            last_used_at: None,
+        };
+        assert!(!token.is_expired(i64::MAX));
+        token.expires_at = Some(10);
+        assert!(!token.is_expired(9));
+        assert!(token.is_expired(10));
     }
 }

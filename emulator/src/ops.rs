@@ -430,10 +430,14 @@ fn list_tokens(state: &mut State, req: &Request) -> Result<Value, AwsError> {
         .map(|t| {
             let mut v = json!({
                 "createdAt": t.created_at,
-                "expiresAt": t.expires_at,
                 "id": t.id,
                 "name": t.name,
             });
+            // The model marks expiresAt as required, but a token made in Grafana itself may have
+            // no expiry: its summary then has no expiresAt (the SDK fills in the epoch).
+            if let Some(expires) = t.expires_at {
+                v["expiresAt"] = json!(expires);
+            }
             if let Some(used) = t.last_used_at {
                 v["lastUsedAt"] = json!(used);
             }
@@ -496,7 +500,8 @@ fn create_token(
         name: name.clone(),
         key: key.clone(),
         created_at: now,
-        expires_at: now + ttl,
+        // secondsToLive is required here: the AWS API never makes a token without expiry.
+        expires_at: Some(now + ttl),
         last_used_at: None,
     });
     Ok(json!({

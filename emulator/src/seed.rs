@@ -104,21 +104,70 @@ pub struct ServiceAccountSeed {
 }
 
 /// A service-account token, with times relative to when the seed is applied.
+///
+/// In JSON, `expiresInSeconds` is required and `null` means "no expiry" (`no_expiry` here): a
+/// token as the workspace's own Grafana UI can make it, which the AWS API cannot.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(from = "TokenSeedDoc", into = "TokenSeedDoc")]
 pub struct TokenSeed {
     /// Unique in the workspace across tokens and API keys.
     pub name: String,
-    /// Seconds from now to expiry; negative for an already expired token.
+    /// Seconds from now to expiry; negative for an already expired token. Must be 0 when
+    /// `no_expiry` is set.
     pub expires_in_seconds: i64,
+    /// The token never expires (JSON: `"expiresInSeconds": null`). Default false.
+    pub no_expiry: bool,
     /// Default 0.
-    #[serde(default)]
     pub created_seconds_ago: i64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_used_seconds_ago: Option<i64>,
     /// The secret; default a new Grafana-shaped key.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
+}
+
+/// The JSON form of a `TokenSeed`: `expiresInSeconds` must be present, and may be `null`.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct TokenSeedDoc {
+    name: String,
+    #[serde(deserialize_with = "present_or_null")]
+    expires_in_seconds: Option<i64>,
+    #[serde(default)]
+    created_seconds_ago: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    last_used_seconds_ago: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    key: Option<String>,
+}
+
+/// A member that must be given but may be `null`. (A plain `Option` member may also be left out:
+/// serde's `deserialize_with` turns that leniency off, so a forgotten expiry stays an error.)
+fn present_or_null<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    Option::<i64>::deserialize(d)
+}
+
+impl From<TokenSeedDoc> for TokenSeed {
+    fn from(doc: TokenSeedDoc) -> TokenSeed {
+        TokenSeed {
+            name: doc.name,
+            expires_in_seconds: doc.expires_in_seconds.unwrap_or_default(),
+            no_expiry: doc.expires_in_seconds.is_none(),
+            created_seconds_ago: doc.created_seconds_ago,
+            last_used_seconds_ago: doc.last_used_seconds_ago,
+            key: doc.key,
+        }
+    }
+}
+
+impl From<TokenSeed> for TokenSeedDoc {
+    fn from(seed: TokenSeed) -> TokenSeedDoc {
+        TokenSeedDoc {
+            name: seed.name,
+            expires_in_seconds: (!seed.no_expiry).then_some(seed.expires_in_seconds),
+            created_seconds_ago: seed.created_seconds_ago,
+            last_used_seconds_ago: seed.last_used_seconds_ago,
+            key: seed.key,
+        }
+    }
 }
 
 /// A legacy API key.
@@ -259,6 +308,12 @@ impl Seed {
                     if token.key.as_deref() == Some("") {
                         return fail(format!("token {}: key must not be empty", token.name));
                     }
+                    if token.no_expiry && token.expires_in_seconds != 0 {
+                        return fail(format!(
+                            "token {}: no_expiry with expires_in_seconds {}: give one",
+                            token.name, token.expires_in_seconds
+                        ));
+                    }
                 }
             }
             for key in &ws.api_keys {
@@ -362,6 +417,15 @@ impl TokenSeed {
         TokenSeed {
             name: name.to_string(),
             expires_in_seconds,
+            ..TokenSeed::default()
+        }
+    }
+
+    /// A token that never expires, as Grafana's own UI can make one (the AWS API cannot).
+    pub fn without_expiry(name: &str) -> TokenSeed {
+        TokenSeed {
+            name: name.to_string(),
+            no_expiry: true,
             ..TokenSeed::default()
         }
     }
@@ -538,7 +602,7 @@ fn apply_service_account(
             name: token_seed.name.clone(),
             key,
             created_at: now - token_seed.created_seconds_ago,
-            expires_at: now + token_seed.expires_in_seconds,
+            expires_at: (!token_seed.no_expiry).then_some(now + token_seed.expires_in_seconds),
             last_used_at: token_seed.last_used_seconds_ago.map(|ago| now - ago),
         });
     }
@@ -635,12 +699,70 @@ mod tests {
         assert_eq!(sa.id, "2");
         let ids: Vec<_> = sa.tokens.iter().map(|t| t.id.as_str()).collect();
         assert_eq!(ids, ["1", "2"]);
-        assert_eq!(sa.tokens[0].expires_at, now.epoch_secs() - 60);
+        assert_eq!(sa.tokens[0].expires_at, Some(now.epoch_secs() - 60));
         assert_eq!(sa.tokens[0].created_at, now.epoch_secs() - 3600);
         assert_eq!(
             ws.endpoint,
             "g-0123456789.grafana-workspace.us-east-1.amazonaws.com"
         );
+    }
+
+    #[test]
+    fn a_null_expiry_means_no_expiry_and_a_missing_one_is_refused() {
+        let seed = Seed::from_json_str(
+            r#"{"workspaces": [{"id": "g-0123456789", "serviceAccounts": [{"name": "a",
+                "tokens": [{"name": "ui", "expiresInSeconds": null},
+                           {"name": "api", "expiresInSeconds": 60}]}]}]}"#,
+        )
+        .unwrap();
+        let tokens = &seed.workspaces[0].service_accounts[0].tokens;
+        assert_eq!(tokens[0], TokenSeed::without_expiry("ui"));
+        assert_eq!(tokens[1], TokenSeed::new("api", 60));
+        // The JSON form round-trips, null included.
+        let json = serde_json::to_value(&seed).unwrap();
+        assert_eq!(
+            json["workspaces"][0]["serviceAccounts"][0]["tokens"][0]["expiresInSeconds"],
+            serde_json::Value::Null
+        );
+        assert_eq!(
+            Seed::from_json_str(&json.to_string()).unwrap(),
+            seed,
+            "{json}"
+        );
+
+        let missing = Seed::from_json_str(
+            r#"{"workspaces": [{"id": "g-0123456789", "serviceAccounts": [{"name": "a",
+                "tokens": [{"name": "t"}]}]}]}"#,
+        );
+        assert!(
+            missing.unwrap_err().0.contains("expiresInSeconds"),
+            "a forgotten expiry is an error"
+        );
+        let typo = Seed::from_json_str(
+            r#"{"workspaces": [{"id": "g-0123456789", "serviceAccounts": [{"name": "a",
+                "tokens": [{"name": "t", "expiresInSeconds": 1, "expires": 2}]}]}]}"#,
+        );
+        assert!(typo.is_err());
+
+        let mut both = TokenSeed::without_expiry("x");
+        both.expires_in_seconds = 5;
+        let seed = Seed::new().with_workspace(
+            WorkspaceSeed::new(WS)
+                .with_service_account(ServiceAccountSeed::new("a", Role::Admin).with_token(both)),
+        );
+        assert!(seed.validate().is_err());
+    }
+
+    #[test]
+    fn a_token_seeded_without_expiry_has_none() {
+        let mut state = State::default();
+        let mut rng = fastrand::Rng::with_seed(3);
+        let seed = Seed::new().with_workspace(WorkspaceSeed::new(WS).with_service_account(
+            ServiceAccountSeed::new("a", Role::Admin).with_token(TokenSeed::without_expiry("ui")),
+        ));
+        apply(&mut state, &seed, clock::now(), &mut rng).unwrap();
+        let ws = state.workspace(WS).unwrap();
+        assert_eq!(ws.service_accounts[0].tokens[0].expires_at, None);
     }
 
     #[test]

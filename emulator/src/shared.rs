@@ -119,12 +119,13 @@ impl Shared {
         Ok(())
     }
 
+    /// `expires_at` `None` leaves the token without expiry.
     pub fn set_token_expiry(
         &self,
         workspace_id: &str,
         service_account_id: &str,
         token_id: &str,
-        expires_at: i64,
+        expires_at: Option<i64>,
     ) -> bool {
         let mut inner = self.lock();
         let token = inner

@@ -85,20 +85,29 @@ async fn add_seed(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
     }
 }
 
-/// `{"expiresAt": <epoch seconds>}` or `{"expiresInSeconds": n}` (relative to now), not both.
+/// `{"expiresAt": <epoch seconds>}`, `{"expiresAt": null}` (no expiry; tokens only) or
+/// `{"expiresInSeconds": n}` (relative to now): exactly one member.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct Expiry {
-    expires_at: Option<i64>,
+    /// Outer `None`: not given; `Some(None)`: given as `null`.
+    #[serde(default, deserialize_with = "given")]
+    expires_at: Option<Option<i64>>,
     expires_in_seconds: Option<i64>,
 }
 
-fn parse_expiry(body: &[u8]) -> Result<i64, String> {
+/// Tells a member given as `null` from a member left out (which `#[serde(default)]` makes `None`).
+fn given<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<i64>>, D::Error> {
+    Option::<i64>::deserialize(d).map(Some)
+}
+
+/// The new expiry; `None` for "no expiry".
+fn parse_expiry(body: &[u8]) -> Result<Option<i64>, String> {
     let expiry: Expiry =
         serde_json::from_slice(body).map_err(|e| format!("invalid expiry: {e}"))?;
     match (expiry.expires_at, expiry.expires_in_seconds) {
         (Some(at), None) => Ok(at),
-        (None, Some(secs)) => Ok(clock::now().epoch_secs() + secs),
+        (None, Some(secs)) => Ok(Some(clock::now().epoch_secs() + secs)),
         _ => Err("give exactly one of expiresAt and expiresInSeconds".to_string()),
     }
 }
@@ -129,8 +138,15 @@ async fn api_key_expiry(
     Path((workspace_id, key_name)): Path<(String, String)>,
     body: Bytes,
 ) -> Response {
+    // An API key always has an expiry: CreateWorkspaceApiKey requires secondsToLive.
     let expires_at = match parse_expiry(&body) {
-        Ok(at) => at,
+        Ok(Some(at)) => at,
+        Ok(None) => {
+            return fail(
+                StatusCode::BAD_REQUEST,
+                "an API key always has an expiry: expiresAt must be a number",
+            )
+        }
         Err(message) => return fail(StatusCode::BAD_REQUEST, message),
     };
     if shared.set_api_key_expiry(&workspace_id, &key_name, expires_at) {

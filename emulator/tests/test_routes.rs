@@ -124,7 +124,7 @@ async fn expiry_routes_move_token_and_api_key_expiry() {
                 .token("1")
                 .unwrap()
                 .expires_at,
-            1_700_000_000
+            Some(1_700_000_000)
         );
         let r = raw(
             &emu,
