@@ -22,6 +22,7 @@ pub mod pass;
 pub mod permissions;
 pub mod plan;
 pub mod ratelimit;
+pub mod records;
 pub mod report;
 pub mod secrets;
 pub mod systemd;

@@ -59,6 +59,7 @@ impl SecretStore for AwsSecrets {
                 .collect(),
             last_changed: out.last_changed_date().map(time),
             deleted: out.deleted_date().map(time),
+            rotation_enabled: out.rotation_enabled().unwrap_or(false),
         }))
     }
 
@@ -152,5 +153,76 @@ impl SecretStore for AwsSecrets {
             })
             .await?;
         Ok(())
+    }
+
+    async fn tag(&self, name: &str, key: &str, value: &str) -> Result<(), ApiError> {
+        let tag = Tag::builder().key(key).value(value).build();
+        self.caller
+            .idempotent("TagResource", || async {
+                self.client
+                    .tag_resource()
+                    .secret_id(name)
+                    .tags(tag.clone())
+                    .send()
+                    .await
+                    .map_err(ApiError::from_sdk)
+            })
+            .await?;
+        Ok(())
+    }
+
+    async fn untag(&self, name: &str, key: &str) -> Result<(), ApiError> {
+        self.caller
+            .idempotent("UntagResource", || async {
+                self.client
+                    .untag_resource()
+                    .secret_id(name)
+                    .tag_keys(key)
+                    .send()
+                    .await
+                    .map_err(ApiError::from_sdk)
+            })
+            .await?;
+        Ok(())
+    }
+
+    async fn list_managed(&self) -> Result<Vec<(String, String)>, ApiError> {
+        use aws_sdk_secretsmanager::types::{Filter, FilterNameStringType};
+        let filters = vec![
+            Filter::builder()
+                .key(FilterNameStringType::TagKey)
+                .values("managed-by")
+                .build(),
+            Filter::builder()
+                .key(FilterNameStringType::TagValue)
+                .values("amg-token-rotator")
+                .build(),
+        ];
+        let mut out = Vec::new();
+        let mut next: Option<String> = None;
+        // Bounded: 100 pages of 100 are more secrets than one rotator manages.
+        for _ in 0..100 {
+            let page = self
+                .caller
+                .idempotent("ListSecrets", || async {
+                    self.client
+                        .list_secrets()
+                        .set_filters(Some(filters.clone()))
+                        .max_results(100)
+                        .set_next_token(next.clone())
+                        .send()
+                        .await
+                        .map_err(ApiError::from_sdk)
+                })
+                .await?;
+            out.extend(page.secret_list().iter().filter_map(|s| {
+                Some((s.name()?.to_owned(), s.arn().unwrap_or_default().to_owned()))
+            }));
+            match page.next_token() {
+                Some(t) if next.as_deref() != Some(t) => next = Some(t.to_owned()),
+                _ => break,
+            }
+        }
+        Ok(out)
     }
 }

@@ -37,4 +37,10 @@ pub trait SecretStore: Send + Sync {
         to_version: Option<&str>,
         from_version: Option<&str>,
     ) -> Result<(), ApiError>;
+    /// Sets one tag on the secret (the rotator's records: `records.rs`). Adds no version.
+    async fn tag(&self, name: &str, key: &str, value: &str) -> Result<(), ApiError>;
+    async fn untag(&self, name: &str, key: &str) -> Result<(), ApiError>;
+    /// The secrets tagged `managed-by = amg-token-rotator` in this account and region, as
+    /// (name, ARN). Read only to name a secret a token was left behind for.
+    async fn list_managed(&self) -> Result<Vec<(String, String)>, ApiError>;
 }

@@ -1,0 +1,219 @@
+//! What the rotator records on the secret itself, as tags, because it keeps no state of its
+//! own and separate `once` processes must agree: the verification backoff, and the API keys it
+//! made but could not show were published.
+//!
+//! Tags, not versions: a tag write is not a PutSecretValue, so it adds no secret version (real
+//! Secrets Manager keeps every version younger than 24 hours and refuses more past its limit).
+//! Values use only the characters Secrets Manager allows in a tag value (letters, digits,
+//! spaces and `_ . : / = + - @`). Parsing is pure and lenient: a value the rotator cannot
+//! read is treated as absent, so a hand-edited tag never blocks a credential. Nothing here
+//! holds a key.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Duration, Utc};
+
+/// Consecutive verification failures: `failures=N at=EPOCH status=503|unreachable`.
+pub const VERIFICATION_TAG: &str = "amg-token-rotator:verification";
+/// API-key generations that were created but that no version recorded when seen:
+/// `GEN@EPOCH GEN@EPOCH`.
+pub const UNPUBLISHED_KEYS_TAG: &str = "amg-token-rotator:unpublished-keys";
+
+/// The first wait after a failed verification; each further failure doubles it.
+pub const BACKOFF_BASE: Duration = Duration::minutes(5);
+/// The longest wait between two attempts: with `rotate_before` at its 7-day default, a
+/// credential whose verification keeps failing is still tried about 28 times before expiry.
+pub const BACKOFF_MAX: Duration = Duration::hours(6);
+
+/// Verification of new keys failed `failures` times in a row, the last at `at`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VerifyBackoff {
+    pub failures: u32,
+    pub at: DateTime<Utc>,
+    /// The HTTP status of the last answer; `None` when Grafana could not be reached.
+    pub status: Option<u16>,
+}
+
+impl VerifyBackoff {
+    pub fn from_tags(tags: &BTreeMap<String, String>) -> Option<VerifyBackoff> {
+        let value = tags.get(VERIFICATION_TAG)?;
+        let mut failures = None;
+        let mut at = None;
+        let mut status = None;
+        for part in value.split_whitespace() {
+            match part.split_once('=')? {
+                ("failures", n) => failures = n.parse::<u32>().ok().filter(|n| *n > 0),
+                ("at", t) => at = DateTime::from_timestamp(t.parse().ok()?, 0),
+                ("status", "unreachable") => status = None,
+                ("status", s) => status = Some(s.parse().ok()?),
+                _ => {}
+            }
+        }
+        Some(VerifyBackoff {
+            failures: failures?,
+            at: at?,
+            status,
+        })
+    }
+
+    /// The record after one more failure at `now`.
+    pub fn after(previous: Option<VerifyBackoff>, now: DateTime<Utc>, status: Option<u16>) -> Self {
+        VerifyBackoff {
+            failures: previous.map_or(0, |p| p.failures).saturating_add(1),
+            at: now,
+            status,
+        }
+    }
+
+    /// When the next attempt may be made: 5 minutes after the first failure, doubling, at
+    /// most 6 hours.
+    pub fn next_attempt(&self) -> DateTime<Utc> {
+        let doublings = self.failures.saturating_sub(1).min(16);
+        let wait = BACKOFF_BASE
+            .checked_mul(1 << doublings)
+            .unwrap_or(BACKOFF_MAX)
+            .min(BACKOFF_MAX);
+        self.at + wait
+    }
+
+    pub fn tag_value(&self) -> String {
+        let status = self
+            .status
+            .map_or_else(|| "unreachable".to_owned(), |s| s.to_string());
+        format!(
+            "failures={} at={} status={status}",
+            self.failures,
+            self.at.timestamp()
+        )
+    }
+
+    /// For people: what failed last.
+    pub fn last_answer(&self) -> String {
+        match self.status {
+            Some(s) => format!("HTTP {s}"),
+            None => "no answer".to_owned(),
+        }
+    }
+}
+
+/// An API key generation created but not recorded by any version when last seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Unpublished {
+    pub generation: u64,
+    pub seen_at: DateTime<Utc>,
+}
+
+pub fn unpublished_keys(tags: &BTreeMap<String, String>) -> Vec<Unpublished> {
+    let Some(value) = tags.get(UNPUBLISHED_KEYS_TAG) else {
+        return Vec::new();
+    };
+    let mut out: Vec<Unpublished> = value
+        .split_whitespace()
+        .filter_map(|part| {
+            let (generation, at) = part.split_once('@')?;
+            Some(Unpublished {
+                generation: generation.parse().ok()?,
+                seen_at: DateTime::from_timestamp(at.parse().ok()?, 0)?,
+            })
+        })
+        .collect();
+    out.sort();
+    out.dedup_by_key(|u| u.generation);
+    out
+}
+
+/// The tag value for `list`, or `None` when it is empty (the tag is removed). A tag value is
+/// at most 256 characters: the oldest entries give way, which at worst leaves a key alive
+/// until it expires (it is never deleted without a record).
+pub fn unpublished_value(list: &[Unpublished]) -> Option<String> {
+    let mut parts: Vec<String> = list
+        .iter()
+        .map(|u| format!("{}@{}", u.generation, u.seen_at.timestamp()))
+        .collect();
+    while parts.join(" ").len() > 256 {
+        parts.remove(0);
+    }
+    (!parts.is_empty()).then(|| parts.join(" "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_764_657_000 + s, 0).unwrap()
+    }
+
+    fn tags(k: &str, v: &str) -> BTreeMap<String, String> {
+        BTreeMap::from([(k.to_owned(), v.to_owned())])
+    }
+
+    #[test]
+    fn backoff_round_trips_and_doubles_to_a_ceiling() {
+        let first = VerifyBackoff::after(None, at(0), Some(503));
+        assert_eq!(first.failures, 1);
+        let read = VerifyBackoff::from_tags(&tags(VERIFICATION_TAG, &first.tag_value())).unwrap();
+        assert_eq!(read, first);
+        assert_eq!(first.next_attempt(), at(300));
+        let third = VerifyBackoff::after(
+            Some(VerifyBackoff::after(Some(first), at(0), None)),
+            at(0),
+            None,
+        );
+        assert_eq!(third.failures, 3);
+        assert_eq!(third.next_attempt(), at(1200));
+        assert_eq!(third.last_answer(), "no answer");
+        let many = VerifyBackoff {
+            failures: 40,
+            ..third
+        };
+        assert_eq!(many.next_attempt(), at(6 * 3600));
+        assert!(tags(VERIFICATION_TAG, &many.tag_value()).values().all(|v| v
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || " =".contains(c))));
+    }
+
+    #[test]
+    fn unreadable_records_are_absent() {
+        for v in ["", "failures=x at=1", "failures=0 at=1", "at=1", "junk"] {
+            assert_eq!(
+                VerifyBackoff::from_tags(&tags(VERIFICATION_TAG, v)),
+                None,
+                "{v}"
+            );
+        }
+        assert_eq!(VerifyBackoff::from_tags(&BTreeMap::new()), None);
+        assert!(unpublished_keys(&tags(UNPUBLISHED_KEYS_TAG, "x@1 3@y")).is_empty());
+    }
+
+    #[test]
+    fn unpublished_keys_round_trip_sorted_and_bounded() {
+        let list = vec![
+            Unpublished {
+                generation: 7,
+                seen_at: at(60),
+            },
+            Unpublished {
+                generation: 5,
+                seen_at: at(0),
+            },
+        ];
+        let value = unpublished_value(&list).unwrap();
+        let mut sorted = list.clone();
+        sorted.sort();
+        assert_eq!(
+            unpublished_keys(&tags(UNPUBLISHED_KEYS_TAG, &value)),
+            sorted
+        );
+        assert_eq!(unpublished_value(&[]), None);
+        let long: Vec<Unpublished> = (0..100)
+            .map(|g| Unpublished {
+                generation: 1_000_000 + g,
+                seen_at: at(g as i64),
+            })
+            .collect();
+        let v = unpublished_value(&long).unwrap();
+        assert!(v.len() <= 256);
+        assert!(v.ends_with(&format!("1000099@{}", at(99).timestamp())));
+    }
+}
