@@ -84,15 +84,23 @@ impl Workspace {
         format!("https://{}", self.endpoint)
     }
 
+    /// The Grafana major version, when `grafana_version` starts with one.
+    pub fn grafana_major(&self) -> Option<u32> {
+        self.grafana_version.split('.').next()?.parse().ok()
+    }
+
     /// Service accounts exist only on Grafana 9 and later.
     pub fn supports_service_accounts(&self) -> bool {
-        let major = self
-            .grafana_version
-            .split('.')
-            .next()
-            .and_then(|m| m.parse::<u32>().ok());
-        // An unparseable version is assumed modern: AMG only offers 8.4 and newer.
-        major.is_none_or(|m| m >= 9)
+        // An unparseable version is assumed modern: AMG offers 9, 10, 12 and 13 (8 where an
+        // old workspace still runs).
+        self.grafana_major().is_none_or(|m| m >= 9)
+    }
+
+    /// API keys exist up to Grafana 10: "API keys have been removed in Amazon Managed Grafana
+    /// version 12" (AMG user guide, service accounts page; there is no 11). An unparseable
+    /// version is given the benefit of the doubt: AMG itself then answers.
+    pub fn supports_api_keys(&self) -> bool {
+        self.grafana_major().is_none_or(|m| m < 12)
     }
 }
 
@@ -110,8 +118,18 @@ pub struct Token {
     pub id: String,
     pub name: String,
     pub created_at: DateTime<Utc>,
-    pub expires_at: DateTime<Utc>,
+    /// `None` when AMG reports no expiry (a token made in the workspace's own Grafana UI may
+    /// have none; aws-sdk-grafana hands a missing timestamp over as the epoch). Unknown is not
+    /// "expired long ago": nothing is deleted on it.
+    pub expires_at: Option<DateTime<Utc>>,
     pub last_used_at: Option<DateTime<Utc>>,
+}
+
+impl Token {
+    /// Known to have expired by `now`; a token whose expiry is unknown never has.
+    pub fn expired(&self, now: DateTime<Utc>) -> bool {
+        self.expires_at.is_some_and(|e| e <= now)
+    }
 }
 
 /// A token just created: the only moment its key is known.
@@ -130,13 +148,13 @@ impl NewToken {
             id: self.id.clone(),
             name: self.name.clone(),
             created_at: self.created_at,
-            expires_at: self.expires_at,
+            expires_at: Some(self.expires_at),
             last_used_at: None,
         }
     }
 }
 
-/// A legacy API key just created (Grafana 8 workspaces): its key is known only now.
+/// A legacy API key just created (Grafana 9 and 10 workspaces): its key is known only now.
 #[derive(Debug, Clone)]
 pub struct NewApiKey {
     pub name: String,
@@ -205,6 +223,8 @@ pub struct SecretState {
     pub last_changed: Option<DateTime<Utc>>,
     /// Set when the secret is scheduled for deletion.
     pub deleted: Option<DateTime<Utc>>,
+    /// Secrets Manager rotation is on: a rotation function owns the secret.
+    pub rotation_enabled: bool,
 }
 
 impl SecretState {
@@ -309,6 +329,43 @@ mod tests {
         assert!(ws.supports_service_accounts());
         ws.grafana_version = "10.4".into();
         assert!(ws.supports_service_accounts());
+    }
+
+    #[test]
+    fn api_keys_end_with_grafana_ten() {
+        let mut ws = Workspace {
+            id: "g-0123456789".into(),
+            name: "w".into(),
+            endpoint: "g-0123456789.grafana-workspace.us-east-1.amazonaws.com".into(),
+            grafana_version: "9.4".into(),
+            status: "ACTIVE".into(),
+            tags: BTreeMap::new(),
+        };
+        assert!(ws.supports_api_keys());
+        ws.grafana_version = "10.4".into();
+        assert!(ws.supports_api_keys());
+        for removed in ["12.4", "13.0", "12"] {
+            ws.grafana_version = removed.into();
+            assert!(!ws.supports_api_keys(), "{removed}");
+            assert!(ws.supports_service_accounts(), "{removed}");
+        }
+    }
+
+    #[test]
+    fn an_unknown_expiry_is_never_expired() {
+        let t = Token {
+            id: "1".into(),
+            name: "made-in-the-ui".into(),
+            created_at: DateTime::UNIX_EPOCH,
+            expires_at: None,
+            last_used_at: None,
+        };
+        assert!(!t.expired(Utc::now()));
+        let t = Token {
+            expires_at: Some(DateTime::UNIX_EPOCH),
+            ..t
+        };
+        assert!(t.expired(Utc::now()));
     }
 
     #[test]

@@ -65,6 +65,12 @@ fn time(t: &aws_smithy_types::DateTime) -> DateTime<Utc> {
     DateTime::from_timestamp(t.secs(), t.subsec_nanos()).unwrap_or_default()
 }
 
+/// A timestamp AMG may leave out: aws-sdk-grafana hands a missing required timestamp over as
+/// the epoch (aws-facts.md), which means "unknown", not "long ago".
+fn known(t: &aws_smithy_types::DateTime) -> Option<DateTime<Utc>> {
+    (t.secs() > 0).then(|| time(t))
+}
+
 fn sdk_role(role: Role) -> aws_sdk_grafana::types::Role {
     match role {
         Role::Admin => aws_sdk_grafana::types::Role::Admin,
@@ -234,7 +240,7 @@ impl Grafana for AwsGrafana {
                     id: t.id().to_owned(),
                     name: t.name().to_owned(),
                     created_at: time(t.created_at()),
-                    expires_at: time(t.expires_at()),
+                    expires_at: known(t.expires_at()),
                     last_used_at: t.last_used_at().map(time),
                 })
                 .collect();

@@ -34,7 +34,8 @@ pub trait Grafana: Send + Sync {
         workspace_id: &str,
         service_account_id: &str,
     ) -> Result<Vec<Token>, ApiError>;
-    /// Creates a token. AMG returns no timestamps with it, so they are taken from `now`.
+    /// Creates a token. AMG returns no timestamps with it, so they are estimated from `now`;
+    /// the executor then takes AMG's own from a listing.
     async fn create_token(
         &self,
         workspace_id: &str,
@@ -49,7 +50,8 @@ pub trait Grafana: Send + Sync {
         service_account_id: &str,
         token_id: &str,
     ) -> Result<(), ApiError>;
-    /// Creates a legacy API key (any Grafana version); its name is unique in the workspace.
+    /// Creates a legacy API key (Grafana 9 and 10; removed in 12); its name is unique in the
+    /// workspace.
     async fn create_api_key(
         &self,
         workspace_id: &str,
