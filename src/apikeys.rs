@@ -1,11 +1,16 @@
-//! Legacy API keys, for workspaces on Grafana 8 where service accounts do not exist.
+//! Legacy API keys, for workspaces on Grafana 9 and 10 (8 where one still runs). "API keys
+//! have been removed in Amazon Managed Grafana version 12": there, an API-key credential is
+//! blocked (the pass says so) and nothing is attempted.
 //!
 //! Keys cannot be listed, so the secret is the record of which key is live: each version's
 //! JSON names its key (`keyName`, `expiresAt`). Rotation follows the token protocol: create a
-//! new key, publish it as AWSPENDING, verify, promote, delete the old key after grace.
+//! new key, verify, publish it as AWSPENDING, promote, delete the old key after grace.
 //! Key names are deterministic, `<prefix>-<base>-<generation>`, one generation past the newest
-//! the secret records, so a key created by a pass that crashed before publishing is found by
-//! name on the next attempt (its creation conflicts) and replaced rather than leaked.
+//! the secret records. A key created by a pass that crashed before publishing is found on the
+//! next attempt, because its creation conflicts: if no version of the secret names it, its
+//! generation is recorded on the secret (`records.rs`) and the next generation is minted; a
+//! recorded key still unpublished after `orphan_margin` is deleted. It is never deleted at the
+//! conflict itself, since it may be another rotator's key, about to be published.
 //! `plan` is pure; `KeyExecutor` acts.
 
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
@@ -15,7 +20,7 @@ use zeroize::Zeroizing;
 
 use crate::api::ApiError;
 use crate::config::Policy;
-use crate::execute::{Credential, Outcome, StepError};
+use crate::execute::{self, Credential, Outcome, StepError};
 use crate::failpoint;
 use crate::grafana::Grafana;
 use crate::metrics::Metrics;
@@ -23,6 +28,7 @@ use crate::model::{
     rfc3339, Key, NewApiKey, Role, SecretState, AWSCURRENT, AWSPENDING, AWSPREVIOUS,
 };
 use crate::plan::{Blocker, RotateReason};
+use crate::records::{self, Unpublished, UNPUBLISHED_KEYS_TAG};
 use crate::secrets::SecretStore;
 use crate::verify::Verifier;
 
@@ -55,11 +61,7 @@ pub struct KeyRecord {
 impl KeyRecord {
     /// The generation in `<prefix>-<base>-<n>`; 0 when the name has another shape.
     pub fn generation(&self) -> u64 {
-        self.key_name
-            .rsplit('-')
-            .next()
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0)
+        generation_of(&self.key_name)
     }
 }
 
@@ -70,6 +72,15 @@ struct KeyDocument {
     token: String,
     key_name: String,
     expires_at: String,
+}
+
+/// The generation in a key name `<prefix>-<base>-<n>`; 0 when the name has another shape.
+fn generation_of(key_name: &str) -> u64 {
+    key_name
+        .rsplit('-')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
 }
 
 /// The promotion `action` would make, when it can wait a pass because the current key still
@@ -151,12 +162,19 @@ pub enum KeyAction {
         version_id: String,
     },
     /// Delete the key; `drop_previous` also removes AWSPREVIOUS from its version, so the next
-    /// pass does not look for it again.
+    /// pass does not look for it again; `forget` removes it from the unpublished-keys record.
     DeleteKey {
         key_name: String,
         reason: KeyDeleteReason,
         #[serde(skip_serializing_if = "Option::is_none")]
         drop_previous: Option<String>,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        forget: bool,
+    },
+    /// A key on the unpublished-keys record that a version names after all (another rotator
+    /// published it): off the record, left alive.
+    Forget {
+        key_name: String,
     },
 }
 
@@ -172,6 +190,9 @@ impl std::fmt::Display for KeyAction {
             KeyAction::DeleteKey {
                 key_name, reason, ..
             } => write!(f, "delete API key {key_name} ({})", reason.as_str()),
+            KeyAction::Forget { key_name } => {
+                write!(f, "forget {key_name}: a version records it")
+            }
         }
     }
 }
@@ -226,29 +247,74 @@ pub fn plan(policy: &Policy, base: &str, o: &KeyObserved<'_>, now: DateTime<Utc>
         due_at: None,
         notes: Vec::new(),
     };
-    if o.secret.is_some_and(|s| s.deleted.is_some()) {
-        plan.blocked = Some(Blocker::SecretScheduledForDeletion);
+    if let Some(b) = crate::plan::secret_blocker(o.secret, is_key_version) {
+        plan.blocked = Some(b);
         return plan;
     }
+    let mut plan = decide(policy, base, o, now, plan);
+    let verifies = plan
+        .actions
+        .iter()
+        .any(|a| matches!(a, KeyAction::Rotate { .. } | KeyAction::Resume { .. }));
+    if let Some(b) = crate::plan::verification_backoff(policy, o.secret, verifies, now) {
+        plan.actions.clear();
+        plan.blocked = Some(b);
+    }
+    plan
+}
+
+fn is_key_version(vid: &str) -> bool {
+    vid.starts_with(KEY_VERSION_PREFIX)
+}
+
+fn decide(
+    policy: &Policy,
+    base: &str,
+    o: &KeyObserved<'_>,
+    now: DateTime<Utc>,
+    mut plan: KeyPlan,
+) -> KeyPlan {
     let stage = |s: &str| o.secret.and_then(|sec| sec.version_with(s));
     let current_vid = stage(AWSCURRENT);
-    if let Some(vid) = current_vid.filter(|v| !v.starts_with(KEY_VERSION_PREFIX)) {
-        plan.blocked = Some(Blocker::ForeignSecret {
-            version_id: vid.to_owned(),
-        });
-        return plan;
-    }
     let offset = crate::plan::spread_offset(policy, "", base);
     let due = |r: &KeyRecord| crate::plan::due_at(policy, r.expires_at, offset);
     plan.due_at = o.current.as_ref().map(due);
-    let next_generation = [&o.current, &o.pending, &o.previous]
+    let unpublished = o
+        .secret
+        .map(|s| records::unpublished_keys(&s.tags))
+        .unwrap_or_default();
+    let records = [&o.current, &o.pending, &o.previous];
+    let next_generation = records
         .into_iter()
         .flatten()
         .map(KeyRecord::generation)
+        .chain(unpublished.iter().map(|u| u.generation))
         .max()
         .unwrap_or(0)
         + 1;
     let new_name = key_name(&policy.name_prefix, base, next_generation);
+
+    // Keys made but not published when last seen: still unpublished past the orphan margin,
+    // they are deleted; once a version names one, it is only taken off the record.
+    let margin = chrono(policy.orphan_margin);
+    for u in &unpublished {
+        let name = key_name(&policy.name_prefix, base, u.generation);
+        let recorded = records.into_iter().flatten().any(|r| r.key_name == name);
+        if recorded {
+            plan.actions.push(KeyAction::Forget { key_name: name });
+        } else if now - u.seen_at >= margin {
+            plan.actions.push(KeyAction::DeleteKey {
+                key_name: name,
+                reason: KeyDeleteReason::Unpublished,
+                drop_previous: None,
+                forget: true,
+            });
+        } else {
+            plan.notes.push(format!(
+                "keeping unpublished API key {name} until it is older than the orphan margin"
+            ));
+        }
+    }
 
     if o.secret.is_none() {
         plan.actions.push(KeyAction::CreateSecret);
@@ -271,6 +337,7 @@ pub fn plan(policy: &Policy, base: &str, o: &KeyObserved<'_>, now: DateTime<Utc>
             key_name: p.key_name.clone(),
             reason: KeyDeleteReason::Unpublished,
             drop_previous: None,
+            forget: false,
         });
         plan.actions.push(KeyAction::ClearPending {
             version_id: p.version_id.clone(),
@@ -296,6 +363,7 @@ pub fn plan(policy: &Policy, base: &str, o: &KeyObserved<'_>, now: DateTime<Utc>
                 key_name: c.key_name.clone(),
                 reason: KeyDeleteReason::Expired,
                 drop_previous: None,
+                forget: false,
             });
         }
     }
@@ -330,6 +398,7 @@ fn unless_forgotten(mut plan: KeyPlan, o: &KeyObserved<'_>) -> KeyPlan {
                 key_name: prev.key_name.clone(),
                 reason: KeyDeleteReason::Superseded,
                 drop_previous: Some(prev.version_id.clone()),
+                forget: false,
             },
         );
     }
@@ -359,6 +428,7 @@ fn with_previous(
                 key_name: prev.key_name.clone(),
                 reason: KeyDeleteReason::Superseded,
                 drop_previous: Some(prev.version_id.clone()),
+                forget: false,
             },
         );
     } else {
@@ -425,6 +495,24 @@ pub struct KeyExecutor<'a> {
     pub metrics: &'a Metrics,
 }
 
+/// The state an executing key plan carries from one action to the next.
+struct KeyRun<'c> {
+    cred: &'c Credential,
+    role: Role,
+    /// The secret as last seen: its tags hold the verification and unpublished-keys records.
+    secret: Option<SecretState>,
+    current_version: Option<String>,
+}
+
+impl KeyRun<'_> {
+    fn unpublished(&self) -> Vec<Unpublished> {
+        self.secret
+            .as_ref()
+            .map(|s| records::unpublished_keys(&s.tags))
+            .unwrap_or_default()
+    }
+}
+
 impl KeyExecutor<'_> {
     pub async fn execute(
         &self,
@@ -435,9 +523,14 @@ impl KeyExecutor<'_> {
         now: DateTime<Utc>,
     ) -> Outcome {
         let labels = cred.labels();
-        let mut current_version = secret
-            .and_then(|s| s.version_with(AWSCURRENT))
-            .map(str::to_owned);
+        let mut run = KeyRun {
+            cred,
+            role,
+            secret: secret.cloned(),
+            current_version: secret
+                .and_then(|s| s.version_with(AWSCURRENT))
+                .map(str::to_owned),
+        };
         let mut outcome = Outcome::default();
         let mut expiry = plan.current.as_ref().map(|c| c.expires_at);
         // A key whose deletion failed while its label is its only record (keys cannot be
@@ -453,34 +546,24 @@ impl KeyExecutor<'_> {
                 break;
             }
             let result = match action {
-                KeyAction::CreateSecret => match self.secrets.create(&cred.secret).await {
-                    Ok(_) | Err(ApiError::Conflict(_)) => Ok(()),
-                    Err(e) => Err(StepError::api("CreateSecret")(e)),
-                },
+                KeyAction::CreateSecret => execute::create_secret(self.secrets, cred)
+                    .await
+                    .map(|s| run.secret = Some(s)),
                 KeyAction::Rotate { reason, key_name } => {
-                    let r = self
-                        .rotate(cred, role, key_name, &mut current_version, now)
-                        .await;
+                    let r = self.rotate(&mut run, key_name, now).await;
                     if let Ok(exp) = &r {
                         expiry = Some(*exp);
                     }
-                    self.metrics.rotation(
-                        &labels,
-                        if r.is_ok() { "success" } else { "failure" },
-                        reason.as_str(),
-                    );
+                    self.metrics
+                        .rotation(&labels, outcome_label(&r), reason.as_str());
                     r.map(|_| ())
                 }
                 KeyAction::Resume { record } => {
-                    let r = self.resume(cred, record, &mut current_version).await;
+                    let r = self.resume(&mut run, record, now).await;
                     if r.is_ok() {
                         expiry = Some(record.expires_at);
                     }
-                    self.metrics.rotation(
-                        &labels,
-                        if r.is_ok() { "success" } else { "failure" },
-                        "resumed",
-                    );
+                    self.metrics.rotation(&labels, outcome_label(&r), "resumed");
                     r
                 }
                 KeyAction::ClearPending { version_id } => self
@@ -492,6 +575,7 @@ impl KeyExecutor<'_> {
                     key_name,
                     reason,
                     drop_previous,
+                    forget,
                 } => {
                     let r = self.delete(cred, key_name, reason.as_str()).await;
                     match (r, drop_previous) {
@@ -500,20 +584,35 @@ impl KeyExecutor<'_> {
                             .move_stage(&cred.secret.name, AWSPREVIOUS, None, Some(vid))
                             .await
                             .map_err(StepError::api("UpdateSecretVersionStage")),
+                        (Ok(()), None) if *forget => {
+                            self.set_unpublished(&mut run, key_name, None).await
+                        }
                         (r, _) => r,
                     }
+                }
+                KeyAction::Forget { key_name } => {
+                    self.set_unpublished(&mut run, key_name, None).await
                 }
             };
             match result {
                 Ok(()) => outcome.done.push(action.to_string()),
+                Err(StepError::Yielded(why)) => {
+                    tracing::warn!(workspace = %cred.workspace.id, api_key = %cred.service_account, action = %action, reason = %why, "left to another rotator");
+                    outcome.done.push(format!("left to another rotator: {why}"));
+                    break;
+                }
                 Err(e) => {
                     if let KeyAction::DeleteKey {
                         key_name,
                         reason,
                         drop_previous,
+                        forget,
                     } = action
                     {
-                        if drop_previous.is_some() || *reason == KeyDeleteReason::Unpublished {
+                        // A key on the unpublished record stays recorded when its deletion fails.
+                        if drop_previous.is_some()
+                            || (*reason == KeyDeleteReason::Unpublished && !forget)
+                        {
                             unrecorded = Some(key_name.clone());
                         }
                     }
@@ -533,7 +632,7 @@ impl KeyExecutor<'_> {
             outcome.current = Some(crate::plan::TokenRef {
                 id: String::new(),
                 name: String::new(),
-                expires_at: exp,
+                expires_at: Some(exp),
             });
         }
         outcome
@@ -565,46 +664,125 @@ impl KeyExecutor<'_> {
         r
     }
 
-    /// Creates `key_name`; a conflict means a pass that crashed made it and never published it:
-    /// that key is deleted (its value is lost) and created again, once.
+    /// Puts `key_name` on the unpublished-keys record (`Some(seen_at)`) or takes it off (`None`).
+    async fn set_unpublished(
+        &self,
+        run: &mut KeyRun<'_>,
+        key_name: &str,
+        seen_at: Option<DateTime<Utc>>,
+    ) -> Result<(), StepError> {
+        let generation = generation_of(key_name);
+        let mut list = run.unpublished();
+        list.retain(|u| u.generation != generation);
+        if let Some(seen_at) = seen_at {
+            list.push(Unpublished {
+                generation,
+                seen_at,
+            });
+        }
+        let name = &run.cred.secret.name;
+        let value = records::unpublished_value(&list);
+        match &value {
+            Some(v) => self.secrets.tag(name, UNPUBLISHED_KEYS_TAG, v).await,
+            None => self.secrets.untag(name, UNPUBLISHED_KEYS_TAG).await,
+        }
+        .map_err(StepError::api(if value.is_some() {
+            "TagResource"
+        } else {
+            "UntagResource"
+        }))?;
+        if let Some(s) = run.secret.as_mut() {
+            match value {
+                Some(v) => s.tags.insert(UNPUBLISHED_KEYS_TAG.into(), v),
+                None => s.tags.remove(UNPUBLISHED_KEYS_TAG),
+            };
+        }
+        Ok(())
+    }
+
+    /// Whether a version of the secret records `key_name` (values read by stage).
+    async fn recorded(&self, cred: &Credential, key_name: &str) -> Result<bool, StepError> {
+        let name = &cred.secret.name;
+        let Some(s) = self
+            .secrets
+            .describe(name)
+            .await
+            .map_err(StepError::api("DescribeSecret"))?
+        else {
+            return Ok(false);
+        };
+        for stage in [AWSCURRENT, AWSPENDING, AWSPREVIOUS] {
+            let Some(vid) = s.version_with(stage).filter(|v| is_key_version(v)) else {
+                continue;
+            };
+            let value = self
+                .secrets
+                .get_value(name, stage)
+                .await
+                .map_err(StepError::api("GetSecretValue"))?;
+            if parse_value(vid, &value).is_some_and(|(r, _)| r.key_name == key_name) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Creates `key_name`, or a later generation when a key holds the name. Such a key comes
+    /// from a pass that crashed before publishing it, or from another rotator at work right
+    /// now: if a version records it, the other rotator published it and this one yields; if
+    /// not, it is put on the unpublished-keys record (deleted by a later pass once older than
+    /// `orphan_margin`, unless a version names it by then) and the next generation is tried.
     async fn create(
         &self,
-        cred: &Credential,
-        role: Role,
+        run: &mut KeyRun<'_>,
         key_name: &str,
         now: DateTime<Utc>,
     ) -> Result<NewApiKey, StepError> {
+        let cred = run.cred;
         let ws = &cred.workspace.id;
-        for attempt in 0..3 {
+        let prefix_and_base = key_name
+            .rsplit_once('-')
+            .map_or(key_name, |(head, _)| head)
+            .to_owned();
+        let mut generation = generation_of(key_name);
+        let mut name = key_name.to_owned();
+        for attempt in 0..4 {
             match self
                 .grafana
-                .create_api_key(ws, key_name, role, cred.policy.token_ttl, now)
+                .create_api_key(ws, &name, run.role, cred.policy.token_ttl, now)
                 .await
             {
                 Ok(k) => {
-                    tracing::info!(workspace = %ws, api_key = %cred.service_account, key_name, expires_at = %rfc3339(k.expires_at), "created API key");
+                    tracing::info!(workspace = %ws, api_key = %cred.service_account, key_name = %name, expires_at = %rfc3339(k.expires_at), "created API key");
                     return Ok(k);
                 }
-                Err(ApiError::Conflict(_)) if attempt < 2 => {
-                    self.delete(cred, key_name, KeyDeleteReason::Unpublished.as_str())
-                        .await?;
+                Err(ApiError::Conflict(_)) => {
+                    if self.recorded(cred, &name).await? {
+                        return Err(StepError::Yielded(format!(
+                            "API key {name} was created and published meanwhile"
+                        )));
+                    }
+                    tracing::warn!(workspace = %ws, api_key = %cred.service_account, key_name = %name, "an API key holds the name and no version records it; recorded as unpublished, trying the next generation");
+                    self.set_unpublished(run, &name, Some(now)).await?;
+                    generation += 1;
+                    name = format!("{prefix_and_base}-{generation}");
                 }
-                Err(e) if !e.surely_not_applied() && attempt < 2 => {}
+                // The outcome is unknown: the same name again; a conflict then is handled above.
+                Err(e) if !e.surely_not_applied() && attempt < 3 => {}
                 Err(e) => return Err(StepError::api("CreateWorkspaceApiKey")(e)),
             }
         }
-        Err(StepError::NoFreeName(3))
+        Err(StepError::NoFreeName(4))
     }
 
     async fn rotate(
         &self,
-        cred: &Credential,
-        role: Role,
+        run: &mut KeyRun<'_>,
         key_name: &str,
-        current_version: &mut Option<String>,
         now: DateTime<Utc>,
     ) -> Result<DateTime<Utc>, StepError> {
-        let made = self.create(cred, role, key_name, now).await?;
+        let cred = run.cred;
+        let made = self.create(run, key_name, now).await?;
         failpoint::hit("after_create_key");
         let version = key_version_id(&cred.workspace.id, &made.name, made.created_at);
         let doc = KeyDocumentOut {
@@ -612,45 +790,64 @@ impl KeyExecutor<'_> {
             grafana_url: cred.workspace.grafana_url(),
             workspace_id: &cred.workspace.id,
             key_name: &made.name,
-            key_role: role.as_str(),
+            key_role: run.role.as_str(),
             expires_at: rfc3339(made.expires_at),
             created_at: rfc3339(made.created_at),
         };
         let value = Zeroizing::new(serde_json::to_string(&doc).expect("strings serialize"));
         // Proven before it is published: nothing is lost if it fails, the key is deleted.
-        if let Err(e) = self.verify(cred, &made.key).await {
+        if let Err(e) = self.verify(run, &made.key, now).await {
             let _ = self.delete(cred, &made.name, "rollback").await;
             return Err(e);
         }
-        if let Err(e) = self
-            .secrets
-            .put_version(&cred.secret.name, &version, &value, &[AWSPENDING])
-            .await
+        if let Err(failure) =
+            execute::publish(self.secrets, cred, &version, &value, AWSPENDING).await
         {
-            let _ = self.delete(cred, &made.name, "rollback").await;
-            return Err(StepError::api("PutSecretValue")(e));
+            if failure.may_have_landed {
+                // A key a version may hold is not deleted: if the write landed, the next pass
+                // resumes it; if not, its generation comes round again and the conflict finds it.
+                tracing::warn!(workspace = %cred.workspace.id, api_key = %cred.service_account, key_name = %made.name, "the new key may be published: kept for the next pass to settle");
+            } else {
+                let _ = self.delete(cred, &made.name, "rollback").await;
+            }
+            return Err(failure.error);
         }
         failpoint::hit("after_key_pending");
-        self.promote(cred, &version, current_version).await?;
+        execute::promote(
+            self.secrets,
+            cred,
+            &version,
+            &mut run.current_version,
+            "after_key_promote",
+        )
+        .await?;
         Ok(made.expires_at)
     }
 
-    async fn verify(&self, cred: &Credential, key: &Key) -> Result<(), StepError> {
-        if !cred.policy.verify {
-            return Ok(());
-        }
-        self.verifier
-            .verify(&cred.verify_url(), key)
-            .await
-            .map_err(StepError::Verification)
+    async fn verify(
+        &self,
+        run: &mut KeyRun<'_>,
+        key: &Key,
+        now: DateTime<Utc>,
+    ) -> Result<(), StepError> {
+        execute::verify_recorded(
+            self.secrets,
+            self.verifier,
+            run.cred,
+            &mut run.secret,
+            key,
+            now,
+        )
+        .await
     }
 
     async fn resume(
         &self,
-        cred: &Credential,
+        run: &mut KeyRun<'_>,
         record: &KeyRecord,
-        current_version: &mut Option<String>,
+        now: DateTime<Utc>,
     ) -> Result<(), StepError> {
+        let cred = run.cred;
         if cred.policy.verify {
             let value = self
                 .secrets
@@ -659,7 +856,7 @@ impl KeyExecutor<'_> {
                 .map_err(StepError::api("GetSecretValue"))?;
             let (_, key) =
                 parse_value(&record.version_id, &value).ok_or(StepError::UnreadablePending)?;
-            if let Err(e) = self.verify(cred, &key).await {
+            if let Err(e) = self.verify(run, &key, now).await {
                 let _ = self.delete(cred, &record.key_name, "rollback").await;
                 let _ = self
                     .secrets
@@ -673,24 +870,22 @@ impl KeyExecutor<'_> {
                 return Err(e);
             }
         }
-        self.promote(cred, &record.version_id, current_version)
-            .await
-    }
-
-    async fn promote(
-        &self,
-        cred: &Credential,
-        version: &str,
-        current_version: &mut Option<String>,
-    ) -> Result<(), StepError> {
-        crate::execute::promote(
+        execute::promote(
             self.secrets,
             cred,
-            version,
-            current_version,
+            &record.version_id,
+            &mut run.current_version,
             "after_key_promote",
         )
         .await
+    }
+}
+
+fn outcome_label<T>(r: &Result<T, StepError>) -> &'static str {
+    match r {
+        Ok(_) => "success",
+        Err(StepError::Yielded(_)) => "yielded",
+        Err(_) => "failure",
     }
 }
 
@@ -782,7 +977,8 @@ mod tests {
                 KeyAction::DeleteKey {
                     key_name: "amgrot-legacy-3".into(),
                     reason: KeyDeleteReason::Superseded,
-                    drop_previous: Some("amgk1-a".into())
+                    drop_previous: Some("amgk1-a".into()),
+                    forget: false
                 },
                 KeyAction::Rotate {
                     reason: RotateReason::Due,
@@ -804,7 +1000,8 @@ mod tests {
                 KeyAction::DeleteKey {
                     key_name: "amgrot-legacy-3".into(),
                     reason: KeyDeleteReason::Superseded,
-                    drop_previous: Some("amgk1-a".into())
+                    drop_previous: Some("amgk1-a".into()),
+                    forget: false
                 },
                 KeyAction::Rotate {
                     reason: RotateReason::Due,
@@ -853,6 +1050,127 @@ mod tests {
                 key_name: "amgrot-legacy-2".into()
             }]
         );
+    }
+
+    fn with_unpublished(mut s: SecretState, entries: &[(u64, i64)]) -> SecretState {
+        let list: Vec<Unpublished> = entries
+            .iter()
+            .map(|(generation, ago)| Unpublished {
+                generation: *generation,
+                seen_at: now() - ChronoDuration::seconds(*ago),
+            })
+            .collect();
+        s.tags.insert(
+            UNPUBLISHED_KEYS_TAG.into(),
+            records::unpublished_value(&list).unwrap(),
+        );
+        s
+    }
+
+    #[test]
+    fn unpublished_keys_are_deleted_past_the_margin_and_never_reused() {
+        // Generation 5 was found unpublished 20 minutes ago, 6 a minute ago; 4 is current.
+        let s = with_unpublished(
+            secret(&[("amgk1-b", AWSCURRENT)], 7200),
+            &[(5, 1200), (6, 60)],
+        );
+        let o = KeyObserved {
+            secret: Some(&s),
+            current: Some(record("amgk1-b", 4, 3)),
+            ..KeyObserved::default()
+        };
+        let p = plan(&policy(), "legacy", &o, now());
+        assert_eq!(
+            p.actions,
+            vec![
+                KeyAction::DeleteKey {
+                    key_name: "amgrot-legacy-5".into(),
+                    reason: KeyDeleteReason::Unpublished,
+                    drop_previous: None,
+                    forget: true
+                },
+                KeyAction::Rotate {
+                    reason: RotateReason::Due,
+                    key_name: "amgrot-legacy-7".into()
+                }
+            ]
+        );
+        assert!(p.notes.iter().any(|n| n.contains("amgrot-legacy-6")));
+    }
+
+    #[test]
+    fn an_unpublished_key_a_version_records_is_only_forgotten() {
+        // Another rotator published generation 5 after this one found it unpublished.
+        let s = with_unpublished(secret(&[("amgk1-c", AWSCURRENT)], 60), &[(5, 7200)]);
+        let o = KeyObserved {
+            secret: Some(&s),
+            current: Some(record("amgk1-c", 5, 30)),
+            ..KeyObserved::default()
+        };
+        let p = plan(&policy(), "legacy", &o, now());
+        assert_eq!(
+            p.actions,
+            vec![KeyAction::Forget {
+                key_name: "amgrot-legacy-5".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn secrets_another_tool_rotates_are_left_alone() {
+        let mut s = secret(&[("amgk1-b", AWSCURRENT)], 60);
+        s.rotation_enabled = true;
+        let o = KeyObserved {
+            secret: Some(&s),
+            current: Some(record("amgk1-b", 1, 3)),
+            ..KeyObserved::default()
+        };
+        assert_eq!(
+            plan(&policy(), "legacy", &o, now()).blocked,
+            Some(Blocker::RotationEnabled)
+        );
+        let s = secret(
+            &[("amgk1-b", AWSCURRENT), ("v-by-a-lambda", AWSPENDING)],
+            60,
+        );
+        let o = KeyObserved {
+            secret: Some(&s),
+            ..o
+        };
+        let p = plan(&policy(), "legacy", &o, now());
+        assert!(
+            matches!(p.blocked, Some(Blocker::ForeignPending { .. })),
+            "{p:?}"
+        );
+        assert!(p.actions.is_empty());
+    }
+
+    #[test]
+    fn a_failing_verification_backs_off() {
+        let mut pol = policy();
+        pol.verify = true;
+        let mut s = secret(&[("amgk1-b", AWSCURRENT)], 60);
+        let failed = records::VerifyBackoff {
+            failures: 1,
+            at: now() - ChronoDuration::seconds(60),
+            status: None,
+        };
+        s.tags
+            .insert(records::VERIFICATION_TAG.into(), failed.tag_value());
+        let o = KeyObserved {
+            secret: Some(&s),
+            current: Some(record("amgk1-b", 1, 3)),
+            ..KeyObserved::default()
+        };
+        let p = plan(&pol, "legacy", &o, now());
+        assert!(
+            matches!(
+                p.blocked,
+                Some(Blocker::VerificationBackoff { failures: 1, .. })
+            ),
+            "{p:?}"
+        );
+        assert!(p.actions.is_empty());
     }
 
     #[test]

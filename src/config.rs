@@ -122,7 +122,7 @@ pub struct Target {
     pub workspaces: WorkspaceSelector,
     /// Exact names or globs.
     pub service_accounts: Vec<String>,
-    /// Legacy API keys (Grafana 8 workspaces) by base name; a target manages either service
+    /// Legacy API keys (Grafana 9 and 10 workspaces; removed in 12) by base name; a target manages either service
     /// accounts or API keys.
     pub api_keys: Vec<String>,
     /// The role of the API keys the target mints.

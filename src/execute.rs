@@ -1,12 +1,16 @@
 //! The executor: performs one credential's plan, in protocol order, idempotently.
 //!
-//! overlap: create token → PutSecretValue as AWSPENDING (version ID derived from the token) →
-//! verify → promote to AWSCURRENT (the old version becomes AWSPREVIOUS) → drop AWSPENDING.
+//! overlap: create token → verify → PutSecretValue as AWSPENDING (version ID derived from the
+//! token) → promote to AWSCURRENT (the old version becomes AWSPREVIOUS) → drop AWSPENDING.
 //! recreate: delete → create with the same name → verify → PutSecretValue as AWSCURRENT.
-//! A new token that could not be published, or failed verification, is deleted again. A failure
-//! after AWSPENDING is written leaves it for the next pass to resume. Nothing here decides what
-//! to do: that is `plan`. A key lives only in `NewToken` / `Zeroizing` values and never reaches
-//! a log line or an error.
+//! Nothing is published before it is proven: a key that fails verification adds no secret
+//! version, is deleted again, and the failure is recorded on the secret (`records.rs`) so the
+//! next attempts back off, across processes. A new token that could not be published is
+//! deleted again, unless the write that failed landed after all (it is looked for first). A
+//! failure after AWSPENDING is written leaves it for the next pass to resume. A name taken
+//! under our feet by another rotator is left to it. Nothing here decides what to do: that is
+//! `plan`. A key lives only in `NewToken` / `Zeroizing` values and never reaches a log line or
+//! an error.
 
 use std::fmt;
 
@@ -22,6 +26,7 @@ use crate::model::{
     Workspace, AWSCURRENT, AWSPENDING,
 };
 use crate::plan::{self, Action, DeleteReason, TokenRef};
+use crate::records::{VerifyBackoff, VERIFICATION_TAG};
 use crate::secrets::SecretStore;
 use crate::verify::Verifier;
 
@@ -30,7 +35,8 @@ use crate::verify::Verifier;
 pub enum CredentialKind {
     /// A service account's tokens.
     Token,
-    /// A legacy API key of this role (Grafana 8); `service_account` holds the key's base name.
+    /// A legacy API key of this role (Grafana 9 and 10); `service_account` holds the key's
+    /// base name.
     ApiKey(Role),
 }
 
@@ -84,7 +90,7 @@ pub enum StepError {
         #[source]
         source: ApiError,
     },
-    #[error("verification of the new token failed ({0}); AWSCURRENT left as it was")]
+    #[error("verification of the new key failed ({0}); nothing was published, AWSCURRENT left as it was")]
     Verification(String),
     #[error("the pending version holds no readable key")]
     UnreadablePending,
@@ -96,6 +102,10 @@ pub enum StepError {
     Bootstrap(String),
     #[error("the service account does not exist")]
     NoServiceAccount,
+    /// Another rotator is doing this credential's rotation right now: not a failure, the rest
+    /// of this plan was made against a world that has changed, so it stops.
+    #[error("{0}")]
+    Yielded(String),
 }
 
 impl StepError {
@@ -140,6 +150,9 @@ struct Run<'c> {
     cred: &'c Credential,
     /// `None` until a bootstrap creates the missing service account.
     account: Option<ServiceAccount>,
+    /// The secret as last seen: its ARN and name give the mark of new token names, its tags
+    /// the verification record. `None` until `CreateSecret` makes it.
+    secret: Option<SecretState>,
     labels: CredentialLabels,
     /// The version AWSCURRENT is on, so a promotion can name it in RemoveFromVersionId.
     current_version: Option<String>,
@@ -149,6 +162,17 @@ struct Run<'c> {
 impl Run<'_> {
     fn account(&self) -> Result<&ServiceAccount, StepError> {
         self.account.as_ref().ok_or(StepError::NoServiceAccount)
+    }
+
+    /// The mark new token names carry: the secret's, known once the secret exists.
+    fn mark(&self) -> Result<String, StepError> {
+        self.secret
+            .as_ref()
+            .map(plan::secret_mark)
+            .ok_or_else(|| StepError::Api {
+                step: "DescribeSecret",
+                source: ApiError::NotFound(format!("secret {}", self.cred.secret.name)),
+            })
     }
 }
 
@@ -164,6 +188,7 @@ impl Executor<'_> {
         let mut run = Run {
             cred,
             account: account.cloned(),
+            secret: secret.cloned(),
             labels: cred.labels(),
             current_version: secret
                 .and_then(|s| s.version_with(AWSCURRENT))
@@ -177,6 +202,13 @@ impl Executor<'_> {
             let result = self.perform(&mut run, action, now).await;
             match result {
                 Ok(()) => run.outcome.done.push(action.to_string()),
+                Err(StepError::Yielded(why)) => {
+                    tracing::warn!(workspace = %cred.workspace.id, service_account = %cred.service_account, action = %action, reason = %why, "left to another rotator");
+                    run.outcome
+                        .done
+                        .push(format!("left to another rotator: {why}"));
+                    break;
+                }
                 Err(e) => {
                     tracing::warn!(
                         workspace = %cred.workspace.id,
@@ -234,34 +266,28 @@ impl Executor<'_> {
                 }
             }
             Action::CreateSecret => {
-                match self.secrets.create(&cred.secret).await {
-                    // Created meanwhile by someone else (another replica): fine, it is there.
-                    Ok(_) | Err(ApiError::Conflict(_)) => {}
-                    Err(e) => return Err(StepError::api("CreateSecret")(e)),
-                }
-                tracing::info!(workspace = %cred.workspace.id, service_account = %cred.service_account, secret = %cred.secret.name, "created secret");
+                run.secret = Some(create_secret(self.secrets, cred).await?);
                 Ok(())
             }
             Action::Rotate { reason, .. } => {
                 let result = self.rotate_overlap(run, now).await;
-                let outcome = if result.is_ok() { "success" } else { "failure" };
-                self.metrics.rotation(&run.labels, outcome, reason.as_str());
+                self.metrics
+                    .rotation(&run.labels, rotation_outcome(&result), reason.as_str());
                 result
             }
             Action::Recreate {
                 reason,
-                token_name,
                 delete_first,
             } => {
-                let result = self.recreate(run, token_name, delete_first, now).await;
-                let outcome = if result.is_ok() { "success" } else { "failure" };
-                self.metrics.rotation(&run.labels, outcome, reason.as_str());
+                let result = self.recreate(run, delete_first, now).await;
+                self.metrics
+                    .rotation(&run.labels, rotation_outcome(&result), reason.as_str());
                 result
             }
             Action::Resume { version_id, token } => {
-                let result = self.resume(run, version_id, token).await;
-                let outcome = if result.is_ok() { "success" } else { "failure" };
-                self.metrics.rotation(&run.labels, outcome, "resumed");
+                let result = self.resume(run, version_id, token, now).await;
+                self.metrics
+                    .rotation(&run.labels, rotation_outcome(&result), "resumed");
                 result
             }
             Action::ClearPending { version_id } => self
@@ -269,18 +295,11 @@ impl Executor<'_> {
                 .move_stage(&cred.secret.name, AWSPENDING, None, Some(version_id))
                 .await
                 .map_err(StepError::api("UpdateSecretVersionStage")),
-            Action::DeleteToken { token, reason } => self.delete_token(run, token, *reason).await,
+            Action::DeleteToken { token, reason } => {
+                self.delete_token_id(run, &token.id, &token.name, reason.as_str())
+                    .await
+            }
         }
-    }
-
-    async fn delete_token(
-        &self,
-        run: &Run<'_>,
-        token: &TokenRef,
-        reason: DeleteReason,
-    ) -> Result<(), StepError> {
-        self.delete_token_id(run, &token.id, &token.name, reason.as_str())
-            .await
     }
 
     async fn delete_token_id(
@@ -311,13 +330,15 @@ impl Executor<'_> {
 
     /// Creates a token named `base` (or `base-2`, `base-3`… when the name is taken). AMG takes no
     /// idempotency token: after an ambiguous failure the same name is tried again, and if it then
-    /// turns out taken, the token the lost attempt made is found and deleted (its key is lost).
+    /// turns out taken, the next name is tried. The token a lost attempt may have made is
+    /// referenced by no version; it carries this secret's mark, so the orphan sweep of a later
+    /// pass deletes it once it is older than `orphan_margin`. Deleting it here could delete
+    /// another rotator's token that is about to be published.
     async fn create_token(
         &self,
         run: &Run<'_>,
         base: &str,
         now: DateTime<Utc>,
-        fixed_name: bool,
     ) -> Result<NewToken, StepError> {
         let cred = run.cred;
         let ws = &cred.workspace.id;
@@ -339,26 +360,13 @@ impl Executor<'_> {
                 .await
             {
                 Ok(t) => {
-                    tracing::info!(workspace = %ws, service_account = %cred.service_account, token_id = %t.id, token_name = %t.name, expires_at = %crate::model::rfc3339(t.expires_at), "created token");
+                    tracing::info!(workspace = %ws, service_account = %cred.service_account, token_id = %t.id, token_name = %t.name, "created token");
                     return Ok(t);
                 }
-                Err(ApiError::Conflict(_)) if ambiguous.is_some() || fixed_name => {
-                    // Ours from the lost attempt, or (recreate) a leftover holding the name.
-                    let tokens = self
-                        .grafana
-                        .list_tokens(ws, sa)
-                        .await
-                        .map_err(StepError::api("ListWorkspaceServiceAccountTokens"))?;
-                    match tokens.iter().find(|t| t.name == name) {
-                        Some(t) => {
-                            self.delete_token_id(run, &t.id, &t.name, "orphan").await?;
-                        }
-                        // Taken by an API key or another service account's token.
-                        None => suffix += 1,
-                    }
+                Err(ApiError::Conflict(_)) => {
+                    suffix += 1;
                     ambiguous = None;
                 }
-                Err(ApiError::Conflict(_)) => suffix += 1,
                 Err(e) if !e.surely_not_applied() => ambiguous = Some(e),
                 Err(e) => return Err(StepError::api("CreateWorkspaceServiceAccountToken")(e)),
             }
@@ -367,6 +375,93 @@ impl Executor<'_> {
             Some(e) => StepError::api("CreateWorkspaceServiceAccountToken")(e),
             None => StepError::NoFreeName(ATTEMPTS),
         })
+    }
+
+    /// recreate: creates the secret's fixed-name token. The name is free once `delete_first`
+    /// is done, unless someone made a token of that name since the plan: if a version of the
+    /// secret holds it, another rotator published it and this one leaves the credential to it;
+    /// if none does, it is an orphan and is deleted.
+    async fn create_fixed(
+        &self,
+        run: &Run<'_>,
+        name: &str,
+        now: DateTime<Utc>,
+    ) -> Result<NewToken, StepError> {
+        let cred = run.cred;
+        let ws = &cred.workspace.id;
+        let sa = run.account()?.id.clone();
+        let create = || async {
+            self.grafana
+                .create_token(ws, &sa, name, cred.policy.token_ttl, now)
+                .await
+        };
+        // Up to three tries: a lost attempt, a leftover deleted, then the last word.
+        for _ in 0..3 {
+            match create().await {
+                Ok(t) => {
+                    tracing::info!(workspace = %ws, service_account = %cred.service_account, token_id = %t.id, token_name = %t.name, "created token");
+                    return Ok(t);
+                }
+                Err(ApiError::Conflict(_)) => {}
+                Err(e) if !e.surely_not_applied() => continue,
+                Err(e) => return Err(StepError::api("CreateWorkspaceServiceAccountToken")(e)),
+            }
+            let tokens = self
+                .grafana
+                .list_tokens(ws, &sa)
+                .await
+                .map_err(StepError::api("ListWorkspaceServiceAccountTokens"))?;
+            let Some(holder) = tokens.iter().find(|t| t.name == name) else {
+                return Err(StepError::NoFreeName(1));
+            };
+            // Look at the secret again before deleting anything.
+            let secret = self
+                .secrets
+                .describe(&cred.secret.name)
+                .await
+                .map_err(StepError::api("DescribeSecret"))?;
+            let published = secret.as_ref().is_some_and(|s| {
+                s.versions
+                    .keys()
+                    .any(|vid| plan::holds(vid, ws, &sa, holder))
+            });
+            if published {
+                return Err(StepError::Yielded(format!(
+                    "{name} was created and published meanwhile"
+                )));
+            }
+            // Unpublished: a pass that crashed after creating it, or another rotator an instant
+            // before publishing it. Either way the current token is gone already (the name is
+            // the one it had), so waiting would only make the window longer; if it was another
+            // rotator's, the next pass repairs AWSCURRENT.
+            self.delete_token_id(run, &holder.id, &holder.name, DeleteReason::Orphan.as_str())
+                .await?;
+        }
+        Err(StepError::NoFreeName(3))
+    }
+
+    /// AMG's own creation and expiry times of a token just made (Create returns none), from a
+    /// listing; the host's estimate stays when the listing fails or lacks them.
+    async fn with_amg_times(&self, run: &Run<'_>, mut token: NewToken) -> NewToken {
+        let cred = run.cred;
+        let Ok(sa) = run.account() else { return token };
+        match self.grafana.list_tokens(&cred.workspace.id, &sa.id).await {
+            Ok(list) => match list.iter().find(|t| t.id == token.id) {
+                Some(t) => {
+                    token.created_at = t.created_at;
+                    if let Some(e) = t.expires_at {
+                        token.expires_at = e;
+                    }
+                }
+                None => {
+                    tracing::warn!(workspace = %cred.workspace.id, service_account = %cred.service_account, token_name = %token.name, "the new token is not listed yet; its times are the host's estimate")
+                }
+            },
+            Err(e) => {
+                tracing::warn!(workspace = %cred.workspace.id, service_account = %cred.service_account, error = %e, "could not list the new token; its times are the host's estimate")
+            }
+        }
+        token
     }
 
     /// Deletes a token just created that will not be used, reporting but not failing on error:
@@ -380,71 +475,70 @@ impl Executor<'_> {
         }
     }
 
-    async fn verify(&self, run: &Run<'_>, key: &Key) -> Result<(), StepError> {
-        if !run.cred.policy.verify {
-            return Ok(());
-        }
-        let url = run.cred.verify_url();
-        self.verifier
-            .verify(&url, key)
-            .await
-            .map_err(StepError::Verification)?;
-        tracing::info!(workspace = %run.cred.workspace.id, service_account = %run.cred.service_account, url = %url, "verified the new token");
-        Ok(())
-    }
-
-    async fn promote(&self, run: &mut Run<'_>, version_id: &str) -> Result<(), StepError> {
-        promote(
+    async fn verify(
+        &self,
+        run: &mut Run<'_>,
+        key: &Key,
+        now: DateTime<Utc>,
+    ) -> Result<(), StepError> {
+        verify_recorded(
             self.secrets,
+            self.verifier,
             run.cred,
-            version_id,
-            &mut run.current_version,
-            "after_promote",
+            &mut run.secret,
+            key,
+            now,
         )
         .await
     }
 
-    async fn rotate_overlap(&self, run: &mut Run<'_>, now: DateTime<Utc>) -> Result<(), StepError> {
+    /// Proves the new token, then publishes it under its version: the token is deleted again if
+    /// either fails (unless the write landed after all).
+    async fn prove_and_publish(
+        &self,
+        run: &mut Run<'_>,
+        token: &NewToken,
+        stage: &str,
+        now: DateTime<Utc>,
+    ) -> Result<String, StepError> {
         let cred = run.cred;
-        let name = plan::token_name(&cred.policy.name_prefix, &cred.service_account, now);
-        let token = self.create_token(run, &name, now, false).await?;
-        failpoint::hit("after_create_token");
-        // A secret's first version becomes AWSCURRENT as soon as it is written: with no current
-        // version to protect, prove the token before publishing rather than after.
-        let first_version = run.current_version.is_none();
-        if first_version {
-            if let Err(e) = self.verify(run, &token.key).await {
-                self.roll_back(run, &token).await;
-                return Err(e);
-            }
-        }
-        let version = plan::version_id(&cred.workspace.id, &run.account()?.id, &token.id);
-        let value = secret_value(cred.secret.format, &cred.workspace, run.account()?, &token);
-        if let Err(e) = self
-            .secrets
-            .put_version(&cred.secret.name, &version, &value, &[AWSPENDING])
-            .await
-        {
-            self.roll_back(run, &token).await;
-            return Err(StepError::api("PutSecretValue")(e));
-        }
-        tracing::info!(workspace = %cred.workspace.id, service_account = %cred.service_account, secret = %cred.secret.name, version_id = %version, "published as AWSPENDING");
-        failpoint::hit("after_pending");
-        let verified = if first_version {
-            Ok(())
-        } else {
-            self.verify(run, &token.key).await
-        };
-        if let Err(e) = verified {
-            self.roll_back(run, &token).await;
-            let _ = self
-                .secrets
-                .move_stage(&cred.secret.name, AWSPENDING, None, Some(&version))
-                .await;
+        if let Err(e) = self.verify(run, &token.key, now).await {
+            self.roll_back(run, token).await;
             return Err(e);
         }
         failpoint::hit("after_verify");
-        self.promote(run, &version).await?;
+        let account = run.account()?;
+        let version = plan::version_id(&cred.workspace.id, &account.id, &token.id, &token.name);
+        let value = secret_value(cred.secret.format, &cred.workspace, account, token);
+        if let Err(e) = publish(self.secrets, cred, &version, &value, stage).await {
+            self.roll_back(run, token).await;
+            return Err(e.error);
+        }
+        tracing::info!(workspace = %cred.workspace.id, service_account = %cred.service_account, secret = %cred.secret.name, version_id = %version, stage, "published");
+        Ok(version)
+    }
+
+    async fn rotate_overlap(&self, run: &mut Run<'_>, now: DateTime<Utc>) -> Result<(), StepError> {
+        let cred = run.cred;
+        let name = plan::token_name(
+            &cred.policy.name_prefix,
+            &cred.service_account,
+            &run.mark()?,
+            now,
+        );
+        let token = self.create_token(run, &name, now).await?;
+        failpoint::hit("after_create_token");
+        let token = self.with_amg_times(run, token).await;
+        let version = self.prove_and_publish(run, &token, AWSPENDING, now).await?;
+        failpoint::hit("after_pending");
+        promote(
+            self.secrets,
+            cred,
+            &version,
+            &mut run.current_version,
+            "after_promote",
+        )
+        .await?;
         run.outcome.current = Some((&token.summary()).into());
         Ok(())
     }
@@ -452,34 +546,22 @@ impl Executor<'_> {
     async fn recreate(
         &self,
         run: &mut Run<'_>,
-        token_name: &str,
         delete_first: &[TokenRef],
         now: DateTime<Utc>,
     ) -> Result<(), StepError> {
         let cred = run.cred;
+        let name =
+            plan::recreate_token_name(&cred.policy.name_prefix, &run.account()?.name, &run.mark()?);
         for old in delete_first {
             self.delete_token_id(run, &old.id, &old.name, DeleteReason::Recreate.as_str())
                 .await?;
         }
         failpoint::hit("after_recreate_delete");
-        let token = self.create_token(run, token_name, now, true).await?;
+        let token = self.create_fixed(run, &name, now).await?;
         failpoint::hit("after_recreate_create");
-        if let Err(e) = self.verify(run, &token.key).await {
-            self.roll_back(run, &token).await;
-            return Err(e);
-        }
-        let version = plan::version_id(&cred.workspace.id, &run.account()?.id, &token.id);
-        let value = secret_value(cred.secret.format, &cred.workspace, run.account()?, &token);
-        if let Err(e) = self
-            .secrets
-            .put_version(&cred.secret.name, &version, &value, &[AWSCURRENT])
-            .await
-        {
-            self.roll_back(run, &token).await;
-            return Err(StepError::api("PutSecretValue")(e));
-        }
-        run.current_version = Some(version.clone());
-        tracing::info!(workspace = %cred.workspace.id, service_account = %cred.service_account, secret = %cred.secret.name, version_id = %version, "published as AWSCURRENT");
+        let token = self.with_amg_times(run, token).await;
+        let version = self.prove_and_publish(run, &token, AWSCURRENT, now).await?;
+        run.current_version = Some(version);
         failpoint::hit("after_recreate_publish");
         run.outcome.current = Some((&token.summary()).into());
         Ok(())
@@ -490,6 +572,7 @@ impl Executor<'_> {
         run: &mut Run<'_>,
         version_id: &str,
         token: &TokenRef,
+        now: DateTime<Utc>,
     ) -> Result<(), StepError> {
         let cred = run.cred;
         tracing::info!(workspace = %cred.workspace.id, service_account = %cred.service_account, token_name = %token.name, "resuming the AWSPENDING version an earlier pass left");
@@ -501,7 +584,7 @@ impl Executor<'_> {
                 .map_err(StepError::api("GetSecretValue"))?;
             let key =
                 key_from_value(cred.secret.format, &value).ok_or(StepError::UnreadablePending)?;
-            if let Err(e) = self.verify(run, &key).await {
+            if let Err(e) = self.verify(run, &key, now).await {
                 self.delete_token_id(run, &token.id, &token.name, "rollback")
                     .await
                     .ok();
@@ -512,9 +595,157 @@ impl Executor<'_> {
                 return Err(e);
             }
         }
-        self.promote(run, version_id).await?;
+        promote(
+            self.secrets,
+            cred,
+            version_id,
+            &mut run.current_version,
+            "after_promote",
+        )
+        .await?;
         run.outcome.current = Some(token.clone());
         Ok(())
+    }
+}
+
+/// The `outcome` label of a rotation.
+fn rotation_outcome(r: &Result<(), StepError>) -> &'static str {
+    match r {
+        Ok(()) => "success",
+        Err(StepError::Yielded(_)) => "yielded",
+        Err(_) => "failure",
+    }
+}
+
+/// Creates the credential's secret (no value yet), or finds the one another replica created
+/// meanwhile. Shared by tokens and API keys.
+pub(crate) async fn create_secret(
+    secrets: &dyn SecretStore,
+    cred: &Credential,
+) -> Result<SecretState, StepError> {
+    let made = match secrets.create(&cred.secret).await {
+        Ok(s) => s,
+        Err(ApiError::Conflict(_)) => secrets
+            .describe(&cred.secret.name)
+            .await
+            .map_err(StepError::api("DescribeSecret"))?
+            .ok_or_else(|| StepError::Api {
+                step: "DescribeSecret",
+                source: ApiError::NotFound(format!("secret {}", cred.secret.name)),
+            })?,
+        Err(e) => return Err(StepError::api("CreateSecret")(e)),
+    };
+    tracing::info!(workspace = %cred.workspace.id, credential = %cred.service_account, secret = %cred.secret.name, "created secret");
+    Ok(made)
+}
+
+/// Verifies `key` when the policy asks for it, and keeps the record of consecutive failures on
+/// the secret (`records.rs`): one more on failure, none once a key is proven (or verification
+/// is off). A record that cannot be written is reported, not fatal: the failure it counts is
+/// what the caller reports. Shared by tokens and API keys.
+pub(crate) async fn verify_recorded(
+    secrets: &dyn SecretStore,
+    verifier: &dyn Verifier,
+    cred: &Credential,
+    secret: &mut Option<SecretState>,
+    key: &Key,
+    now: DateTime<Utc>,
+) -> Result<(), StepError> {
+    let previous = secret
+        .as_ref()
+        .and_then(|s| VerifyBackoff::from_tags(&s.tags));
+    let result = if cred.policy.verify {
+        verifier.verify(&cred.verify_url(), key).await
+    } else {
+        Ok(())
+    };
+    let name = &cred.secret.name;
+    match result {
+        Ok(()) => {
+            if cred.policy.verify {
+                tracing::info!(workspace = %cred.workspace.id, credential = %cred.service_account, url = %cred.verify_url(), "verified the new key");
+            }
+            if previous.is_some() {
+                match secrets.untag(name, VERIFICATION_TAG).await {
+                    Ok(()) => {
+                        if let Some(s) = secret.as_mut() {
+                            s.tags.remove(VERIFICATION_TAG);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(workspace = %cred.workspace.id, credential = %cred.service_account, secret = %name, error = %e, "could not clear the verification record")
+                    }
+                }
+            }
+            Ok(())
+        }
+        Err(e) => {
+            let record = VerifyBackoff::after(previous, now, e.status);
+            tracing::error!(workspace = %cred.workspace.id, credential = %cred.service_account, url = %e.url, status = e.status.unwrap_or(0), failures = record.failures, next_attempt = %crate::model::rfc3339(record.next_attempt()), error = %e, "verification failed; nothing published, backing off");
+            match secrets
+                .tag(name, VERIFICATION_TAG, &record.tag_value())
+                .await
+            {
+                Ok(()) => {
+                    if let Some(s) = secret.as_mut() {
+                        s.tags.insert(VERIFICATION_TAG.into(), record.tag_value());
+                    }
+                }
+                Err(te) => {
+                    tracing::warn!(workspace = %cred.workspace.id, credential = %cred.service_account, secret = %name, error = %te, "could not record the verification failure; the next pass tries again without backing off")
+                }
+            }
+            Err(StepError::Verification(format!(
+                "{e}; failure {} in a row, next attempt after {}",
+                record.failures,
+                crate::model::rfc3339(record.next_attempt())
+            )))
+        }
+    }
+}
+
+/// A PutSecretValue that failed, and whether its version may exist anyway.
+pub(crate) struct PublishFailure {
+    pub error: StepError,
+    /// The outcome is unknown and the secret could not be read to settle it.
+    pub may_have_landed: bool,
+}
+
+/// Writes `value` as version `version_id` with `stage`. A failure whose outcome is unknown (a
+/// timeout, a 5xx) is settled by looking at the secret: a version that landed is a success, so
+/// what it holds is not deleted under it. Shared by tokens and API keys.
+pub(crate) async fn publish(
+    secrets: &dyn SecretStore,
+    cred: &Credential,
+    version_id: &str,
+    value: &str,
+    stage: &str,
+) -> Result<(), PublishFailure> {
+    let name = &cred.secret.name;
+    let e = match secrets.put_version(name, version_id, value, &[stage]).await {
+        Ok(()) => return Ok(()),
+        Err(e) => e,
+    };
+    let error = StepError::api("PutSecretValue")(e.clone());
+    if e.surely_not_applied() {
+        return Err(PublishFailure {
+            error,
+            may_have_landed: false,
+        });
+    }
+    match secrets.describe(name).await {
+        Ok(Some(s)) if s.versions.contains_key(version_id) => {
+            tracing::info!(workspace = %cred.workspace.id, credential = %cred.service_account, secret = %name, version_id, error = %e, "PutSecretValue reported a failure but its version is there: published");
+            Ok(())
+        }
+        Ok(_) => Err(PublishFailure {
+            error,
+            may_have_landed: false,
+        }),
+        Err(_) => Err(PublishFailure {
+            error,
+            may_have_landed: true,
+        }),
     }
 }
 

@@ -7,8 +7,8 @@
 /// Every crash point, in protocol order; the reliability tests iterate over this list.
 pub const POINTS: &[&str] = &[
     "after_create_token",
-    "after_pending",
     "after_verify",
+    "after_pending",
     "after_promote",
     "after_delete_token",
     "after_recreate_delete",

@@ -47,6 +47,7 @@ pub struct Metrics {
     rotations: IntCounterVec,
     deletions: IntCounterVec,
     tokens: IntGaugeVec,
+    left_behind: IntGaugeVec,
     pass_duration: HistogramVec,
     passes: IntCounterVec,
     last_success: prometheus::Gauge,
@@ -67,6 +68,9 @@ pub struct Metrics {
     /// Every registered family, in registration order.
     catalog: Vec<MetricInfo>,
 }
+
+/// The `state` label values of `service_account_tokens`, in `set_tokens` order.
+const TOKEN_STATES: [&str; 3] = ["active", "expired", "no_expiry"];
 
 fn opts(name: &str, help: &str) -> Opts {
     Opts::new(name, help).namespace("amg_rotator")
@@ -94,7 +98,7 @@ impl Metrics {
         let rotations = IntCounterVec::new(
             opts(
                 "rotations_total",
-                "Rotations attempted, by outcome (success, failure) and reason (first_run, due, expired, missing_token, resumed, recreate).",
+                "Rotations attempted, by outcome (success, failure, yielded: another rotator was doing it) and reason (first_run, due, expired, missing_token, resumed, recreate).",
             ),
             &["workspace", "service_account", "kind", "outcome", "reason"],
         )
@@ -110,9 +114,17 @@ impl Metrics {
         let tokens = IntGaugeVec::new(
             opts(
                 "service_account_tokens",
-                "Tokens a managed service account holds, by state (active, expired); expired ones still count against AMG's quota.",
+                "Tokens a managed service account holds, by state (active, expired, no_expiry); expired ones still count against AMG's quota, and no_expiry ones (made in Grafana's UI) are never taken for expired.",
             ),
             &["workspace", "service_account", "state"],
+        )
+        .unwrap();
+        let left_behind = IntGaugeVec::new(
+            opts(
+                "left_behind_tokens",
+                "Live tokens the rotator minted for another secret (secret_name, a workspace or service-account name, the region or the role changed) that this credential's service account still holds; kept until they expire. Retire the old secret, then delete them.",
+            ),
+            &CREDENTIAL,
         )
         .unwrap();
         let pass_duration = HistogramVec::new(
@@ -244,6 +256,7 @@ impl Metrics {
             Box::new(rotations.clone()),
             Box::new(deletions.clone()),
             Box::new(tokens.clone()),
+            Box::new(left_behind.clone()),
             Box::new(pass_duration.clone()),
             Box::new(passes.clone()),
             Box::new(last_success.clone()),
@@ -278,6 +291,7 @@ impl Metrics {
             rotations,
             deletions,
             tokens,
+            left_behind,
             pass_duration,
             passes,
             last_success,
@@ -363,19 +377,19 @@ impl Metrics {
             .inc();
     }
 
-    pub fn set_tokens(
-        &self,
-        workspace: &str,
-        service_account: &str,
-        active: usize,
-        expired: usize,
-    ) {
-        self.tokens
-            .with_label_values(&[workspace, service_account, "active"])
-            .set(active as i64);
-        self.tokens
-            .with_label_values(&[workspace, service_account, "expired"])
-            .set(expired as i64);
+    /// Tokens of a service account by state: `active`, `expired`, `no_expiry` (AMG reports none).
+    pub fn set_tokens(&self, workspace: &str, service_account: &str, by_state: [usize; 3]) {
+        for (state, n) in TOKEN_STATES.iter().zip(by_state) {
+            self.tokens
+                .with_label_values(&[workspace, service_account, state])
+                .set(n as i64);
+        }
+    }
+
+    pub fn set_left_behind(&self, c: &CredentialLabels, n: usize) {
+        self.left_behind
+            .with_label_values(&c.values())
+            .set(n as i64);
     }
 
     pub fn set_role_drift(
@@ -469,7 +483,8 @@ impl Metrics {
         for gone in known.difference(&current) {
             let _ = self.expiry.remove_label_values(&gone.values());
             let _ = self.credential_healthy.remove_label_values(&gone.values());
-            for state in ["active", "expired"] {
+            let _ = self.left_behind.remove_label_values(&gone.values());
+            for state in TOKEN_STATES {
                 let _ = self.tokens.remove_label_values(&[
                     &gone.workspace,
                     &gone.service_account,

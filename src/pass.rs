@@ -24,7 +24,7 @@ use crate::grafana::{aws::AwsGrafana, Grafana};
 use crate::metrics::{CredentialLabels, Metrics};
 use crate::model::{rfc3339, SecretSpec, ServiceAccount, Workspace};
 use crate::permissions::PermissionReport;
-use crate::plan::{self, Observed, Plan, TokenRef};
+use crate::plan::{self, Blocker, LeftBehind, Observed, Plan, TokenRef};
 use crate::ratelimit::RateLimiter;
 use crate::secrets::{aws::AwsSecrets, SecretStore};
 use crate::verify::Verifier;
@@ -233,9 +233,10 @@ impl Engine {
             .filter(|(id, _)| crate::config::is_workspace_id(id))
             .collect();
 
-        // One credential per (workspace, service account) and per secret name.
+        // One credential per (workspace, service account) and per secret. A secret is its name
+        // in one account and region: the same name elsewhere is another secret.
         let mut claimed: BTreeMap<(String, String), String> = BTreeMap::new();
-        let mut secrets_claimed: BTreeMap<String, String> = BTreeMap::new();
+        let mut secrets_claimed: BTreeMap<(String, String, String), String> = BTreeMap::new();
         let mut work = Vec::new();
         let mut reports = Vec::new();
         for f in found {
@@ -273,7 +274,16 @@ impl Engine {
                 }
             };
             report.secret_name = Some(secret.name.clone());
-            if let Some(other) = secrets_claimed.get(&secret.name) {
+            let where_ = (
+                account_of(target.role_arn.as_deref()),
+                target
+                    .region
+                    .clone()
+                    .or(config.aws.region.clone())
+                    .unwrap_or_default(),
+                secret.name.clone(),
+            );
+            if let Some(other) = secrets_claimed.get(&where_) {
                 report.error = Some(format!(
                     "secret {} is already used by {other}; make secret_name unique",
                     secret.name
@@ -281,10 +291,7 @@ impl Engine {
                 reports.push(report);
                 continue;
             }
-            secrets_claimed.insert(
-                secret.name.clone(),
-                format!("{}/{}", f.workspace.id, f.service_account),
-            );
+            secrets_claimed.insert(where_, format!("{}/{}", f.workspace.id, f.service_account));
             let cred = Credential {
                 target: target.label.clone(),
                 kind: f.kind,
@@ -706,10 +713,14 @@ impl Engine {
         };
         // The pass reads the clock; the planner is handed the time.
         let now = Utc::now();
-        let expired = tokens.iter().filter(|t| t.expires_at <= now).count();
         if mode == Mode::Apply {
-            self.metrics
-                .set_tokens(ws, sa_name, tokens.len() - expired, expired);
+            let expired = tokens.iter().filter(|t| t.expired(now)).count();
+            let unknown = tokens.iter().filter(|t| t.expires_at.is_none()).count();
+            self.metrics.set_tokens(
+                ws,
+                sa_name,
+                [tokens.len() - expired - unknown, expired, unknown],
+            );
         }
         let plan = plan::plan(
             &cred.policy,
@@ -735,10 +746,19 @@ impl Engine {
                     .set_role_drift(&labels, declared.as_str(), actual.as_str(), drifted);
             }
         }
+        let mut plan = plan;
+        self.name_left_behind(services, &mut plan.left_behind).await;
+        for lb in &plan.left_behind {
+            tracing::warn!(workspace = %ws, service_account = %sa_name, secret = %cred.secret.name, token_name = %lb.token.name, left_behind_for = lb.secret.as_deref().unwrap_or("-"), detail = %lb, "token left behind by another secret");
+        }
+        if mode == Mode::Apply {
+            self.metrics
+                .set_left_behind(&labels, plan.left_behind.len());
+        }
         for note in &plan.notes {
             tracing::debug!(workspace = %ws, service_account = %sa_name, note = %note, "waiting");
         }
-        report.expires_at = plan.current.as_ref().map(|t| t.expires_at);
+        report.expires_at = plan.current.as_ref().and_then(|t| t.expires_at);
 
         if let Some(blocker) = &plan.blocked {
             tracing::warn!(workspace = %ws, service_account = %sa_name, problem = %blocker, "credential blocked");
@@ -785,15 +805,20 @@ impl Engine {
                     .execute(cred, account.as_ref(), secret.as_ref(), &plan, now)
                     .await;
                 report.done = outcome.done.clone();
-                report.expires_at = outcome.current.as_ref().map(|t| t.expires_at);
-                if let Some(t) = &outcome.current {
-                    self.metrics.set_expiry(&labels, t.expires_at);
+                report.expires_at = outcome.current.as_ref().and_then(|t| t.expires_at);
+                if let Some(e) = report.expires_at {
+                    self.metrics.set_expiry(&labels, e);
                 }
-                let healthy_after = outcome.current.as_ref().is_some_and(|t| {
-                    t.expires_at
-                        - chrono::Duration::from_std(cred.policy.rotate_before).unwrap_or_default()
-                        > now
-                });
+                // An unknown expiry (AMG reports none) is as healthy as the plan's assumption.
+                let rotate_before =
+                    chrono::Duration::from_std(cred.policy.rotate_before).unwrap_or_default();
+                let healthy_after = outcome
+                    .current
+                    .as_ref()
+                    .is_some_and(|t| match t.expires_at {
+                        Some(e) => e - rotate_before > now,
+                        None => plan.due_at.is_some_and(|d| d > now),
+                    });
                 match &outcome.error {
                     Some(e) => {
                         report.status = Status::Failed;
@@ -834,6 +859,21 @@ impl Engine {
         mode: Mode,
     ) -> CredentialReport {
         let labels = cred.labels();
+        if !cred.workspace.supports_api_keys() {
+            // Nothing to attempt: AMG refuses API keys there. Said once per pass.
+            let blocker = Blocker::ApiKeysRemoved {
+                grafana_version: cred.workspace.grafana_version.clone(),
+            };
+            tracing::warn!(workspace = %cred.workspace.id, api_key = %cred.service_account, problem = %blocker, "credential blocked");
+            report.status = Status::Blocked;
+            report.summary = format!("blocked: {blocker}");
+            report.error = Some(blocker.to_string());
+            if mode == Mode::Apply {
+                self.metrics.credential_failure(&labels, "plan");
+                self.metrics.set_healthy(&labels, false);
+            }
+            return report;
+        }
         let (secret, observed) =
             match apikeys::observe(services.secrets.as_ref(), self.verifier.as_ref(), cred).await {
                 Ok(o) => o,
@@ -898,7 +938,7 @@ impl Engine {
         report.expires_at = outcome
             .current
             .as_ref()
-            .map(|t| t.expires_at)
+            .and_then(|t| t.expires_at)
             .or(report.expires_at);
         let rotate_before =
             chrono::Duration::from_std(cred.policy.rotate_before).unwrap_or_default();
@@ -934,6 +974,35 @@ impl Engine {
         report
     }
 
+    /// Names the secrets that tokens were left behind for, from the marks in their names: the
+    /// rotator's secrets in this account and region (one ListSecrets, only when a credential
+    /// has such tokens). A lookup that fails leaves them unnamed; the tokens are kept either way.
+    async fn name_left_behind(&self, services: &Services, left: &mut [LeftBehind]) {
+        if left.iter().all(|l| l.mark.is_none()) {
+            return;
+        }
+        let secrets = match services.secrets.list_managed().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not list the rotator's secrets to name the ones tokens were left behind for");
+                return;
+            }
+        };
+        for l in left.iter_mut() {
+            l.secret = secrets
+                .iter()
+                .find(|(name, arn)| {
+                    let s = crate::model::SecretState {
+                        arn: arn.clone(),
+                        name: name.clone(),
+                        ..Default::default()
+                    };
+                    l.mark.as_deref() == Some(plan::secret_mark(&s).as_str())
+                })
+                .map(|(name, _)| name.clone());
+        }
+    }
+
     fn failed(
         &self,
         mut report: CredentialReport,
@@ -964,11 +1033,21 @@ fn summary_line(actions: &[String], current: Option<&TokenRef>, verb: &str) -> S
             format!(
                 "{what}; current {} expires {}",
                 t.name,
-                rfc3339(t.expires_at)
+                crate::plan::expiry_text(t.expires_at)
             )
         }
         _ => what,
     }
+}
+
+/// The account a role ARN (`arn:aws:iam::123456789012:role/x`) belongs to; `""` stands for the
+/// account of the default credentials. Two targets that reach one account through the default
+/// credentials and a role are not told apart: the rotator does not call STS to learn it.
+fn account_of(role_arn: Option<&str>) -> String {
+    role_arn
+        .and_then(|arn| arn.split(':').nth(4))
+        .unwrap_or_default()
+        .to_owned()
 }
 
 fn labels_of(r: &CredentialReport) -> CredentialLabels {

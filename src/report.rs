@@ -36,12 +36,28 @@ pub fn summary_lines(report: &PassReport) -> String {
             }
         );
     }
+    left_behind_lines(&mut out, report);
     for p in &report.problems {
         let _ = writeln!(out, "FAILED   {p}");
     }
     permission_lines(&mut out, report, false);
     let _ = writeln!(out, "{}", totals(report));
     out
+}
+
+/// One line per token a credential's service account holds for another secret.
+fn left_behind_lines(out: &mut String, report: &PassReport) {
+    for c in &report.credentials {
+        for lb in c.plan.iter().flat_map(|p| &p.left_behind) {
+            let _ = writeln!(
+                out,
+                "left behind {} {} -> {}: {lb}",
+                c.workspace_id,
+                c.service_account,
+                c.secret_name.as_deref().unwrap_or("-")
+            );
+        }
+    }
 }
 
 /// One line per audited workspace, and one per refused entry.
@@ -162,7 +178,11 @@ pub fn plan_table(report: &PassReport) -> String {
             c.workspace_id.clone(),
             c.service_account.clone(),
             c.secret_name.clone().unwrap_or_else(|| "-".into()),
-            c.expires_at.map(rfc3339).unwrap_or_else(|| "-".into()),
+            match (c.expires_at, plan.and_then(|p| p.current.as_ref())) {
+                (Some(e), _) => rfc3339(e),
+                (None, Some(_)) => "unknown".into(),
+                (None, None) => "-".into(),
+            },
             plan.and_then(|p| p.due_at)
                 .or(key_plan.and_then(|p| p.due_at))
                 .map(rfc3339)
@@ -188,6 +208,7 @@ pub fn plan_table(report: &PassReport) -> String {
         }
         let _ = writeln!(out, "{}", line.trim_end());
     }
+    left_behind_lines(&mut out, report);
     for p in &report.problems {
         let _ = writeln!(out, "problem: {p}");
     }
