@@ -375,7 +375,7 @@ async fn a_secret_with_foreign_content_is_left_untouched_and_reported() {
     let legacy = WorkspaceSeed {
         id: "g-8888888888".into(),
         name: Some("legacy".into()),
-        grafana_version: Some("8.4".into()),
+        grafana_version: Some("10.4".into()),
         ..WorkspaceSeed::default()
     };
     let bed = Bed::start(seed(vec![workspace(WS, &[("terraform", &[])]), legacy])).await;

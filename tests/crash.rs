@@ -98,7 +98,9 @@ const OVERLAP: &[Cell] = &[
     cell("after_create_token", Setup::Due),
     cell("after_pending", Setup::FirstRun),
     resuming("after_pending", Setup::Due),
-    resuming("after_verify", Setup::Due),
+    // Verification comes before publishing: nothing to resume, the next pass mints again.
+    cell("after_verify", Setup::FirstRun),
+    cell("after_verify", Setup::Due),
     cell("after_promote", Setup::FirstRun),
     cell("after_promote", Setup::Due),
     cell("after_delete_token", Setup::Expired),
@@ -277,13 +279,15 @@ async fn arrange(bed: &Bed, cfg: &std::path::Path, cred: &Cred, setup: Setup, wh
             tokio::time::sleep(Duration::from_millis(GRACE_S * 1000 + 1500)).await;
             if setup == Setup::GraceAndOrphan {
                 assert_eq!(cred.kind, Kind::Token);
+                // Minted for this secret (its mark), never published: an orphan of it.
+                let mark = bed.secret_mark(&cred.secret).await;
                 bed.amg.add_seed(Seed {
                     workspaces: vec![WorkspaceSeed {
                         id: cred.ws.clone(),
                         service_accounts: vec![ServiceAccountSeed {
                             name: cred.name.clone(),
                             tokens: vec![TokenSeed {
-                                name: format!("amgrot-{}-left-by-a-crash", cred.name),
+                                name: format!("amgrot-{}-left-by-a-crash-{mark}", cred.name),
                                 created_seconds_ago: 3600,
                                 expires_in_seconds: 20 * DAY,
                                 ..TokenSeed::default()
@@ -448,7 +452,7 @@ async fn recreate_heals_after_a_crash_at_every_step() {
     ignore = "needs the crash points: cargo test --features amg-token-rotator/failpoints (scripts/test does)"
 )]
 async fn api_keys_survive_a_crash_at_every_step() {
-    // One Grafana 8 workspace per cell: key names are per workspace, and the call log's
+    // One Grafana 10 workspace per cell: key names are per workspace, and the call log's
     // CreateWorkspaceApiKey entries are told apart by workspace.
     let ids: Vec<String> = (0..API_KEYS.len())
         .map(|i| format!("g-80000000{i:02}"))
@@ -459,7 +463,7 @@ async fn api_keys_survive_a_crash_at_every_step() {
             .map(|id| WorkspaceSeed {
                 id: id.clone(),
                 name: Some(format!("legacy-{}", &id[8..])),
-                grafana_version: Some("8.4".into()),
+                grafana_version: Some("10.4".into()),
                 ..WorkspaceSeed::default()
             })
             .collect(),
@@ -491,7 +495,7 @@ async fn an_api_key_superseded_twice_within_its_grace_period_is_not_leaked() {
         workspaces: vec![WorkspaceSeed {
             id: LEGACY.into(),
             name: Some("legacy".into()),
-            grafana_version: Some("8.4".into()),
+            grafana_version: Some("10.4".into()),
             ..WorkspaceSeed::default()
         }],
         ..Seed::default()
@@ -545,7 +549,7 @@ async fn an_api_key_whose_deletion_fails_before_a_promotion_is_not_leaked() {
         workspaces: vec![WorkspaceSeed {
             id: LEGACY.into(),
             name: Some("legacy".into()),
-            grafana_version: Some("8.4".into()),
+            grafana_version: Some("10.4".into()),
             ..WorkspaceSeed::default()
         }],
         ..Seed::default()

@@ -62,7 +62,7 @@ async fn no_key_reaches_any_output_on_any_path_at_trace() {
             WorkspaceSeed {
                 id: LEGACY.into(),
                 name: Some("legacy".into()),
-                grafana_version: Some("8.4".into()),
+                grafana_version: Some("10.4".into()),
                 ..WorkspaceSeed::default()
             },
         ],
@@ -152,9 +152,26 @@ async fn no_key_reaches_any_output_on_any_path_at_trace() {
     assert_eq!(r.code(), Some(1), "{}", r.all_output());
     assert!(r.stdout.contains("verification"), "{}", r.stdout);
     c.add(&bed, "verification failure", &r).await;
+    // The failure backs off: the next pass waits, then tries again (an hour later).
+    let r = once(&bed, &cfg, &env).await;
+    assert_eq!(r.code(), Some(1), "{}", r.all_output());
+    assert!(r.stdout.contains("next attempt at"), "{}", r.stdout);
+    c.add(&bed, "verification backoff", &r).await;
+    for cred in &creds {
+        if bed.verification_record(&cred.secret).await.is_some() {
+            bed.age_verification_record(&cred.secret, 3600).await;
+        }
+    }
     let r = once(&bed, &cfg, &env).await;
     assert_eq!(r.code(), Some(0), "{}", r.all_output());
     c.add(&bed, "recovery", &r).await;
+    // tf rotated and proved its new token. (The API key's current key still worked, so it
+    // minted nothing to prove: its record stays, past its backoff, until the next new key.)
+    assert_eq!(
+        bed.verification_record(&creds[0].secret).await,
+        None,
+        "a proven key clears the record"
+    );
 
     // A crash after AWSPENDING, plans of the interrupted state, and the resumption (which
     // reads the pending key back to verify it).

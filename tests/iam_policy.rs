@@ -37,7 +37,10 @@ const IDENTITY_CENTER_FOR_UPDATE_PERMISSIONS: &[&str] = &[
 
 /// Actions that support no resource-level permissions: the only ones that may use `"*"`.
 fn may_use_any_resource(action: &str) -> bool {
+    // secretsmanager:ListSecrets has no resource type in the Service Authorization Reference
+    // ("Actions, resources, and condition keys for AWS Secrets Manager").
     action == "grafana:ListWorkspaces"
+        || action == "secretsmanager:ListSecrets"
         || action.starts_with("sso:")
         || action.starts_with("sso-directory:")
 }

@@ -161,7 +161,9 @@ async fn recreate_deletes_then_creates_a_token_of_the_same_name() {
     let name = secret_name(WS1, "terraform");
     assert_eq!(bed.once(&cfg).await.code, Some(0));
     let first = bed.secret_json(&name, "AWSCURRENT").await;
-    assert_eq!(first["tokenName"], "amgrot-terraform");
+    // The fixed name carries the mark of the secret it is for.
+    let mark = bed.secret_mark(&name).await;
+    assert_eq!(first["tokenName"], format!("amgrot-terraform-{mark}"));
     let sa_id = bed.service_account_id(WS1, "terraform");
     assert!(bed.amg.set_token_expiry(
         WS1,
@@ -173,7 +175,7 @@ async fn recreate_deletes_then_creates_a_token_of_the_same_name() {
     let run = bed.once(&cfg).await;
     assert_eq!(run.code, Some(0), "{}", run.all_output());
     let second = bed.secret_json(&name, "AWSCURRENT").await;
-    assert_eq!(second["tokenName"], "amgrot-terraform");
+    assert_eq!(second["tokenName"], format!("amgrot-terraform-{mark}"));
     assert_ne!(second["tokenId"], first["tokenId"]);
     let tokens = bed.tokens(WS1, "terraform");
     assert_eq!(
@@ -206,7 +208,7 @@ async fn a_pending_version_left_by_an_interrupted_pass_is_resumed_without_mintin
         .await
         .unwrap();
     let token = made.service_account_token().unwrap();
-    let version = amg_token_rotator::plan::version_id(WS1, &sa_id, token.id());
+    let version = amg_token_rotator::plan::version_id(WS1, &sa_id, token.id(), token.name());
     let mut doc = first.clone();
     doc["token"] = token.key().into();
     doc["tokenId"] = token.id().into();
@@ -271,14 +273,14 @@ async fn a_publish_failure_deletes_the_new_token() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn orphans_and_expired_owned_tokens_are_swept_and_foreign_ones_kept() {
+async fn orphans_of_the_secret_and_expired_owned_tokens_are_swept_and_others_kept() {
+    // Tokens named before names carried a secret's mark: any secret may hold them.
     let bed = Bed::start(seed(vec![workspace(
         WS1,
         &[(
             "terraform",
             &[
                 ("amgrot-terraform-20260101T000000Z", 3600, 20 * DAY),
-                ("amgrot-terraform-young", 30, 20 * DAY),
                 ("amgrot-terraform-dead", 40 * DAY, -DAY),
                 ("manual", 3600, 20 * DAY),
                 ("manual-dead", 40 * DAY, -DAY),
@@ -286,21 +288,74 @@ async fn orphans_and_expired_owned_tokens_are_swept_and_foreign_ones_kept() {
         )],
     )]))
     .await;
-    let cfg = bed.config(&config_for(&[WS1], &["terraform"], ""));
+    let cfg = bed.config(&config_for(
+        &[WS1],
+        &["terraform"],
+        "orphan_margin = \"5s\"",
+    ));
+    let name = secret_name(WS1, "terraform");
     let run = bed.once(&cfg).await;
     assert_eq!(run.code, Some(0), "{}", run.all_output());
+    assert!(
+        run.stdout.contains("left behind g-1111111111 terraform")
+            && run
+                .stdout
+                .contains("amgrot-terraform-20260101T000000Z is minted before token names carried"),
+        "{}",
+        run.stdout
+    );
+
+    // What a pass that crashed before publishing leaves: minted for this secret after its
+    // current token, unreferenced. One older than orphan_margin goes; a younger one stays.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let mark = bed.secret_mark(&name).await;
+    let orphan = format!("amgrot-terraform-20261101T000000Z-{mark}");
+    let young = format!("amgrot-terraform-20261101T000001Z-{mark}");
+    bed.amg.add_seed(Seed {
+        workspaces: vec![amg_emulator::WorkspaceSeed {
+            id: WS1.into(),
+            service_accounts: vec![amg_emulator::ServiceAccountSeed {
+                name: "terraform".into(),
+                tokens: vec![
+                    amg_emulator::TokenSeed {
+                        name: orphan.clone(),
+                        created_seconds_ago: 6,
+                        expires_in_seconds: 20 * DAY,
+                        ..Default::default()
+                    },
+                    amg_emulator::TokenSeed {
+                        name: young.clone(),
+                        created_seconds_ago: 0,
+                        expires_in_seconds: 20 * DAY,
+                        ..Default::default()
+                    },
+                ],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+        ..Seed::default()
+    });
+    let run = bed.once(&cfg).await;
+    assert_eq!(run.code, Some(0), "{}", run.all_output());
+    assert!(
+        run.stdout.contains(&format!("delete {orphan} (orphan)")),
+        "{}",
+        run.stdout
+    );
     let mut names: Vec<String> = bed
         .tokens(WS1, "terraform")
         .into_iter()
         .map(|t| t.name)
         .collect();
     names.sort();
-    let current = bed
-        .secret_json(&secret_name(WS1, "terraform"), "AWSCURRENT")
-        .await;
+    let current = bed.secret_json(&name, "AWSCURRENT").await;
     let mut expected = vec![
         current["tokenName"].as_str().unwrap().to_owned(),
-        "amgrot-terraform-young".to_owned(),
+        // Another secret may hold it: kept until it expires, reported.
+        "amgrot-terraform-20260101T000000Z".to_owned(),
+        // Younger than orphan_margin: its pass may still be publishing it.
+        young,
         "manual".to_owned(),
         "manual-dead".to_owned(),
     ];
@@ -433,7 +488,7 @@ async fn no_key_appears_in_any_output_even_at_trace() {
     let first = bed.once(&cfg).await;
     assert_eq!(first.code, Some(0), "{}", first.all_output());
     assert!(first.stderr.contains("decided"), "trace logs are produced");
-    assert!(first.stderr.contains("verified the new token"));
+    assert!(first.stderr.contains("verified the new key"));
     outputs.push(first.all_output());
     keys.extend(bed.all_keys());
 

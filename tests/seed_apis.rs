@@ -29,7 +29,7 @@ fn legacy_workspace() -> WorkspaceSeed {
     WorkspaceSeed {
         id: LEGACY.into(),
         name: Some("legacy".into()),
-        grafana_version: Some("8.4".into()),
+        grafana_version: Some("10.4".into()),
         ..WorkspaceSeed::default()
     }
 }
@@ -188,13 +188,16 @@ async fn legacy_api_keys_rotate_across_passes_with_grace() {
 async fn a_missing_key_secret_or_a_deleted_key_is_repaired() {
     let bed = Bed::start(seed(vec![legacy_workspace()])).await;
     let cfg = bed.config(&key_config(&format!(
-        "verify = true\ngrafana_url = {:?}\ntoken_ttl = \"1h\"\nrotate_before = \"30m\"\ngrace_period = \"1m\"",
+        "verify = true\ngrafana_url = {:?}\ntoken_ttl = \"1h\"\nrotate_before = \"30m\"\ngrace_period = \"1m\"\norphan_margin = \"2s\"",
         bed.amg.grafana_url_template()
     )).replace("token_ttl = \"20s\"\nrotate_before = \"12s\"\nrotation_spread = \"0s\"\ngrace_period = \"2s\"\n", ""));
     assert_eq!(bed.once(&cfg).await.code, Some(0));
     let first = bed.secret_json(KEY_SECRET, "AWSCURRENT").await;
 
     // The secret is deleted behind the rotator's back: the key it named is replaced, not leaked.
+    // Its name is taken and nothing records it any more: it is put on the secret's record of
+    // unpublished keys, the next generation is published, and the old key goes once older than
+    // orphan_margin (it could have been another rotator's, about to be published).
     bed.sm
         .delete_secret()
         .secret_id(KEY_SECRET)
@@ -205,19 +208,29 @@ async fn a_missing_key_secret_or_a_deleted_key_is_repaired() {
     let run = bed.once(&cfg).await;
     assert_eq!(run.code, Some(0), "{}", run.all_output());
     let second = bed.secret_json(KEY_SECRET, "AWSCURRENT").await;
-    assert_eq!(second["keyName"], "amgrot-legacy-1");
+    assert_eq!(second["keyName"], "amgrot-legacy-2");
     assert_ne!(second["token"], first["token"]);
+    assert_eq!(api_key_names(&bed), ["amgrot-legacy-1", "amgrot-legacy-2"]);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let run = bed.once(&cfg).await;
+    assert_eq!(run.code, Some(0), "{}", run.all_output());
+    assert!(
+        run.stdout
+            .contains("delete API key amgrot-legacy-1 (orphan)"),
+        "{}",
+        run.stdout
+    );
     assert!(
         !bed.key_works(LEGACY, first["token"].as_str().unwrap())
             .await
     );
-    assert_eq!(api_key_names(&bed), ["amgrot-legacy-1"]);
+    assert_eq!(api_key_names(&bed), ["amgrot-legacy-2"]);
 
     // The key is deleted behind its back: verification notices, and a new one is published.
     bed.grafana_client()
         .delete_workspace_api_key()
         .workspace_id(LEGACY)
-        .key_name("amgrot-legacy-1")
+        .key_name("amgrot-legacy-2")
         .send()
         .await
         .unwrap();
@@ -229,7 +242,7 @@ async fn a_missing_key_secret_or_a_deleted_key_is_repaired() {
         run.stdout
     );
     let third = bed.secret_json(KEY_SECRET, "AWSCURRENT").await;
-    assert_eq!(third["keyName"], "amgrot-legacy-2");
+    assert_eq!(third["keyName"], "amgrot-legacy-3");
     assert!(
         bed.key_works(LEGACY, third["token"].as_str().unwrap())
             .await
@@ -348,7 +361,7 @@ async fn verification_failure_leaves_awscurrent_as_it_was() {
     let run = bed.once(&cfg).await;
     assert_eq!(run.code, Some(0), "{}", run.all_output());
     assert!(
-        run.stderr.contains("verified the new token"),
+        run.stderr.contains("verified the new key"),
         "{}",
         run.stderr
     );
@@ -367,7 +380,7 @@ async fn verification_failure_leaves_awscurrent_as_it_was() {
     let run = bed.once(&bad).await;
     assert_eq!(run.code, Some(1), "{}", run.all_output());
     assert!(
-        run.stdout.contains("verification of the new token failed"),
+        run.stdout.contains("verification of the new key failed"),
         "{}",
         run.stdout
     );
@@ -386,4 +399,6 @@ async fn verification_failure_leaves_awscurrent_as_it_was() {
         !versions.values().flatten().any(|s| s == "AWSPENDING"),
         "{versions:?}"
     );
+    // Proven before publishing: the failure wrote no version at all.
+    assert_eq!(versions.len(), 1, "{versions:?}");
 }

@@ -51,7 +51,7 @@ async fn kill_9_at_random_moments_loses_nothing() {
             WorkspaceSeed {
                 id: LEGACY.into(),
                 name: Some("legacy".into()),
-                grafana_version: Some("8.4".into()),
+                grafana_version: Some("10.4".into()),
                 ..WorkspaceSeed::default()
             },
         ],

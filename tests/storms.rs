@@ -39,7 +39,7 @@ async fn bed(label: &str, daemon: &str) -> (Bed, Vec<Cred>, PathBuf) {
             WorkspaceSeed {
                 id: LEGACY.into(),
                 name: Some("legacy".into()),
-                grafana_version: Some("8.4".into()),
+                grafana_version: Some("10.4".into()),
                 ..WorkspaceSeed::default()
             },
         ],

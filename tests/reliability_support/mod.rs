@@ -166,7 +166,7 @@ pub async fn once_crashing_at(bed: &Bed, config: &std::path::Path, point: &str) 
 pub enum Kind {
     /// A service account's tokens.
     Token,
-    /// A legacy API key (Grafana 8); `name` is the key's base name.
+    /// A legacy API key (Grafana 9 and 10); `name` is the key's base name.
     ApiKey,
 }
 
@@ -240,7 +240,8 @@ pub fn live(bed: &Bed, cred: &Cred) -> Vec<Live> {
                         name: t.name.clone(),
                         key: t.key.clone(),
                         created_at: t.created_at,
-                        expires_at: t.expires_at,
+                        // The rotator's tokens always have an expiry; one without never expires.
+                        expires_at: t.expires_at.unwrap_or(i64::MAX),
                     })
                     .collect()
             })
@@ -302,6 +303,29 @@ pub async fn referenced(bed: &Bed, cred: &Cred) -> Result<Vec<(String, String)>,
         if let Some(doc) = stage_json(bed, &cred.secret, stage).await? {
             if let Some(id) = referenced_id(cred, &doc) {
                 out.push((stage.to_owned(), id));
+            }
+        }
+    }
+    // API keys made but not published when a pass found their name taken: the secret's
+    // unpublished-keys record accounts for them until a later pass deletes them.
+    if cred.kind == Kind::ApiKey {
+        if let Ok(d) = bed
+            .sm
+            .describe_secret()
+            .secret_id(&cred.secret)
+            .send()
+            .await
+        {
+            let tags = d
+                .tags()
+                .iter()
+                .filter_map(|t| Some((t.key()?.to_owned(), t.value()?.to_owned())))
+                .collect();
+            for u in amg_token_rotator::records::unpublished_keys(&tags) {
+                out.push((
+                    "unpublished-keys record".to_owned(),
+                    format!("amgrot-{}-{}", cred.name, u.generation),
+                ));
             }
         }
     }
@@ -367,7 +391,8 @@ pub async fn check_current_exists(bed: &Bed, cred: &Cred) -> Result<(), String> 
     }
 }
 
-/// Owned tokens (or keys) that no AWSCURRENT / AWSPREVIOUS / AWSPENDING version references.
+/// Owned tokens (or keys) that no AWSCURRENT / AWSPREVIOUS / AWSPENDING version references
+/// (nor, for keys, the secret's unpublished-keys record).
 pub async fn unreferenced(bed: &Bed, cred: &Cred) -> Result<Vec<Live>, String> {
     let refs: Vec<String> = referenced(bed, cred)
         .await?

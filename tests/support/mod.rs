@@ -506,6 +506,65 @@ impl Bed {
         }
     }
 
+    /// The mark the rotator puts at the end of the names of tokens it mints for secret `name`
+    /// (which must exist), as a crashed pass would have named them.
+    pub async fn secret_mark(&self, name: &str) -> String {
+        let d = self
+            .sm
+            .describe_secret()
+            .secret_id(name)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("DescribeSecret {name}: {e:?}"));
+        amg_token_rotator::plan::secret_mark(&amg_token_rotator::model::SecretState {
+            arn: d.arn().unwrap_or_default().to_owned(),
+            name: d.name().unwrap_or(name).to_owned(),
+            ..Default::default()
+        })
+    }
+
+    /// The verification backoff the rotator recorded on secret `name`, if any.
+    pub async fn verification_record(
+        &self,
+        name: &str,
+    ) -> Option<amg_token_rotator::records::VerifyBackoff> {
+        let d = self
+            .sm
+            .describe_secret()
+            .secret_id(name)
+            .send()
+            .await
+            .ok()?;
+        let tags = d
+            .tags()
+            .iter()
+            .filter_map(|t| Some((t.key()?.to_owned(), t.value()?.to_owned())))
+            .collect();
+        amg_token_rotator::records::VerifyBackoff::from_tags(&tags)
+    }
+
+    /// Moves the verification failure recorded on secret `name` `secs` seconds into the past,
+    /// as if that much time had gone by, so the next pass may try again.
+    pub async fn age_verification_record(&self, name: &str, secs: i64) {
+        let mut record = self
+            .verification_record(name)
+            .await
+            .unwrap_or_else(|| panic!("{name} has no verification record"));
+        record.at -= chrono::Duration::seconds(secs);
+        self.sm
+            .tag_resource()
+            .secret_id(name)
+            .tags(
+                aws_sdk_secretsmanager::types::Tag::builder()
+                    .key(amg_token_rotator::records::VERIFICATION_TAG)
+                    .value(record.tag_value())
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("TagResource {name}: {e:?}"));
+    }
+
     /// The JSON document of the version carrying `stage`.
     pub async fn secret_json(&self, name: &str, stage: &str) -> serde_json::Value {
         let v = self
