@@ -7,7 +7,6 @@
 //! latency (after the call took effect, as a slow network would); answer. Successes are HTTP 200
 //! with `content-type: application/json`; every answer carries an `x-amzn-RequestId`.
 
-use crate::clock;
 use crate::errors::{json_body, AwsError, ValidationReason};
 use crate::ops::{self, Labels, Operation, Request};
 use crate::shared::{CallRecord, Shared};
@@ -97,7 +96,7 @@ pub(crate) async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let now = clock::now();
+    let now = shared.now();
     let routed = route(&method, uri.path());
     let labels = routed.as_ref().map(|(_, l)| l.clone()).unwrap_or_default();
     let operation = routed

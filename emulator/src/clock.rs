@@ -22,6 +22,14 @@ impl Now {
     }
 }
 
+/// Reads the clock `offset_ms` ahead of (or, negative, behind) the host's: AMG keeps its own
+/// time, and the emulator can show a client whose clock is off (`EmulatorConfig::with_clock_offset`).
+pub fn now_offset(offset_ms: i64) -> Now {
+    let mut n = now();
+    n.epoch_ms += offset_ms;
+    n
+}
+
 /// Reads the clock.
 pub fn now() -> Now {
     let epoch_ms = SystemTime::now()

@@ -7,7 +7,6 @@
 //! `GET /api/health` needs no key, as in Grafana. Point the rotator's Grafana base URL at
 //! `http://127.0.0.1:PORT/_grafana/{workspace_id}`.
 
-use crate::clock;
 use crate::errors::json_body;
 use crate::shared::Shared;
 use axum::extract::{Path, State};
@@ -40,7 +39,7 @@ enum Auth {
 
 /// Checks a key against the workspace and records its use.
 fn authenticate(shared: &Shared, workspace_id: &str, key: Option<&str>) -> Auth {
-    let now = clock::now().epoch_secs();
+    let now = shared.now().epoch_secs();
     let mut inner = shared.lock();
     let Some(ws) = inner.state.workspace_mut(workspace_id) else {
         return Auth::NoWorkspace;

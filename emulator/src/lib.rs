@@ -55,6 +55,8 @@ pub struct EmulatorConfig {
     pub faults: Option<Faults>,
     /// Print one line per AWS call to stderr (the binary does).
     pub log_calls: bool,
+    /// Seconds the emulated service's clock is ahead of the host's (negative: behind).
+    pub clock_offset_seconds: i64,
 }
 
 impl EmulatorConfig {
@@ -69,6 +71,14 @@ impl EmulatorConfig {
 
     pub fn with_seed(mut self, seed: Seed) -> EmulatorConfig {
         self.seed = seed;
+        self
+    }
+
+    /// Runs the service's clock `seconds` ahead of the host's (negative: behind): every
+    /// timestamp AMG reports (createdAt, expiresAt, lastUsedAt) is on that clock. Real hosts'
+    /// clocks drift from AWS's; a client should take AMG's times from AMG.
+    pub fn with_clock_offset(mut self, seconds: i64) -> EmulatorConfig {
+        self.clock_offset_seconds = seconds;
         self
     }
 
@@ -95,8 +105,10 @@ impl Emulator {
     /// Binds 127.0.0.1:`config.port`, applies the seed and faults, and serves in a tokio task.
     /// An invalid seed or fault configuration is an `InvalidInput` error.
     pub async fn start(config: EmulatorConfig) -> std::io::Result<Emulator> {
-        let shared = Arc::new(Shared::new(config.log_calls));
-        shared.add_seed(&config.seed, clock::now())?;
+        let mut shared = Shared::new(config.log_calls);
+        shared.clock_offset_ms = config.clock_offset_seconds.saturating_mul(1000);
+        let shared = Arc::new(shared);
+        shared.add_seed(&config.seed, shared.now())?;
         if let Some(faults) = config.faults {
             shared
                 .set_faults(faults)
@@ -222,7 +234,7 @@ impl Emulator {
     }
 
     pub fn try_add_seed(&self, seed: Seed) -> Result<(), SeedError> {
-        self.shared.add_seed(&seed, clock::now())
+        self.shared.add_seed(&seed, self.shared.now())
     }
 
     /// Stops accepting connections and waits for in-flight calls, at most 2 seconds (a call may be

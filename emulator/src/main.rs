@@ -70,6 +70,7 @@ fn load(args: &Args) -> Result<EmulatorConfig, String> {
         seed,
         faults,
         log_calls: true,
+        clock_offset_seconds: 0,
     })
 }
 

@@ -62,9 +62,16 @@ pub(crate) struct Shared {
     inner: Mutex<Inner>,
     /// Print one line per AWS call to stderr.
     pub log_calls: bool,
+    /// How far the emulated service's clock is from the host's, in milliseconds.
+    pub clock_offset_ms: i64,
 }
 
 impl Shared {
+    /// The emulated service's "now": the host's clock plus `clock_offset_ms`.
+    pub fn now(&self) -> crate::clock::Now {
+        crate::clock::now_offset(self.clock_offset_ms)
+    }
+
     pub fn new(log_calls: bool) -> Shared {
         Shared {
             inner: Mutex::new(Inner {
@@ -75,6 +82,7 @@ impl Shared {
                 rng: fastrand::Rng::new(),
             }),
             log_calls,
+            clock_offset_ms: 0,
         }
     }
 

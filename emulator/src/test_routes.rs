@@ -4,7 +4,6 @@
 //! token and API-key expiry, and more seed data. Faults never apply here and these calls are not
 //! logged. Errors are `{"message": ...}` with 400 (bad input) or 404 (no such thing).
 
-use crate::clock;
 use crate::errors::json_body;
 use crate::faults::Faults;
 use crate::seed::Seed;
@@ -79,7 +78,7 @@ async fn add_seed(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
         Ok(seed) => seed,
         Err(e) => return fail(StatusCode::BAD_REQUEST, e),
     };
-    match shared.add_seed(&seed, clock::now()) {
+    match shared.add_seed(&seed, shared.now()) {
         Ok(()) => ok(json!({})),
         Err(e) => fail(StatusCode::BAD_REQUEST, e.to_string()),
     }
@@ -102,12 +101,12 @@ fn given<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<i64>>, 
 }
 
 /// The new expiry; `None` for "no expiry".
-fn parse_expiry(body: &[u8]) -> Result<Option<i64>, String> {
+fn parse_expiry(body: &[u8], now: crate::clock::Now) -> Result<Option<i64>, String> {
     let expiry: Expiry =
         serde_json::from_slice(body).map_err(|e| format!("invalid expiry: {e}"))?;
     match (expiry.expires_at, expiry.expires_in_seconds) {
         (Some(at), None) => Ok(at),
-        (None, Some(secs)) => Ok(Some(clock::now().epoch_secs() + secs)),
+        (None, Some(secs)) => Ok(Some(now.epoch_secs() + secs)),
         _ => Err("give exactly one of expiresAt and expiresInSeconds".to_string()),
     }
 }
@@ -117,7 +116,7 @@ async fn token_expiry(
     Path((workspace_id, service_account_id, token_id)): Path<(String, String, String)>,
     body: Bytes,
 ) -> Response {
-    let expires_at = match parse_expiry(&body) {
+    let expires_at = match parse_expiry(&body, shared.now()) {
         Ok(at) => at,
         Err(message) => return fail(StatusCode::BAD_REQUEST, message),
     };
@@ -139,7 +138,7 @@ async fn api_key_expiry(
     body: Bytes,
 ) -> Response {
     // An API key always has an expiry: CreateWorkspaceApiKey requires secondsToLive.
-    let expires_at = match parse_expiry(&body) {
+    let expires_at = match parse_expiry(&body, shared.now()) {
         Ok(Some(at)) => at,
         Ok(None) => {
             return fail(

@@ -3,7 +3,7 @@
 
 mod common;
 
-use amg_emulator::Role;
+use amg_emulator::{Emulator, EmulatorConfig, Role};
 use aws_sdk_grafana::types::{
     Role as SdkRole, UpdateAction, UpdateInstruction, User, UserType, WorkspaceStatus,
 };
@@ -440,6 +440,61 @@ async fn every_success_is_200_json_with_a_request_id() {
         assert_eq!(r.status, 200);
         assert_eq!(r.header("content-type"), Some("application/json"));
         assert_eq!(r.json()["id"], "4");
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_clock_offset_moves_every_reported_time() {
+    bounded(async {
+        const OFFSET: i64 = -3600;
+        let emu = Emulator::start(
+            EmulatorConfig::new()
+                .with_seed(standard_seed())
+                .with_clock_offset(OFFSET),
+        )
+        .await
+        .expect("the emulator starts");
+        let grafana = client(&emu).await;
+        let host_now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        grafana
+            .create_workspace_service_account_token()
+            .workspace_id(WS)
+            .service_account_id("2")
+            .name("made-now")
+            .seconds_to_live(600)
+            .send()
+            .await
+            .unwrap();
+        let out = grafana
+            .list_workspace_service_account_tokens()
+            .workspace_id(WS)
+            .service_account_id("2")
+            .send()
+            .await
+            .unwrap();
+        let made = out
+            .service_account_tokens()
+            .iter()
+            .find(|t| t.name() == "made-now")
+            .unwrap();
+        // On the service's clock, an hour behind the host's (a second of slack either way).
+        let created = made.created_at().secs();
+        assert!(
+            (created - (host_now + OFFSET)).abs() <= 1,
+            "created {created}, host {host_now}"
+        );
+        assert_eq!(made.expires_at().secs() - created, 600);
+        // Seeds are on the same clock: "created 60 s ago" is 60 s before the service's now.
+        let seeded = out
+            .service_account_tokens()
+            .iter()
+            .find(|t| t.name() == "t-current")
+            .unwrap();
+        assert!((seeded.created_at().secs() - (host_now + OFFSET - 60)).abs() <= 1);
     })
     .await
 }
