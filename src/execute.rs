@@ -378,9 +378,10 @@ impl Executor<'_> {
     }
 
     /// recreate: creates the secret's fixed-name token. The name is free once `delete_first`
-    /// is done, unless someone made a token of that name since the plan: if a version of the
-    /// secret holds it, another rotator published it and this one leaves the credential to it;
-    /// if none does, it is an orphan and is deleted.
+    /// is done, unless someone made a token of that name since the plan. The secret is looked
+    /// at again first: if a version holds it, another rotator published it and this one leaves
+    /// the credential to it; if none does, it is left to its maker while younger than
+    /// orphan_margin, and deleted as an orphan once older.
     async fn create_fixed(
         &self,
         run: &Run<'_>,
@@ -430,10 +431,17 @@ impl Executor<'_> {
                     "{name} was created and published meanwhile"
                 )));
             }
-            // Unpublished: a pass that crashed after creating it, or another rotator an instant
-            // before publishing it. Either way the current token is gone already (the name is
-            // the one it had), so waiting would only make the window longer; if it was another
-            // rotator's, the next pass repairs AWSCURRENT.
+            // Unpublished: another rotator about to publish it, or a pass that crashed after
+            // creating it. Only its age tells them apart: younger than orphan_margin (the time
+            // a pass may take between creating and publishing), it is left to its maker.
+            let age = now - holder.created_at;
+            let margin = chrono::Duration::from_std(cred.policy.orphan_margin).unwrap_or_default();
+            if age < margin {
+                return Err(StepError::Yielded(format!(
+                    "{name} was created {}s ago and no version names it yet: another rotator may be publishing it (if a pass crashed instead, it is deleted once older than orphan_margin)",
+                    age.num_seconds().max(0)
+                )));
+            }
             self.delete_token_id(run, &holder.id, &holder.name, DeleteReason::Orphan.as_str())
                 .await?;
         }

@@ -795,9 +795,12 @@ fn decide(policy: &Policy, observed: &Observed<'_>, now: DateTime<Utc>) -> Plan 
                 replaces: current.map(TokenRef::from),
             }),
             Strategy::Recreate => {
-                // The current token, and a leftover holding this secret's fixed name (a pass
-                // that crashed after creating it: the current token is gone already, so it is
-                // deleted at once, however young).
+                // The current token, and a leftover holding this secret's fixed name: a pass
+                // that crashed after creating it, deleted once older than orphan_margin. A
+                // younger one that no version names may be another rotator's, about to be
+                // published: deleting it would leave AWSCURRENT on a deleted token, so it is
+                // left; the create then finds the name taken and leaves the credential to that
+                // rotator (execute.rs).
                 let fixed = mark
                     .as_deref()
                     .map(|m| recreate_token_name(&policy.name_prefix, &account.name, m));
@@ -807,7 +810,8 @@ fn decide(policy: &Policy, observed: &Observed<'_>, now: DateTime<Utc>) -> Plan 
                     let already = plan.actions.iter().any(
                         |a| matches!(a, Action::DeleteToken { token, .. } if token.id == t.id),
                     );
-                    let leftover = fixed.as_deref() == Some(t.name.as_str());
+                    let leftover =
+                        fixed.as_deref() == Some(t.name.as_str()) && now - t.created_at >= margin;
                     if (is_current || leftover) && !already {
                         delete_first.push(t.into());
                     }
@@ -1563,24 +1567,30 @@ mod tests {
     }
 
     #[test]
-    fn recreate_deletes_a_leftover_of_its_fixed_name_first() {
+    fn recreate_leaves_a_young_unpublished_token_of_its_name_to_whoever_made_it() {
         let mut pol = policy();
         pol.strategy = Strategy::Recreate;
         let fixed = recreate_token_name("amgrot", "terraform", &here());
         let cur = token("10", &fixed, 24 * DAY, 6 * DAY);
-        // A pass deleted the current token, created its successor, and died before publishing.
-        let leftover = token("12", &fixed, 5, 30 * DAY);
+        // What another rotator made a moment ago under the fixed name (the old one is gone).
+        let theirs = token("12", &fixed, 5, 30 * DAY);
         let s = SecretBuilder::new()
             .version(&vid(&cur), &[AWSCURRENT])
             .build();
-        let p = run(&pol, std::slice::from_ref(&leftover), Some(&s));
+        let p = run(&pol, std::slice::from_ref(&theirs), Some(&s));
         assert_eq!(
             p.actions,
             vec![Action::Recreate {
                 reason: RotateReason::MissingToken,
-                delete_first: vec![(&leftover).into()]
+                delete_first: vec![]
             }]
         );
+        assert!(p.notes.iter().any(|n| n.contains(&fixed)), "{:?}", p.notes);
+        // Older than the orphan margin, it is a crashed pass's leftover: it goes first.
+        let leftover = token("12", &fixed, 3600, 30 * DAY);
+        let p = run(&pol, std::slice::from_ref(&leftover), Some(&s));
+        assert_eq!(deletes(&p), [("12".to_string(), DeleteReason::Orphan)]);
+        assert!(matches!(p.actions.last(), Some(Action::Recreate { .. })));
     }
 
     mod properties {

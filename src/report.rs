@@ -171,6 +171,7 @@ pub fn plan_table(report: &PassReport) -> String {
                 }
                 parts.join("; ")
             }
+            (None, Some(e)) if c.status == Status::Blocked => format!("blocked: {e}"),
             (None, Some(e)) => format!("FAILED: {e}"),
             (None, None) => status_word(c.status).to_owned(),
         };
