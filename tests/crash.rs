@@ -75,6 +75,9 @@ struct Cell {
     point: &'static str,
     setup: Setup,
     resumes: bool,
+    /// The crash leaves a token the first clean pass must not delete yet (it cannot tell it
+    /// from another rotator's, about to be published): it heals once past orphan_margin.
+    waits: bool,
 }
 
 const fn cell(point: &'static str, setup: Setup) -> Cell {
@@ -82,6 +85,7 @@ const fn cell(point: &'static str, setup: Setup) -> Cell {
         point,
         setup,
         resumes: false,
+        waits: false,
     }
 }
 
@@ -90,6 +94,16 @@ const fn resuming(point: &'static str, setup: Setup) -> Cell {
         point,
         setup,
         resumes: true,
+        waits: false,
+    }
+}
+
+const fn waiting(point: &'static str, setup: Setup) -> Cell {
+    Cell {
+        point,
+        setup,
+        resumes: false,
+        waits: true,
     }
 }
 
@@ -111,8 +125,9 @@ const OVERLAP: &[Cell] = &[
 const RECREATE: &[Cell] = &[
     cell("after_delete_token", Setup::Due),
     cell("after_recreate_delete", Setup::Due),
-    cell("after_recreate_create", Setup::FirstRun),
-    cell("after_recreate_create", Setup::Due),
+    // The new token of the fixed name, unpublished: a young one may be another rotator's.
+    waiting("after_recreate_create", Setup::FirstRun),
+    waiting("after_recreate_create", Setup::Due),
     cell("after_recreate_publish", Setup::FirstRun),
     cell("after_recreate_publish", Setup::Due),
 ];
@@ -353,7 +368,13 @@ async fn run_cell(bed: &Bed, protocol: Protocol, cred: Cred, c: Cell, file: Stri
             "{what}: a token was minted while an AWSPENDING version was resumable"
         );
     }
-    if let Err(e) = check_current(bed, &cred, ROTATE_BEFORE).await {
+    if c.waits {
+        assert!(
+            first.stdout.contains("left to another rotator"),
+            "{what}: the young unpublished token was not left alone:\n{}",
+            first.all_output()
+        );
+    } else if let Err(e) = check_current(bed, &cred, ROTATE_BEFORE).await {
         panic!(
             "{what}: after the first clean pass: {e}\n{}",
             first.all_output()

@@ -151,6 +151,13 @@ struct ProxyState {
     stalls: Vec<(String, Duration)>,
     /// A fraction of calls answered with 500 InternalServiceError or 400 ThrottlingException.
     error_rate: f64,
+    /// Operations forwarded to moto (so they take effect) whose answer is then replaced by a
+    /// 500: a write that landed although the caller was told it failed. Calls left per entry.
+    lost_answers: Vec<(String, u32)>,
+    /// Members merged into every DescribeSecret answer, as real Secrets Manager would report
+    /// them where moto cannot (e.g. `RotationEnabled`, which moto sets only by invoking a
+    /// rotation Lambda through Docker).
+    describe_patch: Option<serde_json::Map<String, serde_json::Value>>,
     rng: fastrand::Rng,
     injected: usize,
     /// Operations seen, in order.
@@ -221,11 +228,28 @@ impl SmProxy {
             .push((operation.into(), delay));
     }
 
+    /// Forwards the next `times` calls of `operation` to moto, then answers each with 500
+    /// InternalServiceError: the call takes effect, and the caller hears that it failed.
+    pub fn lose_answers(&self, operation: &str, times: u32) {
+        self.state
+            .lock()
+            .unwrap()
+            .lost_answers
+            .push((operation.into(), times));
+    }
+
+    /// Merges `members` into every DescribeSecret answer.
+    pub fn patch_describe(&self, members: serde_json::Value) {
+        self.state.lock().unwrap().describe_patch = members.as_object().cloned();
+    }
+
     pub fn clear_faults(&self) {
         let mut s = self.state.lock().unwrap();
         s.faults.clear();
         s.stalls.clear();
         s.error_rate = 0.0;
+        s.lost_answers.clear();
+        s.describe_patch = None;
     }
 
     /// Fails a fraction of all calls, half as 500 InternalServiceError, half as throttling.
@@ -341,8 +365,44 @@ async fn forward(
                 .unwrap())
         }
     };
-    let (parts, body) = resp.into_parts();
-    let bytes = body.collect().await?.to_bytes();
+    let (mut parts, body) = resp.into_parts();
+    let mut bytes = body.collect().await?.to_bytes();
+    let (lost, patch) = {
+        let mut s = state.lock().unwrap();
+        let lost = s
+            .lost_answers
+            .iter_mut()
+            .find(|(o, n)| *o == op && *n > 0)
+            .map(|(_, n)| {
+                if *n != u32::MAX {
+                    *n -= 1;
+                }
+            })
+            .is_some();
+        if lost {
+            s.injected += 1;
+        }
+        let patch = (op == "DescribeSecret" && parts.status.is_success())
+            .then(|| s.describe_patch.clone())
+            .flatten();
+        (lost, patch)
+    };
+    if lost {
+        let body = r#"{"__type":"InternalServiceError","message":"the answer was lost by the test proxy"}"#;
+        return Ok(Response::builder()
+            .status(500)
+            .header("content-type", "application/x-amz-json-1.1")
+            .header("x-amzn-errortype", "InternalServiceError")
+            .body(Full::new(Bytes::from(body)))
+            .unwrap());
+    }
+    if let Some(patch) = patch {
+        if let Ok(serde_json::Value::Object(mut doc)) = serde_json::from_slice(&bytes) {
+            doc.extend(patch);
+            bytes = Bytes::from(serde_json::to_vec(&doc).expect("JSON"));
+            parts.headers.remove("content-length");
+        }
+    }
     Ok(Response::from_parts(parts, Full::new(bytes)))
 }
 
@@ -371,9 +431,12 @@ pub struct Bed {
 
 impl Bed {
     pub async fn start(seed: Seed) -> Bed {
-        let amg = Emulator::start(EmulatorConfig::new().with_seed(seed))
-            .await
-            .expect("emulator starts");
+        Bed::start_with(EmulatorConfig::new().with_seed(seed)).await
+    }
+
+    /// A bed whose emulator has more than a seed (a clock offset, faults).
+    pub async fn start_with(config: EmulatorConfig) -> Bed {
+        let amg = Emulator::start(config).await.expect("emulator starts");
         let moto = Moto::start().await;
         let proxy = SmProxy::start(moto.endpoint()).await;
         let conf = aws_sdk_secretsmanager::Config::builder()
