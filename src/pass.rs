@@ -761,14 +761,7 @@ impl Engine {
         report.expires_at = plan.current.as_ref().and_then(|t| t.expires_at);
 
         if let Some(blocker) = &plan.blocked {
-            tracing::warn!(workspace = %ws, service_account = %sa_name, problem = %blocker, "credential blocked");
-            report.status = Status::Blocked;
-            report.summary = format!("blocked: {blocker}");
-            report.error = Some(blocker.to_string());
-            if mode == Mode::Apply {
-                self.metrics.credential_failure(&labels, "plan");
-                self.metrics.set_healthy(&labels, false);
-            }
+            let mut report = self.blocked(report, &labels, blocker, mode);
             report.plan = Some(plan);
             return report;
         }
@@ -864,15 +857,7 @@ impl Engine {
             let blocker = Blocker::ApiKeysRemoved {
                 grafana_version: cred.workspace.grafana_version.clone(),
             };
-            tracing::warn!(workspace = %cred.workspace.id, api_key = %cred.service_account, problem = %blocker, "credential blocked");
-            report.status = Status::Blocked;
-            report.summary = format!("blocked: {blocker}");
-            report.error = Some(blocker.to_string());
-            if mode == Mode::Apply {
-                self.metrics.credential_failure(&labels, "plan");
-                self.metrics.set_healthy(&labels, false);
-            }
-            return report;
+            return self.blocked(report, &labels, &blocker, mode);
         }
         let (secret, observed) =
             match apikeys::observe(services.secrets.as_ref(), self.verifier.as_ref(), cred).await {
@@ -892,14 +877,7 @@ impl Engine {
         report.expires_at = plan.current.as_ref().map(|c| c.expires_at);
         let decided: Vec<String> = plan.actions.iter().map(|a| a.to_string()).collect();
         if let Some(blocker) = &plan.blocked {
-            tracing::warn!(workspace = %cred.workspace.id, api_key = %cred.service_account, problem = %blocker, "credential blocked");
-            report.status = Status::Blocked;
-            report.summary = format!("blocked: {blocker}");
-            report.error = Some(blocker.to_string());
-            if mode == Mode::Apply {
-                self.metrics.credential_failure(&labels, "plan");
-                self.metrics.set_healthy(&labels, false);
-            }
+            let mut report = self.blocked(report, &labels, blocker, mode);
             report.key_plan = Some(plan);
             return report;
         }
@@ -1001,6 +979,25 @@ impl Engine {
                 })
                 .map(|(name, _)| name.clone());
         }
+    }
+
+    /// A credential reported, not acted on: one warning, and (applying) unhealthy.
+    fn blocked(
+        &self,
+        mut report: CredentialReport,
+        labels: &CredentialLabels,
+        blocker: &Blocker,
+        mode: Mode,
+    ) -> CredentialReport {
+        tracing::warn!(workspace = %labels.workspace, service_account = %labels.service_account, kind = labels.kind, problem = %blocker, "credential blocked");
+        if mode == Mode::Apply {
+            self.metrics.credential_failure(labels, "plan");
+            self.metrics.set_healthy(labels, false);
+        }
+        report.status = Status::Blocked;
+        report.summary = format!("blocked: {blocker}");
+        report.error = Some(blocker.to_string());
+        report
     }
 
     fn failed(

@@ -369,9 +369,12 @@ async fn run_cell(bed: &Bed, protocol: Protocol, cred: Cred, c: Cell, file: Stri
         );
     }
     if c.waits {
+        // Younger than orphan_margin it must be left alone, and said so; on a machine slow
+        // enough that the margin passed before this pass began, it is an orphan and heals now.
+        let healed = check_current(bed, &cred, ROTATE_BEFORE).await.is_ok();
         assert!(
-            first.stdout.contains("left to another rotator"),
-            "{what}: the young unpublished token was not left alone:\n{}",
+            first.stdout.contains("left to another rotator") || healed,
+            "{what}: the young unpublished token was neither left alone nor healed:\n{}",
             first.all_output()
         );
     } else if let Err(e) = check_current(bed, &cred, ROTATE_BEFORE).await {
