@@ -457,7 +457,7 @@ async fn cap(opts: &Opts, client: f64) -> Vec<String> {
     let env = env_of(
         opts.concurrency,
         &client.to_string(),
-        &amg_token_rotator::aws::DEFAULT_SECRETSMANAGER_RATE.to_string(),
+        &amg_token_rotator::aws::connect::DEFAULT_SECRETSMANAGER_RATE.to_string(),
     );
     let (first, steady) = two_passes(opts, faults, opts.concurrency, &env).await;
     let mut problems = Vec::new();
@@ -496,8 +496,8 @@ async fn daemon(opts: &Opts) -> Vec<String> {
         "\n== daemon: `run` on {} minted credentials, {} ms per AMG call, production rates (AMG {} /s, Secrets Manager {} /s), concurrency {}",
         opts.credentials(),
         opts.latency_ms,
-        amg_token_rotator::aws::DEFAULT_GRAFANA_RATE,
-        amg_token_rotator::aws::DEFAULT_SECRETSMANAGER_RATE,
+        amg_token_rotator::aws::connect::DEFAULT_GRAFANA_RATE,
+        amg_token_rotator::aws::connect::DEFAULT_SECRETSMANAGER_RATE,
         opts.concurrency
     );
     let mut problems = Vec::new();
@@ -511,7 +511,7 @@ async fn daemon(opts: &Opts) -> Vec<String> {
     }
     // The test bed paces AMG at 200/s for tests; the daemon runs at the product's default.
     let concurrency = opts.concurrency.to_string();
-    let rate = amg_token_rotator::aws::DEFAULT_GRAFANA_RATE.to_string();
+    let rate = amg_token_rotator::aws::connect::DEFAULT_GRAFANA_RATE.to_string();
     let listen = format!("127.0.0.1:{}", support::free_port());
     let env = [
         ("AMG_ROTATOR__DAEMON__CONCURRENCY", concurrency.as_str()),

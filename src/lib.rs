@@ -2,29 +2,23 @@
 //! under the automation that uses them.
 //!
 //! A pass reads as one straight road: configuration → discover → plan → execute → publish →
-//! observe. `config` loads and validates; `pass` discovers what AWS reports and runs each
-//! credential; `plan` decides purely; `execute` acts; `metrics` and `telemetry` observe.
-//! `grafana` and `secrets` are the two external services, each a trait in the domain's words
-//! with a thin AWS implementation.
+//! observe, and the modules say so:
+//! - `config`: the typed configuration, loaded and validated once;
+//! - `aws`: the services (AMG, Secrets Manager, the workspace's Grafana), each a trait in the
+//!   domain's words with a thin SDK implementation, and the caller that retries and measures;
+//! - `pass`: one pass: discovery, claims, bounded concurrency, shutdown, reports;
+//! - `credential`: one credential's road: the pure planner, the executor, what each kind of
+//!   credential (tokens, legacy API keys) does its own way, the records kept on the secret;
+//! - `daemon`: the schedule, signals and reload, the HTTP probes, metrics and systemd;
+//! - `report`, `telemetry`: what people and machines read.
 
-pub mod api;
-pub mod apikeys;
 pub mod aws;
 pub mod config;
+pub mod credential;
 pub mod daemon;
-pub mod execute;
 pub mod failpoint;
-pub mod grafana;
-pub mod http;
-pub mod metrics;
 pub mod model;
 pub mod pass;
 pub mod permissions;
-pub mod plan;
-pub mod ratelimit;
-pub mod records;
 pub mod report;
-pub mod secrets;
-pub mod systemd;
 pub mod telemetry;
-pub mod verify;

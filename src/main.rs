@@ -9,12 +9,13 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use amg_token_rotator::aws::verify::HttpVerifier;
+use amg_token_rotator::aws::AwsConnector;
 use amg_token_rotator::config::{self, Config};
+use amg_token_rotator::daemon::http::{self, Health};
+use amg_token_rotator::daemon::metrics::Metrics;
 use amg_token_rotator::daemon::{self, Daemon};
-use amg_token_rotator::http::{self, Health};
-use amg_token_rotator::metrics::Metrics;
-use amg_token_rotator::pass::{AwsConnector, Engine, Mode};
-use amg_token_rotator::verify::HttpVerifier;
+use amg_token_rotator::pass::{Engine, Mode};
 use amg_token_rotator::{report, telemetry};
 
 #[derive(Parser)]

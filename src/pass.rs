@@ -9,25 +9,21 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures::{FutureExt, StreamExt};
 use serde::Serialize;
-use tokio::sync::{watch, Mutex};
+use tokio::sync::watch;
 
-use crate::api::ApiError;
-use crate::apikeys::{self, KeyObserved};
-use crate::aws::{sdk_config, AwsSettings, Caller};
+use crate::aws::error::ApiError;
+use crate::aws::verify::Verifier;
+use crate::aws::{Connector, Services};
 use crate::config::{render_template, secret_name_problem, Config, Target, WorkspaceSelector};
-use crate::execute::{Credential, CredentialKind, Executor};
-use crate::grafana::{aws::AwsGrafana, Grafana};
-use crate::metrics::{CredentialLabels, Metrics};
+use crate::credential::api_key::{self as apikeys, KeyObserved};
+use crate::credential::execute::{Credential, CredentialKind, Executor};
+use crate::credential::plan::{self, Blocker, LeftBehind, Observed, Plan, TokenRef};
+use crate::daemon::metrics::{CredentialLabels, Metrics};
 use crate::model::{rfc3339, SecretSpec, ServiceAccount, Workspace};
 use crate::permissions::PermissionReport;
-use crate::plan::{self, Blocker, LeftBehind, Observed, Plan, TokenRef};
-use crate::ratelimit::RateLimiter;
-use crate::secrets::{aws::AwsSecrets, SecretStore};
-use crate::verify::Verifier;
 
 /// A region and a role to assume (`None`: the defaults).
 type Scope = (Option<String>, Option<String>);
@@ -37,73 +33,6 @@ type Scope = (Option<String>, Option<String>);
 type Listings = HashMap<Scope, Result<Vec<Workspace>, ApiError>>;
 type Described = HashMap<(Option<String>, String), Result<Workspace, ApiError>>;
 type Accounts = HashMap<(Option<String>, String), Result<Vec<ServiceAccount>, ApiError>>;
-
-/// The two services, for one region and role.
-#[derive(Clone)]
-pub struct Services {
-    pub grafana: Arc<dyn Grafana>,
-    pub secrets: Arc<dyn SecretStore>,
-}
-
-/// Hands out the services for a target's region and role.
-#[async_trait]
-pub trait Connector: Send + Sync {
-    async fn services(&self, region: Option<&str>, role_arn: Option<&str>) -> Services;
-}
-
-/// Builds AWS clients once per (region, role) and keeps them across passes.
-pub struct AwsConnector {
-    settings: AwsSettings,
-    metrics: Arc<Metrics>,
-    cache: Mutex<HashMap<Scope, Services>>,
-}
-
-impl AwsConnector {
-    pub fn new(settings: AwsSettings, metrics: Arc<Metrics>) -> Self {
-        AwsConnector {
-            settings,
-            metrics,
-            cache: Mutex::new(HashMap::new()),
-        }
-    }
-}
-
-#[async_trait]
-impl Connector for AwsConnector {
-    async fn services(&self, region: Option<&str>, role_arn: Option<&str>) -> Services {
-        let key = (region.map(str::to_owned), role_arn.map(str::to_owned));
-        let mut cache = self.cache.lock().await;
-        if let Some(s) = cache.get(&key) {
-            return s.clone();
-        }
-        let sdk = sdk_config(&self.settings, region, role_arn).await;
-        let policy = self.settings.retry;
-        let limiter =
-            |service, rate| Arc::new(RateLimiter::new(service, rate, self.metrics.clone()));
-        let services = Services {
-            grafana: Arc::new(AwsGrafana::new(
-                aws_sdk_grafana::Client::new(&sdk),
-                Caller::new(
-                    "grafana",
-                    self.metrics.clone(),
-                    policy,
-                    limiter("grafana", self.settings.grafana_rate),
-                ),
-            )),
-            secrets: Arc::new(AwsSecrets::new(
-                aws_sdk_secretsmanager::Client::new(&sdk),
-                Caller::new(
-                    "secretsmanager",
-                    self.metrics.clone(),
-                    policy,
-                    limiter("secretsmanager", self.settings.secretsmanager_rate),
-                ),
-            )),
-        };
-        cache.insert(key, services.clone());
-        services
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -1030,7 +959,7 @@ fn summary_line(actions: &[String], current: Option<&TokenRef>, verb: &str) -> S
             format!(
                 "{what}; current {} expires {}",
                 t.name,
-                crate::plan::expiry_text(t.expires_at)
+                crate::credential::plan::expiry_text(t.expires_at)
             )
         }
         _ => what,

@@ -9,9 +9,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
+use crate::aws::grafana::Grafana;
 use crate::config::PermissionSettings;
-use crate::grafana::Grafana;
-use crate::metrics::Metrics;
+use crate::daemon::metrics::Metrics;
 use crate::model::{Binding, PermissionChange, PrincipalType};
 
 /// UpdatePermissions takes at most this many instructions.

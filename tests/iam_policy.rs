@@ -50,7 +50,7 @@ fn may_use_any_resource(action: &str) -> bool {
 struct SdkCall {
     /// `grafana:ListWorkspaces`.
     action: String,
-    /// `src/grafana/aws.rs`.
+    /// `src/aws/grafana_sdk.rs`.
     file: String,
     /// The fluent chain from `self.client` to `.send()`, to see which parameters it sets.
     chain: String,

@@ -9,7 +9,7 @@ mod support;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
-use amg_token_rotator::metrics::Metrics;
+use amg_token_rotator::daemon::metrics::Metrics;
 use support::promtool;
 
 fn deploy(path: &str) -> PathBuf {
@@ -156,7 +156,7 @@ fn the_readme_documents_every_registered_metric_with_its_type_and_labels() {
     assert_eq!(
         documented.keys().cloned().collect::<BTreeSet<_>>(),
         registered.iter().cloned().collect::<BTreeSet<_>>(),
-        "README's metric table and src/metrics.rs differ"
+        "README's metric table and src/daemon/metrics.rs differ"
     );
     for m in metrics.catalog() {
         let (kind, labels) = &documented[&m.name];

@@ -321,7 +321,7 @@ pub async fn referenced(bed: &Bed, cred: &Cred) -> Result<Vec<(String, String)>,
                 .iter()
                 .filter_map(|t| Some((t.key()?.to_owned(), t.value()?.to_owned())))
                 .collect();
-            for u in amg_token_rotator::records::unpublished_keys(&tags) {
+            for u in amg_token_rotator::credential::records::unpublished_keys(&tags) {
                 out.push((
                     "unpublished-keys record".to_owned(),
                     format!("amgrot-{}-{}", cred.name, u.generation),
@@ -536,7 +536,7 @@ pub async fn set_current_expiry(bed: &Bed, cred: &Cred, expires_in: i64) {
             let mut record = doc.clone();
             record["expiresAt"] = rfc3339(at).into();
             let n = REWRITES.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let version = amg_token_rotator::apikeys::key_version_id(
+            let version = amg_token_rotator::credential::api_key::key_version_id(
                 &cred.ws,
                 name,
                 chrono::DateTime::from_timestamp(at - 1_000_000 * n, 0).unwrap(),

@@ -579,7 +579,7 @@ impl Bed {
             .send()
             .await
             .unwrap_or_else(|e| panic!("DescribeSecret {name}: {e:?}"));
-        amg_token_rotator::plan::secret_mark(&amg_token_rotator::model::SecretState {
+        amg_token_rotator::credential::plan::secret_mark(&amg_token_rotator::model::SecretState {
             arn: d.arn().unwrap_or_default().to_owned(),
             name: d.name().unwrap_or(name).to_owned(),
             ..Default::default()
@@ -590,7 +590,7 @@ impl Bed {
     pub async fn verification_record(
         &self,
         name: &str,
-    ) -> Option<amg_token_rotator::records::VerifyBackoff> {
+    ) -> Option<amg_token_rotator::credential::records::VerifyBackoff> {
         let d = self
             .sm
             .describe_secret()
@@ -603,7 +603,7 @@ impl Bed {
             .iter()
             .filter_map(|t| Some((t.key()?.to_owned(), t.value()?.to_owned())))
             .collect();
-        amg_token_rotator::records::VerifyBackoff::from_tags(&tags)
+        amg_token_rotator::credential::records::VerifyBackoff::from_tags(&tags)
     }
 
     /// Moves the verification failure recorded on secret `name` `secs` seconds into the past,
@@ -619,7 +619,7 @@ impl Bed {
             .secret_id(name)
             .tags(
                 aws_sdk_secretsmanager::types::Tag::builder()
-                    .key(amg_token_rotator::records::VERIFICATION_TAG)
+                    .key(amg_token_rotator::credential::records::VERIFICATION_TAG)
                     .value(record.tag_value())
                     .build(),
             )

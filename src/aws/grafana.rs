@@ -3,13 +3,11 @@
 //! `trait Grafana` is what the pass and the executor call; `aws.rs` implements it on
 //! aws-sdk-grafana. Every list returns every page. Implementations never log a key.
 
-pub mod aws;
-
 use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::api::ApiError;
+use crate::aws::error::ApiError;
 use crate::model::{
     Binding, NewApiKey, NewToken, PermissionChange, PermissionError, Role, ServiceAccount, Token,
     Workspace,

@@ -9,16 +9,20 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+pub mod http;
+pub mod metrics;
+pub mod systemd;
+
 use tokio::sync::{mpsc, watch};
 use tokio_cron_scheduler::{Job, JobScheduler};
 use uuid::Uuid;
 
 use crate::config::{Config, ConfigError, SystemdEnv};
-use crate::http::Health;
-use crate::metrics::Metrics;
+use crate::daemon::http::Health;
+use crate::daemon::metrics::Metrics;
+use crate::daemon::systemd::Notifier;
 use crate::pass::{Engine, Mode};
 use crate::report;
-use crate::systemd::Notifier;
 
 /// How often the daemon loop shows it is alive (well inside `http::HEARTBEAT_STALE`).
 const HEARTBEAT_EVERY: std::time::Duration = std::time::Duration::from_secs(10);

@@ -1,13 +1,11 @@
-//! The error every external call returns, and the retry loop around calls.
+//! The error every external call returns.
 //!
 //! Errors come in two tiers: the modelled ones a caller acts on (not found, conflict,
 //! throttled with its retry-after, quota, access denied, invalid) and everything else.
 //! Messages are AWS's own; they never contain a key because no request the rotator
-//! makes echoes one back. The SDK's retries are switched off (`aws.rs`) so that this
-//! one loop owns retrying: it honours AMG's `Retry-After`, which the SDK ignores.
+//! makes echoes one back. Retrying them is `caller.rs`'s job.
 
-use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_runtime_api::http::Response;
@@ -183,111 +181,9 @@ fn source_chain(err: &dyn std::error::Error) -> String {
     text
 }
 
-/// How hard to retry one call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryPolicy {
-    /// Attempts in all, the first included.
-    pub max_attempts: u32,
-    /// First backoff ceiling; doubles each attempt.
-    pub base_delay: Duration,
-    /// Ceiling of one backoff.
-    pub max_delay: Duration,
-    /// The whole time one call may spend waiting between attempts.
-    pub budget: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy {
-            max_attempts: 6,
-            base_delay: Duration::from_millis(200),
-            max_delay: Duration::from_secs(10),
-            budget: Duration::from_secs(60),
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// The wait before attempt `attempt + 1`, given the error of attempt `attempt` (1-based).
-    /// Full jitter below an exponential ceiling, but never shorter than the server's Retry-After.
-    pub fn delay(&self, attempt: u32, err: &ApiError, unit_random: f64) -> Duration {
-        let ceiling = self
-            .base_delay
-            .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)))
-            .min(self.max_delay);
-        let jittered = ceiling.mul_f64(unit_random.clamp(0.0, 1.0));
-        match err.retry_after() {
-            Some(after) => after.max(jittered),
-            None => jittered,
-        }
-    }
-}
-
-/// Runs `call` until it succeeds, fails for good, or the policy's attempts or budget run out.
-/// `retryable` decides which errors are worth another attempt (usually `ApiError::is_retryable`).
-pub async fn retry<T, F, Fut>(
-    policy: &RetryPolicy,
-    retryable: impl Fn(&ApiError) -> bool,
-    mut call: F,
-) -> Result<T, ApiError>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, ApiError>>,
-{
-    let started = Instant::now();
-    let mut attempt = 1;
-    loop {
-        match call().await {
-            Ok(v) => return Ok(v),
-            Err(e) if attempt < policy.max_attempts && retryable(&e) => {
-                let wait = policy.delay(attempt, &e, fastrand::f64());
-                if started.elapsed() + wait > policy.budget {
-                    return Err(e);
-                }
-                tracing::debug!(attempt, wait_ms = wait.as_millis() as u64, error = %e, "retrying");
-                tokio::time::sleep(wait).await;
-                attempt += 1;
-            }
-            Err(e) => return Err(e),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicU32, Ordering};
-
-    fn throttled(after: Option<u64>) -> ApiError {
-        ApiError::Throttled {
-            message: "slow down".into(),
-            retry_after: after.map(Duration::from_millis),
-        }
-    }
-
-    #[test]
-    fn delay_honours_retry_after_and_caps_backoff() {
-        let p = RetryPolicy {
-            max_attempts: 10,
-            base_delay: Duration::from_millis(100),
-            max_delay: Duration::from_secs(1),
-            budget: Duration::from_secs(30),
-        };
-        assert_eq!(
-            p.delay(1, &throttled(None), 1.0),
-            Duration::from_millis(100)
-        );
-        assert_eq!(
-            p.delay(3, &throttled(None), 1.0),
-            Duration::from_millis(400)
-        );
-        assert_eq!(p.delay(9, &throttled(None), 1.0), Duration::from_secs(1));
-        assert_eq!(p.delay(9, &throttled(None), 0.0), Duration::ZERO);
-        assert_eq!(
-            p.delay(1, &throttled(Some(2_000)), 0.5),
-            Duration::from_secs(2)
-        );
-    }
 
     #[test]
     fn classification_follows_codes_then_status() {
@@ -317,62 +213,5 @@ mod tests {
         assert_eq!(c("ValidationException", 400), ApiError::Invalid("m".into()));
         assert!(!c("ValidationException", 400).is_retryable());
         assert!(c("", 500).is_retryable());
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn retry_stops_at_attempts_and_on_permanent_errors() {
-        let p = RetryPolicy {
-            max_attempts: 3,
-            base_delay: Duration::from_millis(10),
-            max_delay: Duration::from_millis(50),
-            budget: Duration::from_secs(5),
-        };
-        let calls = AtomicU32::new(0);
-        let r: Result<(), _> = retry(&p, ApiError::is_retryable, || async {
-            calls.fetch_add(1, Ordering::SeqCst);
-            Err(throttled(None))
-        })
-        .await;
-        assert!(r.is_err());
-        assert_eq!(calls.load(Ordering::SeqCst), 3);
-
-        calls.store(0, Ordering::SeqCst);
-        let r: Result<(), _> = retry(&p, ApiError::is_retryable, || async {
-            calls.fetch_add(1, Ordering::SeqCst);
-            Err(ApiError::NotFound("x".into()))
-        })
-        .await;
-        assert_eq!(r, Err(ApiError::NotFound("x".into())));
-        assert_eq!(calls.load(Ordering::SeqCst), 1);
-
-        calls.store(0, Ordering::SeqCst);
-        let r = retry(&p, ApiError::is_retryable, || async {
-            let n = calls.fetch_add(1, Ordering::SeqCst);
-            if n < 2 {
-                Err(throttled(Some(5)))
-            } else {
-                Ok(n)
-            }
-        })
-        .await;
-        assert_eq!(r, Ok(2));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn retry_gives_up_when_retry_after_exceeds_budget() {
-        let p = RetryPolicy {
-            max_attempts: 10,
-            base_delay: Duration::from_millis(10),
-            max_delay: Duration::from_millis(50),
-            budget: Duration::from_secs(5),
-        };
-        let calls = AtomicU32::new(0);
-        let r: Result<(), _> = retry(&p, ApiError::is_retryable, || async {
-            calls.fetch_add(1, Ordering::SeqCst);
-            Err(throttled(Some(60_000)))
-        })
-        .await;
-        assert!(r.is_err());
-        assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
 }

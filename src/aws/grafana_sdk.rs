@@ -11,9 +11,9 @@ use async_trait::async_trait;
 use aws_sdk_grafana::Client;
 use chrono::{DateTime, Utc};
 
-use super::Grafana;
-use crate::api::ApiError;
-use crate::aws::Caller;
+use super::grafana::Grafana;
+use crate::aws::caller::Caller;
+use crate::aws::error::ApiError;
 use crate::model::{
     Binding, Key, NewApiKey, NewToken, PermissionChange, PermissionError, PrincipalType, Role,
     ServiceAccount, Token, Workspace,

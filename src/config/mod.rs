@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::api::RetryPolicy;
-use crate::aws::AwsSettings;
+use crate::aws::caller::RetryPolicy;
+use crate::aws::connect::AwsSettings;
 use crate::model::{Role, SecretFormat};
 
 pub const DEFAULT_PATH: &str = "/etc/amg-token-rotator/config.toml";
@@ -683,13 +683,13 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         &mut c,
         "aws.grafana_requests_per_second",
         a.grafana_requests_per_second,
-        crate::aws::DEFAULT_GRAFANA_RATE,
+        crate::aws::connect::DEFAULT_GRAFANA_RATE,
     );
     let secretsmanager_rate = rate(
         &mut c,
         "aws.secretsmanager_requests_per_second",
         a.secretsmanager_requests_per_second,
-        crate::aws::DEFAULT_SECRETSMANAGER_RATE,
+        crate::aws::connect::DEFAULT_SECRETSMANAGER_RATE,
     );
     let aws = AwsSettings {
         grafana_rate,

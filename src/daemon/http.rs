@@ -17,7 +17,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::metrics::Metrics;
+use crate::daemon::metrics::Metrics;
 
 /// What `/healthz` and `/readyz` report, updated by the daemon.
 /// `/healthz` fails when the daemon loop has not beaten for this long: it is wedged.

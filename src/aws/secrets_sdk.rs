@@ -6,9 +6,9 @@ use aws_sdk_secretsmanager::Client;
 use chrono::{DateTime, Utc};
 use zeroize::Zeroizing;
 
-use super::SecretStore;
-use crate::api::ApiError;
-use crate::aws::Caller;
+use super::secrets::SecretStore;
+use crate::aws::caller::Caller;
+use crate::aws::error::ApiError;
 use crate::model::{SecretSpec, SecretState};
 
 pub struct AwsSecrets {

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::metrics::Metrics;
+use crate::daemon::metrics::Metrics;
 
 pub struct RateLimiter {
     service: &'static str,

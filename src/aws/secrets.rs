@@ -4,12 +4,10 @@
 //! aws-sdk-secretsmanager. A value passed in or read out holds a key: implementations never
 //! log it and return it only inside `Zeroizing`.
 
-pub mod aws;
-
 use async_trait::async_trait;
 use zeroize::Zeroizing;
 
-use crate::api::ApiError;
+use crate::aws::error::ApiError;
 use crate::model::{SecretSpec, SecretState};
 
 #[async_trait]

@@ -28,8 +28,8 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::config::{Policy, Strategy};
+use crate::credential::records::VerifyBackoff;
 use crate::model::{Role, SecretState, ServiceAccount, Token, AWSCURRENT, AWSPENDING, AWSPREVIOUS};
-use crate::records::VerifyBackoff;
 
 /// Version IDs the rotator writes for tokens start with this; any other AWSCURRENT is foreign
 /// content.
@@ -1528,8 +1528,10 @@ mod tests {
                 at: now() - secs(failed_ago),
                 status: Some(503),
             };
-            s.tags
-                .insert(crate::records::VERIFICATION_TAG.into(), b.tag_value());
+            s.tags.insert(
+                crate::credential::records::VERIFICATION_TAG.into(),
+                b.tag_value(),
+            );
             s
         };
         // Third failure 10 minutes ago: the next attempt is 20 minutes after it.

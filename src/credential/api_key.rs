@@ -18,19 +18,19 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use crate::api::ApiError;
+use crate::aws::error::ApiError;
+use crate::aws::grafana::Grafana;
+use crate::aws::secrets::SecretStore;
+use crate::aws::verify::Verifier;
 use crate::config::Policy;
-use crate::execute::{self, Credential, Outcome, StepError};
+use crate::credential::execute::{self, Credential, Outcome, StepError};
+use crate::credential::plan::{Blocker, RotateReason};
+use crate::credential::records::{self, Unpublished, UNPUBLISHED_KEYS_TAG};
+use crate::daemon::metrics::Metrics;
 use crate::failpoint;
-use crate::grafana::Grafana;
-use crate::metrics::Metrics;
 use crate::model::{
     rfc3339, Key, NewApiKey, Role, SecretState, AWSCURRENT, AWSPENDING, AWSPREVIOUS,
 };
-use crate::plan::{Blocker, RotateReason};
-use crate::records::{self, Unpublished, UNPUBLISHED_KEYS_TAG};
-use crate::secrets::SecretStore;
-use crate::verify::Verifier;
 
 /// Version IDs of API-key secrets start with this.
 pub const KEY_VERSION_PREFIX: &str = "amgk1-";
@@ -247,7 +247,7 @@ pub fn plan(policy: &Policy, base: &str, o: &KeyObserved<'_>, now: DateTime<Utc>
         due_at: None,
         notes: Vec::new(),
     };
-    if let Some(b) = crate::plan::secret_blocker(o.secret, is_key_version) {
+    if let Some(b) = crate::credential::plan::secret_blocker(o.secret, is_key_version) {
         plan.blocked = Some(b);
         return plan;
     }
@@ -256,7 +256,8 @@ pub fn plan(policy: &Policy, base: &str, o: &KeyObserved<'_>, now: DateTime<Utc>
         .actions
         .iter()
         .any(|a| matches!(a, KeyAction::Rotate { .. } | KeyAction::Resume { .. }));
-    if let Some(b) = crate::plan::verification_backoff(policy, o.secret, verifies, now) {
+    if let Some(b) = crate::credential::plan::verification_backoff(policy, o.secret, verifies, now)
+    {
         plan.actions.clear();
         plan.blocked = Some(b);
     }
@@ -276,8 +277,8 @@ fn decide(
 ) -> KeyPlan {
     let stage = |s: &str| o.secret.and_then(|sec| sec.version_with(s));
     let current_vid = stage(AWSCURRENT);
-    let offset = crate::plan::spread_offset(policy, "", base);
-    let due = |r: &KeyRecord| crate::plan::due_at(policy, r.expires_at, offset);
+    let offset = crate::credential::plan::spread_offset(policy, "", base);
+    let due = |r: &KeyRecord| crate::credential::plan::due_at(policy, r.expires_at, offset);
     plan.due_at = o.current.as_ref().map(due);
     let unpublished = o
         .secret
@@ -629,7 +630,7 @@ impl KeyExecutor<'_> {
         }
         if let Some(exp) = expiry {
             self.metrics.set_expiry(&labels, exp);
-            outcome.current = Some(crate::plan::TokenRef {
+            outcome.current = Some(crate::credential::plan::TokenRef {
                 id: String::new(),
                 name: String::new(),
                 expires_at: Some(exp),

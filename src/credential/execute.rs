@@ -16,19 +16,19 @@ use std::fmt;
 
 use chrono::{DateTime, Utc};
 
-use crate::api::ApiError;
+use crate::aws::error::ApiError;
+use crate::aws::grafana::Grafana;
+use crate::aws::secrets::SecretStore;
+use crate::aws::verify::Verifier;
 use crate::config::Policy;
+use crate::credential::plan::{self, Action, DeleteReason, TokenRef};
+use crate::credential::records::{VerifyBackoff, VERIFICATION_TAG};
+use crate::daemon::metrics::{CredentialLabels, Metrics};
 use crate::failpoint;
-use crate::grafana::Grafana;
-use crate::metrics::{CredentialLabels, Metrics};
 use crate::model::{
     secret_value, Key, NewToken, Role, SecretFormat, SecretSpec, SecretState, ServiceAccount,
     Workspace, AWSCURRENT, AWSPENDING,
 };
-use crate::plan::{self, Action, DeleteReason, TokenRef};
-use crate::records::{VerifyBackoff, VERIFICATION_TAG};
-use crate::secrets::SecretStore;
-use crate::verify::Verifier;
 
 /// What a credential rotates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
