@@ -16,6 +16,7 @@ pub mod aws;
 pub mod config;
 pub mod credential;
 pub mod daemon;
+pub mod discover;
 pub mod failpoint;
 pub mod model;
 pub mod pass;

@@ -4,8 +4,9 @@
 
 use std::fmt::Write;
 
+use crate::credential::Status;
 use crate::model::rfc3339;
-use crate::pass::{PassReport, Status};
+use crate::pass::PassReport;
 
 fn status_word(s: Status) -> &'static str {
     match s {
@@ -140,21 +141,7 @@ pub fn plan_table(report: &PassReport) -> String {
     ]];
     for c in &report.credentials {
         let plan = c.plan.as_ref();
-        let key_plan = c.key_plan.as_ref();
         let actions = match (plan, &c.error) {
-            (None, _) if key_plan.is_some() => {
-                let kp = key_plan.expect("checked");
-                match &kp.blocked {
-                    Some(b) => format!("blocked: {b}"),
-                    None if kp.actions.is_empty() => "nothing to do".to_owned(),
-                    None => kp
-                        .actions
-                        .iter()
-                        .map(|a| a.to_string())
-                        .collect::<Vec<_>>()
-                        .join("; "),
-                }
-            }
             (Some(p), _) if p.blocked.is_some() => {
                 format!("blocked: {}", p.blocked.as_ref().expect("checked"))
             }
@@ -185,7 +172,6 @@ pub fn plan_table(report: &PassReport) -> String {
                 (None, None) => "-".into(),
             },
             plan.and_then(|p| p.due_at)
-                .or(key_plan.and_then(|p| p.due_at))
                 .map(rfc3339)
                 .unwrap_or_else(|| "-".into()),
             actions,

@@ -286,7 +286,7 @@ async fn leave_pending(bed: &Bed, ws: &str, sa: &str) {
     bed.sm
         .put_secret_value()
         .secret_id(&name)
-        .client_request_token(amg_token_rotator::credential::plan::version_id(
+        .client_request_token(amg_token_rotator::credential::token::version_id(
             ws,
             &sa_id,
             token.id(),

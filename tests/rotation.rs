@@ -209,7 +209,7 @@ async fn a_pending_version_left_by_an_interrupted_pass_is_resumed_without_mintin
         .unwrap();
     let token = made.service_account_token().unwrap();
     let version =
-        amg_token_rotator::credential::plan::version_id(WS1, &sa_id, token.id(), token.name());
+        amg_token_rotator::credential::token::version_id(WS1, &sa_id, token.id(), token.name());
     let mut doc = first.clone();
     doc["token"] = token.key().into();
     doc["tokenId"] = token.id().into();

@@ -1,9 +1,9 @@
 //! Legacy API keys, for workspaces on Grafana 9 and 10 (8 where one still runs). "API keys
 //! have been removed in Amazon Managed Grafana version 12": there, an API-key credential is
-//! blocked (the pass says so) and nothing is attempted.
+//! blocked and nothing is attempted.
 //!
 //! Keys cannot be listed, so the secret is the record of which key is live: each version's
-//! JSON names its key (`keyName`, `expiresAt`). Rotation follows the token protocol: create a
+//! JSON names its key (`keyName`, `expiresAt`). Rotation follows the shared protocol: create a
 //! new key, verify, publish it as AWSPENDING, promote, delete the old key after grace.
 //! Key names are deterministic, `<prefix>-<base>-<generation>`, one generation past the newest
 //! the secret records. A key created by a pass that crashed before publishing is found on the
@@ -11,25 +11,26 @@
 //! generation is recorded on the secret (`records.rs`) and the next generation is minted; a
 //! recorded key still unpublished after `orphan_margin` is deleted. It is never deleted at the
 //! conflict itself, since it may be another rotator's key, about to be published.
-//! `plan` is pure; `KeyExecutor` acts.
+//! `plan` is pure; `ApiKeys` is the kind's part of the road.
 
-use chrono::{DateTime, Duration as ChronoDuration, Utc};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use crate::aws::error::ApiError;
-use crate::aws::grafana::Grafana;
-use crate::aws::secrets::SecretStore;
-use crate::aws::verify::Verifier;
+use super::execute::{CrashPoints, Decided, KindOps, Minted, Run, Services};
+use super::plan::{
+    due_at, secret_blocker, spread_offset, std_to_chrono, Action, Blocker, CredRef, DeleteReason,
+    Plan, RotateReason, What,
+};
+use super::records::{self, Unpublished, UNPUBLISHED_KEYS_TAG};
+use super::{Credential, CredentialKind, StepError};
+use crate::aws::ApiError;
 use crate::config::Policy;
-use crate::credential::execute::{self, Credential, Outcome, StepError};
-use crate::credential::plan::{Blocker, RotateReason};
-use crate::credential::records::{self, Unpublished, UNPUBLISHED_KEYS_TAG};
-use crate::daemon::metrics::Metrics;
 use crate::failpoint;
 use crate::model::{
-    rfc3339, Key, NewApiKey, Role, SecretState, AWSCURRENT, AWSPENDING, AWSPREVIOUS,
+    rfc3339, Key, SecretState, ServiceAccount, AWSCURRENT, AWSPENDING, AWSPREVIOUS,
 };
 
 /// Version IDs of API-key secrets start with this.
@@ -49,6 +50,10 @@ pub fn key_version_id(workspace_id: &str, key_name: &str, created_at: DateTime<U
     format!("{KEY_VERSION_PREFIX}{}", &hex::encode(h.finalize())[..40])
 }
 
+fn is_key_version(vid: &str) -> bool {
+    vid.starts_with(KEY_VERSION_PREFIX)
+}
+
 /// What a secret version says about its key (the key itself is not kept here).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -63,15 +68,20 @@ impl KeyRecord {
     pub fn generation(&self) -> u64 {
         generation_of(&self.key_name)
     }
+
+    /// The key as a plan refers to it: AMG addresses a key by its name.
+    pub fn credential(&self) -> CredRef {
+        key_ref(&self.key_name, Some(self.expires_at))
+    }
 }
 
-/// The fields of a key secret's JSON. The key moves straight into a zeroizing `Key`.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct KeyDocument {
-    token: String,
-    key_name: String,
-    expires_at: String,
+fn key_ref(name: &str, expires_at: Option<DateTime<Utc>>) -> CredRef {
+    CredRef {
+        what: What::ApiKey,
+        id: name.to_owned(),
+        name: name.to_owned(),
+        expires_at,
+    }
 }
 
 /// The generation in a key name `<prefix>-<base>-<n>`; 0 when the name has another shape.
@@ -83,17 +93,17 @@ fn generation_of(key_name: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// The promotion `action` would make, when it can wait a pass because the current key still
-/// works (a due rotation, a resume); `None` when it cannot wait (no valid key) or promotes nothing.
-fn postponable(action: &KeyAction) -> Option<&'static str> {
-    match action {
-        KeyAction::Rotate {
-            reason: RotateReason::Due,
-            ..
-        } => Some("rotation postponed"),
-        KeyAction::Resume { .. } => Some("resume postponed"),
-        _ => None,
-    }
+pub fn key_name(prefix: &str, base: &str, generation: u64) -> String {
+    format!("{prefix}-{base}-{generation}")
+}
+
+/// The fields of a key secret's JSON. The key moves straight into a zeroizing `Key`.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct KeyDocument {
+    token: String,
+    key_name: String,
+    expires_at: String,
 }
 
 /// Parses a key secret's value into its record and key.
@@ -125,100 +135,6 @@ struct KeyDocumentOut<'a> {
     created_at: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum KeyDeleteReason {
-    Superseded,
-    /// Expired and replaced.
-    Expired,
-    /// Created by a pass that never published it.
-    Unpublished,
-}
-
-impl KeyDeleteReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            KeyDeleteReason::Superseded => "superseded",
-            KeyDeleteReason::Expired => "expired_owned",
-            KeyDeleteReason::Unpublished => "orphan",
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "action", rename_all = "snake_case")]
-pub enum KeyAction {
-    CreateSecret,
-    /// Create `key_name`, publish as AWSPENDING, verify, promote.
-    Rotate {
-        reason: RotateReason,
-        key_name: String,
-    },
-    /// Promote the AWSPENDING version an interrupted pass left.
-    Resume {
-        record: KeyRecord,
-    },
-    ClearPending {
-        version_id: String,
-    },
-    /// Delete the key; `drop_previous` also removes AWSPREVIOUS from its version, so the next
-    /// pass does not look for it again; `forget` removes it from the unpublished-keys record.
-    DeleteKey {
-        key_name: String,
-        reason: KeyDeleteReason,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        drop_previous: Option<String>,
-        #[serde(skip_serializing_if = "std::ops::Not::not")]
-        forget: bool,
-    },
-    /// A key on the unpublished-keys record that a version names after all (another rotator
-    /// published it): off the record, left alive.
-    Forget {
-        key_name: String,
-    },
-}
-
-impl std::fmt::Display for KeyAction {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            KeyAction::CreateSecret => write!(f, "create secret"),
-            KeyAction::Rotate { reason, key_name } => {
-                write!(f, "rotate ({}) to API key {key_name}", reason.as_str())
-            }
-            KeyAction::Resume { record } => write!(f, "resume pending {}", record.key_name),
-            KeyAction::ClearPending { .. } => write!(f, "clear stale AWSPENDING label"),
-            KeyAction::DeleteKey {
-                key_name, reason, ..
-            } => write!(f, "delete API key {key_name} ({})", reason.as_str()),
-            KeyAction::Forget { key_name } => {
-                write!(f, "forget {key_name}: a version records it")
-            }
-        }
-    }
-}
-
-impl KeyAction {
-    fn is_rotation(&self) -> bool {
-        matches!(
-            self,
-            KeyAction::CreateSecret | KeyAction::Rotate { .. } | KeyAction::Resume { .. }
-        )
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct KeyPlan {
-    pub actions: Vec<KeyAction>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub blocked: Option<Blocker>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub current: Option<KeyRecord>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub due_at: Option<DateTime<Utc>>,
-    pub notes: Vec<String>,
-}
-
 /// What was observed of one managed key.
 #[derive(Debug, Clone, Default)]
 pub struct KeyObserved<'a> {
@@ -230,120 +146,48 @@ pub struct KeyObserved<'a> {
     pub current_alive: Option<bool>,
 }
 
-fn chrono(d: std::time::Duration) -> ChronoDuration {
-    ChronoDuration::from_std(d).unwrap_or(ChronoDuration::MAX)
-}
-
-pub fn key_name(prefix: &str, base: &str, generation: u64) -> String {
-    format!("{prefix}-{base}-{generation}")
+impl KeyObserved<'_> {
+    fn records(&self) -> impl Iterator<Item = &KeyRecord> {
+        [&self.current, &self.pending, &self.previous]
+            .into_iter()
+            .flatten()
+    }
 }
 
 /// Decides what to do for one managed key. Pure.
-pub fn plan(policy: &Policy, base: &str, o: &KeyObserved<'_>, now: DateTime<Utc>) -> KeyPlan {
-    let mut plan = KeyPlan {
-        actions: Vec::new(),
-        blocked: None,
-        current: o.current.clone(),
-        due_at: None,
-        notes: Vec::new(),
-    };
-    if let Some(b) = crate::credential::plan::secret_blocker(o.secret, is_key_version) {
-        plan.blocked = Some(b);
-        return plan;
+pub fn plan(policy: &Policy, base: &str, o: &KeyObserved<'_>, now: DateTime<Utc>) -> Plan {
+    if let Some(b) = secret_blocker(o.secret, is_key_version) {
+        return Plan::blocked(b);
     }
-    let mut plan = decide(policy, base, o, now, plan);
-    let verifies = plan
-        .actions
-        .iter()
-        .any(|a| matches!(a, KeyAction::Rotate { .. } | KeyAction::Resume { .. }));
-    if let Some(b) = crate::credential::plan::verification_backoff(policy, o.secret, verifies, now)
-    {
-        plan.actions.clear();
-        plan.blocked = Some(b);
-    }
-    plan
+    decide(policy, base, o, now).with_backoff(policy, o.secret, now)
 }
 
-fn is_key_version(vid: &str) -> bool {
-    vid.starts_with(KEY_VERSION_PREFIX)
-}
-
-fn decide(
-    policy: &Policy,
-    base: &str,
-    o: &KeyObserved<'_>,
-    now: DateTime<Utc>,
-    mut plan: KeyPlan,
-) -> KeyPlan {
-    let stage = |s: &str| o.secret.and_then(|sec| sec.version_with(s));
-    let current_vid = stage(AWSCURRENT);
-    let offset = crate::credential::plan::spread_offset(policy, "", base);
-    let due = |r: &KeyRecord| crate::credential::plan::due_at(policy, r.expires_at, offset);
+fn decide(policy: &Policy, base: &str, o: &KeyObserved<'_>, now: DateTime<Utc>) -> Plan {
+    let mut plan = Plan::empty();
+    plan.current = o.current.as_ref().map(KeyRecord::credential);
+    let offset = spread_offset(policy, "", base);
+    let due = |r: &KeyRecord| due_at(policy, r.expires_at, offset);
     plan.due_at = o.current.as_ref().map(due);
     let unpublished = o
         .secret
         .map(|s| records::unpublished_keys(&s.tags))
         .unwrap_or_default();
-    let records = [&o.current, &o.pending, &o.previous];
-    let next_generation = records
-        .into_iter()
-        .flatten()
+    let next_generation = o
+        .records()
         .map(KeyRecord::generation)
         .chain(unpublished.iter().map(|u| u.generation))
         .max()
         .unwrap_or(0)
         + 1;
-    let new_name = key_name(&policy.name_prefix, base, next_generation);
-
-    // Keys made but not published when last seen: still unpublished past the orphan margin,
-    // they are deleted; once a version names one, it is only taken off the record.
-    let margin = chrono(policy.orphan_margin);
-    for u in &unpublished {
-        let name = key_name(&policy.name_prefix, base, u.generation);
-        let recorded = records.into_iter().flatten().any(|r| r.key_name == name);
-        if recorded {
-            plan.actions.push(KeyAction::Forget { key_name: name });
-        } else if now - u.seen_at >= margin {
-            plan.actions.push(KeyAction::DeleteKey {
-                key_name: name,
-                reason: KeyDeleteReason::Unpublished,
-                drop_previous: None,
-                forget: true,
-            });
-        } else {
-            plan.notes.push(format!(
-                "keeping unpublished API key {name} until it is older than the orphan margin"
-            ));
-        }
-    }
-
+    sweep_unpublished(policy, base, o, &unpublished, now, &mut plan);
     if o.secret.is_none() {
-        plan.actions.push(KeyAction::CreateSecret);
+        plan.actions.push(Action::CreateSecret);
     }
-    let pending = o
-        .pending
-        .as_ref()
-        .filter(|p| Some(p.version_id.as_str()) != current_vid);
-    if let Some(pvid) = stage(AWSPENDING).filter(|p| Some(*p) == current_vid) {
-        plan.actions.push(KeyAction::ClearPending {
-            version_id: pvid.to_owned(),
-        });
+    if resume_or_clear(o, &due, now, &mut plan) {
+        let plan = with_previous(plan, policy, o, now);
+        return unless_forgotten(plan, o);
     }
-    if let Some(p) = pending {
-        if due(p) > now {
-            plan.actions.push(KeyAction::Resume { record: p.clone() });
-            return unless_forgotten(with_previous(plan, policy, o, now), o);
-        }
-        plan.actions.push(KeyAction::DeleteKey {
-            key_name: p.key_name.clone(),
-            reason: KeyDeleteReason::Unpublished,
-            drop_previous: None,
-            forget: false,
-        });
-        plan.actions.push(KeyAction::ClearPending {
-            version_id: p.version_id.clone(),
-        });
-    }
+    let current_vid = o.secret.and_then(|s| s.version_with(AWSCURRENT));
     let reason = match &o.current {
         None if current_vid.is_some() => Some(RotateReason::MissingToken),
         None => Some(RotateReason::FirstRun),
@@ -352,23 +196,104 @@ fn decide(
         Some(c) if due(c) <= now => Some(RotateReason::Due),
         Some(_) => None,
     };
-    let plan = with_previous(plan, policy, o, now);
-    let mut plan = plan;
+    let mut plan = with_previous(plan, policy, o, now);
     if let Some(reason) = reason {
-        plan.actions.push(KeyAction::Rotate {
+        let name = key_name(&policy.name_prefix, base, next_generation);
+        plan.actions.push(Action::Rotate {
             reason,
-            key_name: new_name,
+            replaces: None,
+            to: Some(key_ref(&name, None)),
         });
         if let Some(c) = o.current.as_ref().filter(|c| c.expires_at <= now) {
-            plan.actions.push(KeyAction::DeleteKey {
-                key_name: c.key_name.clone(),
-                reason: KeyDeleteReason::Expired,
-                drop_previous: None,
-                forget: false,
-            });
+            plan.actions
+                .push(delete(c, DeleteReason::ExpiredOwned, None, false));
         }
     }
     unless_forgotten(plan, o)
+}
+
+fn delete(
+    r: &KeyRecord,
+    reason: DeleteReason,
+    drop_previous: Option<String>,
+    only_record: bool,
+) -> Action {
+    Action::Delete {
+        credential: r.credential(),
+        reason,
+        drop_previous,
+        only_record,
+        forget: false,
+    }
+}
+
+/// Keys made but not published when last seen: still unpublished past the orphan margin,
+/// they are deleted; once a version names one, it is only taken off the record.
+fn sweep_unpublished(
+    policy: &Policy,
+    base: &str,
+    o: &KeyObserved<'_>,
+    unpublished: &[Unpublished],
+    now: DateTime<Utc>,
+    plan: &mut Plan,
+) {
+    let margin = std_to_chrono(policy.orphan_margin);
+    for u in unpublished {
+        let name = key_name(&policy.name_prefix, base, u.generation);
+        if o.records().any(|r| r.key_name == name) {
+            plan.actions.push(Action::Forget { name });
+        } else if now - u.seen_at >= margin {
+            plan.actions.push(Action::Delete {
+                credential: key_ref(&name, None),
+                reason: DeleteReason::Orphan,
+                drop_previous: None,
+                only_record: false,
+                forget: true,
+            });
+        } else {
+            plan.notes.push(format!(
+                "keeping unpublished API key {name} until it is older than the orphan margin"
+            ));
+        }
+    }
+}
+
+/// An AWSPENDING left by an interrupted pass: resumed while its key is good (returns true),
+/// else deleted and cleared; a stale AWSPENDING on the current version is cleared.
+fn resume_or_clear(
+    o: &KeyObserved<'_>,
+    due: &dyn Fn(&KeyRecord) -> DateTime<Utc>,
+    now: DateTime<Utc>,
+    plan: &mut Plan,
+) -> bool {
+    let stage = |s: &str| o.secret.and_then(|sec| sec.version_with(s));
+    let current_vid = stage(AWSCURRENT);
+    if let Some(pvid) = stage(AWSPENDING).filter(|p| Some(*p) == current_vid) {
+        plan.actions.push(Action::ClearPending {
+            version_id: pvid.to_owned(),
+        });
+    }
+    let Some(p) = o
+        .pending
+        .as_ref()
+        .filter(|p| Some(p.version_id.as_str()) != current_vid)
+    else {
+        return false;
+    };
+    if due(p) > now {
+        plan.actions.push(Action::Resume {
+            version_id: p.version_id.clone(),
+            credential: p.credential(),
+        });
+        return true;
+    }
+    // Its label is its only record: a failed deletion must not let a promotion forget it.
+    plan.actions
+        .push(delete(p, DeleteReason::Orphan, None, true));
+    plan.actions.push(Action::ClearPending {
+        version_id: p.version_id.clone(),
+    });
+    false
 }
 
 /// A promotion moves AWSPREVIOUS to the version it replaces, and AWSPREVIOUS is the only record
@@ -377,42 +302,30 @@ fn decide(
 /// a pending one is resumed) would be forgotten alive, so it is deleted first, like one past
 /// its grace: superseded twice, its grace ends early. (Before the promotion, not after, so a
 /// crash in between leaves it recorded.)
-fn unless_forgotten(mut plan: KeyPlan, o: &KeyObserved<'_>) -> KeyPlan {
+fn unless_forgotten(mut plan: Plan, o: &KeyObserved<'_>) -> Plan {
     let Some(prev) = &o.previous else { return plan };
     let promotes = plan
         .actions
         .iter()
-        .any(|a| matches!(a, KeyAction::Rotate { .. } | KeyAction::Resume { .. }));
-    let handled = plan
-        .actions
-        .iter()
-        .any(|a| matches!(a, KeyAction::DeleteKey { key_name, .. } if *key_name == prev.key_name));
+        .any(|a| matches!(a, Action::Rotate { .. } | Action::Resume { .. }));
+    let handled = plan.actions.iter().any(
+        |a| matches!(a, Action::Delete { credential, .. } if credential.name == prev.key_name),
+    );
     let is_current = o
         .current
         .as_ref()
         .is_some_and(|c| c.key_name == prev.key_name);
     if promotes && !handled && !is_current {
         plan.notes.retain(|n| !n.contains(&prev.key_name));
-        plan.actions.insert(
-            0,
-            KeyAction::DeleteKey {
-                key_name: prev.key_name.clone(),
-                reason: KeyDeleteReason::Superseded,
-                drop_previous: Some(prev.version_id.clone()),
-                forget: false,
-            },
-        );
+        let drop = Some(prev.version_id.clone());
+        plan.actions
+            .insert(0, delete(prev, DeleteReason::Superseded, drop, true));
     }
     plan
 }
 
 /// Deletes the superseded key once its grace period has passed since the promotion.
-fn with_previous(
-    mut plan: KeyPlan,
-    policy: &Policy,
-    o: &KeyObserved<'_>,
-    now: DateTime<Utc>,
-) -> KeyPlan {
+fn with_previous(mut plan: Plan, policy: &Policy, o: &KeyObserved<'_>, now: DateTime<Utc>) -> Plan {
     let Some(prev) = &o.previous else { return plan };
     if o.current
         .as_ref()
@@ -421,17 +334,11 @@ fn with_previous(
         return plan;
     }
     let promoted = o.secret.and_then(|s| s.last_changed).unwrap_or(now);
-    let until = promoted + chrono(policy.grace_period);
+    let until = promoted + std_to_chrono(policy.grace_period);
     if prev.expires_at <= now || now >= until {
-        plan.actions.insert(
-            0,
-            KeyAction::DeleteKey {
-                key_name: prev.key_name.clone(),
-                reason: KeyDeleteReason::Superseded,
-                drop_previous: Some(prev.version_id.clone()),
-                forget: false,
-            },
-        );
+        let drop = Some(prev.version_id.clone());
+        plan.actions
+            .insert(0, delete(prev, DeleteReason::Superseded, drop, true));
     } else {
         plan.notes.push(format!(
             "keeping superseded API key {} for its grace period, until {}",
@@ -444,12 +351,12 @@ fn with_previous(
 
 /// Reads what the planner needs: the secret's versions and the records they hold. The current
 /// key is checked against Grafana only when verification is on.
-pub async fn observe(
-    secrets: &dyn SecretStore,
-    verifier: &dyn Verifier,
+async fn observe(
+    services: Services<'_>,
     cred: &Credential,
 ) -> Result<(Option<SecretState>, KeyObserved<'static>), StepError> {
-    let secret = secrets
+    let secret = services
+        .secrets
         .describe(&cred.secret.name)
         .await
         .map_err(StepError::api("DescribeSecret"))?;
@@ -458,16 +365,14 @@ pub async fn observe(
         return Ok((None, observed));
     };
     for stage in [AWSCURRENT, AWSPENDING, AWSPREVIOUS] {
-        let Some(vid) = s.version_with(stage) else {
+        let Some(vid) = s.version_with(stage).filter(|v| is_key_version(v)) else {
             continue;
         };
-        if !vid.starts_with(KEY_VERSION_PREFIX) {
-            continue;
-        }
         if stage == AWSPENDING && Some(vid) == s.version_with(AWSCURRENT) {
             continue;
         }
-        let value = secrets
+        let value = services
+            .secrets
             .get_value(&cred.secret.name, stage)
             .await
             .map_err(StepError::api("GetSecretValue"))?;
@@ -477,8 +382,8 @@ pub async fn observe(
         match stage {
             AWSCURRENT => {
                 if cred.policy.verify {
-                    observed.current_alive =
-                        Some(verifier.verify(&cred.verify_url(), &key).await.is_ok());
+                    let alive = services.verifier.verify(&cred.verify_url(), &key).await;
+                    observed.current_alive = Some(alive.is_ok());
                 }
                 observed.current = Some(record);
             }
@@ -489,405 +394,234 @@ pub async fn observe(
     Ok((secret, observed))
 }
 
-pub struct KeyExecutor<'a> {
-    pub grafana: &'a dyn Grafana,
-    pub secrets: &'a dyn SecretStore,
-    pub verifier: &'a dyn Verifier,
-    pub metrics: &'a Metrics,
-}
+/// The API-key kind's part of the road.
+pub struct ApiKeys;
 
-/// The state an executing key plan carries from one action to the next.
-struct KeyRun<'c> {
-    cred: &'c Credential,
-    role: Role,
-    /// The secret as last seen: its tags hold the verification and unpublished-keys records.
-    secret: Option<SecretState>,
-    current_version: Option<String>,
-}
-
-impl KeyRun<'_> {
-    fn unpublished(&self) -> Vec<Unpublished> {
-        self.secret
-            .as_ref()
-            .map(|s| records::unpublished_keys(&s.tags))
-            .unwrap_or_default()
-    }
-}
-
-impl KeyExecutor<'_> {
-    pub async fn execute(
+#[async_trait]
+impl KindOps for ApiKeys {
+    async fn decide(
         &self,
+        services: Services<'_>,
         cred: &Credential,
-        role: Role,
-        secret: Option<&SecretState>,
-        plan: &KeyPlan,
+        _account: Option<ServiceAccount>,
         now: DateTime<Utc>,
-    ) -> Outcome {
-        let labels = cred.labels();
-        let mut run = KeyRun {
-            cred,
-            role,
-            secret: secret.cloned(),
-            current_version: secret
-                .and_then(|s| s.version_with(AWSCURRENT))
-                .map(str::to_owned),
+    ) -> Result<Decided, StepError> {
+        let plan_of = |plan| Decided {
+            plan,
+            secret: None,
+            account: None,
+            tokens: None,
         };
-        let mut outcome = Outcome::default();
-        let mut expiry = plan.current.as_ref().map(|c| c.expires_at);
-        // A key whose deletion failed while its label is its only record (keys cannot be
-        // listed): a promotion now would move that label and forget the key alive.
-        let mut unrecorded: Option<String> = None;
-        for action in &plan.actions {
-            if let (Some(key), Some(why)) = (&unrecorded, postponable(action)) {
-                let e = StepError::Postponed(format!(
-                    "{why}: deleting {key} failed, and a promotion now would lose the only record of it; the current key is still valid, so this waits for the next pass"
-                ));
-                tracing::warn!(workspace = %cred.workspace.id, api_key = %cred.service_account, action = %action, error = %e, "action postponed");
-                outcome.error = Some(e);
-                break;
-            }
-            let result = match action {
-                KeyAction::CreateSecret => execute::create_secret(self.secrets, cred)
-                    .await
-                    .map(|s| run.secret = Some(s)),
-                KeyAction::Rotate { reason, key_name } => {
-                    let r = self.rotate(&mut run, key_name, now).await;
-                    if let Ok(exp) = &r {
-                        expiry = Some(*exp);
-                    }
-                    self.metrics
-                        .rotation(&labels, outcome_label(&r), reason.as_str());
-                    r.map(|_| ())
-                }
-                KeyAction::Resume { record } => {
-                    let r = self.resume(&mut run, record, now).await;
-                    if r.is_ok() {
-                        expiry = Some(record.expires_at);
-                    }
-                    self.metrics.rotation(&labels, outcome_label(&r), "resumed");
-                    r
-                }
-                KeyAction::ClearPending { version_id } => self
-                    .secrets
-                    .move_stage(&cred.secret.name, AWSPENDING, None, Some(version_id))
-                    .await
-                    .map_err(StepError::api("UpdateSecretVersionStage")),
-                KeyAction::DeleteKey {
-                    key_name,
-                    reason,
-                    drop_previous,
-                    forget,
-                } => {
-                    let r = self.delete(cred, key_name, reason.as_str()).await;
-                    match (r, drop_previous) {
-                        (Ok(()), Some(vid)) => self
-                            .secrets
-                            .move_stage(&cred.secret.name, AWSPREVIOUS, None, Some(vid))
-                            .await
-                            .map_err(StepError::api("UpdateSecretVersionStage")),
-                        (Ok(()), None) if *forget => {
-                            self.set_unpublished(&mut run, key_name, None).await
-                        }
-                        (r, _) => r,
-                    }
-                }
-                KeyAction::Forget { key_name } => {
-                    self.set_unpublished(&mut run, key_name, None).await
-                }
-            };
-            match result {
-                Ok(()) => outcome.done.push(action.to_string()),
-                Err(StepError::Yielded(why)) => {
-                    tracing::warn!(workspace = %cred.workspace.id, api_key = %cred.service_account, action = %action, reason = %why, "left to another rotator");
-                    outcome.done.push(format!("left to another rotator: {why}"));
-                    break;
-                }
-                Err(e) => {
-                    if let KeyAction::DeleteKey {
-                        key_name,
-                        reason,
-                        drop_previous,
-                        forget,
-                    } = action
-                    {
-                        // A key on the unpublished record stays recorded when its deletion fails.
-                        if drop_previous.is_some()
-                            || (*reason == KeyDeleteReason::Unpublished && !forget)
-                        {
-                            unrecorded = Some(key_name.clone());
-                        }
-                    }
-                    tracing::warn!(workspace = %cred.workspace.id, api_key = %cred.service_account, action = %action, error = %e, "action failed");
-                    let stop = action.is_rotation();
-                    if outcome.error.is_none() || stop {
-                        outcome.error = Some(e);
-                    }
-                    if stop {
-                        break;
-                    }
-                }
-            }
+        if !cred.workspace.supports_api_keys() {
+            // Nothing to read or attempt: AMG refuses API keys there.
+            return Ok(plan_of(Plan::blocked(Blocker::ApiKeysRemoved {
+                grafana_version: cred.workspace.grafana_version.clone(),
+            })));
         }
-        if let Some(exp) = expiry {
-            self.metrics.set_expiry(&labels, exp);
-            outcome.current = Some(crate::credential::plan::TokenRef {
-                id: String::new(),
-                name: String::new(),
-                expires_at: Some(exp),
-            });
-        }
-        outcome
+        let (secret, observed) = observe(services, cred).await?;
+        let observed = KeyObserved {
+            secret: secret.as_ref(),
+            ..observed
+        };
+        let plan = plan(&cred.policy, &cred.service_account, &observed, now);
+        Ok(Decided {
+            secret,
+            ..plan_of(plan)
+        })
     }
 
-    async fn delete(
+    async fn mint(
         &self,
-        cred: &Credential,
-        key_name: &str,
-        reason: &str,
-    ) -> Result<(), StepError> {
-        let r = match self
+        run: &mut Run<'_>,
+        action: &Action,
+        now: DateTime<Utc>,
+    ) -> Result<Minted, StepError> {
+        let Action::Rotate { to: Some(to), .. } = action else {
+            return Err(StepError::NoFreeName(0));
+        };
+        let made = create(run, &to.name, now).await?;
+        failpoint::hit("after_create_key");
+        Ok(Minted {
+            credential: key_ref(&made.name, Some(made.expires_at)),
+            created_at: made.created_at,
+            expires_at: made.expires_at,
+            key: made.key,
+        })
+    }
+
+    async fn delete(&self, run: &Run<'_>, credential: &CredRef) -> Result<(), StepError> {
+        match run
+            .services
             .grafana
-            .delete_api_key(&cred.workspace.id, key_name)
+            .delete_api_key(&run.cred.workspace.id, &credential.name)
             .await
         {
-            Ok(()) | Err(ApiError::NotFound(_)) => Ok(()),
+            Ok(()) | Err(ApiError::NotFound(_)) => {
+                failpoint::hit("after_delete_key");
+                Ok(())
+            }
             Err(e) => Err(StepError::api("DeleteWorkspaceApiKey")(e)),
-        };
-        self.metrics.deletion(
-            &cred.labels(),
-            reason,
-            if r.is_ok() { "success" } else { "failure" },
-        );
-        if r.is_ok() {
-            failpoint::hit("after_delete_key");
-            tracing::info!(workspace = %cred.workspace.id, api_key = %cred.service_account, key_name, reason, "deleted API key");
         }
-        r
     }
 
-    /// Puts `key_name` on the unpublished-keys record (`Some(seen_at)`) or takes it off (`None`).
-    async fn set_unpublished(
+    fn publication(
         &self,
-        run: &mut KeyRun<'_>,
-        key_name: &str,
-        seen_at: Option<DateTime<Utc>>,
-    ) -> Result<(), StepError> {
-        let generation = generation_of(key_name);
-        let mut list = run.unpublished();
-        list.retain(|u| u.generation != generation);
-        if let Some(seen_at) = seen_at {
-            list.push(Unpublished {
-                generation,
-                seen_at,
-            });
-        }
-        let name = &run.cred.secret.name;
-        let value = records::unpublished_value(&list);
-        match &value {
-            Some(v) => self.secrets.tag(name, UNPUBLISHED_KEYS_TAG, v).await,
-            None => self.secrets.untag(name, UNPUBLISHED_KEYS_TAG).await,
-        }
-        .map_err(StepError::api(if value.is_some() {
-            "TagResource"
-        } else {
-            "UntagResource"
-        }))?;
-        if let Some(s) = run.secret.as_mut() {
-            match value {
-                Some(v) => s.tags.insert(UNPUBLISHED_KEYS_TAG.into(), v),
-                None => s.tags.remove(UNPUBLISHED_KEYS_TAG),
-            };
-        }
-        Ok(())
-    }
-
-    /// Whether a version of the secret records `key_name` (values read by stage).
-    async fn recorded(&self, cred: &Credential, key_name: &str) -> Result<bool, StepError> {
-        let name = &cred.secret.name;
-        let Some(s) = self
-            .secrets
-            .describe(name)
-            .await
-            .map_err(StepError::api("DescribeSecret"))?
-        else {
-            return Ok(false);
-        };
-        for stage in [AWSCURRENT, AWSPENDING, AWSPREVIOUS] {
-            let Some(vid) = s.version_with(stage).filter(|v| is_key_version(v)) else {
-                continue;
-            };
-            let value = self
-                .secrets
-                .get_value(name, stage)
-                .await
-                .map_err(StepError::api("GetSecretValue"))?;
-            if parse_value(vid, &value).is_some_and(|(r, _)| r.key_name == key_name) {
-                return Ok(true);
-            }
-        }
-        Ok(false)
-    }
-
-    /// Creates `key_name`, or a later generation when a key holds the name. Such a key comes
-    /// from a pass that crashed before publishing it, or from another rotator at work right
-    /// now: if a version records it, the other rotator published it and this one yields; if
-    /// not, it is put on the unpublished-keys record (deleted by a later pass once older than
-    /// `orphan_margin`, unless a version names it by then) and the next generation is tried.
-    async fn create(
-        &self,
-        run: &mut KeyRun<'_>,
-        key_name: &str,
-        now: DateTime<Utc>,
-    ) -> Result<NewApiKey, StepError> {
+        run: &Run<'_>,
+        minted: &Minted,
+    ) -> Result<(String, Zeroizing<String>), StepError> {
         let cred = run.cred;
-        let ws = &cred.workspace.id;
-        let prefix_and_base = key_name
-            .rsplit_once('-')
-            .map_or(key_name, |(head, _)| head)
-            .to_owned();
-        let mut generation = generation_of(key_name);
-        let mut name = key_name.to_owned();
-        for attempt in 0..4 {
-            match self
-                .grafana
-                .create_api_key(ws, &name, run.role, cred.policy.token_ttl, now)
-                .await
-            {
-                Ok(k) => {
-                    tracing::info!(workspace = %ws, api_key = %cred.service_account, key_name = %name, expires_at = %rfc3339(k.expires_at), "created API key");
-                    return Ok(k);
-                }
-                Err(ApiError::Conflict(_)) => {
-                    if self.recorded(cred, &name).await? {
-                        return Err(StepError::Yielded(format!(
-                            "API key {name} was created and published meanwhile"
-                        )));
-                    }
-                    tracing::warn!(workspace = %ws, api_key = %cred.service_account, key_name = %name, "an API key holds the name and no version records it; recorded as unpublished, trying the next generation");
-                    self.set_unpublished(run, &name, Some(now)).await?;
-                    generation += 1;
-                    name = format!("{prefix_and_base}-{generation}");
-                }
-                // The outcome is unknown: the same name again; a conflict then is handled above.
-                Err(e) if !e.surely_not_applied() && attempt < 3 => {}
-                Err(e) => return Err(StepError::api("CreateWorkspaceApiKey")(e)),
-            }
-        }
-        Err(StepError::NoFreeName(4))
-    }
-
-    async fn rotate(
-        &self,
-        run: &mut KeyRun<'_>,
-        key_name: &str,
-        now: DateTime<Utc>,
-    ) -> Result<DateTime<Utc>, StepError> {
-        let cred = run.cred;
-        let made = self.create(run, key_name, now).await?;
-        failpoint::hit("after_create_key");
-        let version = key_version_id(&cred.workspace.id, &made.name, made.created_at);
+        let CredentialKind::ApiKey { role } = cred.kind else {
+            return Err(StepError::NoServiceAccount);
+        };
+        let name = &minted.credential.name;
         let doc = KeyDocumentOut {
-            token: made.key.expose(),
+            token: minted.key.expose(),
             grafana_url: cred.workspace.grafana_url(),
             workspace_id: &cred.workspace.id,
-            key_name: &made.name,
-            key_role: run.role.as_str(),
-            expires_at: rfc3339(made.expires_at),
-            created_at: rfc3339(made.created_at),
+            key_name: name,
+            key_role: role.as_str(),
+            expires_at: rfc3339(minted.expires_at),
+            created_at: rfc3339(minted.created_at),
         };
         let value = Zeroizing::new(serde_json::to_string(&doc).expect("strings serialize"));
-        // Proven before it is published: nothing is lost if it fails, the key is deleted.
-        if let Err(e) = self.verify(run, &made.key, now).await {
-            let _ = self.delete(cred, &made.name, "rollback").await;
-            return Err(e);
-        }
-        if let Err(failure) =
-            execute::publish(self.secrets, cred, &version, &value, AWSPENDING).await
-        {
-            if failure.may_have_landed {
-                // A key a version may hold is not deleted: if the write landed, the next pass
-                // resumes it; if not, its generation comes round again and the conflict finds it.
-                tracing::warn!(workspace = %cred.workspace.id, api_key = %cred.service_account, key_name = %made.name, "the new key may be published: kept for the next pass to settle");
-            } else {
-                let _ = self.delete(cred, &made.name, "rollback").await;
-            }
-            return Err(failure.error);
-        }
-        failpoint::hit("after_key_pending");
-        execute::promote(
-            self.secrets,
-            cred,
-            &version,
-            &mut run.current_version,
-            "after_key_promote",
-        )
-        .await?;
-        Ok(made.expires_at)
+        Ok((
+            key_version_id(&cred.workspace.id, name, minted.created_at),
+            value,
+        ))
     }
 
-    async fn verify(
-        &self,
-        run: &mut KeyRun<'_>,
-        key: &Key,
-        now: DateTime<Utc>,
-    ) -> Result<(), StepError> {
-        execute::verify_recorded(
-            self.secrets,
-            self.verifier,
-            run.cred,
-            &mut run.secret,
-            key,
-            now,
-        )
-        .await
+    fn key_in(&self, _run: &Run<'_>, value: &str) -> Option<Key> {
+        parse_value("", value).map(|(_, key)| key)
     }
 
-    async fn resume(
-        &self,
-        run: &mut KeyRun<'_>,
-        record: &KeyRecord,
-        now: DateTime<Utc>,
-    ) -> Result<(), StepError> {
-        let cred = run.cred;
-        if cred.policy.verify {
-            let value = self
-                .secrets
-                .get_value(&cred.secret.name, AWSPENDING)
-                .await
-                .map_err(StepError::api("GetSecretValue"))?;
-            let (_, key) =
-                parse_value(&record.version_id, &value).ok_or(StepError::UnreadablePending)?;
-            if let Err(e) = self.verify(run, &key, now).await {
-                let _ = self.delete(cred, &record.key_name, "rollback").await;
-                let _ = self
-                    .secrets
-                    .move_stage(
-                        &cred.secret.name,
-                        AWSPENDING,
-                        None,
-                        Some(&record.version_id),
-                    )
-                    .await;
-                return Err(e);
-            }
+    async fn forget(&self, run: &mut Run<'_>, name: &str) -> Result<(), StepError> {
+        set_unpublished(run, name, None).await
+    }
+
+    fn crash_points(&self) -> CrashPoints {
+        CrashPoints {
+            after_pending: "after_key_pending",
+            after_promote: "after_key_promote",
         }
-        execute::promote(
-            self.secrets,
-            cred,
-            &record.version_id,
-            &mut run.current_version,
-            "after_key_promote",
-        )
-        .await
     }
 }
 
-fn outcome_label<T>(r: &Result<T, StepError>) -> &'static str {
-    match r {
-        Ok(_) => "success",
-        Err(StepError::Yielded(_)) => "yielded",
-        Err(_) => "failure",
+/// Puts `key_name` on the unpublished-keys record (`Some(seen_at)`) or takes it off (`None`).
+async fn set_unpublished(
+    run: &mut Run<'_>,
+    key_name: &str,
+    seen_at: Option<DateTime<Utc>>,
+) -> Result<(), StepError> {
+    let generation = generation_of(key_name);
+    let mut list = run
+        .secret
+        .as_ref()
+        .map(|s| records::unpublished_keys(&s.tags))
+        .unwrap_or_default();
+    list.retain(|u| u.generation != generation);
+    if let Some(seen_at) = seen_at {
+        list.push(Unpublished {
+            generation,
+            seen_at,
+        });
     }
+    let name = &run.cred.secret.name;
+    let secrets = run.services.secrets;
+    let value = records::unpublished_value(&list);
+    match &value {
+        Some(v) => secrets
+            .tag(name, UNPUBLISHED_KEYS_TAG, v)
+            .await
+            .map_err(StepError::api("TagResource"))?,
+        None => secrets
+            .untag(name, UNPUBLISHED_KEYS_TAG)
+            .await
+            .map_err(StepError::api("UntagResource"))?,
+    }
+    if let Some(s) = run.secret.as_mut() {
+        match value {
+            Some(v) => s.tags.insert(UNPUBLISHED_KEYS_TAG.into(), v),
+            None => s.tags.remove(UNPUBLISHED_KEYS_TAG),
+        };
+    }
+    Ok(())
+}
+
+/// Whether a version of the secret records `key_name` (values read by stage).
+async fn recorded(run: &Run<'_>, key_name: &str) -> Result<bool, StepError> {
+    let secrets = run.services.secrets;
+    let name = &run.cred.secret.name;
+    let Some(s) = secrets
+        .describe(name)
+        .await
+        .map_err(StepError::api("DescribeSecret"))?
+    else {
+        return Ok(false);
+    };
+    for stage in [AWSCURRENT, AWSPENDING, AWSPREVIOUS] {
+        let Some(vid) = s.version_with(stage).filter(|v| is_key_version(v)) else {
+            continue;
+        };
+        let value = secrets
+            .get_value(name, stage)
+            .await
+            .map_err(StepError::api("GetSecretValue"))?;
+        if parse_value(vid, &value).is_some_and(|(r, _)| r.key_name == key_name) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Creates `key_name`, or a later generation when a key holds the name. Such a key comes from
+/// a pass that crashed before publishing it, or from another rotator at work right now: if a
+/// version records it, the other rotator published it and this one yields; if not, it is put
+/// on the unpublished-keys record (deleted by a later pass once older than `orphan_margin`,
+/// unless a version names it by then) and the next generation is tried.
+async fn create(
+    run: &mut Run<'_>,
+    key_name: &str,
+    now: DateTime<Utc>,
+) -> Result<crate::model::NewApiKey, StepError> {
+    let cred = run.cred;
+    let CredentialKind::ApiKey { role } = cred.kind else {
+        return Err(StepError::NoServiceAccount);
+    };
+    let ws = &cred.workspace.id;
+    let stem = key_name
+        .rsplit_once('-')
+        .map_or(key_name, |(head, _)| head)
+        .to_owned();
+    let mut generation = generation_of(key_name);
+    let mut name = key_name.to_owned();
+    for attempt in 0..4 {
+        match run
+            .services
+            .grafana
+            .create_api_key(ws, &name, role, cred.policy.token_ttl, now)
+            .await
+        {
+            Ok(k) => {
+                tracing::info!(workspace = %ws, api_key = %cred.service_account, key_name = %name, expires_at = %rfc3339(k.expires_at), "created API key");
+                return Ok(k);
+            }
+            Err(ApiError::Conflict(_)) => {
+                if recorded(run, &name).await? {
+                    return Err(StepError::Yielded(format!(
+                        "API key {name} was created and published meanwhile"
+                    )));
+                }
+                tracing::warn!(workspace = %ws, api_key = %cred.service_account, key_name = %name, "an API key holds the name and no version records it; recorded as unpublished, trying the next generation");
+                set_unpublished(run, &name, Some(now)).await?;
+                generation += 1;
+                name = format!("{stem}-{generation}");
+            }
+            // The outcome is unknown: the same name again; a conflict then is handled above.
+            Err(e) if !e.surely_not_applied() && attempt < 3 => {}
+            Err(e) => return Err(StepError::api("CreateWorkspaceApiKey")(e)),
+        }
+    }
+    Err(StepError::NoFreeName(4))
 }
 
 #[cfg(test)]
@@ -895,6 +629,7 @@ mod tests {
     use super::*;
     use crate::config::Strategy;
     use crate::model::SecretFormat;
+    use chrono::Duration as ChronoDuration;
     use std::collections::BTreeMap;
     use std::time::Duration;
 
@@ -933,6 +668,25 @@ mod tests {
         }
     }
 
+    fn rotate(reason: RotateReason, name: &str) -> Action {
+        Action::Rotate {
+            reason,
+            replaces: None,
+            to: Some(key_ref(name, None)),
+        }
+    }
+
+    /// The superseded key's deletion: AWSPREVIOUS, its only record, goes with it.
+    fn superseded(r: KeyRecord) -> Action {
+        Action::Delete {
+            credential: r.credential(),
+            reason: DeleteReason::Superseded,
+            drop_previous: Some(r.version_id.clone()),
+            only_record: true,
+            forget: false,
+        }
+    }
+
     fn secret(stages: &[(&str, &str)], changed_ago_s: i64) -> SecretState {
         let mut s = SecretState {
             last_changed: Some(now() - ChronoDuration::seconds(changed_ago_s)),
@@ -953,11 +707,8 @@ mod tests {
         assert_eq!(
             p.actions,
             vec![
-                KeyAction::CreateSecret,
-                KeyAction::Rotate {
-                    reason: RotateReason::FirstRun,
-                    key_name: "amgrot-legacy-1".into()
-                }
+                Action::CreateSecret,
+                rotate(RotateReason::FirstRun, "amgrot-legacy-1")
             ]
         );
     }
@@ -975,16 +726,8 @@ mod tests {
         assert_eq!(
             p.actions,
             vec![
-                KeyAction::DeleteKey {
-                    key_name: "amgrot-legacy-3".into(),
-                    reason: KeyDeleteReason::Superseded,
-                    drop_previous: Some("amgk1-a".into()),
-                    forget: false
-                },
-                KeyAction::Rotate {
-                    reason: RotateReason::Due,
-                    key_name: "amgrot-legacy-5".into()
-                }
+                superseded(record("amgk1-a", 3, 20)),
+                rotate(RotateReason::Due, "amgrot-legacy-5")
             ]
         );
         let recent = secret(&[("amgk1-a", AWSPREVIOUS), ("amgk1-b", AWSCURRENT)], 60);
@@ -998,16 +741,8 @@ mod tests {
         assert_eq!(
             p.actions,
             vec![
-                KeyAction::DeleteKey {
-                    key_name: "amgrot-legacy-3".into(),
-                    reason: KeyDeleteReason::Superseded,
-                    drop_previous: Some("amgk1-a".into()),
-                    forget: false
-                },
-                KeyAction::Rotate {
-                    reason: RotateReason::Due,
-                    key_name: "amgrot-legacy-5".into()
-                }
+                superseded(record("amgk1-a", 3, 20)),
+                rotate(RotateReason::Due, "amgrot-legacy-5")
             ]
         );
         let settled = KeyObserved {
@@ -1031,8 +766,9 @@ mod tests {
         let p = plan(&policy(), "legacy", &o, now());
         assert_eq!(
             p.actions,
-            vec![KeyAction::Resume {
-                record: record("amgk1-c", 2, 30)
+            vec![Action::Resume {
+                version_id: "amgk1-c".into(),
+                credential: record("amgk1-c", 2, 30).credential()
             }]
         );
 
@@ -1046,10 +782,7 @@ mod tests {
         let p = plan(&policy(), "legacy", &o, now());
         assert_eq!(
             p.actions,
-            vec![KeyAction::Rotate {
-                reason: RotateReason::MissingToken,
-                key_name: "amgrot-legacy-2".into()
-            }]
+            vec![rotate(RotateReason::MissingToken, "amgrot-legacy-2")]
         );
     }
 
@@ -1084,16 +817,14 @@ mod tests {
         assert_eq!(
             p.actions,
             vec![
-                KeyAction::DeleteKey {
-                    key_name: "amgrot-legacy-5".into(),
-                    reason: KeyDeleteReason::Unpublished,
+                Action::Delete {
+                    credential: key_ref("amgrot-legacy-5", None),
+                    reason: DeleteReason::Orphan,
                     drop_previous: None,
+                    only_record: false,
                     forget: true
                 },
-                KeyAction::Rotate {
-                    reason: RotateReason::Due,
-                    key_name: "amgrot-legacy-7".into()
-                }
+                rotate(RotateReason::Due, "amgrot-legacy-7")
             ]
         );
         assert!(p.notes.iter().any(|n| n.contains("amgrot-legacy-6")));
@@ -1111,8 +842,8 @@ mod tests {
         let p = plan(&policy(), "legacy", &o, now());
         assert_eq!(
             p.actions,
-            vec![KeyAction::Forget {
-                key_name: "amgrot-legacy-5".into()
+            vec![Action::Forget {
+                name: "amgrot-legacy-5".into()
             }]
         );
     }

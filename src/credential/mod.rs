@@ -1,11 +1,445 @@
-//! One managed credential's road: observe what AWS reports, plan purely, perform.
+//! One managed credential's road: observe what AWS reports, plan purely, perform, report.
 //!
-//! `plan` decides for service-account tokens and holds what every kind shares (reasons,
-//! blockers, due times, the secret's mark); `api_key` is the legacy kind; `execute` performs a
-//! plan and holds the steps both kinds share (publish, verify, promote); `records` are what the
-//! rotator writes on the secret itself (tags).
+//! `reconcile` is the unit of work: the same for every kind. What a kind does its own way is
+//! its `KindOps` (`token`, `api_key`): how it reads and decides, mints, names and deletes, and
+//! renders the secret's value. `plan` holds what every plan is made of; `execute` performs any
+//! plan; `records` are what the rotator writes on the secret itself (tags). A new kind is one
+//! module implementing `KindOps` and one arm of `CredentialKind`.
 
 pub mod api_key;
 pub mod execute;
 pub mod plan;
 pub mod records;
+pub mod token;
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::aws::ApiError;
+use crate::config::Policy;
+use crate::daemon::metrics::CredentialLabels;
+use crate::model::{Role, SecretSpec, ServiceAccount, Workspace};
+use execute::{Decided, KindOps, Services};
+use plan::{Blocker, CredRef, Plan};
+
+/// What a credential rotates: the kinds, as data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CredentialKind {
+    /// A service account's tokens; a missing account is created with `bootstrap` when set.
+    Token { bootstrap: Option<Role> },
+    /// A legacy API key of this role (Grafana 9 and 10); the credential's name is the key's
+    /// base name.
+    ApiKey { role: Role },
+}
+
+impl CredentialKind {
+    /// The part of the road this kind walks its own way.
+    pub fn ops(&self) -> &'static dyn KindOps {
+        match self {
+            CredentialKind::Token { .. } => &token::Tokens,
+            CredentialKind::ApiKey { .. } => &api_key::ApiKeys,
+        }
+    }
+
+    /// The `kind` label of metrics and reports.
+    pub fn label(&self) -> &'static str {
+        match self {
+            CredentialKind::Token { .. } => "token",
+            CredentialKind::ApiKey { .. } => "api_key",
+        }
+    }
+}
+
+/// One managed credential: a service account (or legacy API key) in a workspace, bound to a
+/// secret.
+#[derive(Debug, Clone)]
+pub struct Credential {
+    pub target: String,
+    pub kind: CredentialKind,
+    pub workspace: Workspace,
+    /// The service account's name, or the API key's base name.
+    pub service_account: String,
+    pub secret: SecretSpec,
+    pub policy: Policy,
+}
+
+impl Credential {
+    pub fn labels(&self) -> CredentialLabels {
+        CredentialLabels {
+            workspace: self.workspace.id.clone(),
+            service_account: self.service_account.clone(),
+            kind: self.kind.label(),
+        }
+    }
+
+    /// Where a new key is proven: the override template, or the workspace's own Grafana.
+    pub fn verify_url(&self) -> String {
+        match &self.policy.grafana_url {
+            Some(t) => crate::config::render_template(
+                t,
+                &[
+                    ("workspace_id", &self.workspace.id),
+                    ("workspace_name", &self.workspace.name),
+                    ("service_account", &self.service_account),
+                    ("key_name", &self.service_account),
+                ],
+            ),
+            None => self.workspace.grafana_url(),
+        }
+    }
+}
+
+/// Why an action failed. Never carries a key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StepError {
+    #[error("{step}: {source}")]
+    Api {
+        step: &'static str,
+        #[source]
+        source: ApiError,
+    },
+    #[error("verification of the new key failed ({0}); nothing was published, AWSCURRENT left as it was")]
+    Verification(String),
+    #[error("the pending version holds no readable key")]
+    UnreadablePending,
+    #[error("no free name after {0} attempts")]
+    NoFreeName(u32),
+    #[error("{0}")]
+    Postponed(String),
+    #[error("service-account bootstrap: {0}")]
+    Bootstrap(String),
+    #[error("the service account does not exist")]
+    NoServiceAccount,
+    /// Another rotator is doing this credential's rotation right now: not a failure, the rest
+    /// of this plan was made against a world that has changed, so it stops.
+    #[error("{0}")]
+    Yielded(String),
+}
+
+impl StepError {
+    pub fn api(step: &'static str) -> impl FnOnce(ApiError) -> StepError {
+        move |source| StepError::Api { step, source }
+    }
+}
+
+/// What executing a plan did.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Each action done, described for people.
+    pub done: Vec<String>,
+    pub error: Option<StepError>,
+    /// What AWSCURRENT references afterwards, when known.
+    pub current: Option<CredRef>,
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.done.is_empty() {
+            write!(f, "nothing to do")?;
+        } else {
+            write!(f, "{}", self.done.join("; "))?;
+        }
+        if let Some(e) = &self.error {
+            write!(f, "; FAILED: {e}")?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Change things.
+    Apply,
+    /// Decide only: read, plan, report.
+    Plan,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Valid and not due; nothing was needed.
+    Ok,
+    /// Changes were made (or, in plan mode, would be) and all went well.
+    Changed,
+    /// Plan mode: changes would be made.
+    Pending,
+    /// Reported, not acted on (missing or disabled service account, foreign secret…).
+    Blocked,
+    Failed,
+    /// Not started because the process is shutting down.
+    Skipped,
+}
+
+/// The result of one credential in one pass, for people (`once`, `plan`) and machines (JSON).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CredentialReport {
+    pub target: String,
+    /// `token` or `api_key`.
+    pub kind: &'static str,
+    pub workspace_id: String,
+    pub service_account: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret_name: Option<String>,
+    pub status: Status,
+    /// One line for people.
+    pub summary: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plan: Option<Plan>,
+    pub done: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The expiry of what AWSCURRENT references after the pass.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+impl CredentialReport {
+    /// A report for `kind` in `workspace_id`, not yet examined (status Failed until it is).
+    pub fn new(target: &str, kind: CredentialKind, workspace_id: &str, name: &str) -> Self {
+        CredentialReport {
+            target: target.to_owned(),
+            kind: kind.label(),
+            workspace_id: workspace_id.to_owned(),
+            service_account: name.to_owned(),
+            secret_name: None,
+            status: Status::Failed,
+            summary: String::new(),
+            plan: None,
+            done: Vec::new(),
+            error: None,
+            expires_at: None,
+        }
+    }
+
+    pub fn labels(&self) -> CredentialLabels {
+        CredentialLabels {
+            workspace: self.workspace_id.clone(),
+            service_account: self.service_account.clone(),
+            kind: self.kind,
+        }
+    }
+}
+
+/// Observes, plans and (in apply mode) performs one credential: the unit of work of a pass.
+/// `account` is what discovery found of the service account (tokens), or why it could not
+/// look.
+pub async fn reconcile(
+    services: Services<'_>,
+    cred: &Credential,
+    account: Result<Option<ServiceAccount>, String>,
+    report: CredentialReport,
+    mode: Mode,
+) -> CredentialReport {
+    let labels = cred.labels();
+    let account = match account {
+        Ok(a) => a,
+        Err(e) => return failed(services, report, &labels, "discover", e),
+    };
+    // The pass reads the clock; the planners are handed the time.
+    let now = Utc::now();
+    let decided = match cred.kind.ops().decide(services, cred, account, now).await {
+        Ok(d) => d,
+        Err(e) => return failed(services, report, &labels, "discover", e.to_string()),
+    };
+    observe(services, cred, &decided, mode, now);
+    let mut report = report;
+    let plan = &decided.plan;
+    report.expires_at = plan.current.as_ref().and_then(|c| c.expires_at);
+    if let Some(blocker) = &plan.blocked {
+        let mut report = blocked(services, report, &labels, blocker, mode);
+        report.plan = Some(decided.plan);
+        return report;
+    }
+    let decided_text: Vec<String> = plan.actions.iter().map(|a| a.to_string()).collect();
+    tracing::info!(
+        workspace = %cred.workspace.id,
+        service_account = %cred.service_account,
+        kind = labels.kind,
+        secret = %cred.secret.name,
+        current = plan.current.as_ref().map(|t| t.name.as_str()).unwrap_or("-"),
+        due_at = plan.due_at.map(crate::model::rfc3339).unwrap_or_default(),
+        actions = %if decided_text.is_empty() { "none".to_owned() } else { decided_text.join("; ") },
+        "decided"
+    );
+    if mode == Mode::Plan {
+        report.status = if plan.actions.is_empty() {
+            Status::Ok
+        } else {
+            Status::Pending
+        };
+        report.summary = summary_line(&decided_text, plan.current.as_ref(), "would");
+        report.plan = Some(decided.plan);
+        return report;
+    }
+    let outcome = execute::execute(
+        services,
+        cred,
+        decided.account.as_ref(),
+        decided.secret.as_ref(),
+        plan,
+        now,
+    )
+    .await;
+    performed(services, cred, &decided, outcome, report, now)
+}
+
+/// The metrics and logs of what was observed: tokens by state, role drift, left-behind tokens.
+fn observe(services: Services<'_>, cred: &Credential, d: &Decided, mode: Mode, now: DateTime<Utc>) {
+    let labels = cred.labels();
+    let (ws, name) = (&cred.workspace.id, &cred.service_account);
+    let apply = mode == Mode::Apply;
+    if let (Some(tokens), true) = (&d.tokens, apply) {
+        let expired = tokens.iter().filter(|t| t.expired(now)).count();
+        let unknown = tokens.iter().filter(|t| t.expires_at.is_none()).count();
+        services.metrics.set_tokens(
+            ws,
+            name,
+            [tokens.len() - expired - unknown, expired, unknown],
+        );
+    }
+    if let CredentialKind::Token {
+        bootstrap: Some(declared),
+    } = cred.kind
+    {
+        if let Some(actual) = d.account.as_ref().and_then(|a| a.role) {
+            let drifted = d.plan.role_drift.is_some();
+            if drifted {
+                tracing::warn!(workspace = %ws, service_account = %name, declared = %declared, actual = %actual, "service account role differs from the declared one; AMG cannot change it: recreate the service account to fix it");
+            }
+            if apply {
+                services.metrics.set_role_drift(
+                    &labels,
+                    declared.as_str(),
+                    actual.as_str(),
+                    drifted,
+                );
+            }
+        }
+    }
+    for lb in &d.plan.left_behind {
+        tracing::warn!(workspace = %ws, service_account = %name, secret = %cred.secret.name, token_name = %lb.token.name, left_behind_for = lb.secret.as_deref().unwrap_or("-"), detail = %lb, "token left behind by another secret");
+    }
+    if apply && matches!(cred.kind, CredentialKind::Token { .. }) {
+        services
+            .metrics
+            .set_left_behind(&labels, d.plan.left_behind.len());
+    }
+    for note in &d.plan.notes {
+        tracing::debug!(workspace = %ws, service_account = %name, note = %note, "waiting");
+    }
+}
+
+/// The report, metrics and health of a performed plan.
+fn performed(
+    services: Services<'_>,
+    cred: &Credential,
+    decided: &Decided,
+    outcome: Outcome,
+    mut report: CredentialReport,
+    now: DateTime<Utc>,
+) -> CredentialReport {
+    let labels = cred.labels();
+    let plan = &decided.plan;
+    report.done = outcome.done.clone();
+    report.expires_at = outcome.current.as_ref().and_then(|c| c.expires_at);
+    if let Some(e) = report.expires_at {
+        services.metrics.set_expiry(&labels, e);
+    }
+    // An unknown expiry (AMG reports none) is as healthy as the plan's assumption.
+    let rotate_before = plan::std_to_chrono(cred.policy.rotate_before);
+    let healthy_after = outcome
+        .current
+        .as_ref()
+        .is_some_and(|c| match c.expires_at {
+            Some(e) => e - rotate_before > now,
+            None => plan.due_at.is_some_and(|d| d > now),
+        });
+    match &outcome.error {
+        Some(e) => {
+            report.status = Status::Failed;
+            report.error = Some(e.to_string());
+            report.summary = outcome.to_string();
+            let stage = if plan.actions.iter().any(|a| a.is_rotation()) {
+                "rotate"
+            } else {
+                "cleanup"
+            };
+            services.metrics.credential_failure(&labels, stage);
+        }
+        None => {
+            report.status = if outcome.done.is_empty() {
+                Status::Ok
+            } else {
+                Status::Changed
+            };
+            report.summary = summary_line(&outcome.done, outcome.current.as_ref(), "did");
+        }
+    }
+    services
+        .metrics
+        .set_healthy(&labels, outcome.error.is_none() && healthy_after);
+    report.plan = Some(decided.plan.clone());
+    report
+}
+
+/// A credential reported, not acted on: one warning, and (applying) unhealthy.
+pub fn blocked(
+    services: Services<'_>,
+    mut report: CredentialReport,
+    labels: &CredentialLabels,
+    blocker: &Blocker,
+    mode: Mode,
+) -> CredentialReport {
+    tracing::warn!(workspace = %labels.workspace, service_account = %labels.service_account, kind = labels.kind, problem = %blocker, "credential blocked");
+    if mode == Mode::Apply {
+        services.metrics.credential_failure(labels, "plan");
+        services.metrics.set_healthy(labels, false);
+    }
+    report.status = Status::Blocked;
+    report.summary = format!("blocked: {blocker}");
+    report.error = Some(blocker.to_string());
+    report
+}
+
+fn failed(
+    services: Services<'_>,
+    mut report: CredentialReport,
+    labels: &CredentialLabels,
+    stage: &str,
+    error: String,
+) -> CredentialReport {
+    tracing::error!(workspace = %labels.workspace, service_account = %labels.service_account, error = %error, "credential failed");
+    services.metrics.credential_failure(labels, stage);
+    services.metrics.set_healthy(labels, false);
+    report.status = Status::Failed;
+    report.summary = format!("FAILED: {error}");
+    report.error = Some(error);
+    report
+}
+
+fn summary_line(actions: &[String], current: Option<&CredRef>, verb: &str) -> String {
+    let what = if actions.is_empty() {
+        "healthy".to_owned()
+    } else if verb == "would" {
+        format!("would {}", actions.join("; "))
+    } else {
+        actions.join("; ")
+    };
+    match current {
+        Some(c) if actions.is_empty() || verb == "did" => {
+            let name = if c.name.is_empty() {
+                String::new()
+            } else {
+                format!(" {}", c.name)
+            };
+            format!(
+                "{what}; current{name} expires {}",
+                plan::expiry_text(c.expires_at)
+            )
+        }
+        _ => what,
+    }
+}

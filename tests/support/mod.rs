@@ -579,7 +579,7 @@ impl Bed {
             .send()
             .await
             .unwrap_or_else(|e| panic!("DescribeSecret {name}: {e:?}"));
-        amg_token_rotator::credential::plan::secret_mark(&amg_token_rotator::model::SecretState {
+        amg_token_rotator::credential::token::secret_mark(&amg_token_rotator::model::SecretState {
             arn: d.arn().unwrap_or_default().to_owned(),
             name: d.name().unwrap_or(name).to_owned(),
             ..Default::default()

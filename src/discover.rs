@@ -1,0 +1,414 @@
+//! Discovery: what AWS reports about the targets' workspaces and service accounts, fetched
+//! once per pass and concurrently (`fetch`), and the credentials the targets select from it
+//! (`select`, pure: it reads only the inventory and the configuration).
+//!
+//! One DescribeWorkspace per workspace named by ID and per region, one ListWorkspaces per
+//! region and role that a tag target uses, one ListWorkspaceServiceAccounts per usable
+//! workspace a token target selects. Nothing survives the pass: the next one rebuilds it.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+
+use futures::{FutureExt, StreamExt};
+
+use crate::aws::connect::Scope;
+use crate::aws::{ApiError, Connector, Services};
+use crate::config::{Config, Target, WorkspaceSelector};
+use crate::credential::CredentialKind;
+use crate::model::{ServiceAccount, Workspace};
+
+/// A region (`None`: the default) and a workspace ID.
+pub type WorkspaceKey = (Option<String>, String);
+
+/// What AWS reported, once per pass.
+#[derive(Default)]
+pub struct Inventory {
+    /// ListWorkspaces per (region, role) that a tag target uses.
+    pub listings: HashMap<Scope, Result<Vec<Workspace>, ApiError>>,
+    /// DescribeWorkspace per workspace a target names by ID.
+    pub described: HashMap<WorkspaceKey, Result<Workspace, ApiError>>,
+    /// ListWorkspaceServiceAccounts per usable workspace a token target selects.
+    pub accounts: HashMap<WorkspaceKey, Result<Vec<ServiceAccount>, ApiError>>,
+}
+
+/// Why a workspace (or a target) could not be examined.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Problem {
+    Describe(ApiError),
+    ListWorkspaces(ApiError),
+    NoTaggedWorkspace(BTreeMap<String, String>),
+    /// The workspace is being created, deleted, or failed.
+    Unusable {
+        status: String,
+    },
+    /// A token target on a workspace older than Grafana 9.
+    NoServiceAccounts {
+        grafana_version: String,
+    },
+    ListServiceAccounts(ApiError),
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Problem::Describe(e) => write!(f, "DescribeWorkspace: {e}"),
+            Problem::ListWorkspaces(e) => write!(f, "ListWorkspaces: {e}"),
+            Problem::NoTaggedWorkspace(tags) => write!(
+                f,
+                "no workspace carries the tags {}",
+                tags.iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Problem::Unusable { status } => write!(f, "workspace is {status}, not usable"),
+            Problem::NoServiceAccounts { grafana_version } => write!(
+                f,
+                "workspace runs Grafana {grafana_version}, which has no service accounts (Grafana 9 or later is needed; manage it with api_keys)"
+            ),
+            Problem::ListServiceAccounts(e) => write!(f, "ListWorkspaceServiceAccounts: {e}"),
+        }
+    }
+}
+
+/// A problem that is no one credential's: a target selects nothing it can name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PassProblem {
+    pub target: String,
+    pub workspace: Option<String>,
+    pub problem: Problem,
+}
+
+impl fmt::Display for PassProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.workspace {
+            Some(ws) => write!(f, "{}: workspace {ws}: {}", self.target, self.problem),
+            None => write!(f, "{}: {}", self.target, self.problem),
+        }
+    }
+}
+
+/// A credential a target selects, with what discovery found of its service account.
+#[derive(Debug, Clone)]
+pub struct Selected {
+    /// Index into `config.targets`.
+    pub target: usize,
+    pub kind: CredentialKind,
+    pub scope: Scope,
+    pub workspace: Workspace,
+    /// The service account's name, or the API key's base name.
+    pub name: String,
+    /// The service account (`None`: it does not exist, or the kind has none), or why the
+    /// workspace could not be examined.
+    pub account: Result<Option<ServiceAccount>, Problem>,
+}
+
+/// The region and role a target's calls go to.
+pub fn scope_of(config: &Config, target: &Target) -> Scope {
+    (
+        target.region.clone().or(config.aws.region.clone()),
+        target.role_arn.clone(),
+    )
+}
+
+/// What a target manages. (One place that reads the target's shape.)
+pub fn kind_of(target: &Target) -> CredentialKind {
+    if target.api_keys.is_empty() {
+        CredentialKind::Token {
+            bootstrap: target.policy.service_account_role,
+        }
+    } else {
+        CredentialKind::ApiKey {
+            role: target.api_key_role,
+        }
+    }
+}
+
+/// Why a workspace cannot serve the target's credentials, if it cannot.
+fn unusable(ws: &Workspace, kind: CredentialKind) -> Option<Problem> {
+    if matches!(
+        ws.status.as_str(),
+        "CREATING" | "DELETING" | "FAILED" | "CREATION_FAILED" | "DELETION_FAILED"
+    ) {
+        return Some(Problem::Unusable {
+            status: ws.status.clone(),
+        });
+    }
+    (matches!(kind, CredentialKind::Token { .. }) && !ws.supports_service_accounts()).then(|| {
+        Problem::NoServiceAccounts {
+            grafana_version: ws.grafana_version.clone(),
+        }
+    })
+}
+
+/// A workspace a target selects, or the ID and the problem of one that could not be described.
+type Chosen = Result<Workspace, (String, Problem)>;
+
+/// The workspaces a target selects, as far as the inventory tells; a failed listing or an
+/// empty tag match is a target problem.
+fn workspaces_of(target: &Target, scope: &Scope, inv: &Inventory) -> Result<Vec<Chosen>, Problem> {
+    match &target.workspaces {
+        WorkspaceSelector::Ids(ids) => Ok(ids
+            .iter()
+            .map(
+                |id| match inv.described.get(&(scope.0.clone(), id.clone())) {
+                    Some(Ok(w)) => Ok(w.clone()),
+                    Some(Err(e)) => Err((id.clone(), Problem::Describe(e.clone()))),
+                    None => Err((
+                        id.clone(),
+                        Problem::Describe(ApiError::Other("not fetched".into())),
+                    )),
+                },
+            )
+            .collect()),
+        WorkspaceSelector::Tags(tags) => match inv.listings.get(scope) {
+            Some(Ok(all)) => {
+                let selected: Vec<_> = all
+                    .iter()
+                    .filter(|w| tags.iter().all(|(k, v)| w.tags.get(k) == Some(v)))
+                    .cloned()
+                    .map(Ok)
+                    .collect();
+                if selected.is_empty() {
+                    Err(Problem::NoTaggedWorkspace(tags.clone()))
+                } else {
+                    Ok(selected)
+                }
+            }
+            Some(Err(e)) => Err(Problem::ListWorkspaces(e.clone())),
+            None => Err(Problem::ListWorkspaces(ApiError::Other(
+                "not fetched".into(),
+            ))),
+        },
+    }
+}
+
+/// The credentials the targets select from what was fetched, and the problems that are no
+/// credential's own. Pure.
+pub fn select(config: &Config, inv: &Inventory) -> (Vec<Selected>, Vec<PassProblem>) {
+    let mut found = Vec::new();
+    let mut problems = Vec::new();
+    for (ti, target) in config.targets.iter().enumerate() {
+        let scope = scope_of(config, target);
+        let kind = kind_of(target);
+        let workspaces = match workspaces_of(target, &scope, inv) {
+            Ok(w) => w,
+            Err(problem) => {
+                problems.push(PassProblem {
+                    target: target.label.clone(),
+                    workspace: None,
+                    problem,
+                });
+                continue;
+            }
+        };
+        let mut select_one = |ws: Workspace, name: &str, account| {
+            found.push(Selected {
+                target: ti,
+                kind,
+                scope: scope.clone(),
+                workspace: ws,
+                name: name.to_owned(),
+                account,
+            })
+        };
+        for ws in workspaces {
+            // A workspace-level problem fails each exactly named credential, so it is seen;
+            // a target that names only globs reports it as a pass problem.
+            let problem = match ws {
+                Err((id, problem)) => Some((placeholder(&id), problem)),
+                Ok(ws) => match unusable(&ws, kind) {
+                    Some(problem) => Some((ws, problem)),
+                    None => match accounts_in(target, kind, &scope, &ws, inv) {
+                        Ok(accounts) => {
+                            for (name, account) in accounts {
+                                select_one(ws.clone(), &name, Ok(account));
+                            }
+                            None
+                        }
+                        Err(problem) => Some((ws, problem)),
+                    },
+                },
+            };
+            let Some((ws, problem)) = problem else {
+                continue;
+            };
+            let mut any = false;
+            for name in target.exact_names() {
+                any = true;
+                select_one(ws.clone(), name, Err(problem.clone()));
+            }
+            if !any {
+                problems.push(PassProblem {
+                    target: target.label.clone(),
+                    workspace: Some(ws.id.clone()),
+                    problem,
+                });
+            }
+        }
+    }
+    (found, problems)
+}
+
+/// The credentials of one usable workspace: each API key named; each service account a
+/// pattern matches, and each one named exactly that does not exist (to bootstrap or report).
+fn accounts_in(
+    target: &Target,
+    kind: CredentialKind,
+    scope: &Scope,
+    ws: &Workspace,
+    inv: &Inventory,
+) -> Result<Vec<(String, Option<ServiceAccount>)>, Problem> {
+    if let CredentialKind::ApiKey { .. } = kind {
+        // Keys cannot be listed: each configured key is a credential.
+        return Ok(target.exact_names().map(|n| (n.to_owned(), None)).collect());
+    }
+    let list = match inv.accounts.get(&(scope.0.clone(), ws.id.clone())) {
+        Some(Ok(list)) => list,
+        Some(Err(e)) => return Err(Problem::ListServiceAccounts(e.clone())),
+        None => {
+            return Err(Problem::ListServiceAccounts(ApiError::Other(
+                "not fetched".into(),
+            )))
+        }
+    };
+    let mut out: Vec<(String, Option<ServiceAccount>)> = list
+        .iter()
+        .filter(|sa| target.matches_service_account(&sa.name))
+        .map(|sa| (sa.name.clone(), Some(sa.clone())))
+        .collect();
+    let present: BTreeSet<String> = out.iter().map(|(n, _)| n.clone()).collect();
+    for name in target.exact_service_accounts() {
+        if !present.contains(name) {
+            out.push((name.to_owned(), None));
+        }
+    }
+    Ok(out)
+}
+
+/// A workspace that could not be described: only its ID is known.
+fn placeholder(id: &str) -> Workspace {
+    Workspace {
+        id: id.to_owned(),
+        name: String::new(),
+        endpoint: String::new(),
+        grafana_version: String::new(),
+        status: String::new(),
+        tags: BTreeMap::new(),
+    }
+}
+
+/// Fetches what `select` will read, `concurrency` calls at a time: first every describe and
+/// listing of workspaces, then the service accounts of every usable workspace a token target
+/// selects. Returns the inventory and the services of every scope the targets use.
+pub async fn fetch(
+    config: &Config,
+    connector: &dyn Connector,
+) -> (Inventory, HashMap<Scope, Services>) {
+    let concurrency = config.daemon.concurrency.max(1);
+    let mut scopes: HashMap<Scope, Services> = HashMap::new();
+    for target in &config.targets {
+        let scope = scope_of(config, target);
+        if let std::collections::hash_map::Entry::Vacant(slot) = scopes.entry(scope) {
+            let (region, role) = slot.key().clone();
+            slot.insert(connector.services(region.as_deref(), role.as_deref()).await);
+        }
+    }
+    let mut inv = Inventory::default();
+    let (describe, list) = workspace_calls(config);
+    enum Fetched {
+        Described(WorkspaceKey, Result<Workspace, ApiError>),
+        Listed(Scope, Result<Vec<Workspace>, ApiError>),
+    }
+    let jobs = describe
+        .into_iter()
+        .map(|(scope, id)| {
+            let s = scopes[&scope].clone();
+            async move {
+                let r = s.grafana.describe_workspace(&id).await;
+                Fetched::Described((scope.0, id), r)
+            }
+            .boxed()
+        })
+        .chain(list.into_iter().map(|scope| {
+            let s = scopes[&scope].clone();
+            async move { Fetched::Listed(scope, s.grafana.list_workspaces().await) }.boxed()
+        }));
+    let fetched: Vec<Fetched> = futures::stream::iter(jobs)
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+    for f in fetched {
+        match f {
+            Fetched::Described(key, r) => {
+                inv.described.insert(key, r);
+            }
+            Fetched::Listed(scope, r) => {
+                inv.listings.insert(scope, r);
+            }
+        }
+    }
+    let wanted = account_calls(config, &inv);
+    let fetched: Vec<_> = futures::stream::iter(wanted)
+        .map(|(scope, id)| {
+            let s = scopes[&scope].clone();
+            async move {
+                let r = s.grafana.list_service_accounts(&id).await;
+                ((scope.0, id), r)
+            }
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+    inv.accounts.extend(fetched);
+    (inv, scopes)
+}
+
+/// The describes (scope, workspace ID) and listings (scope) the targets need, each once.
+fn workspace_calls(config: &Config) -> (Vec<(Scope, String)>, Vec<Scope>) {
+    let mut describe = Vec::new();
+    let mut list = Vec::new();
+    let mut seen_ids = BTreeSet::new();
+    let mut seen_scopes = BTreeSet::new();
+    for target in &config.targets {
+        let scope = scope_of(config, target);
+        match &target.workspaces {
+            WorkspaceSelector::Ids(ids) => {
+                for id in ids {
+                    if seen_ids.insert((scope.0.clone(), id.clone())) {
+                        describe.push((scope.clone(), id.clone()));
+                    }
+                }
+            }
+            WorkspaceSelector::Tags(_) => {
+                if seen_scopes.insert(scope.clone()) {
+                    list.push(scope);
+                }
+            }
+        }
+    }
+    (describe, list)
+}
+
+/// The service-account listings the token targets need: each usable workspace they select,
+/// once per region.
+fn account_calls(config: &Config, inv: &Inventory) -> Vec<(Scope, String)> {
+    let mut wanted = Vec::new();
+    let mut seen = BTreeSet::new();
+    for target in &config.targets {
+        let kind = kind_of(target);
+        if !matches!(kind, CredentialKind::Token { .. }) {
+            continue;
+        }
+        let scope = scope_of(config, target);
+        let Ok(workspaces) = workspaces_of(target, &scope, inv) else {
+            continue;
+        };
+        for ws in workspaces.into_iter().flatten() {
+            if unusable(&ws, kind).is_none() && seen.insert((scope.0.clone(), ws.id.clone())) {
+                wanted.push((scope.clone(), ws.id));
+            }
+        }
+    }
+    wanted
+}
