@@ -27,8 +27,10 @@ use chrono::{DateTime, Utc};
 use crate::aws::error::ApiError;
 
 pub mod grafana;
+pub mod secrets;
 
 pub use grafana::{AccountSeed, ApiKeySeed, ApiKeySummary, FakeGrafana, TokenSeed, WorkspaceSeed};
+pub use secrets::{FakeSecrets, SecretSeed};
 
 /// The operation names the fakes log and `Failing` matches: AWS's own names (they read better in
 /// tests than method names, and are what the emulator's `failNth` and the call metrics use).
