@@ -1000,6 +1000,16 @@ impl FakeGrafana {
         Some(false)
     }
 
+    /// The workspace whose id appears in `url` (its endpoint starts with it; a Grafana URL
+    /// template names it), for the verifier.
+    pub(crate) fn workspace_in_url(&self, url: &str) -> Option<String> {
+        self.state()
+            .workspaces
+            .keys()
+            .find(|id| url.contains(id.as_str()))
+            .cloned()
+    }
+
     pub fn permissions(&self, workspace_id: &str) -> Vec<Binding> {
         self.state()
             .workspaces

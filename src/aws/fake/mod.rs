@@ -28,9 +28,11 @@ use crate::aws::error::ApiError;
 
 pub mod grafana;
 pub mod secrets;
+pub mod verifier;
 
 pub use grafana::{AccountSeed, ApiKeySeed, ApiKeySummary, FakeGrafana, TokenSeed, WorkspaceSeed};
 pub use secrets::{FakeSecrets, SecretSeed};
+pub use verifier::{FakeVerifier, VerifyCall};
 
 /// The operation names the fakes log and `Failing` matches: AWS's own names (they read better in
 /// tests than method names, and are what the emulator's `failNth` and the call metrics use).
