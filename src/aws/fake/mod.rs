@@ -26,10 +26,12 @@ use chrono::{DateTime, Utc};
 
 use crate::aws::error::ApiError;
 
+pub mod failing;
 pub mod grafana;
 pub mod secrets;
 pub mod verifier;
 
+pub use failing::{Failing, Fault, Injection};
 pub use grafana::{AccountSeed, ApiKeySeed, ApiKeySummary, FakeGrafana, TokenSeed, WorkspaceSeed};
 pub use secrets::{FakeSecrets, SecretSeed};
 pub use verifier::{FakeVerifier, VerifyCall};
