@@ -7,6 +7,8 @@
 pub mod caller;
 pub mod connect;
 pub mod error;
+#[cfg(test)]
+pub mod fake;
 pub mod grafana;
 pub mod grafana_sdk;
 pub mod ratelimit;
