@@ -74,20 +74,21 @@ async fn main() -> ExitCode {
         Err(code) => return code,
     };
     if let Command::CheckConfig = cli.command {
-        for w in &cfg.warnings {
-            println!("warning: {w}");
-        }
-        println!(
-            "configuration {} is valid: {} target(s)",
-            cli.config.display(),
-            cfg.targets.len()
-        );
-        return ExitCode::SUCCESS;
+        return check_config(&cli.config, &cfg);
     }
     telemetry::init(&cfg.log);
     for w in &cfg.warnings {
         tracing::warn!(key = %w.key, reason = %w.reason, "configuration warning");
     }
+    // SIGTERM and SIGINT feed one shutdown trigger for every command that works: `run` drains
+    // and stops, `once` and `plan` finish the credentials in hand and skip the rest.
+    let (shutdown, reloads) = match daemon::signals() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: cannot install signal handlers: {e}");
+            return ExitCode::from(EXIT_START);
+        }
+    };
     let metrics = Arc::new(Metrics::new());
     let engine = Arc::new(Engine {
         connector: Arc::new(AwsConnector::new(cfg.aws.clone(), metrics.clone())),
@@ -96,77 +97,95 @@ async fn main() -> ExitCode {
     });
     match cli.command {
         Command::CheckConfig => unreachable!("handled above"),
-        Command::Once | Command::Plan { .. } => {
-            let (_never, quiet) = tokio::sync::watch::channel(false);
-            let mode = if matches!(cli.command, Command::Once) {
-                Mode::Apply
-            } else {
-                Mode::Plan
-            };
-            let report = engine.pass(&cfg, mode, &quiet).await;
-            match cli.command {
-                Command::Plan {
-                    output: Output::Json,
-                } => println!(
-                    "{}",
-                    serde_json::to_string_pretty(&report).expect("reports serialize")
-                ),
-                Command::Plan { .. } => print!("{}", report::plan_table(&report)),
-                _ => print!("{}", report::summary_lines(&report)),
-            }
-            if report.failed() > 0 {
-                ExitCode::from(EXIT_FAILED)
-            } else {
-                ExitCode::SUCCESS
-            }
+        Command::Once => one_pass(&engine, &cfg, Mode::Apply, None, &shutdown).await,
+        Command::Plan { output } => {
+            one_pass(&engine, &cfg, Mode::Plan, Some(output), &shutdown).await
         }
-        Command::Run => {
-            let health = Arc::new(Health::new(cfg.daemon.stale_after));
-            let (shutdown, reloads) = match daemon::signals() {
-                Ok(s) => s,
-                Err(e) => {
-                    eprintln!("error: cannot install signal handlers: {e}");
-                    return ExitCode::from(EXIT_START);
-                }
-            };
-            let listener = match http::bind(cfg.daemon.listen).await {
-                Ok(l) => l,
-                Err(e) => {
-                    eprintln!(
-                        "error: daemon.listen = {}: cannot listen: {e}",
-                        cfg.daemon.listen
-                    );
-                    return ExitCode::from(EXIT_START);
-                }
-            };
-            tracing::info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "serving /metrics, /healthz, /readyz");
-            // Serve until the daemon has finished, so probes and scrapes work while it drains.
-            let (stop_http, http_stop) = tokio::sync::watch::channel(false);
-            let server = tokio::spawn(http::serve(
-                listener,
-                metrics.clone(),
-                health.clone(),
-                http_stop,
-            ));
-            let d = Daemon {
-                engine,
-                metrics,
-                health,
-                systemd: config::systemd_env(),
-            };
-            let path = cli.config.clone();
-            let result = d
-                .run(cfg, move || config::load(&path), shutdown, reloads)
-                .await;
-            let _ = stop_http.send(true);
-            let _ = server.await;
-            match result {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    tracing::error!(error = %e, "daemon failed");
-                    ExitCode::from(EXIT_START)
-                }
-            }
+        Command::Run => run(cli.config, cfg, engine, metrics, shutdown, reloads).await,
+    }
+}
+
+fn check_config(path: &std::path::Path, cfg: &Config) -> ExitCode {
+    for w in &cfg.warnings {
+        println!("warning: {w}");
+    }
+    println!(
+        "configuration {} is valid: {} target(s)",
+        path.display(),
+        cfg.targets.len()
+    );
+    ExitCode::SUCCESS
+}
+
+/// `once` (apply) and `plan`: one pass, its report on stdout, exit 1 when anything failed.
+async fn one_pass(
+    engine: &Engine,
+    cfg: &Config,
+    mode: Mode,
+    plan_output: Option<Output>,
+    shutdown: &tokio::sync::watch::Receiver<bool>,
+) -> ExitCode {
+    let report = engine.pass(cfg, mode, shutdown).await;
+    match plan_output {
+        Some(Output::Json) => println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("reports serialize")
+        ),
+        Some(Output::Table) => print!("{}", report::plan_table(&report)),
+        None => print!("{}", report::summary_lines(&report)),
+    }
+    if report.failed() > 0 {
+        ExitCode::from(EXIT_FAILED)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// `run`: the HTTP listener, then the daemon until the shutdown trigger; the listener serves
+/// probes and scrapes until the daemon has drained.
+async fn run(
+    path: PathBuf,
+    cfg: Config,
+    engine: Arc<Engine>,
+    metrics: Arc<Metrics>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+    reloads: tokio::sync::mpsc::Receiver<()>,
+) -> ExitCode {
+    let health = Arc::new(Health::new(cfg.daemon.stale_after));
+    let listener = match http::bind(cfg.daemon.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!(
+                "error: daemon.listen = {}: cannot listen: {e}",
+                cfg.daemon.listen
+            );
+            return ExitCode::from(EXIT_START);
+        }
+    };
+    tracing::info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "serving /metrics, /healthz, /readyz");
+    let (stop_http, http_stop) = tokio::sync::watch::channel(false);
+    let server = tokio::spawn(http::serve(
+        listener,
+        metrics.clone(),
+        health.clone(),
+        http_stop,
+    ));
+    let d = Daemon {
+        engine,
+        metrics,
+        health,
+        systemd: config::systemd_env(),
+    };
+    let result = d
+        .run(cfg, move || config::load(&path), shutdown, reloads)
+        .await;
+    let _ = stop_http.send(true);
+    let _ = server.await;
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "daemon failed");
+            ExitCode::from(EXIT_START)
         }
     }
 }

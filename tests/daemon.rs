@@ -221,6 +221,52 @@ async fn without_systemd_the_daemon_runs_and_stops_the_same() {
     assert_converged(&bed, "terraform").await;
 }
 
+/// `once` (a systemd timer's service, a CronJob's pod, an ECS task being stopped) stops on
+/// SIGTERM through the same shutdown path as `run`: the credential in hand is carried through,
+/// the others are not started and are reported as skipped.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_stops_once_after_the_credential_in_hand() {
+    let bed = Bed::start(seed(vec![workspace(WS1, &[("alpha", &[]), ("beta", &[])])])).await;
+    bed.amg
+        .set_faults(latency("CreateWorkspaceServiceAccountToken", 2000));
+    let cfg = bed.config(&config(&["alpha", "beta"], "concurrency = 1", ""));
+    let child = bed.command(&cfg, &["once"], &[]).spawn().unwrap();
+    let pid = child.id().expect("running");
+    let creating = eventually(
+        Duration::from_secs(20),
+        Duration::from_millis(20),
+        || async { (bed.count_calls("CreateWorkspaceServiceAccountToken") == 1).then_some(()) },
+    )
+    .await;
+    assert!(creating.is_some(), "no token creation");
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .expect("once ends within 30 s")
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("skipped: shutting down"), "{stdout}");
+    assert!(
+        stderr.contains("stopping after the credentials in hand"),
+        "{stderr}"
+    );
+    assert_eq!(bed.count_calls("CreateWorkspaceServiceAccountToken"), 1);
+    let mut published = Vec::new();
+    for sa in ["alpha", "beta"] {
+        if bed.versions(&secret_name(sa)).await.is_some() {
+            published.push(sa);
+        }
+    }
+    assert_eq!(published.len(), 1, "{published:?}\n{stdout}");
+    assert_converged(&bed, published[0]).await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_lets_the_credential_in_hand_finish_and_starts_no_other() {
     let bed = Bed::start(seed(vec![workspace(WS1, &[("alpha", &[]), ("beta", &[])])])).await;
