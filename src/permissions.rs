@@ -171,37 +171,46 @@ pub async fn reconcile(
         return report;
     }
     for batch in changes.chunks(BATCH) {
-        match grafana.update_permissions(workspace_id, batch).await {
-            Ok(errors) => {
-                report.applied += batch.len() - errors.len().min(batch.len());
-                for e in &errors {
-                    let what = match (e.change, &e.binding) {
-                        (Some(c), Some(b)) => describe(c, b),
-                        _ => "an instruction".to_owned(),
-                    };
-                    tracing::warn!(workspace = %workspace_id, entry = %what, code = e.code, message = %e.message, "permission change refused");
-                    report
-                        .refused
-                        .push(format!("{what}: {} ({})", e.message, e.code));
-                }
-                metrics.permission_updates(
-                    workspace_id,
-                    "applied",
-                    batch.len() - errors.len().min(batch.len()),
-                );
-                metrics.permission_updates(workspace_id, "refused", errors.len());
-            }
-            Err(e) => {
-                tracing::error!(workspace = %workspace_id, error = %e, "UpdatePermissions failed");
-                metrics.permission_updates(workspace_id, "failed", batch.len());
-                report.error = Some(format!("UpdatePermissions: {e}"));
-            }
-        }
+        apply_batch(grafana, metrics, workspace_id, batch, &mut report).await;
     }
     for (c, b) in &changes {
         tracing::info!(workspace = %workspace_id, change = %describe(*c, b), "permission change sent");
     }
     report
+}
+
+/// Sends one batch with UpdatePermissions; each entry AMG refuses is logged, counted and
+/// reported, and the rest of the batch applies.
+async fn apply_batch(
+    grafana: &dyn Grafana,
+    metrics: &Metrics,
+    workspace_id: &str,
+    batch: &[(PermissionChange, Binding)],
+    report: &mut PermissionReport,
+) {
+    match grafana.update_permissions(workspace_id, batch).await {
+        Ok(errors) => {
+            let applied = batch.len() - errors.len().min(batch.len());
+            report.applied += applied;
+            for e in &errors {
+                let what = match (e.change, &e.binding) {
+                    (Some(c), Some(b)) => describe(c, b),
+                    _ => "an instruction".to_owned(),
+                };
+                tracing::warn!(workspace = %workspace_id, entry = %what, code = e.code, message = %e.message, "permission change refused");
+                report
+                    .refused
+                    .push(format!("{what}: {} ({})", e.message, e.code));
+            }
+            metrics.permission_updates(workspace_id, "applied", applied);
+            metrics.permission_updates(workspace_id, "refused", errors.len());
+        }
+        Err(e) => {
+            tracing::error!(workspace = %workspace_id, error = %e, "UpdatePermissions failed");
+            metrics.permission_updates(workspace_id, "failed", batch.len());
+            report.error = Some(format!("UpdatePermissions: {e}"));
+        }
+    }
 }
 
 #[cfg(test)]

@@ -348,6 +348,17 @@ fn locate<'a>(
     }
 }
 
+/// A token deletion of the sweep.
+fn deletion(t: &Token, reason: DeleteReason) -> Action {
+    Action::Delete {
+        credential: t.into(),
+        reason,
+        drop_previous: None,
+        only_record: false,
+        forget: false,
+    }
+}
+
 /// What to delete and what to keep among the tokens, beside the rotation: expired ones, the
 /// superseded past grace, this secret's orphans past the margin, foreign expired ones when
 /// opted in; left-behind tokens are reported. Returns (before, after) the rotation.
@@ -365,23 +376,6 @@ fn sweep(
         .map(|t| t.id.as_str())
         .collect();
     let owned = |t: &Token| owned_by_name(policy, t) || referenced.contains(t.id.as_str());
-    // Minted for this very secret: the only tokens that can be its orphans or superseded.
-    let mark = observed.secret.map(secret_mark);
-    let minted_here = |t: &Token| mark.is_some() && mark_of(&t.name) == mark.as_deref();
-    // When the current version was promoted: the secret's last change, else its token's birth.
-    let promoted_at = observed
-        .secret
-        .and_then(|s| s.last_changed)
-        .or(labels.current.map(|t| t.created_at));
-    let grace = std_to_chrono(policy.grace_period);
-    let margin = std_to_chrono(policy.orphan_margin);
-    let delete = |t: &Token, reason| Action::Delete {
-        credential: t.into(),
-        reason,
-        drop_previous: None,
-        only_record: false,
-        forget: false,
-    };
     let (mut before, mut after) = (Vec::new(), Vec::new());
     for t in observed.tokens {
         let is_current = labels.current.is_some_and(|c| c.id == t.id);
@@ -390,7 +384,7 @@ fn sweep(
         }
         if !owned(t) {
             if t.expired(now) && policy.delete_expired_foreign_tokens {
-                before.push(delete(t, DeleteReason::ExpiredForeign));
+                before.push(deletion(t, DeleteReason::ExpiredForeign));
             } else if t.expires_at.is_none() && policy.delete_expired_foreign_tokens {
                 plan.notes.push(format!(
                     "keeping {}: AMG reports no expiry for it, so it is never taken for expired",
@@ -402,40 +396,67 @@ fn sweep(
             // promoted it goes, with no grace. The recreate strategy deletes it itself.
             let replaced = rotating || labels.resume.is_some();
             if t.expired(now) && policy.strategy == Strategy::Overlap && replaced {
-                after.push(delete(t, DeleteReason::ExpiredOwned));
+                after.push(deletion(t, DeleteReason::ExpiredOwned));
             }
-        } else if t.expired(now) {
-            // Useless to any secret that may still name it.
-            before.push(delete(t, DeleteReason::ExpiredOwned));
-        } else if labels.previous.is_some_and(|p| p.id == t.id)
-            || (minted_here(t) && labels.current.is_some_and(|c| t.created_at < c.created_at))
-        {
-            let since = promoted_at.unwrap_or(t.created_at);
-            if now >= since + grace {
-                before.push(delete(t, DeleteReason::Superseded));
-            } else {
-                plan.notes.push(format!(
-                    "keeping superseded {} for its grace period, until {}",
-                    t.name,
-                    crate::model::rfc3339(since + grace)
-                ));
-            }
-        } else if !minted_here(t) {
-            plan.left_behind.push(LeftBehind {
-                token: t.into(),
-                mark: mark_of(&t.name).map(str::to_owned),
-                secret: None,
-            });
-        } else if now - t.created_at >= margin {
-            before.push(delete(t, DeleteReason::Orphan));
-        } else {
-            plan.notes.push(format!(
-                "keeping unreferenced {} until it is older than the orphan margin",
-                t.name
-            ));
+        } else if let Some(action) = owned_not_current(policy, observed, labels, t, now, plan) {
+            before.push(action);
         }
     }
     (before, after)
+}
+
+/// The fate of a token the rotator is responsible for that AWSCURRENT does not hold: deleted
+/// when expired, superseded past grace, or this secret's orphan past the margin; otherwise
+/// kept (with a note), or reported as left behind when it was minted for another secret.
+fn owned_not_current(
+    policy: &Policy,
+    observed: &Observed<'_>,
+    labels: &Labels<'_>,
+    t: &Token,
+    now: DateTime<Utc>,
+    plan: &mut Plan,
+) -> Option<Action> {
+    if t.expired(now) {
+        // Useless to any secret that may still name it.
+        return Some(deletion(t, DeleteReason::ExpiredOwned));
+    }
+    // Minted for this very secret: the only tokens that can be its orphans or superseded.
+    let mark = observed.secret.map(secret_mark);
+    let minted_here = mark.is_some() && mark_of(&t.name) == mark.as_deref();
+    let superseded = labels.previous.is_some_and(|p| p.id == t.id)
+        || (minted_here && labels.current.is_some_and(|c| t.created_at < c.created_at));
+    if superseded {
+        // Since the current version was promoted: the secret's last change, else its token's
+        // birth, else this token's own.
+        let since = observed
+            .secret
+            .and_then(|s| s.last_changed)
+            .or(labels.current.map(|c| c.created_at))
+            .unwrap_or(t.created_at);
+        let until = since + std_to_chrono(policy.grace_period);
+        if now >= until {
+            return Some(deletion(t, DeleteReason::Superseded));
+        }
+        plan.notes.push(format!(
+            "keeping superseded {} for its grace period, until {}",
+            t.name,
+            crate::model::rfc3339(until)
+        ));
+    } else if !minted_here {
+        plan.left_behind.push(LeftBehind {
+            token: t.into(),
+            mark: mark_of(&t.name).map(str::to_owned),
+            secret: None,
+        });
+    } else if now - t.created_at >= std_to_chrono(policy.orphan_margin) {
+        return Some(deletion(t, DeleteReason::Orphan));
+    } else {
+        plan.notes.push(format!(
+            "keeping unreferenced {} until it is older than the orphan margin",
+            t.name
+        ));
+    }
+    None
 }
 
 /// The rotation itself: overlap's Rotate, or recreate's delete-then-create of the fixed name.

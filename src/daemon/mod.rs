@@ -97,6 +97,38 @@ async fn schedule(
         .map_err(|e| DaemonError::Scheduler(e.to_string()))
 }
 
+/// The cron schedule feeding ticks into a channel of one, and what a reload needs to swap it.
+struct Schedule {
+    scheduler: JobScheduler,
+    job: Uuid,
+    tick_tx: mpsc::Sender<()>,
+    ticks: mpsc::Receiver<()>,
+    /// A pass (or its jitter wait) is running: a tick now is a delayed pass.
+    running: Arc<AtomicBool>,
+}
+
+impl Schedule {
+    async fn start(cron: &str, metrics: Arc<Metrics>) -> Result<Schedule, DaemonError> {
+        let scheduler = JobScheduler::new()
+            .await
+            .map_err(|e| DaemonError::Scheduler(e.to_string()))?;
+        let (tick_tx, ticks) = mpsc::channel::<()>(1);
+        let running = Arc::new(AtomicBool::new(false));
+        let job = schedule(&scheduler, cron, tick_tx.clone(), running.clone(), metrics).await?;
+        scheduler
+            .start()
+            .await
+            .map_err(|e| DaemonError::Scheduler(e.to_string()))?;
+        Ok(Schedule {
+            scheduler,
+            job,
+            tick_tx,
+            ticks,
+            running,
+        })
+    }
+}
+
 impl Daemon {
     /// Runs until `shutdown` turns true. `reload` re-reads the configuration on each request
     /// from `reloads`.
@@ -104,42 +136,14 @@ impl Daemon {
         &self,
         mut config: Config,
         reload: impl Fn() -> Result<Config, ConfigError>,
-        mut shutdown: watch::Receiver<bool>,
+        shutdown: watch::Receiver<bool>,
         mut reloads: mpsc::Receiver<()>,
     ) -> Result<(), DaemonError> {
         let notifier = Notifier::new(&self.systemd);
-        let mut scheduler = JobScheduler::new()
-            .await
-            .map_err(|e| DaemonError::Scheduler(e.to_string()))?;
-        let (tick_tx, mut ticks) = mpsc::channel::<()>(1);
-        let running = Arc::new(AtomicBool::new(false));
-        let mut job = schedule(
-            &scheduler,
-            &config.daemon.schedule,
-            tick_tx.clone(),
-            running.clone(),
-            self.metrics.clone(),
-        )
-        .await?;
-        scheduler
-            .start()
-            .await
-            .map_err(|e| DaemonError::Scheduler(e.to_string()))?;
+        let mut sched = Schedule::start(&config.daemon.schedule, self.metrics.clone()).await?;
         self.health.set_scheduler_alive(true);
         notifier.notify("READY=1");
-        let watchdog = self.systemd.watchdog.map(|period| {
-            let notifier = notifier.clone();
-            let health = self.health.clone();
-            tokio::spawn(async move {
-                let mut every = tokio::time::interval(period / 2);
-                loop {
-                    every.tick().await;
-                    if health.alive() {
-                        notifier.notify("WATCHDOG=1");
-                    }
-                }
-            })
-        });
+        let watchdog = self.watchdog(&notifier);
         // systemd wants STOPPING=1 when the shutdown begins, not when it ends: the drain of the
         // credentials in hand can take up to shutdown_timeout, and the unit should show
         // "deactivating" meanwhile. The watchdog keeps petting until the loop has ended.
@@ -153,29 +157,81 @@ impl Daemon {
             })
         };
         tracing::info!(schedule = %config.daemon.schedule, targets = config.targets.len(), "daemon started");
+        self.passes(
+            &mut config,
+            &reload,
+            shutdown.clone(),
+            &mut reloads,
+            &mut sched,
+        )
+        .await;
+        if *shutdown.borrow() {
+            // It has sent STOPPING=1 already, or is about to.
+            let _ = stopping.await;
+        } else {
+            // Not reached today (the loop ends only on shutdown), but never leave systemd
+            // without STOPPING=1.
+            stopping.abort();
+            notifier.notify("STOPPING=1");
+        }
+        self.health.set_scheduler_alive(false);
+        if let Some(w) = watchdog {
+            w.abort();
+        }
+        let _ = sched.scheduler.shutdown().await;
+        tracing::info!("daemon stopped");
+        Ok(())
+    }
 
-        // The loop beats while it waits and while a pass runs; a wedged loop stops beating, and
-        // /healthz and the systemd watchdog notice.
+    /// Pets the systemd watchdog at half its period while the daemon is alive.
+    fn watchdog(&self, notifier: &Notifier) -> Option<tokio::task::JoinHandle<()>> {
+        self.systemd.watchdog.map(|period| {
+            let notifier = notifier.clone();
+            let health = self.health.clone();
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(period / 2);
+                loop {
+                    every.tick().await;
+                    if health.alive() {
+                        notifier.notify("WATCHDOG=1");
+                    }
+                }
+            })
+        })
+    }
+
+    /// The loop: a pass at start, then one per tick; reloads in between; ends on shutdown,
+    /// after draining the pass in hand (bounded by `shutdown_timeout`). It beats while it
+    /// waits and while a pass runs; a wedged loop stops beating, and /healthz and the systemd
+    /// watchdog notice.
+    async fn passes(
+        &self,
+        config: &mut Config,
+        reload: &impl Fn() -> Result<Config, ConfigError>,
+        mut shutdown: watch::Receiver<bool>,
+        reloads: &mut mpsc::Receiver<()>,
+        sched: &mut Schedule,
+    ) {
         let mut beat = tokio::time::interval(HEARTBEAT_EVERY);
         beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut first = true;
         loop {
             if !first {
                 tokio::select! {
-                    _ = ticks.recv() => {}
+                    _ = sched.ticks.recv() => {}
                     _ = beat.tick() => {
                         self.health.beat();
                         continue;
                     }
                     Some(()) = reloads.recv() => {
-                        self.reload(&mut config, &reload, &scheduler, &mut job, &tick_tx, &running).await;
+                        self.reload(config, reload, sched).await;
                         continue;
                     }
                     _ = shutdown.wait_for(|s| *s) => break,
                 }
                 // From here the pass counts as running, jitter included: a tick that lands
                 // during the jitter wait is a delayed pass, not a silent second one.
-                running.store(true, Ordering::SeqCst);
+                sched.running.store(true, Ordering::SeqCst);
                 if !config.daemon.jitter.is_zero() {
                     let wait = config.daemon.jitter.mul_f64(fastrand::f64());
                     tokio::select! {
@@ -185,24 +241,9 @@ impl Daemon {
                 }
             }
             first = false;
-            running.store(true, Ordering::SeqCst);
-            let pass_shutdown = shutdown.clone();
-            let pass = self.engine.pass(&config, Mode::Apply, &pass_shutdown);
-            tokio::pin!(pass);
-            let report = tokio::select! {
-                r = self.beating(&mut pass, &mut beat) => Some(r),
-                _ = shutdown.wait_for(|s| *s) => {
-                    let drain = self.beating(&mut pass, &mut beat);
-                    match tokio::time::timeout(config.daemon.shutdown_timeout, drain).await {
-                        Ok(r) => Some(r),
-                        Err(_) => {
-                            tracing::warn!(timeout_s = config.daemon.shutdown_timeout.as_secs(), "shutdown timeout reached during a pass; an AWSPENDING left behind is resumed by the next pass");
-                            None
-                        }
-                    }
-                }
-            };
-            running.store(false, Ordering::SeqCst);
+            sched.running.store(true, Ordering::SeqCst);
+            let report = self.one_pass(config, &mut shutdown, &mut beat).await;
+            sched.running.store(false, Ordering::SeqCst);
             let Some(report) = report else { break };
             self.health
                 .pass_finished(report.finished_at, report.outcome() != "failure");
@@ -221,23 +262,31 @@ impl Daemon {
                 break;
             }
         }
+    }
 
-        if *shutdown.borrow() {
-            // It has sent STOPPING=1 already, or is about to.
-            let _ = stopping.await;
-        } else {
-            // Not reached today (the loop ends only on shutdown), but never leave systemd
-            // without STOPPING=1.
-            stopping.abort();
-            notifier.notify("STOPPING=1");
+    /// One pass; on shutdown it drains for at most `shutdown_timeout` (`None` when cut off).
+    async fn one_pass(
+        &self,
+        config: &Config,
+        shutdown: &mut watch::Receiver<bool>,
+        beat: &mut tokio::time::Interval,
+    ) -> Option<crate::pass::PassReport> {
+        let pass_shutdown = shutdown.clone();
+        let pass = self.engine.pass(config, Mode::Apply, &pass_shutdown);
+        tokio::pin!(pass);
+        tokio::select! {
+            r = self.beating(&mut pass, beat) => Some(r),
+            _ = shutdown.wait_for(|s| *s) => {
+                let drain = self.beating(&mut pass, beat);
+                match tokio::time::timeout(config.daemon.shutdown_timeout, drain).await {
+                    Ok(r) => Some(r),
+                    Err(_) => {
+                        tracing::warn!(timeout_s = config.daemon.shutdown_timeout.as_secs(), "shutdown timeout reached during a pass; an AWSPENDING left behind is resumed by the next pass");
+                        None
+                    }
+                }
+            }
         }
-        self.health.set_scheduler_alive(false);
-        if let Some(w) = watchdog {
-            w.abort();
-        }
-        let _ = scheduler.shutdown().await;
-        tracing::info!("daemon stopped");
-        Ok(())
     }
 
     /// Drives `work` to completion, beating the heartbeat meanwhile.
@@ -259,10 +308,7 @@ impl Daemon {
         &self,
         config: &mut Config,
         reload: &impl Fn() -> Result<Config, ConfigError>,
-        scheduler: &JobScheduler,
-        job: &mut Uuid,
-        tick_tx: &mpsc::Sender<()>,
-        running: &Arc<AtomicBool>,
+        sched: &mut Schedule,
     ) {
         let new = match reload() {
             Ok(new) => new,
@@ -275,17 +321,17 @@ impl Daemon {
         };
         if new.daemon.schedule != config.daemon.schedule {
             match schedule(
-                scheduler,
+                &sched.scheduler,
                 &new.daemon.schedule,
-                tick_tx.clone(),
-                running.clone(),
+                sched.tick_tx.clone(),
+                sched.running.clone(),
                 self.metrics.clone(),
             )
             .await
             {
                 Ok(id) => {
-                    let _ = scheduler.remove(job).await;
-                    *job = id;
+                    let _ = sched.scheduler.remove(&sched.job).await;
+                    sched.job = id;
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "new schedule refused; keeping the running configuration");
