@@ -3,14 +3,20 @@
 //! Built once, shared by `Arc`. Every label value is bounded by the number of managed
 //! credentials (workspace ID and service-account name) or by a fixed set (outcome, reason,
 //! service, operation). A key never becomes a label or a value.
+//!
+//! The families are a table, one `Family` row each (name, labels, help; its collector type is
+//! its kind), which `Metrics::new` registers in catalog order. The README's metrics table and
+//! the tests that compare it with a scrape depend on every row: change one only with both.
 
 use std::collections::BTreeSet;
+use std::marker::PhantomData;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use prometheus::core::Collector;
 use prometheus::{
-    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Identifies one managed credential in metric labels.
@@ -40,6 +46,7 @@ pub struct MetricInfo {
     pub help: String,
 }
 
+/// The families of the table below, in catalog order (and `build_info`, which only `new` sets).
 pub struct Metrics {
     registry: Registry,
     expiry: GaugeVec,
@@ -50,10 +57,10 @@ pub struct Metrics {
     left_behind: IntGaugeVec,
     pass_duration: HistogramVec,
     passes: IntCounterVec,
-    last_success: prometheus::Gauge,
-    last_pass_end: prometheus::Gauge,
+    last_success: Gauge,
+    last_pass_end: Gauge,
     pass_in_progress: IntGauge,
-    passes_delayed: prometheus::IntCounter,
+    passes_delayed: IntCounter,
     aws_calls: IntCounterVec,
     aws_latency: HistogramVec,
     credential_failures: IntCounterVec,
@@ -72,244 +79,275 @@ pub struct Metrics {
 /// The `state` label values of `service_account_tokens`, in `set_tokens` order.
 const TOKEN_STATES: [&str; 3] = ["active", "expired", "no_expiry"];
 
-fn opts(name: &str, help: &str) -> Opts {
-    Opts::new(name, help).namespace("amg_rotator")
+const NAMESPACE: &str = "amg_rotator";
+
+/// One row of the families' table: what a scrape and the README show of a family. `C`, the
+/// collector, is its kind: `IntCounterVec` and `IntCounter` are counters, `HistogramVec` a
+/// histogram, the others gauges.
+struct Family<C> {
+    /// Without the `amg_rotator_` namespace.
+    name: &'static str,
+    labels: &'static [&'static str],
+    help: &'static str,
+    /// A histogram's bucket bounds; empty for the other kinds.
+    buckets: &'static [f64],
+    collector: PhantomData<fn() -> C>,
+}
+
+impl<C> Family<C> {
+    const fn new(name: &'static str, labels: &'static [&'static str], help: &'static str) -> Self {
+        Family {
+            name,
+            labels,
+            help,
+            buckets: &[],
+            collector: PhantomData,
+        }
+    }
+
+    const fn buckets(self, buckets: &'static [f64]) -> Self {
+        Family { buckets, ..self }
+    }
+
+    fn opts(&self) -> Opts {
+        Opts::new(self.name, self.help).namespace(NAMESPACE)
+    }
+
+    /// The options of a family without labels, which its collector type cannot take.
+    fn unlabelled(&self) -> Opts {
+        assert!(self.labels.is_empty(), "{} takes no labels", self.name);
+        self.opts()
+    }
+}
+
+// The table, in catalog order. A new family is a row here, a field of `Metrics`, its line in
+// `Metrics::new`, and a row in the README.
+
+const EXPIRY: Family<GaugeVec> = Family::new(
+    "credential_expiry_timestamp_seconds",
+    &CREDENTIAL,
+    "Unix time at which the token or key behind the credential's AWSCURRENT secret version expires.",
+);
+const CREDENTIAL_HEALTHY: Family<IntGaugeVec> = Family::new(
+    "credential_healthy",
+    &CREDENTIAL,
+    "1 when the last pass left the credential valid and not due, 0 when it failed or needs attention.",
+);
+const ROTATIONS: Family<IntCounterVec> = Family::new(
+    "rotations_total",
+    &["workspace", "service_account", "kind", "outcome", "reason"],
+    "Rotations attempted, by outcome (success, failure, yielded: another rotator was doing it) and reason (first_run, due, expired, missing_token, resumed, recreate).",
+);
+const DELETIONS: Family<IntCounterVec> = Family::new(
+    "token_deletions_total",
+    &["workspace", "service_account", "kind", "reason", "outcome"],
+    "Tokens or keys deleted, by reason (superseded, orphan, expired_owned, expired_foreign, recreate, rollback) and outcome.",
+);
+const TOKENS: Family<IntGaugeVec> = Family::new(
+    "service_account_tokens",
+    &["workspace", "service_account", "state"],
+    "Tokens a managed service account holds, by state (active, expired, no_expiry); expired ones still count against AMG's quota, and no_expiry ones (made in Grafana's UI) are never taken for expired.",
+);
+const LEFT_BEHIND: Family<IntGaugeVec> = Family::new(
+    "left_behind_tokens",
+    &CREDENTIAL,
+    "Live tokens the rotator minted for another secret (secret_name, a workspace or service-account name, the region or the role changed) that this credential's service account still holds; kept until they expire. Retire the old secret, then delete them.",
+);
+const PASS_DURATION: Family<HistogramVec> = Family::new(
+    "pass_duration_seconds",
+    &["mode"],
+    "Wall time of one reconciliation pass.",
+)
+.buckets(&[
+    0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+]);
+const PASSES: Family<IntCounterVec> = Family::new(
+    "passes_total",
+    &["outcome"],
+    "Passes finished, by outcome (success: every credential fine; partial: some failed; failure: none could be examined).",
+);
+const LAST_SUCCESS: Family<Gauge> = Family::new(
+    "last_success_timestamp_seconds",
+    &[],
+    "Unix time at which the last pass in which every credential succeeded ended.",
+);
+const LAST_PASS_END: Family<Gauge> = Family::new(
+    "last_pass_timestamp_seconds",
+    &[],
+    "Unix time at which the last pass ended, whatever its outcome.",
+);
+const PASS_IN_PROGRESS: Family<IntGauge> =
+    Family::new("pass_in_progress", &[], "1 while a pass is running.");
+const PASSES_DELAYED: Family<IntCounter> = Family::new(
+    "passes_delayed_total",
+    &[],
+    "Scheduled passes that started late or were skipped because the previous pass was still running.",
+);
+const AWS_CALLS: Family<IntCounterVec> = Family::new(
+    "aws_calls_total",
+    &["service", "operation", "outcome"],
+    "Calls to AWS, by service, operation and outcome (success, throttled, unavailable, not_found, conflict, ...).",
+);
+const AWS_LATENCY: Family<HistogramVec> = Family::new(
+    "aws_call_duration_seconds",
+    &["service", "operation"],
+    "Latency of one call to AWS, one attempt.",
+)
+.buckets(&[0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]);
+const CREDENTIAL_FAILURES: Family<IntCounterVec> = Family::new(
+    "credential_failures_total",
+    &["workspace", "service_account", "kind", "stage"],
+    "Passes in which a credential could not be brought to a valid state, by stage (discover, plan, rotate, cleanup, config).",
+);
+const ROLE_DRIFT: Family<IntGaugeVec> = Family::new(
+    "service_account_role_drift",
+    &["workspace", "service_account", "declared", "actual"],
+    "1 when a managed service account's Grafana role differs from the declared one (AMG cannot change it; recreate the account).",
+);
+const BOOTSTRAPS: Family<IntCounterVec> = Family::new(
+    "service_account_bootstraps_total",
+    &["workspace", "service_account", "outcome"],
+    "Missing service accounts created, by outcome (success, conflict, quota_exceeded, ...).",
+);
+const PERMISSIONS: Family<IntGaugeVec> = Family::new(
+    "workspace_permissions",
+    &["workspace", "role", "type"],
+    "Users and groups holding each Grafana role in a managed workspace, by role and principal type.",
+);
+const PERMISSION_DRIFT: Family<IntGaugeVec> = Family::new(
+    "workspace_permission_drift",
+    &["workspace", "change"],
+    "Bindings that differ from the declared ones, by change (add, revoke).",
+);
+const PERMISSION_UPDATES: Family<IntCounterVec> = Family::new(
+    "permission_updates_total",
+    &["workspace", "outcome"],
+    "Permission changes sent with UpdatePermissions, by outcome (applied, refused, failed).",
+);
+const RATE_LIMIT: Family<GaugeVec> = Family::new(
+    "aws_rate_limit_requests_per_second",
+    &["service"],
+    "The client-side request rate the rotator currently allows itself, per service; lowered after throttling.",
+);
+const BUILD_INFO: Family<IntGaugeVec> = Family::new(
+    "build_info",
+    &["version"],
+    "Always 1; the labels name the running build.",
+);
+
+/// A collector made from its row: the small helper of each kind.
+trait FromFamily: Collector + Clone + Sized + 'static {
+    fn from_family(family: &Family<Self>) -> prometheus::Result<Self>;
+}
+
+impl FromFamily for IntCounterVec {
+    fn from_family(f: &Family<Self>) -> prometheus::Result<Self> {
+        IntCounterVec::new(f.opts(), f.labels)
+    }
+}
+
+impl FromFamily for IntCounter {
+    fn from_family(f: &Family<Self>) -> prometheus::Result<Self> {
+        IntCounter::with_opts(f.unlabelled())
+    }
+}
+
+impl FromFamily for GaugeVec {
+    fn from_family(f: &Family<Self>) -> prometheus::Result<Self> {
+        GaugeVec::new(f.opts(), f.labels)
+    }
+}
+
+impl FromFamily for Gauge {
+    fn from_family(f: &Family<Self>) -> prometheus::Result<Self> {
+        Gauge::with_opts(f.unlabelled())
+    }
+}
+
+impl FromFamily for IntGaugeVec {
+    fn from_family(f: &Family<Self>) -> prometheus::Result<Self> {
+        IntGaugeVec::new(f.opts(), f.labels)
+    }
+}
+
+impl FromFamily for IntGauge {
+    fn from_family(f: &Family<Self>) -> prometheus::Result<Self> {
+        IntGauge::with_opts(f.unlabelled())
+    }
+}
+
+impl FromFamily for HistogramVec {
+    fn from_family(f: &Family<Self>) -> prometheus::Result<Self> {
+        let opts = HistogramOpts::new(f.name, f.help)
+            .namespace(NAMESPACE)
+            .buckets(f.buckets.to_vec());
+        HistogramVec::new(opts, f.labels)
+    }
+}
+
+/// Registers families in the order it is given them, and writes each into the catalog.
+struct Registrar {
+    registry: Registry,
+    catalog: Vec<MetricInfo>,
+}
+
+impl Registrar {
+    fn add<C: FromFamily>(&mut self, family: &Family<C>) -> C {
+        let collector = C::from_family(family).expect("every row makes a valid family");
+        for (desc, collected) in collector.desc().into_iter().zip(collector.collect()) {
+            self.catalog.push(MetricInfo {
+                name: desc.fq_name.clone(),
+                kind: kind_name(collected.type_()),
+                labels: desc.variable_labels.clone(),
+                help: desc.help.clone(),
+            });
+        }
+        self.registry
+            .register(Box::new(collector.clone()))
+            .expect("metric names are unique");
+        collector
+    }
 }
 
 impl Metrics {
     pub fn new() -> Metrics {
-        let registry = Registry::new();
-        let expiry = GaugeVec::new(
-            opts(
-                "credential_expiry_timestamp_seconds",
-                "Unix time at which the token or key behind the credential's AWSCURRENT secret version expires.",
-            ),
-            &CREDENTIAL,
-        )
-        .unwrap();
-        let credential_healthy = IntGaugeVec::new(
-            opts(
-                "credential_healthy",
-                "1 when the last pass left the credential valid and not due, 0 when it failed or needs attention.",
-            ),
-            &CREDENTIAL,
-        )
-        .unwrap();
-        let rotations = IntCounterVec::new(
-            opts(
-                "rotations_total",
-                "Rotations attempted, by outcome (success, failure, yielded: another rotator was doing it) and reason (first_run, due, expired, missing_token, resumed, recreate).",
-            ),
-            &["workspace", "service_account", "kind", "outcome", "reason"],
-        )
-        .unwrap();
-        let deletions = IntCounterVec::new(
-            opts(
-                "token_deletions_total",
-                "Tokens or keys deleted, by reason (superseded, orphan, expired_owned, expired_foreign, recreate, rollback) and outcome.",
-            ),
-            &["workspace", "service_account", "kind", "reason", "outcome"],
-        )
-        .unwrap();
-        let tokens = IntGaugeVec::new(
-            opts(
-                "service_account_tokens",
-                "Tokens a managed service account holds, by state (active, expired, no_expiry); expired ones still count against AMG's quota, and no_expiry ones (made in Grafana's UI) are never taken for expired.",
-            ),
-            &["workspace", "service_account", "state"],
-        )
-        .unwrap();
-        let left_behind = IntGaugeVec::new(
-            opts(
-                "left_behind_tokens",
-                "Live tokens the rotator minted for another secret (secret_name, a workspace or service-account name, the region or the role changed) that this credential's service account still holds; kept until they expire. Retire the old secret, then delete them.",
-            ),
-            &CREDENTIAL,
-        )
-        .unwrap();
-        let pass_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "pass_duration_seconds",
-                "Wall time of one reconciliation pass.",
-            )
-            .namespace("amg_rotator")
-            .buckets(vec![
-                0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
-            ]),
-            &["mode"],
-        )
-        .unwrap();
-        let passes = IntCounterVec::new(
-            opts(
-                "passes_total",
-                "Passes finished, by outcome (success: every credential fine; partial: some failed; failure: none could be examined).",
-            ),
-            &["outcome"],
-        )
-        .unwrap();
-        let last_success = prometheus::Gauge::with_opts(opts(
-            "last_success_timestamp_seconds",
-            "Unix time at which the last pass in which every credential succeeded ended.",
-        ))
-        .unwrap();
-        let last_pass_end = prometheus::Gauge::with_opts(opts(
-            "last_pass_timestamp_seconds",
-            "Unix time at which the last pass ended, whatever its outcome.",
-        ))
-        .unwrap();
-        let pass_in_progress =
-            IntGauge::with_opts(opts("pass_in_progress", "1 while a pass is running.")).unwrap();
-        let passes_delayed = prometheus::IntCounter::with_opts(opts(
-            "passes_delayed_total",
-            "Scheduled passes that started late or were skipped because the previous pass was still running.",
-        ))
-        .unwrap();
-        let aws_calls = IntCounterVec::new(
-            opts(
-                "aws_calls_total",
-                "Calls to AWS, by service, operation and outcome (success, throttled, unavailable, not_found, conflict, ...).",
-            ),
-            &["service", "operation", "outcome"],
-        )
-        .unwrap();
-        let aws_latency = HistogramVec::new(
-            HistogramOpts::new(
-                "aws_call_duration_seconds",
-                "Latency of one call to AWS, one attempt.",
-            )
-            .namespace("amg_rotator")
-            .buckets(vec![
-                0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-            ]),
-            &["service", "operation"],
-        )
-        .unwrap();
-        let credential_failures = IntCounterVec::new(
-            opts(
-                "credential_failures_total",
-                "Passes in which a credential could not be brought to a valid state, by stage (discover, plan, rotate, cleanup, config).",
-            ),
-            &["workspace", "service_account", "kind", "stage"],
-        )
-        .unwrap();
-        let role_drift = IntGaugeVec::new(
-            opts(
-                "service_account_role_drift",
-                "1 when a managed service account's Grafana role differs from the declared one (AMG cannot change it; recreate the account).",
-            ),
-            &["workspace", "service_account", "declared", "actual"],
-        )
-        .unwrap();
-        let bootstraps = IntCounterVec::new(
-            opts(
-                "service_account_bootstraps_total",
-                "Missing service accounts created, by outcome (success, conflict, quota_exceeded, ...).",
-            ),
-            &["workspace", "service_account", "outcome"],
-        )
-        .unwrap();
-        let permissions = IntGaugeVec::new(
-            opts(
-                "workspace_permissions",
-                "Users and groups holding each Grafana role in a managed workspace, by role and principal type.",
-            ),
-            &["workspace", "role", "type"],
-        )
-        .unwrap();
-        let permission_drift = IntGaugeVec::new(
-            opts(
-                "workspace_permission_drift",
-                "Bindings that differ from the declared ones, by change (add, revoke).",
-            ),
-            &["workspace", "change"],
-        )
-        .unwrap();
-        let permission_updates = IntCounterVec::new(
-            opts(
-                "permission_updates_total",
-                "Permission changes sent with UpdatePermissions, by outcome (applied, refused, failed).",
-            ),
-            &["workspace", "outcome"],
-        )
-        .unwrap();
-        let rate_limit = GaugeVec::new(
-            opts(
-                "aws_rate_limit_requests_per_second",
-                "The client-side request rate the rotator currently allows itself, per service; lowered after throttling.",
-            ),
-            &["service"],
-        )
-        .unwrap();
-        let build_info = IntGaugeVec::new(
-            opts("build_info", "Always 1; the labels name the running build."),
-            &["version"],
-        )
-        .unwrap();
+        let mut r = Registrar {
+            registry: Registry::new(),
+            catalog: Vec::new(),
+        };
+        // Struct fields are evaluated in the order written: this order is the catalog's.
+        let mut metrics = Metrics {
+            registry: r.registry.clone(),
+            expiry: r.add(&EXPIRY),
+            credential_healthy: r.add(&CREDENTIAL_HEALTHY),
+            rotations: r.add(&ROTATIONS),
+            deletions: r.add(&DELETIONS),
+            tokens: r.add(&TOKENS),
+            left_behind: r.add(&LEFT_BEHIND),
+            pass_duration: r.add(&PASS_DURATION),
+            passes: r.add(&PASSES),
+            last_success: r.add(&LAST_SUCCESS),
+            last_pass_end: r.add(&LAST_PASS_END),
+            pass_in_progress: r.add(&PASS_IN_PROGRESS),
+            passes_delayed: r.add(&PASSES_DELAYED),
+            aws_calls: r.add(&AWS_CALLS),
+            aws_latency: r.add(&AWS_LATENCY),
+            credential_failures: r.add(&CREDENTIAL_FAILURES),
+            role_drift: r.add(&ROLE_DRIFT),
+            bootstraps: r.add(&BOOTSTRAPS),
+            permissions: r.add(&PERMISSIONS),
+            permission_drift: r.add(&PERMISSION_DRIFT),
+            permission_updates: r.add(&PERMISSION_UPDATES),
+            rate_limit: r.add(&RATE_LIMIT),
+            known: Mutex::new(BTreeSet::new()),
+            catalog: Vec::new(),
+        };
+        let build_info: IntGaugeVec = r.add(&BUILD_INFO);
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
-
-        let mut catalog = Vec::new();
-        for c in [
-            Box::new(expiry.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(credential_healthy.clone()),
-            Box::new(rotations.clone()),
-            Box::new(deletions.clone()),
-            Box::new(tokens.clone()),
-            Box::new(left_behind.clone()),
-            Box::new(pass_duration.clone()),
-            Box::new(passes.clone()),
-            Box::new(last_success.clone()),
-            Box::new(last_pass_end.clone()),
-            Box::new(pass_in_progress.clone()),
-            Box::new(passes_delayed.clone()),
-            Box::new(aws_calls.clone()),
-            Box::new(aws_latency.clone()),
-            Box::new(credential_failures.clone()),
-            Box::new(role_drift.clone()),
-            Box::new(bootstraps.clone()),
-            Box::new(permissions.clone()),
-            Box::new(permission_drift.clone()),
-            Box::new(permission_updates.clone()),
-            Box::new(rate_limit.clone()),
-            Box::new(build_info),
-        ] {
-            for (desc, family) in c.desc().into_iter().zip(c.collect()) {
-                catalog.push(MetricInfo {
-                    name: desc.fq_name.clone(),
-                    kind: kind_name(family.type_()),
-                    labels: desc.variable_labels.clone(),
-                    help: desc.help.clone(),
-                });
-            }
-            registry.register(c).expect("metric names are unique");
-        }
-        Metrics {
-            registry,
-            expiry,
-            credential_healthy,
-            rotations,
-            deletions,
-            tokens,
-            left_behind,
-            pass_duration,
-            passes,
-            last_success,
-            last_pass_end,
-            pass_in_progress,
-            passes_delayed,
-            aws_calls,
-            aws_latency,
-            credential_failures,
-            role_drift,
-            bootstraps,
-            permissions,
-            permission_drift,
-            permission_updates,
-            rate_limit,
-            known: Mutex::new(BTreeSet::new()),
-            catalog,
-        }
+        metrics.catalog = r.catalog;
+        metrics
     }
 
     /// Every registered metric family, whether or not it has a series yet.
