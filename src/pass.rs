@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use crate::aws::{Connector, Services, Verifier};
 use crate::config::{render_template, secret_name_problem, Config, Target};
 use crate::credential::{self, execute, Credential, CredentialReport, Status};
-use crate::daemon::metrics::Metrics;
+use crate::daemon::metrics::{Metrics, PassMode, PassOutcome, Stage};
 use crate::discover::{self, PassProblem, Selected};
 use crate::model::{SecretSpec, Workspace};
 use crate::permissions::PermissionReport;
@@ -56,15 +56,15 @@ impl PassReport {
                 .sum::<usize>()
     }
 
-    /// `success`, `partial` or `failure`, for the pass metrics.
-    pub fn outcome(&self) -> &'static str {
+    /// Success, partial or failure, for the pass metrics and the daemon's readiness.
+    pub fn outcome(&self) -> PassOutcome {
         let failed = self.failed();
         if failed == 0 {
-            "success"
+            PassOutcome::Success
         } else if failed >= self.credentials.len() + self.problems.len() {
-            "failure"
+            PassOutcome::Failure
         } else {
-            "partial"
+            PassOutcome::Partial
         }
     }
 }
@@ -94,8 +94,8 @@ impl Engine {
     ) -> PassReport {
         let started_at = Utc::now();
         let _timer = self.metrics.pass_timer(match mode {
-            Mode::Apply => "apply",
-            Mode::Plan => "plan",
+            Mode::Apply => PassMode::Apply,
+            Mode::Plan => PassMode::Plan,
         });
         let (inventory, scopes) = discover::fetch(config, self.connector.as_ref()).await;
         let (selected, mut problems) = discover::select(config, &inventory);
@@ -116,7 +116,7 @@ impl Engine {
         {
             let error = r.error.as_deref().unwrap_or("");
             tracing::error!(workspace = %r.workspace_id, service_account = %r.service_account, error, "credential failed");
-            self.metrics.credential_failure(&r.labels(), "config");
+            self.metrics.credential_failure(&r.labels(), Stage::Config);
             self.metrics.set_healthy(&r.labels(), false);
         }
         for p in &problems {

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::aws::grafana::Grafana;
 use crate::config::PermissionSettings;
-use crate::daemon::metrics::Metrics;
+use crate::daemon::metrics::{Metrics, PermissionOutcome};
 use crate::model::{Binding, PermissionChange, PrincipalType};
 
 /// UpdatePermissions takes at most this many instructions.
@@ -202,12 +202,12 @@ async fn apply_batch(
                     .refused
                     .push(format!("{what}: {} ({})", e.message, e.code));
             }
-            metrics.permission_updates(workspace_id, "applied", applied);
-            metrics.permission_updates(workspace_id, "refused", errors.len());
+            metrics.permission_updates(workspace_id, PermissionOutcome::Applied, applied);
+            metrics.permission_updates(workspace_id, PermissionOutcome::Refused, errors.len());
         }
         Err(e) => {
             tracing::error!(workspace = %workspace_id, error = %e, "UpdatePermissions failed");
-            metrics.permission_updates(workspace_id, "failed", batch.len());
+            metrics.permission_updates(workspace_id, PermissionOutcome::Failed, batch.len());
             report.error = Some(format!("UpdatePermissions: {e}"));
         }
     }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::error::ApiError;
 use super::ratelimit::RateLimiter;
-use crate::daemon::metrics::Metrics;
+use crate::daemon::metrics::{Label, Metrics, Succeeded};
 
 /// How hard to retry one call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,9 +159,9 @@ impl Caller {
                 };
                 let started = Instant::now();
                 let result = attempt.await;
-                let outcome = match &result {
-                    Ok(_) => "success",
-                    Err(e) => e.metric_label(),
+                let outcome: &dyn Label = match &result {
+                    Ok(_) => &Succeeded,
+                    Err(e) => e,
                 };
                 match (&result, ticket) {
                     (Ok(_), Some(t)) => self.limiter.succeeded(t),

@@ -119,6 +119,12 @@ impl ApiError {
     }
 }
 
+impl crate::daemon::metrics::Label for ApiError {
+    fn label(&self) -> &'static str {
+        self.metric_label()
+    }
+}
+
 fn classify(code: &str, status: u16, message: String, retry_after: Option<Duration>) -> ApiError {
     match code {
         "ResourceNotFoundException" => ApiError::NotFound(message),

@@ -18,11 +18,11 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use zeroize::Zeroizing;
 
-use super::plan::{Action, CredRef, DeleteReason};
+use super::plan::{Action, CredRef, DeleteReason, RotateReason};
 use super::records::{VerifyBackoff, VERIFICATION_TAG};
 use super::{Credential, Outcome, StepError};
 use crate::aws::{ApiError, Grafana, SecretStore, Verifier};
-use crate::daemon::metrics::{CredentialLabels, Metrics};
+use crate::daemon::metrics::{CredentialLabels, Label, Metrics, StepOutcome, Succeeded};
 use crate::failpoint;
 use crate::model::{Key, SecretState, ServiceAccount, AWSCURRENT, AWSPENDING, AWSPREVIOUS};
 
@@ -210,7 +210,7 @@ async fn perform(
         }
         Action::Rotate { reason, .. } | Action::Recreate { reason, .. } => {
             let result = rotate(ops, run, action, now).await;
-            metrics.rotation(&run.labels, rotation_outcome(&result), reason.as_str());
+            metrics.rotation(&run.labels, rotation_outcome(&result), reason);
             result
         }
         Action::Resume {
@@ -218,7 +218,11 @@ async fn perform(
             credential,
         } => {
             let result = resume(ops, run, version_id, credential, now).await;
-            metrics.rotation(&run.labels, rotation_outcome(&result), "resumed");
+            metrics.rotation(
+                &run.labels,
+                rotation_outcome(&result),
+                &RotateReason::Resumed,
+            );
             result
         }
         Action::ClearPending { version_id } => run
@@ -234,7 +238,7 @@ async fn perform(
             forget,
             ..
         } => {
-            delete(ops, run, credential, reason.as_str()).await?;
+            delete(ops, run, credential, *reason).await?;
             if let Some(vid) = drop_previous {
                 run.services
                     .secrets
@@ -256,13 +260,17 @@ async fn delete(
     ops: &dyn KindOps,
     run: &Run<'_>,
     credential: &CredRef,
-    reason: &str,
+    reason: DeleteReason,
 ) -> Result<(), StepError> {
     let result = ops.delete(run, credential).await;
-    let outcome = if result.is_ok() { "success" } else { "failure" };
-    run.services.metrics.deletion(&run.labels, reason, outcome);
+    let outcome = if result.is_ok() {
+        StepOutcome::Success
+    } else {
+        StepOutcome::Failure
+    };
+    run.services.metrics.deletion(&run.labels, &reason, outcome);
     if result.is_ok() {
-        tracing::info!(workspace = %run.cred.workspace.id, service_account = %run.cred.service_account, id = %credential.id, name = %credential.name, reason, "deleted");
+        tracing::info!(workspace = %run.cred.workspace.id, service_account = %run.cred.service_account, id = %credential.id, name = %credential.name, reason = reason.as_str(), "deleted");
     }
     result
 }
@@ -270,7 +278,7 @@ async fn delete(
 /// Deletes what was just minted and will not be used, reporting but not failing on error: a
 /// later pass finds it (the orphan sweep, or the name conflict of API keys).
 async fn roll_back(ops: &dyn KindOps, run: &Run<'_>, minted: &Minted) {
-    if let Err(e) = delete(ops, run, &minted.credential, "rollback").await {
+    if let Err(e) = delete(ops, run, &minted.credential, DeleteReason::Rollback).await {
         tracing::warn!(workspace = %run.cred.workspace.id, service_account = %run.cred.service_account, name = %minted.credential.name, error = %e, "could not delete the unused new credential; a later pass will");
     }
 }
@@ -286,7 +294,7 @@ async fn rotate(
     let recreate = matches!(action, Action::Recreate { .. });
     if let Action::Recreate { delete_first, .. } = action {
         for old in delete_first {
-            delete(ops, run, old, DeleteReason::Recreate.as_str()).await?;
+            delete(ops, run, old, DeleteReason::Recreate).await?;
         }
         failpoint::hit("after_recreate_delete");
     }
@@ -346,7 +354,9 @@ async fn resume(
             .key_in(run, &value)
             .ok_or(StepError::UnreadablePending)?;
         if let Err(e) = verify(run, &key, now).await {
-            delete(ops, run, credential, "rollback").await.ok();
+            delete(ops, run, credential, DeleteReason::Rollback)
+                .await
+                .ok();
             let _ = run
                 .services
                 .secrets
@@ -368,9 +378,9 @@ async fn bootstrap(run: &mut Run<'_>, role: crate::model::Role) -> Result<(), St
         .grafana
         .create_service_account(&cred.workspace.id, &cred.service_account, role)
         .await;
-    let outcome = match &made {
-        Ok(_) => "success",
-        Err(e) => e.metric_label(),
+    let outcome: &dyn Label = match &made {
+        Ok(_) => &Succeeded,
+        Err(e) => e,
     };
     run.services
         .metrics
@@ -393,11 +403,10 @@ async fn bootstrap(run: &mut Run<'_>, role: crate::model::Role) -> Result<(), St
 }
 
 /// The `outcome` label of a rotation.
-fn rotation_outcome(r: &Result<(), StepError>) -> &'static str {
+fn rotation_outcome(r: &Result<(), StepError>) -> StepOutcome {
     match r {
-        Ok(()) => "success",
-        Err(StepError::Yielded(_)) => "yielded",
-        Err(_) => "failure",
+        Ok(()) => StepOutcome::Success,
+        Err(e) => e.outcome(),
     }
 }
 

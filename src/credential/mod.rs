@@ -19,7 +19,7 @@ use serde::Serialize;
 
 use crate::aws::ApiError;
 use crate::config::Policy;
-use crate::daemon::metrics::CredentialLabels;
+use crate::daemon::metrics::{CredentialLabels, Label, Stage, StepOutcome};
 use crate::model::{Role, SecretSpec, ServiceAccount, Workspace};
 use execute::{Decided, KindOps, Services};
 use plan::{Blocker, CredRef, Plan};
@@ -121,6 +121,30 @@ pub enum StepError {
 impl StepError {
     pub fn api(step: &'static str) -> impl FnOnce(ApiError) -> StepError {
         move |source| StepError::Api { step, source }
+    }
+
+    /// How a step that failed with this error counts: yielded to another rotator, or failed.
+    pub fn outcome(&self) -> StepOutcome {
+        match self {
+            StepError::Yielded(_) => StepOutcome::Yielded,
+            _ => StepOutcome::Failure,
+        }
+    }
+}
+
+impl Label for StepError {
+    /// The error's kind: the AWS error's label for a failed call, else what went wrong.
+    fn label(&self) -> &'static str {
+        match self {
+            StepError::Api { source, .. } => source.metric_label(),
+            StepError::Verification(_) => "verification",
+            StepError::UnreadablePending => "unreadable_pending",
+            StepError::NoFreeName(_) => "no_free_name",
+            StepError::Postponed(_) => "postponed",
+            StepError::Bootstrap(_) => "bootstrap",
+            StepError::NoServiceAccount => "no_service_account",
+            StepError::Yielded(_) => "yielded",
+        }
     }
 }
 
@@ -236,13 +260,13 @@ pub async fn reconcile(
     let labels = cred.labels();
     let account = match account {
         Ok(a) => a,
-        Err(e) => return failed(services, report, &labels, "discover", e),
+        Err(e) => return failed(services, report, &labels, Stage::Discover, e),
     };
     // The pass reads the clock; the planners are handed the time.
     let now = Utc::now();
     let decided = match cred.kind.ops().decide(services, cred, account, now).await {
         Ok(d) => d,
-        Err(e) => return failed(services, report, &labels, "discover", e.to_string()),
+        Err(e) => return failed(services, report, &labels, Stage::Discover, e.to_string()),
     };
     observe(services, cred, &decided, mode, now);
     let mut report = report;
@@ -363,9 +387,9 @@ fn performed(
             report.error = Some(e.to_string());
             report.summary = outcome.to_string();
             let stage = if plan.actions.iter().any(|a| a.is_rotation()) {
-                "rotate"
+                Stage::Rotate
             } else {
-                "cleanup"
+                Stage::Cleanup
             };
             services.metrics.credential_failure(&labels, stage);
         }
@@ -395,7 +419,7 @@ pub fn blocked(
 ) -> CredentialReport {
     tracing::warn!(workspace = %labels.workspace, service_account = %labels.service_account, kind = labels.kind, problem = %blocker, "credential blocked");
     if mode == Mode::Apply {
-        services.metrics.credential_failure(labels, "plan");
+        services.metrics.credential_failure(labels, Stage::Plan);
         services.metrics.set_healthy(labels, false);
     }
     report.status = Status::Blocked;
@@ -408,7 +432,7 @@ fn failed(
     services: Services<'_>,
     mut report: CredentialReport,
     labels: &CredentialLabels,
-    stage: &str,
+    stage: Stage,
     error: String,
 ) -> CredentialReport {
     tracing::error!(workspace = %labels.workspace, service_account = %labels.service_account, error = %error, "credential failed");

@@ -74,6 +74,9 @@ pub enum RotateReason {
     Expired,
     /// AWSCURRENT names a token that no longer exists.
     MissingToken,
+    /// An AWSPENDING version an interrupted pass left, promoted (the executor's label for a
+    /// resumption; a plan says `Resume`).
+    Resumed,
 }
 
 impl RotateReason {
@@ -83,6 +86,7 @@ impl RotateReason {
             RotateReason::Due => "due",
             RotateReason::Expired => "expired",
             RotateReason::MissingToken => "missing_token",
+            RotateReason::Resumed => "resumed",
         }
     }
 }
@@ -100,6 +104,9 @@ pub enum DeleteReason {
     ExpiredForeign,
     /// The recreate strategy deletes before it creates.
     Recreate,
+    /// A credential just minted that will not be used (its verification or publication
+    /// failed): the executor's own deletion.
+    Rollback,
 }
 
 impl DeleteReason {
@@ -110,6 +117,7 @@ impl DeleteReason {
             DeleteReason::ExpiredOwned => "expired_owned",
             DeleteReason::ExpiredForeign => "expired_foreign",
             DeleteReason::Recreate => "recreate",
+            DeleteReason::Rollback => "rollback",
         }
     }
 }
@@ -161,6 +169,18 @@ pub enum Action {
     /// An API key on the unpublished-keys record that a version names after all (another
     /// rotator published it): off the record, left alive.
     Forget { name: String },
+}
+
+impl crate::daemon::metrics::Label for RotateReason {
+    fn label(&self) -> &'static str {
+        self.as_str()
+    }
+}
+
+impl crate::daemon::metrics::Label for DeleteReason {
+    fn label(&self) -> &'static str {
+        self.as_str()
+    }
 }
 
 impl Action {

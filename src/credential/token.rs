@@ -763,8 +763,8 @@ async fn create_fixed(
             Ok(()) | Err(ApiError::NotFound(_)) => {
                 run.services.metrics.deletion(
                     &run.labels,
-                    DeleteReason::Orphan.as_str(),
-                    "success",
+                    &DeleteReason::Orphan,
+                    crate::daemon::metrics::StepOutcome::Success,
                 );
             }
             Err(e) => return Err(StepError::api("DeleteWorkspaceServiceAccountToken")(e)),

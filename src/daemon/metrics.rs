@@ -76,6 +76,122 @@ pub struct Metrics {
     catalog: Vec<MetricInfo>,
 }
 
+/// A metric label value: every label of a bounded set is an enum (or an error) that names its
+/// own value, so no call site spells one.
+pub trait Label {
+    fn label(&self) -> &'static str;
+}
+
+/// How a step ended, for `rotations_total` and `token_deletions_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepOutcome {
+    Success,
+    Failure,
+    /// Another rotator was doing it (rotations only).
+    Yielded,
+}
+
+impl Label for StepOutcome {
+    fn label(&self) -> &'static str {
+        match self {
+            StepOutcome::Success => "success",
+            StepOutcome::Failure => "failure",
+            StepOutcome::Yielded => "yielded",
+        }
+    }
+}
+
+/// Where a credential failed, for `credential_failures_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Its workspace, service account, tokens or secret could not be read.
+    Discover,
+    /// Blocked: reported, not acted on.
+    Plan,
+    /// The rotation itself failed.
+    Rotate,
+    /// A deletion or a tidy step failed, the credential is valid.
+    Cleanup,
+    /// Its claim or its secret name's template failed.
+    Config,
+}
+
+impl Label for Stage {
+    fn label(&self) -> &'static str {
+        match self {
+            Stage::Discover => "discover",
+            Stage::Plan => "plan",
+            Stage::Rotate => "rotate",
+            Stage::Cleanup => "cleanup",
+            Stage::Config => "config",
+        }
+    }
+}
+
+/// How a pass went, for `passes_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PassOutcome {
+    /// Every credential fine.
+    Success,
+    /// Some failed.
+    Partial,
+    /// None could be examined.
+    Failure,
+}
+
+impl Label for PassOutcome {
+    fn label(&self) -> &'static str {
+        match self {
+            PassOutcome::Success => "success",
+            PassOutcome::Partial => "partial",
+            PassOutcome::Failure => "failure",
+        }
+    }
+}
+
+/// Whether a pass changes things, for `pass_duration_seconds`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PassMode {
+    Apply,
+    Plan,
+}
+
+impl Label for PassMode {
+    fn label(&self) -> &'static str {
+        match self {
+            PassMode::Apply => "apply",
+            PassMode::Plan => "plan",
+        }
+    }
+}
+
+/// What became of permission changes sent, for `permission_updates_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PermissionOutcome {
+    Applied,
+    Refused,
+    Failed,
+}
+
+impl Label for PermissionOutcome {
+    fn label(&self) -> &'static str {
+        match self {
+            PermissionOutcome::Applied => "applied",
+            PermissionOutcome::Refused => "refused",
+            PermissionOutcome::Failed => "failed",
+        }
+    }
+}
+
+/// `success`: the label of a call or step that went well, beside the errors' own labels.
+pub struct Succeeded;
+
+impl Label for Succeeded {
+    fn label(&self) -> &'static str {
+        "success"
+    }
+}
+
 /// The `state` label values of `service_account_tokens`, in `set_tokens` order.
 const TOKEN_STATES: [&str; 3] = ["active", "expired", "no_expiry"];
 
@@ -394,24 +510,24 @@ impl Metrics {
             .set(healthy as i64);
     }
 
-    pub fn rotation(&self, c: &CredentialLabels, outcome: &str, reason: &str) {
+    pub fn rotation(&self, c: &CredentialLabels, outcome: StepOutcome, reason: &dyn Label) {
         let [w, s, k] = c.values();
         self.rotations
-            .with_label_values(&[w, s, k, outcome, reason])
+            .with_label_values(&[w, s, k, outcome.label(), reason.label()])
             .inc();
     }
 
-    pub fn deletion(&self, c: &CredentialLabels, reason: &str, outcome: &str) {
+    pub fn deletion(&self, c: &CredentialLabels, reason: &dyn Label, outcome: StepOutcome) {
         let [w, s, k] = c.values();
         self.deletions
-            .with_label_values(&[w, s, k, reason, outcome])
+            .with_label_values(&[w, s, k, reason.label(), outcome.label()])
             .inc();
     }
 
-    pub fn credential_failure(&self, c: &CredentialLabels, stage: &str) {
+    pub fn credential_failure(&self, c: &CredentialLabels, stage: Stage) {
         let [w, s, k] = c.values();
         self.credential_failures
-            .with_label_values(&[w, s, k, stage])
+            .with_label_values(&[w, s, k, stage.label()])
             .inc();
     }
 
@@ -450,9 +566,10 @@ impl Metrics {
         }
     }
 
-    pub fn bootstrap(&self, workspace: &str, service_account: &str, outcome: &str) {
+    /// `outcome`: success, or the AWS error's label (conflict, quota_exceeded, …).
+    pub fn bootstrap(&self, workspace: &str, service_account: &str, outcome: &dyn Label) {
         self.bootstraps
-            .with_label_values(&[workspace, service_account, outcome])
+            .with_label_values(&[workspace, service_account, outcome.label()])
             .inc();
     }
 
@@ -471,9 +588,9 @@ impl Metrics {
             .set(to_revoke as i64);
     }
 
-    pub fn permission_updates(&self, workspace: &str, outcome: &str, n: usize) {
+    pub fn permission_updates(&self, workspace: &str, outcome: PermissionOutcome, n: usize) {
         self.permission_updates
-            .with_label_values(&[workspace, outcome])
+            .with_label_values(&[workspace, outcome.label()])
             .inc_by(n as u64);
     }
 
@@ -484,9 +601,10 @@ impl Metrics {
     }
 
     /// Records one AWS call attempt.
-    pub fn aws_call(&self, service: &str, operation: &str, outcome: &str, elapsed: Duration) {
+    /// `outcome`: success, or the AWS error's label (throttled, unavailable, …).
+    pub fn aws_call(&self, service: &str, operation: &str, outcome: &dyn Label, elapsed: Duration) {
         self.aws_calls
-            .with_label_values(&[service, operation, outcome])
+            .with_label_values(&[service, operation, outcome.label()])
             .inc();
         self.aws_latency
             .with_label_values(&[service, operation])
@@ -494,7 +612,7 @@ impl Metrics {
     }
 
     /// A guard that marks a pass in progress and observes its duration when dropped.
-    pub fn pass_timer(&self, mode: &'static str) -> PassTimer<'_> {
+    pub fn pass_timer(&self, mode: PassMode) -> PassTimer<'_> {
         self.pass_in_progress.set(1);
         PassTimer {
             metrics: self,
@@ -503,10 +621,10 @@ impl Metrics {
         }
     }
 
-    pub fn pass_finished(&self, outcome: &str, now: chrono::DateTime<chrono::Utc>) {
-        self.passes.with_label_values(&[outcome]).inc();
+    pub fn pass_finished(&self, outcome: PassOutcome, now: chrono::DateTime<chrono::Utc>) {
+        self.passes.with_label_values(&[outcome.label()]).inc();
         self.last_pass_end.set(now.timestamp() as f64);
-        if outcome == "success" {
+        if outcome == PassOutcome::Success {
             self.last_success.set(now.timestamp() as f64);
         }
     }
@@ -567,7 +685,7 @@ impl Default for Metrics {
 
 pub struct PassTimer<'a> {
     metrics: &'a Metrics,
-    mode: &'static str,
+    mode: PassMode,
     started: Instant,
 }
 
@@ -575,7 +693,7 @@ impl Drop for PassTimer<'_> {
     fn drop(&mut self) {
         self.metrics
             .pass_duration
-            .with_label_values(&[self.mode])
+            .with_label_values(&[self.mode.label()])
             .observe(self.started.elapsed().as_secs_f64());
         self.metrics.pass_in_progress.set(0);
     }

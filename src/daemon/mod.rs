@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use crate::config::{Config, ConfigError, SystemdEnv};
 use crate::daemon::http::Health;
-use crate::daemon::metrics::Metrics;
+use crate::daemon::metrics::{Label, Metrics, PassOutcome};
 use crate::daemon::systemd::Notifier;
 use crate::pass::{Engine, Mode};
 use crate::report;
@@ -246,9 +246,9 @@ impl Daemon {
             sched.running.store(false, Ordering::SeqCst);
             let Some(report) = report else { break };
             self.health
-                .pass_finished(report.finished_at, report.outcome() != "failure");
+                .pass_finished(report.finished_at, report.outcome() != PassOutcome::Failure);
             tracing::info!(
-                outcome = report.outcome(),
+                outcome = report.outcome().label(),
                 credentials = report.credentials.len(),
                 failed = report.failed(),
                 seconds =
