@@ -1148,6 +1148,55 @@ async fn a_key_name_taken_by_a_key_another_rotator_published_is_left_to_it() {
     assert!(w.unpublished_generations().is_empty());
 }
 
+#[tokio::test]
+#[ignore = "bug: a Grafana that does not answer (503, timeout) is taken for a refusal of the current API key: the superseded key is deleted within its grace and a rotation attempted"]
+async fn a_grafana_that_does_not_answer_is_not_taken_for_a_dead_api_key() {
+    let mut w = World::new(Kind::ApiKey).verifying();
+    // Generation 2 replaced generation 1 ten minutes ago: 1 is in its grace period (1h).
+    let previous = w.seed(1, days(2), &[AWSCURRENT]).await;
+    let current = w.seed(2, minutes(10), &[AWSCURRENT]).await;
+    // The workspace's Grafana is down: it refuses no key, it answers nothing useful.
+    w.verifier.fail_with_status(503);
+    let mark = w.mark();
+    let r = w.pass().await;
+    assert!(
+        w.live().contains(&previous.name),
+        "the superseded key is deleted within its grace: {:?}",
+        r.done
+    );
+    assert_eq!(
+        w.published(AWSPREVIOUS).map(|p| p.name),
+        Some(previous.name)
+    );
+    assert_eq!(w.count_since(mark, ops::CREATE_API_KEY), 0, "{:?}", r.plan);
+    assert_eq!(w.current().name, current.name);
+}
+
+#[tokio::test]
+#[ignore = "bug: after yielding to another rotator, the report (and the expiry and health metrics) name the superseded key, not what AWSCURRENT references"]
+async fn after_yielding_the_report_names_what_awscurrent_references() {
+    let mut w = World::new(Kind::ApiKey);
+    let superseded = w.seed(1, days(25), &[AWSCURRENT]).await;
+    let (other, now) = (w.seeder(), w.now);
+    w.before(ops::CREATE_API_KEY, move || {
+        async move {
+            other.key(now, 2, &[AWSCURRENT]).await;
+        }
+        .boxed()
+    });
+    let r = w.pass().await;
+    assert!(did(&r, "left to another rotator"), "{:?}", r.done);
+    assert_eq!(w.current().name, "amgrot-terraform-2");
+    // Generation 2 was made now and lives 30 days; generation 1 expires in 5.
+    let expires = r.expires_at.expect("an expiry");
+    assert!(
+        expires > w.now + days(29),
+        "{expires} is {}'s expiry",
+        superseded.name
+    );
+    assert!(!r.summary.contains(&superseded.name), "{}", r.summary);
+}
+
 // ---- recreate -----------------------------------------------------------------------------
 
 #[tokio::test]
