@@ -18,7 +18,8 @@ use super::{Engine, Mode, PassReport};
 use crate::aws::fake::{
     ops, AccountSeed, Failing, FakeGrafana, FakeSecrets, FakeVerifier, Fault, WorkspaceSeed,
 };
-use crate::aws::{ApiError, Connector, Services};
+use crate::aws::verify::VerifyError;
+use crate::aws::{ApiError, Connector, Services, Verifier};
 use crate::config::Config;
 use crate::credential::{CredentialReport, Status};
 use crate::daemon::metrics::Metrics;
@@ -114,19 +115,37 @@ impl Cloud {
     }
 
     async fn pass(&self, config: &str) -> PassReport {
-        self.pass_with_shutdown(config, false).await
+        let (_trigger, shutdown) = watch::channel(false);
+        self.pass_with(config, Arc::new(FakeVerifier::accepting()), shutdown)
+            .await
     }
 
-    async fn pass_with_shutdown(&self, config: &str, shutting_down: bool) -> PassReport {
+    async fn pass_with(
+        &self,
+        config: &str,
+        verifier: Arc<dyn Verifier>,
+        shutdown: watch::Receiver<bool>,
+    ) -> PassReport {
         let engine = Engine {
             connector: Arc::new(self.clone()),
-            verifier: Arc::new(FakeVerifier::accepting()),
+            verifier,
             metrics: Arc::new(Metrics::new()),
         };
-        let (_trigger, shutdown) = watch::channel(shutting_down);
         engine
             .pass(&configuration(config), Mode::Apply, &shutdown)
             .await
+    }
+}
+
+/// Accepts every key, and fires the shutdown trigger when asked to prove the first: a signal
+/// that arrives while a credential is in hand.
+struct ShutdownAtFirstProof(watch::Sender<bool>);
+
+#[async_trait]
+impl Verifier for ShutdownAtFirstProof {
+    async fn verify(&self, _base_url: &str, _key: &Key) -> Result<(), VerifyError> {
+        let _ = self.0.send(true);
+        Ok(())
     }
 }
 
@@ -297,8 +316,9 @@ async fn one_secret_name_in_two_regions_is_two_secrets() {
 async fn a_pass_that_starts_after_the_shutdown_signal_skips_every_credential() {
     let us = Region::new("us-east-1").with_workspace(WS, &["terraform", "ci"]);
     let cloud = Cloud::default().with("us-east-1", us.clone());
+    let (_trigger, shutdown) = watch::channel(true);
     let pass = cloud
-        .pass_with_shutdown(
+        .pass_with(
             r#"
 [daemon]
 schedule = "0 0 3 * * *"
@@ -310,7 +330,8 @@ region = "us-east-1"
 workspace_ids = ["g-0123456789"]
 service_accounts = ["terraform", "ci"]
 "#,
-            true,
+            Arc::new(FakeVerifier::accepting()),
+            shutdown,
         )
         .await;
     assert_eq!(pass.credentials.len(), 2);
@@ -321,6 +342,43 @@ service_accounts = ["terraform", "ci"]
     assert_eq!(us.writes(), Vec::<String>::new());
     assert_eq!(us.tokens_of(WS, "terraform") + us.tokens_of(WS, "ci"), 0);
     assert_eq!(pass.failed(), 0, "skipping is not failing");
+}
+
+#[tokio::test]
+async fn a_shutdown_during_a_pass_finishes_the_credential_in_hand_and_skips_the_rest() {
+    let us = Region::new("us-east-1").with_workspace(WS, &["first", "second"]);
+    let cloud = Cloud::default().with("us-east-1", us.clone());
+    let (trigger, shutdown) = watch::channel(false);
+    let pass = cloud
+        .pass_with(
+            r#"
+[daemon]
+schedule = "0 0 3 * * *"
+concurrency = 1
+
+[aws]
+region = "us-east-1"
+
+[[targets]]
+workspace_ids = ["g-0123456789"]
+service_accounts = ["first", "second"]
+verify = true
+"#,
+            Arc::new(ShutdownAtFirstProof(trigger)),
+            shutdown,
+        )
+        .await;
+    // The signal came while the first was being proven: it is finished, not abandoned.
+    let first = report(&pass, "targets[0]", WS, "first");
+    assert_eq!(first.status, Status::Changed, "{first:?}");
+    let (_, key) = us
+        .published("amg-token-rotator/g-0123456789/first")
+        .expect("published");
+    assert!(us.grafana.key_works(WS, &key, chrono::Utc::now()));
+    let second = report(&pass, "targets[0]", WS, "second");
+    assert_eq!(second.status, Status::Skipped, "{second:?}");
+    assert_eq!(us.tokens_of(WS, "second"), 0);
+    assert!(!us.secrets.exists("amg-token-rotator/g-0123456789/second"));
 }
 
 // ---- discovery ----------------------------------------------------------------------------
