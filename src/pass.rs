@@ -23,6 +23,9 @@ use crate::permissions::PermissionReport;
 
 pub use crate::credential::Mode;
 
+#[cfg(test)]
+mod scenarios;
+
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PassReport {

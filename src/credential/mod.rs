@@ -12,6 +12,9 @@ pub mod plan;
 pub mod records;
 pub mod token;
 
+#[cfg(test)]
+mod scenarios;
+
 use std::fmt;
 
 use chrono::{DateTime, Utc};

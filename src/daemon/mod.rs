@@ -13,6 +13,9 @@ pub mod http;
 pub mod metrics;
 pub mod systemd;
 
+#[cfg(test)]
+mod scenarios;
+
 use tokio::sync::{mpsc, watch};
 use tokio_cron_scheduler::{Job, JobScheduler};
 use uuid::Uuid;

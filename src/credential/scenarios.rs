@@ -1,0 +1,1375 @@
+//! Scenarios: one managed credential through `reconcile`, against the in-memory fakes, one
+//! branch of the rotation protocol per test (issue 12, item 3). Each test asserts what a user
+//! would notice: what the secret's AWSCURRENT holds and whether its key opens Grafana, which
+//! tokens or keys exist, the report's status and error, and what is tagged on the secret.
+//! Scenarios that apply to both kinds are written once (`async fn`) and run for each.
+//!
+//! Time: `reconcile` reads the wall clock itself. A world takes its `now` from that clock before
+//! each pass and hands the same instant to the fakes (the secret store's clock, the verifier's);
+//! what happened before a scenario starts is seeded at times in the past. What must happen
+//! *later* within a scenario cannot wait for the wall clock, so a grace period or orphan margin
+//! is shortened to zero instead (the decision a pass that much later makes), and the
+//! verification record on the secret is aged (`World::age_verification_record`).
+//!
+//! Races between two rotators are made deterministic by `Meddled`: what the other rotator does
+//! runs just before this one's call of a named operation.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::Duration as ChronoDuration;
+use futures::future::BoxFuture;
+use futures::FutureExt;
+
+use super::execute::Services;
+use super::records::{self, VerifyBackoff, UNPUBLISHED_KEYS_TAG, VERIFICATION_TAG};
+use super::{
+    api_key, reconcile, token, Credential, CredentialKind, CredentialReport, Mode, Status,
+};
+use crate::aws::fake::{
+    ops, AccountSeed, Call, Failing, FakeGrafana, FakeSecrets, FakeVerifier, Fault, WorkspaceSeed,
+};
+use crate::aws::{ApiError, Grafana, SecretStore};
+use crate::config::{Policy, Strategy};
+use crate::daemon::metrics::Metrics;
+use crate::model::{
+    rfc3339, Binding, Key, NewApiKey, NewToken, PermissionChange, PermissionError, Role,
+    SecretFormat, SecretSpec, ServiceAccount, Token, Workspace, AWSCURRENT, AWSPENDING,
+    AWSPREVIOUS,
+};
+
+// ---- the world ----------------------------------------------------------------------------
+
+const WS: &str = "g-0123456789";
+/// The service account, or the API key's base name.
+const NAME: &str = "terraform";
+const SECRET: &str = "amg/g-0123456789/terraform";
+const PREFIX: &str = "amgrot";
+const ROLE: Role = Role::Admin;
+const TTL: Duration = Duration::from_secs(30 * 86400);
+
+/// Operations that change nothing: all a blocked credential or a plan may call.
+const READS: &[&str] = &[
+    ops::LIST_WORKSPACES,
+    ops::DESCRIBE_WORKSPACE,
+    ops::LIST_SERVICE_ACCOUNTS,
+    ops::LIST_TOKENS,
+    ops::LIST_PERMISSIONS,
+    ops::DESCRIBE_SECRET,
+    ops::GET_SECRET_VALUE,
+    ops::LIST_SECRETS,
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Token,
+    ApiKey,
+}
+
+fn days(n: i64) -> ChronoDuration {
+    ChronoDuration::days(n)
+}
+
+fn minutes(n: i64) -> ChronoDuration {
+    ChronoDuration::minutes(n)
+}
+
+fn timed_out() -> ApiError {
+    ApiError::Unavailable {
+        message: "timed out".into(),
+        retry_after: None,
+    }
+}
+
+fn denied() -> ApiError {
+    ApiError::AccessDenied("AccessDeniedException: not authorized".into())
+}
+
+fn throttled() -> ApiError {
+    ApiError::Throttled {
+        message: "ThrottlingException: Rate exceeded".into(),
+        retry_after: None,
+    }
+}
+
+/// The defaults of `config/example.toml`, without spread so due times are exact.
+fn policy() -> Policy {
+    Policy {
+        strategy: Strategy::Overlap,
+        token_ttl: TTL,
+        rotate_before: Duration::from_secs(7 * 86400),
+        rotation_spread: Duration::ZERO,
+        grace_period: Duration::from_secs(3600),
+        orphan_margin: Duration::from_secs(900),
+        name_prefix: PREFIX.into(),
+        secret_name: "amg/{workspace_id}/{service_account}".into(),
+        secret_format: SecretFormat::Json,
+        secret_description: "rotated by amg-token-rotator".into(),
+        kms_key_id: None,
+        secret_tags: BTreeMap::new(),
+        verify: false,
+        grafana_url: None,
+        delete_expired_foreign_tokens: false,
+        service_account_role: None,
+    }
+}
+
+/// A credential as the secret publishes it.
+#[derive(Debug)]
+struct Published {
+    /// The token's or API key's name.
+    name: String,
+    key: Key,
+    /// The secret version that holds it.
+    version: String,
+    /// What AMG addresses it by: a token's ID, an API key's name.
+    id: String,
+}
+
+/// One workspace with the service account `terraform`, one secret store, the workspace's
+/// Grafana, and the credential. The fakes are kept to seed and inspect; the rotator gets them
+/// behind `Failing` (and `Meddled`), so a test can make any call fail.
+struct World {
+    kind: Kind,
+    now: chrono::DateTime<chrono::Utc>,
+    grafana: FakeGrafana,
+    secrets: FakeSecrets,
+    verifier: FakeVerifier,
+    g: Meddled,
+    s: Failing<FakeSecrets>,
+    v: Failing<FakeVerifier>,
+    metrics: Metrics,
+    cred: Credential,
+}
+
+impl World {
+    fn new(kind: Kind) -> World {
+        let now = chrono::Utc::now();
+        let grafana = FakeGrafana::new().with_workspace(
+            WorkspaceSeed::new(WS).with_service_account(AccountSeed::new(NAME, ROLE)),
+        );
+        let secrets = FakeSecrets::new().with_now(now);
+        let verifier = FakeVerifier::tied_to(&grafana, now);
+        let cred = Credential {
+            target: "targets[0]".into(),
+            kind: match kind {
+                Kind::Token => CredentialKind::Token { bootstrap: None },
+                Kind::ApiKey => CredentialKind::ApiKey { role: ROLE },
+            },
+            workspace: grafana.workspace(WS).expect("seeded"),
+            service_account: NAME.into(),
+            secret: SecretSpec {
+                name: SECRET.into(),
+                format: SecretFormat::Json,
+                kms_key_id: None,
+                description: "rotated by amg-token-rotator".into(),
+                tags: [("managed-by".to_string(), "amg-token-rotator".to_string())].into(),
+            },
+            policy: policy(),
+        };
+        World {
+            kind,
+            now,
+            g: Meddled::new(Failing::new(grafana.clone())),
+            s: Failing::new(secrets.clone()),
+            v: Failing::new(verifier.clone()),
+            grafana,
+            secrets,
+            verifier,
+            metrics: Metrics::new(),
+            cred,
+        }
+    }
+
+    /// New keys are proven against the workspace's Grafana before they are published.
+    fn verifying(mut self) -> World {
+        self.cred.policy.verify = true;
+        self
+    }
+
+    fn recreating(mut self) -> World {
+        self.cred.policy.strategy = Strategy::Recreate;
+        self
+    }
+
+    // ---- passes ---------------------------------------------------------------------------
+
+    async fn pass(&mut self) -> CredentialReport {
+        self.reconcile(Mode::Apply).await
+    }
+
+    async fn plan(&mut self) -> CredentialReport {
+        self.reconcile(Mode::Plan).await
+    }
+
+    /// One pass over the credential, as `Engine::pass` makes it: the workspace and service
+    /// account as discovery reports them now, the fakes' clocks at the pass's time.
+    async fn reconcile(&mut self, mode: Mode) -> CredentialReport {
+        self.now = chrono::Utc::now();
+        self.secrets.set_now(self.now);
+        self.verifier.set_now(self.now);
+        self.cred.workspace = self.grafana.workspace(WS).expect("seeded");
+        let account = match self.kind {
+            Kind::Token => Ok(self
+                .grafana
+                .service_accounts(WS)
+                .into_iter()
+                .find(|a| a.name == NAME)),
+            Kind::ApiKey => Ok(None),
+        };
+        let report = CredentialReport::new(&self.cred.target, self.cred.kind, WS, NAME);
+        let services = Services {
+            grafana: &self.g,
+            secrets: &self.s,
+            verifier: &self.v,
+            metrics: &self.metrics,
+        };
+        reconcile(services, &self.cred, account, report, mode).await
+    }
+
+    // ---- faults and other rotators --------------------------------------------------------
+
+    fn grafana_fails(&self, fault: Fault) {
+        self.g.inner.add(fault);
+    }
+
+    fn secrets_fail(&self, fault: Fault) {
+        self.s.add(fault);
+    }
+
+    /// Every service answers again.
+    fn heal(&self) {
+        self.g.inner.clear();
+        self.s.clear();
+        self.v.clear();
+        self.verifier.heal();
+    }
+
+    /// What another rotator does just before this one next calls `operation`.
+    fn before<F>(&self, operation: &'static str, meddling: F)
+    where
+        F: FnOnce() -> BoxFuture<'static, ()> + Send + 'static,
+    {
+        self.g
+            .before
+            .lock()
+            .expect("meddling lock")
+            .push((operation, Box::new(meddling)));
+    }
+
+    /// Handles on the fakes for seeding, also from inside a meddling.
+    fn seeder(&self) -> Seeder {
+        Seeder {
+            kind: self.kind,
+            grafana: self.grafana.clone(),
+            secrets: self.secrets.clone(),
+            cred: self.cred.clone(),
+        }
+    }
+
+    /// Seeds what a pass `ago` left: the rotator's credential of that time (a token named
+    /// with that time, or API key generation `generation`), published under `stages` (none:
+    /// made, never published).
+    async fn seed(&self, generation: u64, ago: ChronoDuration, stages: &[&str]) -> Published {
+        let at = self.now - ago;
+        let seeder = self.seeder();
+        match self.kind {
+            Kind::Token => {
+                let name = token::token_name(PREFIX, NAME, &seeder.mark(at).await, at);
+                seeder.token(at, &name, stages).await
+            }
+            Kind::ApiKey => seeder.key(at, generation, stages).await,
+        }
+    }
+
+    /// Seeds a token of the recreate strategy's fixed name, made `ago`.
+    async fn seed_fixed(&self, ago: ChronoDuration, stages: &[&str]) -> Published {
+        let at = self.now - ago;
+        let seeder = self.seeder();
+        let name = seeder.fixed_name(at).await;
+        seeder.token(at, &name, stages).await
+    }
+
+    /// As if the verification failure recorded on the secret had happened `by` earlier.
+    async fn age_verification_record(&self, by: ChronoDuration) {
+        let mut record = self.backoff().expect("a verification record");
+        record.at -= by;
+        self.secrets
+            .tag(SECRET, VERIFICATION_TAG, &record.tag_value())
+            .await
+            .expect("tag");
+    }
+
+    // ---- what a user sees -----------------------------------------------------------------
+
+    fn sa_id(&self) -> String {
+        self.grafana.service_account_id(WS, NAME).expect("seeded")
+    }
+
+    /// The credentials that exist in the workspace: the service account's tokens, or the API
+    /// keys, by name.
+    fn live(&self) -> Vec<String> {
+        let mut names: Vec<String> = match self.kind {
+            Kind::Token => self
+                .grafana
+                .tokens(WS, &self.sa_id())
+                .into_iter()
+                .map(|t| t.name)
+                .collect(),
+            Kind::ApiKey => self
+                .grafana
+                .api_keys(WS)
+                .into_iter()
+                .map(|k| k.name)
+                .collect(),
+        };
+        names.sort();
+        names
+    }
+
+    /// What the version carrying `stage` publishes, read from the secret's JSON as a consumer
+    /// reads it.
+    fn published(&self, stage: &str) -> Option<Published> {
+        let value = self.secrets.value(SECRET, stage)?;
+        let doc: serde_json::Value = serde_json::from_str(&value).expect("the secret is JSON");
+        let field = |k: &str| doc[k].as_str().map(str::to_owned);
+        let name = field("tokenName")
+            .or_else(|| field("keyName"))
+            .expect("a name");
+        Some(Published {
+            id: field("tokenId").unwrap_or_else(|| name.clone()),
+            key: Key::new(field("token").expect("a key")),
+            version: self.secrets.version_with(SECRET, stage).expect("a version"),
+            name,
+        })
+    }
+
+    fn current(&self) -> Published {
+        self.published(AWSCURRENT)
+            .expect("AWSCURRENT holds a credential")
+    }
+
+    fn opens_grafana(&self, key: &Key) -> bool {
+        self.grafana.key_works(WS, key, self.now)
+    }
+
+    fn backoff(&self) -> Option<VerifyBackoff> {
+        VerifyBackoff::from_tags(&self.secrets.tags(SECRET))
+    }
+
+    fn unpublished_generations(&self) -> Vec<u64> {
+        records::unpublished_keys(&self.secrets.tags(SECRET))
+            .into_iter()
+            .map(|u| u.generation)
+            .collect()
+    }
+
+    /// Where the fakes' call logs are now.
+    fn mark(&self) -> (usize, usize) {
+        (self.grafana.calls().len(), self.secrets.calls().len())
+    }
+
+    /// The calls both fakes answered since `mark`.
+    fn calls_since(&self, mark: (usize, usize)) -> Vec<Call> {
+        let mut calls = self.grafana.calls().split_off(mark.0);
+        calls.extend(self.secrets.calls().split_off(mark.1));
+        calls
+    }
+
+    fn count_since(&self, mark: (usize, usize), operation: &str) -> usize {
+        self.calls_since(mark)
+            .iter()
+            .filter(|c| c.operation == operation)
+            .count()
+    }
+
+    /// The calls since `mark` that may have changed something.
+    fn writes_since(&self, mark: (usize, usize)) -> Vec<String> {
+        self.calls_since(mark)
+            .into_iter()
+            .filter(|c| !READS.contains(&c.operation))
+            .map(|c| format!("{} {}", c.operation, c.target))
+            .collect()
+    }
+
+    fn create_op(&self) -> &'static str {
+        match self.kind {
+            Kind::Token => ops::CREATE_TOKEN,
+            Kind::ApiKey => ops::CREATE_API_KEY,
+        }
+    }
+}
+
+/// Seeds the fakes the way a rotator would have written them (through the fakes' own API, at
+/// the time given).
+#[derive(Clone)]
+struct Seeder {
+    kind: Kind,
+    grafana: FakeGrafana,
+    secrets: FakeSecrets,
+    cred: Credential,
+}
+
+impl Seeder {
+    /// Runs `f` with the secret store's clock at `at`, creating the secret first if missing.
+    async fn at<T>(&self, at: chrono::DateTime<chrono::Utc>, f: impl AsyncFnOnce() -> T) -> T {
+        let before = self.secrets.now();
+        self.secrets.set_now(at);
+        if !self.secrets.exists(SECRET) {
+            self.secrets
+                .create(&self.cred.secret)
+                .await
+                .expect("create");
+        }
+        let out = f().await;
+        self.secrets.set_now(before);
+        out
+    }
+
+    /// The mark of the secret at the end of its token names.
+    async fn mark(&self, at: chrono::DateTime<chrono::Utc>) -> String {
+        self.at(at, async || {
+            let state = self.secrets.describe(SECRET).await.expect("describe");
+            token::secret_mark(&state.expect("created"))
+        })
+        .await
+    }
+
+    async fn fixed_name(&self, at: chrono::DateTime<chrono::Utc>) -> String {
+        token::recreate_token_name(PREFIX, NAME, &self.mark(at).await)
+    }
+
+    /// A token named `name`, made at `at`, published under `stages`.
+    async fn token(
+        &self,
+        at: chrono::DateTime<chrono::Utc>,
+        name: &str,
+        stages: &[&str],
+    ) -> Published {
+        assert_eq!(self.kind, Kind::Token);
+        let account = self
+            .grafana
+            .service_accounts(WS)
+            .into_iter()
+            .find(|a| a.name == NAME)
+            .expect("seeded");
+        let t = self
+            .grafana
+            .create_token(WS, &account.id, name, TTL, at)
+            .await
+            .expect("create token");
+        let value =
+            crate::model::secret_value(SecretFormat::Json, &self.cred.workspace, &account, &t);
+        let version = token::version_id(WS, &account.id, &t.id, &t.name);
+        self.publish(at, &version, &value, stages).await;
+        Published {
+            name: t.name,
+            key: t.key,
+            version,
+            id: t.id,
+        }
+    }
+
+    /// API key generation `generation`, made at `at`, published under `stages`.
+    async fn key(
+        &self,
+        at: chrono::DateTime<chrono::Utc>,
+        generation: u64,
+        stages: &[&str],
+    ) -> Published {
+        assert_eq!(self.kind, Kind::ApiKey);
+        let name = api_key::key_name(PREFIX, NAME, generation);
+        let k = self
+            .grafana
+            .create_api_key(WS, &name, ROLE, TTL, at)
+            .await
+            .expect("create API key");
+        // What `ApiKeys::publication` writes, field by field: what consumers read.
+        let value = serde_json::json!({
+            "token": k.key.expose(),
+            "grafanaUrl": self.cred.workspace.grafana_url(),
+            "workspaceId": WS,
+            "keyName": name,
+            "keyRole": ROLE.as_str(),
+            "expiresAt": rfc3339(k.expires_at),
+            "createdAt": rfc3339(k.created_at),
+        })
+        .to_string();
+        let version = api_key::key_version_id(WS, &name, k.created_at);
+        self.publish(at, &version, &value, stages).await;
+        Published {
+            id: name.clone(),
+            name,
+            key: k.key,
+            version,
+        }
+    }
+
+    async fn publish(
+        &self,
+        at: chrono::DateTime<chrono::Utc>,
+        version: &str,
+        value: &str,
+        stages: &[&str],
+    ) {
+        self.at(at, async || {
+            if !stages.is_empty() {
+                self.secrets
+                    .put_version(SECRET, version, value, stages)
+                    .await
+                    .expect("put");
+            }
+        })
+        .await
+    }
+}
+
+type Meddling = Box<dyn FnOnce() -> BoxFuture<'static, ()> + Send>;
+
+/// The rotator's Grafana: the fake behind `Failing`, and another rotator's moves, each run
+/// once, just before this rotator's next call of the operation it names.
+struct Meddled {
+    inner: Failing<FakeGrafana>,
+    before: Mutex<Vec<(&'static str, Meddling)>>,
+}
+
+impl Meddled {
+    fn new(inner: Failing<FakeGrafana>) -> Meddled {
+        Meddled {
+            inner,
+            before: Mutex::new(Vec::new()),
+        }
+    }
+
+    async fn meddle(&self, operation: &'static str) {
+        let due = {
+            let mut before = self.before.lock().expect("meddling lock");
+            let at = before.iter().position(|(op, _)| *op == operation);
+            at.map(|i| before.remove(i).1)
+        };
+        if let Some(m) = due {
+            m().await;
+        }
+    }
+}
+
+#[async_trait]
+impl Grafana for Meddled {
+    async fn list_workspaces(&self) -> Result<Vec<Workspace>, ApiError> {
+        self.meddle(ops::LIST_WORKSPACES).await;
+        self.inner.list_workspaces().await
+    }
+
+    async fn describe_workspace(&self, workspace_id: &str) -> Result<Workspace, ApiError> {
+        self.meddle(ops::DESCRIBE_WORKSPACE).await;
+        self.inner.describe_workspace(workspace_id).await
+    }
+
+    async fn list_service_accounts(
+        &self,
+        workspace_id: &str,
+    ) -> Result<Vec<ServiceAccount>, ApiError> {
+        self.meddle(ops::LIST_SERVICE_ACCOUNTS).await;
+        self.inner.list_service_accounts(workspace_id).await
+    }
+
+    async fn create_service_account(
+        &self,
+        workspace_id: &str,
+        name: &str,
+        role: Role,
+    ) -> Result<ServiceAccount, ApiError> {
+        self.meddle(ops::CREATE_SERVICE_ACCOUNT).await;
+        self.inner
+            .create_service_account(workspace_id, name, role)
+            .await
+    }
+
+    async fn list_tokens(
+        &self,
+        workspace_id: &str,
+        service_account_id: &str,
+    ) -> Result<Vec<Token>, ApiError> {
+        self.meddle(ops::LIST_TOKENS).await;
+        self.inner
+            .list_tokens(workspace_id, service_account_id)
+            .await
+    }
+
+    async fn create_token(
+        &self,
+        workspace_id: &str,
+        service_account_id: &str,
+        name: &str,
+        ttl: Duration,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<NewToken, ApiError> {
+        self.meddle(ops::CREATE_TOKEN).await;
+        self.inner
+            .create_token(workspace_id, service_account_id, name, ttl, now)
+            .await
+    }
+
+    async fn delete_token(
+        &self,
+        workspace_id: &str,
+        service_account_id: &str,
+        token_id: &str,
+    ) -> Result<(), ApiError> {
+        self.meddle(ops::DELETE_TOKEN).await;
+        self.inner
+            .delete_token(workspace_id, service_account_id, token_id)
+            .await
+    }
+
+    async fn create_api_key(
+        &self,
+        workspace_id: &str,
+        name: &str,
+        role: Role,
+        ttl: Duration,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<NewApiKey, ApiError> {
+        self.meddle(ops::CREATE_API_KEY).await;
+        self.inner
+            .create_api_key(workspace_id, name, role, ttl, now)
+            .await
+    }
+
+    async fn delete_api_key(&self, workspace_id: &str, name: &str) -> Result<(), ApiError> {
+        self.meddle(ops::DELETE_API_KEY).await;
+        self.inner.delete_api_key(workspace_id, name).await
+    }
+
+    async fn list_permissions(&self, workspace_id: &str) -> Result<Vec<Binding>, ApiError> {
+        self.meddle(ops::LIST_PERMISSIONS).await;
+        self.inner.list_permissions(workspace_id).await
+    }
+
+    async fn update_permissions(
+        &self,
+        workspace_id: &str,
+        changes: &[(PermissionChange, Binding)],
+    ) -> Result<Vec<PermissionError>, ApiError> {
+        self.meddle(ops::UPDATE_PERMISSIONS).await;
+        self.inner.update_permissions(workspace_id, changes).await
+    }
+}
+
+/// Names, sorted as `World::live` lists them.
+fn names<const N: usize>(names: [&str; N]) -> Vec<String> {
+    let mut v: Vec<String> = names.iter().map(|s| (*s).to_owned()).collect();
+    v.sort();
+    v
+}
+
+fn did(report: &CredentialReport, needle: &str) -> bool {
+    report.done.iter().any(|d| d.contains(needle))
+}
+
+// ---- first run ----------------------------------------------------------------------------
+
+async fn first_run_publishes_a_working_credential(kind: Kind) {
+    let mut w = World::new(kind);
+    let r = w.pass().await;
+    assert_eq!(r.status, Status::Changed, "{r:?}");
+    assert_eq!(r.error, None);
+    assert!(did(&r, "create secret"), "{:?}", r.done);
+    assert!(did(&r, "rotate (first_run)"), "{:?}", r.done);
+    let current = w.current();
+    assert!(w.opens_grafana(&current.key));
+    assert_eq!(w.live(), names([&current.name]));
+    if kind == Kind::ApiKey {
+        assert_eq!(current.name, "amgrot-terraform-1");
+    }
+    assert_eq!(
+        w.secrets.tags(SECRET).get("managed-by").map(String::as_str),
+        Some("amg-token-rotator")
+    );
+    assert_eq!(w.secrets.version_with(SECRET, AWSPENDING), None);
+    let expires = r.expires_at.expect("the report names the expiry");
+    assert!((expires - (w.now + days(30))).num_seconds().abs() <= 5);
+}
+
+#[tokio::test]
+async fn first_run_creates_the_secret_and_publishes_a_working_token() {
+    first_run_publishes_a_working_credential(Kind::Token).await;
+}
+
+#[tokio::test]
+async fn first_run_creates_the_secret_and_publishes_a_working_api_key() {
+    first_run_publishes_a_working_credential(Kind::ApiKey).await;
+}
+
+// ---- due rotation and grace ---------------------------------------------------------------
+
+async fn a_due_credential_is_replaced_and_its_predecessor_kept_through_grace(kind: Kind) {
+    let mut w = World::new(kind);
+    // 25 days into its 30: within rotate_before (7 days) of its expiry.
+    let old = w.seed(1, days(25), &[AWSCURRENT]).await;
+    let r = w.pass().await;
+    assert_eq!(r.status, Status::Changed, "{r:?}");
+    assert!(did(&r, "rotate (due)"), "{:?}", r.done);
+    let new = w.current();
+    assert_ne!(new.name, old.name);
+    assert!(w.opens_grafana(&new.key));
+    // The old key stays AWSPREVIOUS and keeps working for consumers that cached it.
+    assert_eq!(
+        w.published(AWSPREVIOUS).map(|p| p.name),
+        Some(old.name.clone())
+    );
+    assert!(w.opens_grafana(&old.key));
+    assert_eq!(w.live(), names([&old.name, &new.name]));
+
+    let r = w.pass().await;
+    assert_eq!(r.status, Status::Ok, "{r:?}");
+    let notes = &r.plan.as_ref().expect("a plan").notes;
+    assert!(notes.iter().any(|n| n.contains("grace")), "{notes:?}");
+    assert!(w.live().contains(&old.name));
+
+    // The grace period is over (shortened: `reconcile` reads the wall clock).
+    w.cred.policy.grace_period = Duration::ZERO;
+    let r = w.pass().await;
+    assert_eq!(r.status, Status::Changed, "{r:?}");
+    assert!(did(&r, "superseded"), "{:?}", r.done);
+    assert_eq!(w.live(), names([&new.name]));
+    assert!(w.opens_grafana(&w.current().key));
+    if kind == Kind::ApiKey {
+        // The label was the key's only record: it goes with the key.
+        assert!(w.published(AWSPREVIOUS).is_none());
+    }
+}
+
+#[tokio::test]
+async fn a_due_token_is_replaced_and_the_old_one_deleted_after_grace() {
+    a_due_credential_is_replaced_and_its_predecessor_kept_through_grace(Kind::Token).await;
+}
+
+#[tokio::test]
+async fn a_due_api_key_is_replaced_and_the_old_one_deleted_after_grace() {
+    a_due_credential_is_replaced_and_its_predecessor_kept_through_grace(Kind::ApiKey).await;
+}
+
+// ---- publishing ---------------------------------------------------------------------------
+
+async fn a_refused_publish_deletes_the_new_credential_again(kind: Kind) {
+    let mut w = World::new(kind);
+    let old = w.seed(1, days(25), &[AWSCURRENT]).await;
+    w.secrets_fail(Fault::new(ops::PUT_SECRET_VALUE, 1, denied()));
+    let mark = w.mark();
+    let r = w.pass().await;
+    assert_eq!(r.status, Status::Failed, "{r:?}");
+    assert!(
+        r.error.as_deref().unwrap_or("").contains("PutSecretValue"),
+        "{r:?}"
+    );
+    assert_eq!(w.count_since(mark, w.create_op()), 1);
+    assert_eq!(w.live(), names([&old.name]), "the new one is deleted again");
+    assert_eq!(w.current().name, old.name);
+    assert!(w.opens_grafana(&old.key));
+    assert_eq!(w.secrets.version_with(SECRET, AWSPENDING), None);
+}
+
+#[tokio::test]
+async fn a_refused_publish_deletes_the_new_token_again() {
+    a_refused_publish_deletes_the_new_credential_again(Kind::Token).await;
+}
+
+#[tokio::test]
+async fn a_refused_publish_deletes_the_new_api_key_again() {
+    a_refused_publish_deletes_the_new_credential_again(Kind::ApiKey).await;
+}
+
+async fn a_publish_that_timed_out_without_landing_deletes_the_new_credential(kind: Kind) {
+    let mut w = World::new(kind);
+    let old = w.seed(1, days(25), &[AWSCURRENT]).await;
+    w.secrets_fail(Fault::new(ops::PUT_SECRET_VALUE, 1, timed_out()));
+    let r = w.pass().await;
+    assert_eq!(r.status, Status::Failed, "{r:?}");
+    // The secret was looked at, the version is not there: nothing may hold the new key.
+    assert_eq!(w.live(), names([&old.name]));
+    assert_eq!(w.current().name, old.name);
+    assert!(w.opens_grafana(&old.key));
+}
+
+#[tokio::test]
+async fn a_publish_that_timed_out_without_landing_deletes_the_new_token() {
+    a_publish_that_timed_out_without_landing_deletes_the_new_credential(Kind::Token).await;
+}
+
+#[tokio::test]
+async fn a_publish_that_timed_out_without_landing_deletes_the_new_api_key() {
+    a_publish_that_timed_out_without_landing_deletes_the_new_credential(Kind::ApiKey).await;
+}
+
+async fn a_publish_that_landed_but_lost_its_answer_is_published(kind: Kind) {
+    let mut w = World::new(kind);
+    let old = w.seed(1, days(25), &[AWSCURRENT]).await;
+    w.secrets_fail(Fault::new(ops::PUT_SECRET_VALUE, 1, timed_out()).after_taking_effect());
+    let r = w.pass().await;
+    assert_eq!(r.status, Status::Changed, "{r:?}");
+    assert_eq!(r.error, None);
+    let new = w.current();
+    assert_ne!(new.name, old.name);
+    assert!(w.opens_grafana(&new.key), "published, and not deleted");
+    assert_eq!(
+        w.published(AWSPREVIOUS).map(|p| p.name),
+        Some(old.name.clone())
+    );
+    assert_eq!(w.live(), names([&old.name, &new.name]));
+}
+
+#[tokio::test]
+async fn a_put_secret_value_that_landed_but_lost_its_answer_publishes_the_token() {
+    a_publish_that_landed_but_lost_its_answer_is_published(Kind::Token).await;
+}
+
+#[tokio::test]
+async fn a_put_secret_value_that_landed_but_lost_its_answer_publishes_the_api_key() {
+    a_publish_that_landed_but_lost_its_answer_is_published(Kind::ApiKey).await;
+}
+
+async fn a_publish_that_cannot_be_settled_keeps_the_new_credential_for_a_later_pass(kind: Kind) {
+    let mut w = World::new(kind);
+    let old = w.seed(1, days(25), &[AWSCURRENT]).await;
+    // The write times out and the secret cannot be read to see whether it landed (the first
+    // DescribeSecret is the pass's own).
+    w.secrets_fail(Fault::new(ops::PUT_SECRET_VALUE, 1, timed_out()));
+    w.secrets_fail(Fault::new(ops::DESCRIBE_SECRET, 2, timed_out()));
+    let r = w.pass().await;
+    assert_eq!(r.status, Status::Failed, "{r:?}");
+    assert_eq!(w.current().name, old.name);
+    let kept: Vec<String> = w.live().into_iter().filter(|n| *n != old.name).collect();
+    assert_eq!(kept.len(), 1, "the new credential may be published: kept");
+
+    // The next pass finds it unpublished and rotates past it; it is left for the orphan sweep.
+    let r = w.pass().await;
+    assert_eq!(r.status, Status::Changed, "{r:?}");
+    let new = w.current();
+    assert!(new.name != old.name && new.name != kept[0]);
+    assert!(w.opens_grafana(&new.key));
+    assert!(w.live().contains(&kept[0]));
+}
+
+#[tokio::test]
+async fn a_publish_whose_outcome_cannot_be_settled_keeps_the_new_token() {
+    a_publish_that_cannot_be_settled_keeps_the_new_credential_for_a_later_pass(Kind::Token).await;
+}
+
+#[tokio::test]
+async fn a_publish_whose_outcome_cannot_be_settled_keeps_the_new_api_key() {
+    a_publish_that_cannot_be_settled_keeps_the_new_credential_for_a_later_pass(Kind::ApiKey).await;
+}
+
+// ---- an ambiguous create ------------------------------------------------------------------
+
+async fn an_ambiguous_create_takes_the_next_name_and_its_credential_is_swept_later(kind: Kind) {
+    let mut w = World::new(kind);
+    let old = w.seed(1, days(25), &[AWSCURRENT]).await;
+    // The create takes effect, its answer is lost; the retry of the same name conflicts.
+    w.grafana_fails(Fault::new(w.create_op(), 1, timed_out()).after_taking_effect());
+    let mark = w.mark();
+    let r = w.pass().await;
+    assert_eq!(r.status, Status::Changed, "{r:?}");
+    let new = w.current();
+    assert!(w.opens_grafana(&new.key));
+    let lost: Vec<String> = w
+        .live()
+        .into_iter()
+        .filter(|n| *n != old.name && *n != new.name)
+        .collect();
+    assert_eq!(lost.len(), 1, "{:?}", w.live());
+    let lost = lost[0].clone();
+    match kind {
+        Kind::Token => assert_eq!(new.name, format!("{lost}-2")),
+        Kind::ApiKey => {
+            assert_eq!(
+                (lost.as_str(), new.name.as_str()),
+                ("amgrot-terraform-2", "amgrot-terraform-3")
+            );
+            assert_eq!(w.unpublished_generations(), [2]);
+        }
+    }
+    let conflicts = w
+        .calls_since(mark)
+        .iter()
+        .filter(|c| c.operation == w.create_op() && c.outcome_label() == "conflict")
+        .count();
+    assert_eq!(conflicts, 1);
+
+    // Young, it may be another rotator's: kept.
+    let r = w.pass().await;
+    assert_eq!(r.status, Status::Ok, "{r:?}");
+    assert!(w.live().contains(&lost));
+
+    // Older than orphan_margin (shortened: `reconcile` reads the wall clock), it is swept.
+    w.cred.policy.orphan_margin = Duration::ZERO;
+    let r = w.pass().await;
+    assert_eq!(r.status, Status::Changed, "{r:?}");
+    assert!(did(&r, "(orphan)"), "{:?}", r.done);
+    assert!(!w.live().contains(&lost));
+    assert_eq!(w.current().name, new.name);
+    assert!(w.unpublished_generations().is_empty());
+}
+
+#[tokio::test]
+async fn an_ambiguous_token_create_then_a_conflict_takes_the_next_name_and_sweeps_the_lost_token_later(
+) {
+    an_ambiguous_create_takes_the_next_name_and_its_credential_is_swept_later(Kind::Token).await;
+}
+
+#[tokio::test]
+async fn an_ambiguous_api_key_create_then_a_conflict_records_it_mints_the_next_and_sweeps_it_later()
+{
+    an_ambiguous_create_takes_the_next_name_and_its_credential_is_swept_later(Kind::ApiKey).await;
+}
+
+// ---- verification -------------------------------------------------------------------------
+
+async fn a_failed_verification_publishes_nothing_and_backs_off(kind: Kind) {
+    let mut w = World::new(kind).verifying();
+    let old = w.seed(1, days(25), &[AWSCURRENT]).await;
+    // The workspace's Grafana answers 503 to everything (for API keys also to the check of the
+    // current key, which the planner then takes for dead: a rotation either way).
+    w.verifier.fail_with_status(503);
+    let r = w.pass().await;
+    assert_eq!(r.status, Status::Failed, "{r:?}");
+    let error = r.error.clone().unwrap_or_default();
+    assert!(
+        error.contains("verification of the new key failed"),
+        "{error}"
+    );
+    assert!(error.contains("503"), "{error}");
+    assert_eq!(w.current().name, old.name);
+    assert!(w.opens_grafana(&old.key));
+    assert_eq!(w.live(), names([&old.name]), "the unproven key is deleted");
+    assert_eq!(w.secrets.version_count(SECRET), 1, "no version added");
+    let record = w.backoff().expect("the failure is recorded on the secret");
+    assert_eq!((record.failures, record.status), (1, Some(503)));
+
+    let mark = w.mark();
+    let r = w.pass().await;
+    assert_eq!(r.status, Status::Blocked, "{r:?}");
+    let error = r.error.clone().unwrap_or_default();
+    assert!(error.contains("failed 1 time(s) in a row"), "{error}");
+    assert_eq!(w.writes_since(mark), Vec::<String>::new());
+
+    // Five minutes later the next attempt is allowed, and Grafana answers again.
+    w.age_verification_record(minutes(6)).await;
+    w.heal();
+    let r = w.pass().await;
+    assert_eq!(r.status, Status::Changed, "{r:?}");
+    let new = w.current();
+    assert_ne!(new.name, old.name);
+    assert!(w.opens_grafana(&new.key));
+    assert_eq!(w.backoff(), None, "a proven key clears the record");
+}
+
+#[tokio::test]
+async fn a_token_that_fails_verification_is_not_published_and_the_next_attempt_backs_off() {
+    a_failed_verification_publishes_nothing_and_backs_off(Kind::Token).await;
+}
+
+#[tokio::test]
+async fn an_api_key_that_fails_verification_is_not_published_and_the_next_attempt_backs_off() {
+    a_failed_verification_publishes_nothing_and_backs_off(Kind::ApiKey).await;
+}
+
+// ---- resuming an AWSPENDING ---------------------------------------------------------------
+
+/// A verifying pass over a due credential whose promotion fails: AWSPENDING is left.
+async fn interrupted_after_pending(kind: Kind) -> (World, Published, Published) {
+    let mut w = World::new(kind).verifying();
+    let old = w.seed(1, days(25), &[AWSCURRENT]).await;
+    w.secrets_fail(Fault::new(ops::UPDATE_SECRET_VERSION_STAGE, 1, throttled()));
+    let r = w.pass().await;
+    assert_eq!(r.status, Status::Failed, "{r:?}");
+    assert!(
+        r.error
+            .as_deref()
+            .unwrap_or("")
+            .contains("UpdateSecretVersionStage"),
+        "{r:?}"
+    );
+    assert_eq!(w.current().name, old.name);
+    let pending = w.published(AWSPENDING).expect("AWSPENDING is left");
+    w.heal();
+    (w, old, pending)
+}
+
+async fn an_interrupted_promotion_is_verified_and_promoted_by_the_next_pass(kind: Kind) {
+    let (mut w, old, pending) = interrupted_after_pending(kind).await;
+    let asked = w.verifier.calls().len();
+    let r = w.pass().await;
+    assert_eq!(r.status, Status::Changed, "{r:?}");
+    assert!(did(&r, "resume pending"), "{:?}", r.done);
+    assert_eq!(w.current().name, pending.name);
+    assert!(w.opens_grafana(&w.current().key));
+    assert_eq!(w.secrets.version_with(SECRET, AWSPENDING), None);
+    assert_eq!(w.published(AWSPREVIOUS).map(|p| p.name), Some(old.name));
+    // The pending key was proven before its promotion (for API keys, after the check of the
+    // current key).
+    let proofs = w.verifier.calls().split_off(asked);
+    let expected = match kind {
+        Kind::Token => 1,
+        Kind::ApiKey => 2,
+    };
+    assert_eq!(proofs.len(), expected, "{proofs:?}");
+    assert!(proofs.iter().all(|c| c.status == Some(200)), "{proofs:?}");
+    assert_eq!(w.live().len(), 2, "no second credential was minted");
+}
+
+#[tokio::test]
+async fn an_interrupted_token_promotion_is_verified_and_promoted_by_the_next_pass() {
+    an_interrupted_promotion_is_verified_and_promoted_by_the_next_pass(Kind::Token).await;
+}
+
+#[tokio::test]
+async fn an_interrupted_api_key_promotion_is_verified_and_promoted_by_the_next_pass() {
+    an_interrupted_promotion_is_verified_and_promoted_by_the_next_pass(Kind::ApiKey).await;
+}
+
+async fn a_pending_credential_that_fails_verification_is_deleted_and_cleared(kind: Kind) {
+    let (mut w, old, pending) = interrupted_after_pending(kind).await;
+    w.verifier.fail_with_status(401);
+    let r = w.pass().await;
+    assert_eq!(r.status, Status::Failed, "{r:?}");
+    assert!(
+        r.error
+            .as_deref()
+            .unwrap_or("")
+            .contains("verification of the new key failed"),
+        "{r:?}"
+    );
+    assert!(!w.live().contains(&pending.name), "{:?}", w.live());
+    assert_eq!(w.secrets.version_with(SECRET, AWSPENDING), None);
+    assert_eq!(w.current().name, old.name);
+    assert!(w.opens_grafana(&old.key));
+    assert_eq!(w.backoff().map(|b| b.status), Some(Some(401)));
+}
+
+#[tokio::test]
+async fn a_pending_token_that_fails_verification_is_deleted_and_its_label_cleared() {
+    a_pending_credential_that_fails_verification_is_deleted_and_cleared(Kind::Token).await;
+}
+
+#[tokio::test]
+async fn a_pending_api_key_that_fails_verification_is_deleted_and_its_label_cleared() {
+    a_pending_credential_that_fails_verification_is_deleted_and_cleared(Kind::ApiKey).await;
+}
+
+// ---- API keys: the secret is their only record ----------------------------------------------
+
+#[tokio::test]
+async fn a_failed_deletion_of_the_only_record_of_a_key_postpones_a_due_promotion() {
+    let mut w = World::new(Kind::ApiKey);
+    // Generation 1 expired long ago and is still AWSPREVIOUS: its deletion keeps failing
+    // (the role lacks grafana:DeleteWorkspaceApiKey). Generation 2 is due.
+    let expired = w.seed(1, days(46), &[AWSCURRENT]).await;
+    let current = w.seed(2, days(25), &[AWSCURRENT]).await;
+    w.grafana_fails(Fault::new(ops::DELETE_API_KEY, 1, denied()).times(10));
+    let mark = w.mark();
+    let r = w.pass().await;
+    assert_eq!(r.status, Status::Failed, "{r:?}");
+    let error = r.error.clone().unwrap_or_default();
+    assert!(error.contains("postponed"), "{error}");
+    assert!(error.contains(&expired.name), "{error}");
+    assert_eq!(w.count_since(mark, ops::CREATE_API_KEY), 0, "no key minted");
+    assert_eq!(
+        w.published(AWSPREVIOUS).map(|p| p.name),
+        Some(expired.name.clone())
+    );
+    assert_eq!(w.current().name, current.name);
+    assert!(w.opens_grafana(&current.key));
+
+    w.heal();
+    let r = w.pass().await;
+    assert_eq!(r.status, Status::Changed, "{r:?}");
+    let new = w.current();
+    assert_eq!(new.name, "amgrot-terraform-3");
+    assert!(w.opens_grafana(&new.key));
+    assert_eq!(w.live(), names([&current.name, &new.name]));
+    assert_eq!(w.published(AWSPREVIOUS).map(|p| p.name), Some(current.name));
+}
+
+#[tokio::test]
+async fn a_key_name_held_by_an_unpublished_key_is_recorded_and_the_next_generation_minted() {
+    let mut w = World::new(Kind::ApiKey);
+    let current = w.seed(1, days(25), &[AWSCURRENT]).await;
+    // A pass three minutes ago created generation 2 and crashed before publishing it.
+    let crashed = w.seed(2, minutes(3), &[]).await;
+    let r = w.pass().await;
+    assert_eq!(r.status, Status::Changed, "{r:?}");
+    let new = w.current();
+    assert_eq!(new.name, "amgrot-terraform-3");
+    assert!(w.opens_grafana(&new.key));
+    // Not deleted at the conflict (it may be another rotator's), but recorded.
+    assert!(w.live().contains(&crashed.name));
+    assert_eq!(w.unpublished_generations(), [2]);
+    let seen = records::unpublished_keys(&w.secrets.tags(SECRET))[0].seen_at;
+    assert!((seen - w.now).num_seconds().abs() <= 5);
+
+    // Still unpublished once older than orphan_margin (shortened): deleted, off the record.
+    w.cred.policy.orphan_margin = Duration::ZERO;
+    let r = w.pass().await;
+    assert_eq!(r.status, Status::Changed, "{r:?}");
+    assert!(
+        did(&r, "delete API key amgrot-terraform-2 (orphan)"),
+        "{:?}",
+        r.done
+    );
+    assert_eq!(w.live(), names([&current.name, &new.name]));
+    assert!(!w.secrets.tags(SECRET).contains_key(UNPUBLISHED_KEYS_TAG));
+}
+
+#[tokio::test]
+async fn a_key_name_taken_by_a_key_another_rotator_published_is_left_to_it() {
+    let mut w = World::new(Kind::ApiKey);
+    let current = w.seed(1, days(25), &[AWSCURRENT]).await;
+    // Between this rotator's plan and its create, another one mints generation 2 and
+    // publishes it.
+    let (other, now) = (w.seeder(), w.now);
+    w.before(ops::CREATE_API_KEY, move || {
+        async move {
+            other.key(now, 2, &[AWSCURRENT]).await;
+        }
+        .boxed()
+    });
+    let r = w.pass().await;
+    assert_eq!(r.error, None, "{r:?}");
+    assert_ne!(r.status, Status::Failed);
+    assert!(did(&r, "left to another rotator"), "{:?}", r.done);
+    let theirs = w.current();
+    assert_eq!(theirs.name, "amgrot-terraform-2");
+    assert!(w.opens_grafana(&theirs.key));
+    assert_eq!(w.live(), names([&current.name, &theirs.name]));
+    assert!(w.unpublished_generations().is_empty());
+}
+
+#[tokio::test]
+#[ignore = "bug: a Grafana that does not answer (503, timeout) is taken for a refusal of the current API key: the superseded key is deleted within its grace and a rotation attempted"]
+async fn a_grafana_that_does_not_answer_is_not_taken_for_a_dead_api_key() {
+    let mut w = World::new(Kind::ApiKey).verifying();
+    // Generation 2 replaced generation 1 ten minutes ago: 1 is in its grace period (1h).
+    let previous = w.seed(1, days(2), &[AWSCURRENT]).await;
+    let current = w.seed(2, minutes(10), &[AWSCURRENT]).await;
+    // The workspace's Grafana is down: it refuses no key, it answers nothing useful.
+    w.verifier.fail_with_status(503);
+    let mark = w.mark();
+    let r = w.pass().await;
+    assert!(
+        w.live().contains(&previous.name),
+        "the superseded key is deleted within its grace: {:?}",
+        r.done
+    );
+    assert_eq!(
+        w.published(AWSPREVIOUS).map(|p| p.name),
+        Some(previous.name)
+    );
+    assert_eq!(w.count_since(mark, ops::CREATE_API_KEY), 0, "{:?}", r.plan);
+    assert_eq!(w.current().name, current.name);
+}
+
+#[tokio::test]
+#[ignore = "bug: after yielding to another rotator, the report (and the expiry and health metrics) name the superseded key, not what AWSCURRENT references"]
+async fn after_yielding_the_report_names_what_awscurrent_references() {
+    let mut w = World::new(Kind::ApiKey);
+    let superseded = w.seed(1, days(25), &[AWSCURRENT]).await;
+    let (other, now) = (w.seeder(), w.now);
+    w.before(ops::CREATE_API_KEY, move || {
+        async move {
+            other.key(now, 2, &[AWSCURRENT]).await;
+        }
+        .boxed()
+    });
+    let r = w.pass().await;
+    assert!(did(&r, "left to another rotator"), "{:?}", r.done);
+    assert_eq!(w.current().name, "amgrot-terraform-2");
+    // Generation 2 was made now and lives 30 days; generation 1 expires in 5.
+    let expires = r.expires_at.expect("an expiry");
+    assert!(
+        expires > w.now + days(29),
+        "{expires} is {}'s expiry",
+        superseded.name
+    );
+    assert!(!r.summary.contains(&superseded.name), "{}", r.summary);
+}
+
+// ---- recreate -----------------------------------------------------------------------------
+
+#[tokio::test]
+async fn recreate_leaves_a_young_unpublished_token_of_the_fixed_name_to_its_maker() {
+    let mut w = World::new(Kind::Token).recreating();
+    let old = w.seed_fixed(days(25), &[AWSCURRENT]).await;
+    // Another rotator, mid-recreate: it deleted the old token and made the new one five
+    // seconds ago, not yet published.
+    w.grafana
+        .delete_token(WS, &w.sa_id(), &old.id)
+        .await
+        .expect("delete");
+    let theirs = w.seed_fixed(ChronoDuration::seconds(5), &[]).await;
+    let mark = w.mark();
+    let r = w.pass().await;
+    assert_eq!(r.error, None, "{r:?}");
+    assert_ne!(r.status, Status::Failed);
+    assert!(did(&r, "left to another rotator"), "{:?}", r.done);
+    assert_eq!(w.live(), names([&theirs.name]), "theirs is not deleted");
+    assert_eq!(w.current().version, old.version, "nothing published");
+    assert_eq!(w.count_since(mark, ops::DELETE_TOKEN), 0);
+    assert_eq!(w.count_since(mark, ops::PUT_SECRET_VALUE), 0);
+}
+
+#[tokio::test]
+async fn recreate_yields_to_a_token_of_the_fixed_name_published_meanwhile() {
+    let mut w = World::new(Kind::Token).recreating();
+    let old = w.seed_fixed(days(25), &[AWSCURRENT]).await;
+    // After this rotator deleted the old token, another one makes the fixed name and
+    // publishes it before this one's create.
+    let (other, now) = (w.seeder(), w.now);
+    w.before(ops::CREATE_TOKEN, move || {
+        async move {
+            let name = other.fixed_name(now).await;
+            other.token(now, &name, &[AWSCURRENT]).await;
+        }
+        .boxed()
+    });
+    let r = w.pass().await;
+    assert_eq!(r.error, None, "{r:?}");
+    assert_ne!(r.status, Status::Failed);
+    assert!(did(&r, "left to another rotator"), "{:?}", r.done);
+    let theirs = w.current();
+    assert_eq!(theirs.name, old.name, "the fixed name");
+    assert_ne!(theirs.version, old.version);
+    assert!(w.opens_grafana(&theirs.key));
+    assert_eq!(w.live(), names([&theirs.name]));
+    assert!(!w.opens_grafana(&old.key));
+}
+
+// ---- blocked credentials ------------------------------------------------------------------
+
+/// A due credential that `block` makes untouchable: blocked, and nothing is written. Returns
+/// the world and where its call logs stood before the pass.
+async fn blocked_and_untouched(
+    kind: Kind,
+    block: impl AsyncFnOnce(&World),
+    expect: &str,
+) -> (World, (usize, usize)) {
+    let mut w = World::new(kind);
+    let old = w.seed(1, days(25), &[AWSCURRENT]).await;
+    block(&w).await;
+    let live = w.live();
+    let mark = w.mark();
+    let r = w.pass().await;
+    assert_eq!(r.status, Status::Blocked, "{r:?}");
+    let error = r.error.clone().unwrap_or_default();
+    assert!(error.contains(expect), "{error}");
+    assert_eq!(w.writes_since(mark), Vec::<String>::new());
+    assert_eq!(w.live(), live);
+    assert_eq!(w.current().version, old.version);
+    (w, mark)
+}
+
+async fn foreign_pending(w: &World) {
+    w.secrets
+        .put_version(
+            SECRET,
+            "5c3e4d1a-0000-4000-8000-000000000001",
+            "{\"token\":\"theirs\"}",
+            &[AWSPENDING],
+        )
+        .await
+        .expect("put");
+}
+
+#[tokio::test]
+async fn a_token_secret_with_a_foreign_pending_version_is_blocked_and_nothing_written() {
+    blocked_and_untouched(Kind::Token, foreign_pending, "AWSPENDING version").await;
+}
+
+#[tokio::test]
+async fn an_api_key_secret_with_a_foreign_pending_version_is_blocked_and_nothing_written() {
+    blocked_and_untouched(Kind::ApiKey, foreign_pending, "AWSPENDING version").await;
+}
+
+#[tokio::test]
+async fn a_token_secret_with_rotation_enabled_is_blocked_and_nothing_written() {
+    let rotation_on = async |w: &World| w.secrets.set_rotation_enabled(SECRET, true);
+    blocked_and_untouched(Kind::Token, rotation_on, "rotation is enabled").await;
+}
+
+#[tokio::test]
+async fn an_api_key_secret_with_rotation_enabled_is_blocked_and_nothing_written() {
+    let rotation_on = async |w: &World| w.secrets.set_rotation_enabled(SECRET, true);
+    blocked_and_untouched(Kind::ApiKey, rotation_on, "rotation is enabled").await;
+}
+
+#[tokio::test]
+async fn api_keys_on_grafana_twelve_are_blocked_and_nothing_is_called() {
+    let upgrade = async |w: &World| w.grafana.set_grafana_version(WS, "12.4");
+    let (w, mark) =
+        blocked_and_untouched(Kind::ApiKey, upgrade, "API keys have been removed").await;
+    assert_eq!(w.calls_since(mark), Vec::<Call>::new(), "not even a read");
+}
+
+// ---- plan mode ----------------------------------------------------------------------------
+
+async fn plan_mode_writes_nothing(kind: Kind, due: bool) {
+    let mut w = World::new(kind);
+    let old = if due {
+        Some(w.seed(1, days(25), &[AWSCURRENT]).await)
+    } else {
+        None
+    };
+    let mark = w.mark();
+    let r = w.plan().await;
+    assert_eq!(r.status, Status::Pending, "{r:?}");
+    assert!(r.summary.starts_with("would "), "{}", r.summary);
+    let wanted = if due {
+        "rotate (due)"
+    } else {
+        "rotate (first_run)"
+    };
+    let actions: Vec<String> = r
+        .plan
+        .as_ref()
+        .expect("a plan")
+        .actions
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+    assert!(actions.iter().any(|a| a.starts_with(wanted)), "{actions:?}");
+    assert_eq!(w.writes_since(mark), Vec::<String>::new());
+    assert!(!w.calls_since(mark).is_empty(), "it did look");
+    match old {
+        Some(old) => {
+            assert_eq!(w.live(), names([&old.name]));
+            assert_eq!(w.current().version, old.version);
+        }
+        None => {
+            assert!(w.live().is_empty());
+            assert!(!w.secrets.exists(SECRET));
+        }
+    }
+}
+
+#[tokio::test]
+async fn plan_mode_of_a_first_token_run_writes_nothing() {
+    plan_mode_writes_nothing(Kind::Token, false).await;
+}
+
+#[tokio::test]
+async fn plan_mode_of_a_first_api_key_run_writes_nothing() {
+    plan_mode_writes_nothing(Kind::ApiKey, false).await;
+}
+
+#[tokio::test]
+async fn plan_mode_of_a_due_token_writes_nothing() {
+    plan_mode_writes_nothing(Kind::Token, true).await;
+}
+
+#[tokio::test]
+async fn plan_mode_of_a_due_api_key_writes_nothing() {
+    plan_mode_writes_nothing(Kind::ApiKey, true).await;
+}

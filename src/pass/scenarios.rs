@@ -1,0 +1,438 @@
+//! Scenarios: `Engine::pass` over the in-memory fakes (issue 12, item 3). A test `Connector`
+//! hands out one `FakeGrafana` and one `FakeSecrets` per region; the configuration is TOML, as a
+//! user writes it. What is asserted is what a user reads in the pass report and finds in AWS:
+//! which credential a target manages, which secrets exist and what they hold, what was skipped
+//! and what failed, and that nothing was written where nothing may be.
+//!
+//! The configurations run daily: validation walks a year of the schedule's runs to warn about
+//! long gaps, which for the default five-minute schedule costs about a tenth of a second per
+//! target in a debug build.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tokio::sync::watch;
+
+use super::{Engine, Mode, PassReport};
+use crate::aws::fake::{
+    ops, AccountSeed, Failing, FakeGrafana, FakeSecrets, FakeVerifier, Fault, WorkspaceSeed,
+};
+use crate::aws::verify::VerifyError;
+use crate::aws::{ApiError, Connector, Services, Verifier};
+use crate::config::Config;
+use crate::credential::{CredentialReport, Status};
+use crate::daemon::metrics::Metrics;
+use crate::model::{Key, Role, AWSCURRENT};
+
+const WS: &str = "g-0123456789";
+const OTHER_WS: &str = "g-abcdef0123";
+const ACCOUNT: &str = "123456789012";
+
+/// Operations that change nothing.
+const READS: &[&str] = &[
+    ops::LIST_WORKSPACES,
+    ops::DESCRIBE_WORKSPACE,
+    ops::LIST_SERVICE_ACCOUNTS,
+    ops::LIST_TOKENS,
+    ops::LIST_PERMISSIONS,
+    ops::DESCRIBE_SECRET,
+    ops::GET_SECRET_VALUE,
+    ops::LIST_SECRETS,
+];
+
+/// One region's services: AMG (behind `Failing`, so discovery can be made to fail) and Secrets
+/// Manager. Clones share the state.
+#[derive(Clone)]
+struct Region {
+    grafana: FakeGrafana,
+    failing: Arc<Failing<FakeGrafana>>,
+    secrets: FakeSecrets,
+}
+
+impl Region {
+    fn new(name: &str) -> Region {
+        let grafana = FakeGrafana::new().with_region(name);
+        Region {
+            failing: Arc::new(Failing::new(grafana.clone())),
+            secrets: FakeSecrets::new()
+                .with_location(name, ACCOUNT)
+                .with_now(chrono::Utc::now()),
+            grafana,
+        }
+    }
+
+    /// A workspace with these service accounts.
+    fn with_workspace(self, id: &str, accounts: &[&str]) -> Region {
+        let mut seed = WorkspaceSeed::new(id);
+        for a in accounts {
+            seed = seed.with_service_account(AccountSeed::new(a, Role::Editor));
+        }
+        self.grafana.add_workspace(seed);
+        self
+    }
+
+    fn tokens_of(&self, ws: &str, account: &str) -> usize {
+        let id = self
+            .grafana
+            .service_account_id(ws, account)
+            .expect("seeded");
+        self.grafana.tokens(ws, &id).len()
+    }
+
+    /// What the secret's AWSCURRENT publishes: the workspace it names and the key.
+    fn published(&self, secret: &str) -> Option<(String, Key)> {
+        let value = self.secrets.value(secret, AWSCURRENT)?;
+        let doc: serde_json::Value = serde_json::from_str(&value).expect("JSON");
+        Some((
+            doc["workspaceId"].as_str()?.to_owned(),
+            Key::new(doc["token"].as_str()?.to_owned()),
+        ))
+    }
+
+    /// The calls either fake answered that may have changed something.
+    fn writes(&self) -> Vec<String> {
+        let mut calls = self.grafana.calls();
+        calls.extend(self.secrets.calls());
+        calls
+            .into_iter()
+            .filter(|c| !READS.contains(&c.operation))
+            .map(|c| format!("{} {}", c.operation, c.target))
+            .collect()
+    }
+}
+
+/// The regions the configuration's targets reach, by name.
+#[derive(Clone, Default)]
+struct Cloud {
+    regions: BTreeMap<String, Region>,
+}
+
+impl Cloud {
+    fn with(mut self, name: &str, region: Region) -> Cloud {
+        self.regions.insert(name.to_owned(), region);
+        self
+    }
+
+    async fn pass(&self, config: &str) -> PassReport {
+        let (_trigger, shutdown) = watch::channel(false);
+        self.pass_with(config, Arc::new(FakeVerifier::accepting()), shutdown)
+            .await
+    }
+
+    async fn pass_with(
+        &self,
+        config: &str,
+        verifier: Arc<dyn Verifier>,
+        shutdown: watch::Receiver<bool>,
+    ) -> PassReport {
+        let engine = Engine {
+            connector: Arc::new(self.clone()),
+            verifier,
+            metrics: Arc::new(Metrics::new()),
+        };
+        engine
+            .pass(&configuration(config), Mode::Apply, &shutdown)
+            .await
+    }
+}
+
+/// Accepts every key, and fires the shutdown trigger when asked to prove the first: a signal
+/// that arrives while a credential is in hand.
+struct ShutdownAtFirstProof(watch::Sender<bool>);
+
+#[async_trait]
+impl Verifier for ShutdownAtFirstProof {
+    async fn verify(&self, _base_url: &str, _key: &Key) -> Result<(), VerifyError> {
+        let _ = self.0.send(true);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Connector for Cloud {
+    async fn services(&self, region: Option<&str>, _role_arn: Option<&str>) -> Services {
+        let name = region.expect("the scenarios set [aws] region");
+        let r = self
+            .regions
+            .get(name)
+            .unwrap_or_else(|| panic!("no fake services in {name}"));
+        Services {
+            grafana: r.failing.clone(),
+            secrets: Arc::new(r.secrets.clone()),
+        }
+    }
+}
+
+fn configuration(toml: &str) -> Config {
+    crate::config::from_sources(toml, &BTreeMap::new(), "scenario.toml")
+        .expect("a valid configuration")
+}
+
+/// The report of `service_account` in `workspace` made for `target`.
+fn report<'r>(
+    pass: &'r PassReport,
+    target: &str,
+    workspace: &str,
+    service_account: &str,
+) -> &'r CredentialReport {
+    pass.credentials
+        .iter()
+        .find(|c| {
+            c.target == target
+                && c.workspace_id == workspace
+                && c.service_account == service_account
+        })
+        .unwrap_or_else(|| panic!("no report of {workspace}/{service_account} for {target}"))
+}
+
+// ---- claims -------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_credential_two_targets_select_is_managed_by_the_first_and_reported_by_the_second() {
+    let us = Region::new("us-east-1").with_workspace(WS, &["terraform", "ci"]);
+    let cloud = Cloud::default().with("us-east-1", us.clone());
+    let pass = cloud
+        .pass(
+            r#"
+[daemon]
+schedule = "0 0 3 * * *"
+
+[aws]
+region = "us-east-1"
+
+[[targets]]
+name = "terraform"
+workspace_ids = ["g-0123456789"]
+service_accounts = ["terraform"]
+
+[[targets]]
+name = "everything"
+workspace_ids = ["g-0123456789"]
+service_accounts = ["*"]
+"#,
+        )
+        .await;
+    assert_eq!(pass.credentials.len(), 3, "{:?}", pass.credentials);
+    assert_eq!(
+        report(&pass, "terraform", WS, "terraform").status,
+        Status::Changed
+    );
+    let second = report(&pass, "everything", WS, "terraform");
+    assert_eq!(second.status, Status::Failed);
+    assert_eq!(
+        second.error.as_deref(),
+        Some("also selected by terraform; that target manages it")
+    );
+    assert_eq!(
+        report(&pass, "everything", WS, "ci").status,
+        Status::Changed
+    );
+    assert_eq!(us.tokens_of(WS, "terraform"), 1, "rotated once");
+    assert_eq!(pass.failed(), 1, "the second claim only");
+}
+
+const ONE_SECRET_NAME: &str = r#"
+[daemon]
+schedule = "0 0 3 * * *"
+
+[aws]
+region = "us-east-1"
+
+[defaults]
+secret_name = "amg/{service_account}"
+
+[[targets]]
+name = "prod"
+workspace_ids = ["g-0123456789"]
+service_accounts = ["terraform"]
+
+[[targets]]
+name = "staging"
+workspace_ids = ["g-abcdef0123"]
+service_accounts = ["terraform"]
+region = "REGION"
+"#;
+
+#[tokio::test]
+async fn one_secret_name_for_two_credentials_in_one_region_is_refused_for_the_second() {
+    // The second target names the region the first inherits from [aws]: the same one.
+    let us = Region::new("us-east-1")
+        .with_workspace(WS, &["terraform"])
+        .with_workspace(OTHER_WS, &["terraform"]);
+    let cloud = Cloud::default().with("us-east-1", us.clone());
+    let pass = cloud
+        .pass(&ONE_SECRET_NAME.replace("REGION", "us-east-1"))
+        .await;
+    assert_eq!(
+        report(&pass, "prod", WS, "terraform").status,
+        Status::Changed
+    );
+    let refused = report(&pass, "staging", OTHER_WS, "terraform");
+    assert_eq!(refused.status, Status::Failed);
+    assert_eq!(
+        refused.error.as_deref(),
+        Some("secret amg/terraform is already used by g-0123456789/terraform; make secret_name unique")
+    );
+    let (workspace, key) = us.published("amg/terraform").expect("published");
+    assert_eq!(
+        workspace, WS,
+        "the secret holds the first credential's token"
+    );
+    assert!(us.grafana.key_works(WS, &key, chrono::Utc::now()));
+    assert_eq!(us.tokens_of(OTHER_WS, "terraform"), 0, "nothing minted");
+}
+
+#[tokio::test]
+async fn one_secret_name_in_two_regions_is_two_secrets() {
+    let us = Region::new("us-east-1").with_workspace(WS, &["terraform"]);
+    let eu = Region::new("eu-west-1").with_workspace(OTHER_WS, &["terraform"]);
+    let cloud = Cloud::default()
+        .with("us-east-1", us.clone())
+        .with("eu-west-1", eu.clone());
+    let pass = cloud
+        .pass(&ONE_SECRET_NAME.replace("REGION", "eu-west-1"))
+        .await;
+    assert_eq!(
+        report(&pass, "prod", WS, "terraform").status,
+        Status::Changed
+    );
+    assert_eq!(
+        report(&pass, "staging", OTHER_WS, "terraform").status,
+        Status::Changed
+    );
+    let now = chrono::Utc::now();
+    for (region, ws) in [(&us, WS), (&eu, OTHER_WS)] {
+        let (workspace, key) = region.published("amg/terraform").expect("published");
+        assert_eq!(workspace, ws);
+        assert!(region.grafana.key_works(ws, &key, now));
+    }
+    assert_eq!(pass.failed(), 0);
+}
+
+// ---- shutdown -----------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_pass_that_starts_after_the_shutdown_signal_skips_every_credential() {
+    let us = Region::new("us-east-1").with_workspace(WS, &["terraform", "ci"]);
+    let cloud = Cloud::default().with("us-east-1", us.clone());
+    let (_trigger, shutdown) = watch::channel(true);
+    let pass = cloud
+        .pass_with(
+            r#"
+[daemon]
+schedule = "0 0 3 * * *"
+
+[aws]
+region = "us-east-1"
+
+[[targets]]
+workspace_ids = ["g-0123456789"]
+service_accounts = ["terraform", "ci"]
+"#,
+            Arc::new(FakeVerifier::accepting()),
+            shutdown,
+        )
+        .await;
+    assert_eq!(pass.credentials.len(), 2);
+    for c in &pass.credentials {
+        assert_eq!(c.status, Status::Skipped, "{c:?}");
+        assert_eq!(c.summary, "skipped: shutting down");
+    }
+    assert_eq!(us.writes(), Vec::<String>::new());
+    assert_eq!(us.tokens_of(WS, "terraform") + us.tokens_of(WS, "ci"), 0);
+    assert_eq!(pass.failed(), 0, "skipping is not failing");
+}
+
+#[tokio::test]
+async fn a_shutdown_during_a_pass_finishes_the_credential_in_hand_and_skips_the_rest() {
+    let us = Region::new("us-east-1").with_workspace(WS, &["first", "second"]);
+    let cloud = Cloud::default().with("us-east-1", us.clone());
+    let (trigger, shutdown) = watch::channel(false);
+    let pass = cloud
+        .pass_with(
+            r#"
+[daemon]
+schedule = "0 0 3 * * *"
+concurrency = 1
+
+[aws]
+region = "us-east-1"
+
+[[targets]]
+workspace_ids = ["g-0123456789"]
+service_accounts = ["first", "second"]
+verify = true
+"#,
+            Arc::new(ShutdownAtFirstProof(trigger)),
+            shutdown,
+        )
+        .await;
+    // The signal came while the first was being proven: it is finished, not abandoned.
+    let first = report(&pass, "targets[0]", WS, "first");
+    assert_eq!(first.status, Status::Changed, "{first:?}");
+    let (_, key) = us
+        .published("amg-token-rotator/g-0123456789/first")
+        .expect("published");
+    assert!(us.grafana.key_works(WS, &key, chrono::Utc::now()));
+    let second = report(&pass, "targets[0]", WS, "second");
+    assert_eq!(second.status, Status::Skipped, "{second:?}");
+    assert_eq!(us.tokens_of(WS, "second"), 0);
+    assert!(!us.secrets.exists("amg-token-rotator/g-0123456789/second"));
+}
+
+// ---- discovery ----------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_failed_describe_fails_the_named_credentials_and_makes_a_glob_a_pass_problem() {
+    let us = Region::new("us-east-1").with_workspace(WS, &["terraform", "ci-deploy"]);
+    us.failing.add(
+        Fault::new(
+            ops::DESCRIBE_WORKSPACE,
+            1,
+            ApiError::AccessDenied("AccessDeniedException: not authorized".into()),
+        )
+        .times(100),
+    );
+    let cloud = Cloud::default().with("us-east-1", us.clone());
+    let pass = cloud
+        .pass(
+            r#"
+[daemon]
+schedule = "0 0 3 * * *"
+
+[aws]
+region = "us-east-1"
+
+[[targets]]
+name = "named"
+workspace_ids = ["g-0123456789"]
+service_accounts = ["terraform"]
+
+[[targets]]
+name = "globbed"
+workspace_ids = ["g-0123456789"]
+service_accounts = ["ci-*"]
+"#,
+        )
+        .await;
+    // The named credential is seen, failed, with the cause.
+    assert_eq!(pass.credentials.len(), 1, "{:?}", pass.credentials);
+    let named = report(&pass, "named", WS, "terraform");
+    assert_eq!(named.status, Status::Failed);
+    let error = named.error.clone().unwrap_or_default();
+    assert!(
+        error.starts_with("DescribeWorkspace: access denied"),
+        "{error}"
+    );
+    // The glob selects nothing it could name: the target's problem.
+    let problems: Vec<String> = pass.problems.iter().map(|p| p.to_string()).collect();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0]
+            .starts_with("globbed: workspace g-0123456789: DescribeWorkspace: access denied"),
+        "{problems:?}"
+    );
+    assert_eq!(us.writes(), Vec::<String>::new());
+    assert_eq!(pass.failed(), 2, "the credential and the problem");
+}
