@@ -382,8 +382,8 @@ async fn observe(
         match stage {
             AWSCURRENT => {
                 if cred.policy.verify {
-                    let alive = services.verifier.verify(&cred.verify_url(), &key).await;
-                    observed.current_alive = Some(alive.is_ok());
+                    let answer = services.verifier.verify(&cred.verify_url(), &key).await;
+                    observed.current_alive = liveness(&answer);
                 }
                 observed.current = Some(record);
             }
@@ -392,6 +392,21 @@ async fn observe(
         }
     }
     Ok((secret, observed))
+}
+
+/// What a proof of the current key says of it: alive when Grafana accepts it, dead only when
+/// Grafana answers that it does not (401, 403). A Grafana that does not answer (5xx, a timeout,
+/// unreachable) says nothing: taking an outage for a dead key would delete the superseded key
+/// within its grace and mint keys that cannot be proven either.
+fn liveness(answer: &Result<(), crate::aws::verify::VerifyError>) -> Option<bool> {
+    match answer {
+        Ok(()) => Some(true),
+        Err(e) if matches!(e.status, Some(401 | 403)) => Some(false),
+        Err(e) => {
+            tracing::warn!(url = %e.url, error = %e, "the workspace's Grafana did not answer the proof of the current API key; it is taken for neither alive nor dead");
+            None
+        }
+    }
 }
 
 /// The API-key kind's part of the road.

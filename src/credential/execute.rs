@@ -169,6 +169,7 @@ pub async fn execute(
                 run.outcome
                     .done
                     .push(format!("left to another rotator: {why}"));
+                run.outcome.yielded = true;
                 break;
             }
             Err(e) => {

@@ -159,6 +159,8 @@ pub struct Outcome {
     pub error: Option<StepError>,
     /// What AWSCURRENT references afterwards, when known.
     pub current: Option<CredRef>,
+    /// The plan stopped because another rotator was doing the same work.
+    pub yielded: bool,
 }
 
 impl fmt::Display for Outcome {
@@ -301,7 +303,7 @@ pub async fn reconcile(
         report.plan = Some(decided.plan);
         return report;
     }
-    let outcome = execute::execute(
+    let mut outcome = execute::execute(
         services,
         cred,
         decided.account.as_ref(),
@@ -310,6 +312,18 @@ pub async fn reconcile(
         now,
     )
     .await;
+    if outcome.yielded {
+        // The world moved under the plan: what AWSCURRENT references now is the other
+        // rotator's work, read again (reads only).
+        if let Ok(again) = cred
+            .kind
+            .ops()
+            .decide(services, cred, decided.account.clone(), Utc::now())
+            .await
+        {
+            outcome.current = again.plan.current;
+        }
+    }
     performed(services, cred, &decided, outcome, report, now)
 }
 
@@ -397,11 +411,9 @@ fn performed(
             services.metrics.credential_failure(&labels, stage);
         }
         None => {
-            report.status = if outcome.done.is_empty() {
-                Status::Ok
-            } else {
-                Status::Changed
-            };
+            // A yield alone changed nothing here.
+            let changed = outcome.done.len() > usize::from(outcome.yielded);
+            report.status = if changed { Status::Changed } else { Status::Ok };
             report.summary = summary_line(&outcome.done, outcome.current.as_ref(), "did");
         }
     }
