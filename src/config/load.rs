@@ -257,3 +257,87 @@ pub fn systemd_env() -> SystemdEnv {
             .map(Duration::from_micros),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::from_sources;
+    use crate::config::testing::{load_str, problems, MINIMAL};
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    #[test]
+    fn targets_override_defaults() {
+        let cfg = load_str(
+            r#"
+[defaults]
+token_ttl = "7d"
+rotate_before = "2d"
+grace_period = "30m"
+[[targets]]
+workspace_ids = ["g-0123456789"]
+service_accounts = ["a"]
+[[targets]]
+workspace_ids = ["g-0123456789"]
+service_accounts = ["b"]
+token_ttl = "1d"
+rotate_before = "6h"
+"#,
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.targets[0].policy.token_ttl,
+            Duration::from_secs(7 * 86400)
+        );
+        assert_eq!(cfg.targets[1].policy.token_ttl, Duration::from_secs(86400));
+        assert_eq!(
+            cfg.targets[1].policy.grace_period,
+            Duration::from_secs(1800)
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_with_their_path() {
+        let p = problems(&format!("{MINIMAL}\n[daemon]\nshedule = \"0 * * * * *\"\n"));
+        assert!(p[0].key.contains("daemon"), "{p:?}");
+        assert!(p[0].reason.contains("unknown field `shedule`"), "{p:?}");
+        let p = problems(
+            "[[targets]]\nworkspace_ids = [\"g-0123456789\"]\nservice_accounts = [\"a\"]\ntoken_tll = \"1d\"\n",
+        );
+        assert!(p[0].key.starts_with("targets[0]"), "{p:?}");
+        assert!(p[0].reason.contains("token_tll"), "{p:?}");
+    }
+
+    #[test]
+    fn malformed_toml_is_reported() {
+        let p = problems("[[targets]\nworkspace_ids = 3");
+        assert!(p[0].reason.contains("not valid TOML"), "{p:?}");
+    }
+
+    #[test]
+    fn environment_layers_over_the_file() {
+        let env: BTreeMap<String, String> = [
+            (
+                "AMG_ROTATOR__DAEMON__CONCURRENCY".to_string(),
+                "3".to_string(),
+            ),
+            (
+                "AMG_ROTATOR__DEFAULTS__GRACE_PERIOD".to_string(),
+                "5m".to_string(),
+            ),
+        ]
+        .into();
+        let cfg = from_sources(MINIMAL, &env, "t.toml").unwrap();
+        assert_eq!(cfg.daemon.concurrency, 3);
+        assert_eq!(cfg.targets[0].policy.grace_period, Duration::from_secs(300));
+
+        let env: BTreeMap<String, String> =
+            [("AMG_ROTATOR__DAEMON__NOPE".to_string(), "1".to_string())].into();
+        let p = from_sources(MINIMAL, &env, "t.toml")
+            .unwrap_err()
+            .problems();
+        assert!(
+            p[0].reason.contains("AMG_ROTATOR__DAEMON__NOPE") || p[0].reason.contains("nope"),
+            "{p:?}"
+        );
+    }
+}

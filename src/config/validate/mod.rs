@@ -81,3 +81,66 @@ fn refuse_target_keys(c: &mut Checker, defaults: &RawScope) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::testing::{has, load_str, problems, MINIMAL};
+    use crate::config::{Strategy, DEFAULT_LISTEN};
+    use crate::model::SecretFormat;
+    use std::time::Duration;
+
+    #[test]
+    fn minimal_config_gets_documented_defaults() {
+        let cfg = load_str(MINIMAL).unwrap();
+        let p = &cfg.targets[0].policy;
+        assert_eq!(p.strategy, Strategy::Overlap);
+        assert_eq!(p.token_ttl, Duration::from_secs(30 * 86400));
+        assert_eq!(p.rotate_before, Duration::from_secs(7 * 86400));
+        assert_eq!(p.grace_period, Duration::from_secs(3600));
+        assert_eq!(p.secret_format, SecretFormat::Json);
+        assert_eq!(cfg.daemon.listen, DEFAULT_LISTEN.parse().unwrap());
+        assert_eq!(cfg.daemon.concurrency, 8);
+    }
+
+    #[test]
+    fn each_bad_value_is_named() {
+        let p = problems(
+            r#"
+[daemon]
+schedule = "every minute"
+listen = "localhost"
+[[targets]]
+workspace_ids = ["g-XYZ"]
+service_accounts = ["a"]
+token_ttl = "31d"
+rotate_before = "forever"
+secret_name = "grafana/{workspace_id}/{sa}"
+strategy = "yolo"
+"#,
+        );
+        assert!(has(&p, "daemon.schedule", "cron"), "{p:?}");
+        assert!(has(&p, "daemon.listen", "localhost"), "{p:?}");
+        assert!(has(&p, "targets[0].workspace_ids[0]", "g-XYZ"), "{p:?}");
+        assert!(has(&p, "targets[0].token_ttl", "30 days"), "{p:?}");
+        assert!(
+            has(&p, "targets[0].rotate_before", "not a duration"),
+            "{p:?}"
+        );
+        assert!(has(&p, "targets[0].secret_name", "{sa}"), "{p:?}");
+        assert!(has(&p, "targets[0].strategy", "yolo"), "{p:?}");
+    }
+
+    #[test]
+    fn no_targets_is_an_error() {
+        let p = problems("[daemon]\nconcurrency = 4\n");
+        assert!(has(&p, "targets", "no [[targets]]"), "{p:?}");
+    }
+
+    #[test]
+    fn target_only_keys_are_refused_in_defaults() {
+        let p = problems(&format!(
+            "{MINIMAL}\n[defaults]\nservice_accounts = [\"x\"]\n"
+        ));
+        assert!(has(&p, "defaults.service_accounts", "[[targets]]"), "{p:?}");
+    }
+}

@@ -132,3 +132,23 @@ fn check_template(c: &mut Checker, key: &str, template: &str) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::testing::{has, problems, MINIMAL};
+
+    #[test]
+    fn secret_templates_must_yield_valid_names() {
+        let p = problems(&format!(
+            "{MINIMAL}secret_name = \"grafana tokens/{{service_account}}\"\n"
+        ));
+        assert!(has(&p, "targets[0].secret_name", "' '"), "{p:?}");
+        let p = problems(&format!(
+            "{MINIMAL}secret_name = \"grafana/{{workspace_id}}\"\n"
+        ));
+        assert!(
+            has(&p, "targets[0].secret_name", "{service_account}"),
+            "{p:?}"
+        );
+    }
+}

@@ -124,3 +124,40 @@ pub(super) fn warn_if_passes_too_sparse(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::testing::{has, load_str, problems, MINIMAL};
+
+    #[test]
+    fn window_ordering_is_enforced() {
+        let p = problems(&format!(
+            "{MINIMAL}token_ttl = \"1d\"\nrotate_before = \"2d\"\n"
+        ));
+        assert!(
+            has(&p, "targets[0].rotate_before", "shorter than token_ttl"),
+            "{p:?}"
+        );
+        let p = problems(&format!("{MINIMAL}grace_period = \"8d\"\n"));
+        assert!(
+            has(&p, "targets[0].grace_period", "shorter than rotate_before"),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn sparse_schedule_warns() {
+        // Once a day at 03:00, but rotate only 6 hours before expiry.
+        let cfg = load_str(&format!(
+            "[daemon]\nschedule = \"0 0 3 * * *\"\n{MINIMAL}token_ttl = \"2d\"\nrotate_before = \"6h\"\ngrace_period = \"1h\"\n"
+        ))
+        .unwrap();
+        assert!(
+            cfg.warnings.iter().any(|w| w.key == "daemon.schedule"),
+            "{:?}",
+            cfg.warnings
+        );
+        let cfg = load_str(MINIMAL).unwrap();
+        assert!(cfg.warnings.is_empty(), "{:?}", cfg.warnings);
+    }
+}
