@@ -4,7 +4,16 @@
 //! variables `AMG_ROTATOR__SECTION__KEY` through the `config` crate, deserialized into raw
 //! string-typed structs that refuse unknown keys, then validated into `Config`. Validation
 //! collects every problem with its key, value and reason instead of stopping at the first.
-//! This is the only module that reads the environment.
+//!
+//! - this file: the types the rest of the crate reads, and the public functions;
+//! - `load`: reading the file and the environment, and layering `[defaults]` under each target;
+//! - `validate/`: one small validator per concern, all writing to one collector of problems.
+//!
+//! This is the only module that reads the environment, and within it only `load` does: nowhere
+//! else in the crate calls `std::env::var`, so every setting of the daemon's own comes from the
+//! file or a variable read here (the AWS SDK still reads its own, such as credentials). The
+//! configuration never talks to AWS, and a bad value never panics or exits: it becomes a
+//! `Problem` for the caller to show.
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -1,6 +1,7 @@
-//! Names: workspace IDs, the prefix of the tokens and keys the daemon mints, and the secret-name template with
-//! the placeholders it may use. `render_template` and `secret_name_problem` are also what a pass
-//! uses at run time, so that a name validation accepted is a name Secrets Manager accepts.
+//! Names: workspace IDs, the prefix of the tokens and keys the daemon mints, and the secret-name
+//! template with the placeholders it may use. `is_workspace_id`, `render_template` and
+//! `secret_name_problem` are also what a pass uses at run time, so that a name validation
+//! accepted is a name Secrets Manager accepts.
 
 use super::check::{quote, Checker};
 use crate::config::load::RawScope;
