@@ -1,0 +1,143 @@
+//! One `[[targets]]` entry, with `[defaults]` already layered under it: the workspaces it names,
+//! then each part of its policy in the order of the checks below, then where it connects.
+
+use super::check::{quote, Checker};
+use super::names::is_workspace_id;
+use super::{credentials, names, rotation, secret};
+use crate::config::load::RawScope;
+use crate::config::{Policy, Target, WorkspaceSelector};
+
+/// `at` is the entry's key (`targets[0]`), the prefix of every problem found in it.
+pub(super) fn validate_target(
+    c: &mut Checker,
+    at: &str,
+    s: &RawScope,
+    cron: Option<&croner::Cron>,
+) -> Target {
+    let label = s.name.clone().unwrap_or_else(|| at.to_owned());
+    let workspaces = workspaces(c, at, s);
+    let credentials = credentials::credentials(c, at, s);
+    let strategy = rotation::strategy(c, at, s);
+    let timings = rotation::timings(c, at, s);
+    rotation::warn_if_passes_too_sparse(c, at, cron, timings.rotate_before);
+    let name_prefix = names::name_prefix(c, at, s);
+    let secret_name = names::secret_name(c, at, s);
+    let secret_format = secret::secret_format(c, at, s);
+    credentials::api_key_limits(c, at, &credentials.api_keys, secret_format, strategy);
+    let secret_tags = secret::secret_tags(c, at, s);
+    endpoints(c, at, s);
+
+    Target {
+        label,
+        workspaces,
+        service_accounts: credentials.service_accounts,
+        api_keys: credentials.api_keys,
+        api_key_role: credentials.api_key_role,
+        region: s.region.clone(),
+        role_arn: s.role_arn.clone(),
+        policy: Policy {
+            strategy,
+            token_ttl: timings.token_ttl,
+            rotate_before: timings.rotate_before,
+            rotation_spread: timings.rotation_spread,
+            grace_period: timings.grace_period,
+            orphan_margin: timings.orphan_margin,
+            name_prefix,
+            secret_name,
+            secret_format,
+            secret_description: s.secret_description.clone().unwrap_or_else(|| {
+                "Amazon Managed Grafana service-account token, rotated by amg-token-rotator".into()
+            }),
+            kms_key_id: s.kms_key_id.clone(),
+            secret_tags,
+            verify: s.verify.unwrap_or(false),
+            grafana_url: s.grafana_url.clone(),
+            delete_expired_foreign_tokens: s.delete_expired_foreign_tokens.unwrap_or(false),
+            service_account_role: credentials.service_account_role,
+        },
+    }
+}
+
+/// `workspace_ids` or `workspace_tags`, exactly one of them, and not an empty one.
+fn workspaces(c: &mut Checker, at: &str, s: &RawScope) -> WorkspaceSelector {
+    let key = |k: &str| format!("{at}.{k}");
+    match (&s.workspace_ids, &s.workspace_tags) {
+        (Some(_), Some(_)) => {
+            c.fail(
+                key("workspace_ids"),
+                "",
+                "give workspace_ids or workspace_tags, not both",
+            );
+            WorkspaceSelector::Ids(Vec::new())
+        }
+        (Some(ids), None) => {
+            if ids.is_empty() {
+                c.fail(key("workspace_ids"), "[]", "lists no workspace");
+            }
+            for (j, id) in ids.iter().enumerate() {
+                if !is_workspace_id(id) {
+                    c.fail(
+                        format!("{at}.workspace_ids[{j}]"),
+                        quote(id),
+                        "not a workspace ID: AMG IDs are \"g-\" and 10 lowercase hex digits, like \"g-0123456789\"",
+                    );
+                }
+            }
+            WorkspaceSelector::Ids(ids.clone())
+        }
+        (None, Some(tags)) => {
+            if tags.is_empty() {
+                c.fail(
+                    key("workspace_tags"),
+                    "{}",
+                    "an empty tag filter would select every workspace; list the workspaces instead",
+                );
+            }
+            WorkspaceSelector::Tags(tags.clone())
+        }
+        (None, None) => {
+            c.fail(
+                at,
+                "",
+                "names no workspace: set workspace_ids or workspace_tags",
+            );
+            WorkspaceSelector::Ids(Vec::new())
+        }
+    }
+}
+
+/// Where the target connects, when it overrides the defaults: `grafana_url`, `region`, `role_arn`.
+fn endpoints(c: &mut Checker, at: &str, s: &RawScope) {
+    let key = |k: &str| format!("{at}.{k}");
+    if let Some(url) = &s.grafana_url {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            c.fail(
+                key("grafana_url"),
+                quote(url),
+                "must start with http:// or https://",
+            );
+        }
+    }
+    if let Some(region) = &s.region {
+        if region.is_empty()
+            || !region
+                .chars()
+                .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-')
+        {
+            c.fail(
+                key("region"),
+                quote(region),
+                "not a region name such as \"eu-west-1\"",
+            );
+        }
+    }
+    if let Some(arn) = &s.role_arn {
+        if !arn.starts_with("arn:") || !arn.contains(":role/") {
+            c.fail(
+                key("role_arn"),
+                quote(arn),
+                "not an IAM role ARN such as \"arn:aws:iam::123456789012:role/rotator\"",
+            );
+        }
+    }
+}
