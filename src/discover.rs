@@ -13,7 +13,7 @@ use futures::{FutureExt, StreamExt};
 
 use crate::aws::connect::Scope;
 use crate::aws::{ApiError, Connector, Services};
-use crate::config::{Config, Target, WorkspaceSelector};
+use crate::config::{Config, Manages, Target, WorkspaceSelector};
 use crate::credential::CredentialKind;
 use crate::model::{ServiceAccount, Workspace};
 
@@ -111,16 +111,13 @@ pub fn scope_of(config: &Config, target: &Target) -> Scope {
     )
 }
 
-/// What a target manages. (One place that reads the target's shape.)
+/// The kind of the credentials a target manages.
 pub fn kind_of(target: &Target) -> CredentialKind {
-    if target.api_keys.is_empty() {
-        CredentialKind::Token {
-            bootstrap: target.policy.service_account_role,
-        }
-    } else {
-        CredentialKind::ApiKey {
-            role: target.api_key_role,
-        }
+    match &target.manages {
+        Manages::ServiceAccounts { bootstrap, .. } => CredentialKind::Token {
+            bootstrap: *bootstrap,
+        },
+        Manages::ApiKeys { role, .. } => CredentialKind::ApiKey { role: *role },
     }
 }
 

@@ -120,9 +120,22 @@ pub struct Policy {
     /// Overrides `https://<endpoint>` as the base URL used to verify new tokens.
     pub grafana_url: Option<String>,
     pub delete_expired_foreign_tokens: bool,
-    /// Create a missing service account with this role (bootstrap), and report one whose role
-    /// differs. `None`: a missing service account is only reported.
-    pub service_account_role: Option<Role>,
+}
+
+/// What a target manages: the kinds of credential, as data. A target manages service accounts
+/// or API keys, never both, and each kind carries only what applies to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Manages {
+    /// Service accounts, by exact name or glob, and their tokens.
+    ServiceAccounts {
+        names: Vec<String>,
+        /// Create a missing service account (named exactly) with this role, and report one
+        /// whose role differs. `None`: a missing service account is only reported.
+        bootstrap: Option<Role>,
+    },
+    /// Legacy API keys (Grafana 9 and 10 workspaces; removed in 12) by base name: keys cannot
+    /// be listed, so no globs.
+    ApiKeys { names: Vec<String>, role: Role },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,21 +149,19 @@ pub struct Target {
     /// `targets[i]` or the target's `name`.
     pub label: String,
     pub workspaces: WorkspaceSelector,
-    /// Exact names or globs.
-    pub service_accounts: Vec<String>,
-    /// Legacy API keys (Grafana 9 and 10 workspaces; removed in 12) by base name; a target manages either service
-    /// accounts or API keys.
-    pub api_keys: Vec<String>,
-    /// The role of the API keys the target mints.
-    pub api_key_role: Role,
+    pub manages: Manages,
     pub region: Option<String>,
     pub role_arn: Option<String>,
     pub policy: Policy,
 }
 
 impl Target {
+    /// Whether a service account of this name is one the target manages (by name or glob).
     pub fn matches_service_account(&self, name: &str) -> bool {
-        self.service_accounts.iter().any(|p| {
+        let Manages::ServiceAccounts { names, .. } = &self.manages else {
+            return false;
+        };
+        names.iter().any(|p| {
             if is_glob(p) {
                 glob::Pattern::new(p).is_ok_and(|g| g.matches(name))
             } else {
@@ -160,20 +171,24 @@ impl Target {
     }
 
     /// The credentials named exactly: API keys, or service accounts not given by glob.
-    pub fn exact_names(&self) -> Box<dyn Iterator<Item = &str> + '_> {
-        if self.api_keys.is_empty() {
-            Box::new(self.exact_service_accounts())
-        } else {
-            Box::new(self.api_keys.iter().map(String::as_str))
-        }
+    pub fn exact_names(&self) -> impl Iterator<Item = &str> {
+        let names = match &self.manages {
+            Manages::ServiceAccounts { names, .. } | Manages::ApiKeys { names, .. } => names,
+        };
+        let keys = matches!(self.manages, Manages::ApiKeys { .. });
+        names
+            .iter()
+            .filter(move |p| keys || !is_glob(p))
+            .map(String::as_str)
     }
 
     /// Service accounts named exactly (not by glob): their absence is a problem to report.
     pub fn exact_service_accounts(&self) -> impl Iterator<Item = &str> {
-        self.service_accounts
-            .iter()
-            .filter(|p| !is_glob(p))
-            .map(String::as_str)
+        let names: &[String] = match &self.manages {
+            Manages::ServiceAccounts { names, .. } => names,
+            Manages::ApiKeys { .. } => &[],
+        };
+        names.iter().filter(|p| !is_glob(p)).map(String::as_str)
     }
 }
 
@@ -235,6 +250,36 @@ mod testing;
 #[cfg(test)]
 mod tests {
     use crate::config::testing::load_str;
+    use crate::config::Manages;
+    use crate::model::Role;
+
+    #[test]
+    fn a_target_manages_one_kind_with_what_applies_to_it() {
+        let cfg = load_str(
+            "[defaults]\nservice_account_role = \"EDITOR\"\n\n[[targets]]\nworkspace_ids = [\"g-0123456789\"]\nservice_accounts = [\"ci-*\", \"terraform\"]\n\n[[targets]]\nworkspace_ids = [\"g-0123456789\"]\napi_keys = [\"sync\"]\napi_key_role = \"VIEWER\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.targets[0].manages,
+            Manages::ServiceAccounts {
+                names: vec!["ci-*".into(), "terraform".into()],
+                bootstrap: Some(Role::Editor)
+            }
+        );
+        assert_eq!(
+            cfg.targets[1].manages,
+            Manages::ApiKeys {
+                names: vec!["sync".into()],
+                role: Role::Viewer
+            }
+        );
+        assert_eq!(cfg.targets[1].exact_names().collect::<Vec<_>>(), ["sync"]);
+        assert_eq!(
+            cfg.targets[0].exact_names().collect::<Vec<_>>(),
+            ["terraform"]
+        );
+        assert!(!cfg.targets[1].matches_service_account("sync"));
+    }
 
     #[test]
     fn globs_match_service_accounts() {

@@ -671,7 +671,6 @@ mod tests {
             verify: false,
             grafana_url: None,
             delete_expired_foreign_tokens: false,
-            service_account_role: None,
         }
     }
 

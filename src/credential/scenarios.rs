@@ -112,7 +112,6 @@ fn policy() -> Policy {
         verify: false,
         grafana_url: None,
         delete_expired_foreign_tokens: false,
-        service_account_role: None,
     }
 }
 

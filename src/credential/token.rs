@@ -31,13 +31,13 @@ use super::plan::{
     due_at, secret_blocker, spread_offset, std_to_chrono, Action, Blocker, CredRef, DeleteReason,
     LeftBehind, Plan, RoleDrift, RotateReason, What,
 };
-use super::{Credential, StepError};
+use super::{Credential, CredentialKind, StepError};
 use crate::aws::ApiError;
 use crate::config::{Policy, Strategy};
 use crate::failpoint;
 use crate::model::{
-    secret_value, Key, NewToken, SecretFormat, SecretState, ServiceAccount, Token, AWSCURRENT,
-    AWSPENDING, AWSPREVIOUS,
+    secret_value, Key, NewToken, Role, SecretFormat, SecretState, ServiceAccount, Token,
+    AWSCURRENT, AWSPENDING, AWSPREVIOUS,
 };
 
 /// Version IDs the rotator writes for tokens start with this; any other AWSCURRENT is foreign
@@ -190,14 +190,25 @@ fn owned_by_name(policy: &Policy, t: &Token) -> bool {
     t.name.starts_with(&format!("{}-", policy.name_prefix))
 }
 
-/// Decides what to do for one token credential. Pure.
-pub fn plan(policy: &Policy, observed: &Observed<'_>, now: DateTime<Utc>) -> Plan {
-    decide(policy, observed, now).with_backoff(policy, observed.secret, now)
+/// Decides what to do for one token credential. `bootstrap`: the role a missing service
+/// account is created with (and an existing one is expected to have), when declared. Pure.
+pub fn plan(
+    policy: &Policy,
+    bootstrap: Option<Role>,
+    observed: &Observed<'_>,
+    now: DateTime<Utc>,
+) -> Plan {
+    decide(policy, bootstrap, observed, now).with_backoff(policy, observed.secret, now)
 }
 
 /// A missing service account: created when a role is declared, otherwise reported.
-fn bootstrap(policy: &Policy, observed: &Observed<'_>, mut plan: Plan) -> Plan {
-    let Some(role) = policy.service_account_role else {
+fn bootstrap_account(
+    policy: &Policy,
+    bootstrap: Option<Role>,
+    observed: &Observed<'_>,
+    mut plan: Plan,
+) -> Plan {
+    let Some(role) = bootstrap else {
         plan.blocked = Some(Blocker::ServiceAccountMissing);
         return plan;
     };
@@ -234,19 +245,24 @@ struct Labels<'a> {
     resume: Option<&'a Token>,
 }
 
-fn decide(policy: &Policy, observed: &Observed<'_>, now: DateTime<Utc>) -> Plan {
+fn decide(
+    policy: &Policy,
+    bootstrap: Option<Role>,
+    observed: &Observed<'_>,
+    now: DateTime<Utc>,
+) -> Plan {
     if let Some(b) = secret_blocker(observed.secret, is_rotator_version) {
         return Plan::blocked(b);
     }
     let mut plan = Plan::empty();
     let Some(account) = observed.account else {
-        return bootstrap(policy, observed, plan);
+        return bootstrap_account(policy, bootstrap, observed, plan);
     };
     if account.is_disabled {
         plan.blocked = Some(Blocker::ServiceAccountDisabled);
         return plan;
     }
-    if let (Some(declared), Some(actual)) = (policy.service_account_role, account.role) {
+    if let (Some(declared), Some(actual)) = (bootstrap, account.role) {
         if declared != actual {
             plan.role_drift = Some(RoleDrift { declared, actual });
         }
@@ -532,8 +548,13 @@ impl KindOps for Tokens {
             .describe(&cred.secret.name)
             .await
             .map_err(StepError::api("DescribeSecret"))?;
+        let bootstrap = match cred.kind {
+            CredentialKind::Token { bootstrap } => bootstrap,
+            CredentialKind::ApiKey { .. } => None,
+        };
         let mut plan = plan(
             &cred.policy,
+            bootstrap,
             &Observed {
                 workspace_id: ws,
                 service_account: &cred.service_account,
@@ -871,7 +892,6 @@ mod tests {
             verify: false,
             grafana_url: None,
             delete_expired_foreign_tokens: false,
-            service_account_role: None,
         }
     }
 
@@ -948,6 +968,7 @@ mod tests {
         let sa = account();
         plan(
             policy,
+            None,
             &Observed {
                 workspace_id: WS,
                 service_account: "terraform",
@@ -1218,6 +1239,7 @@ mod tests {
     fn missing_and_disabled_service_accounts_are_reported() {
         let p = plan(
             &policy(),
+            None,
             &Observed {
                 workspace_id: WS,
                 service_account: "terraform",
@@ -1233,6 +1255,7 @@ mod tests {
         let cur = owned("10", 31 * DAY, -DAY);
         let p = plan(
             &policy(),
+            None,
             &Observed {
                 workspace_id: WS,
                 service_account: "terraform",
@@ -1283,9 +1306,9 @@ mod tests {
             tokens: &[],
             secret,
         };
-        let mut pol = policy();
-        pol.service_account_role = Some(Role::Editor);
-        let p = plan(&pol, &observed(None), now());
+        let pol = policy();
+        let editor = Some(Role::Editor);
+        let p = plan(&pol, editor, &observed(None), now());
         assert_eq!(
             p.actions,
             vec![
@@ -1298,7 +1321,7 @@ mod tests {
                 }
             ]
         );
-        let p = plan(&policy(), &observed(None), now());
+        let p = plan(&policy(), None, &observed(None), now());
         assert_eq!(p.blocked, Some(Blocker::ServiceAccountMissing));
         // Recreated after deletion: the secret names a token of the old account.
         let s = SecretBuilder::new()
@@ -1307,18 +1330,18 @@ mod tests {
                 &[AWSCURRENT],
             )
             .build();
-        let p = plan(&pol, &observed(Some(&s)), now());
+        let p = plan(&pol, editor, &observed(Some(&s)), now());
         assert_eq!(rotates(&p), [RotateReason::MissingToken]);
     }
 
     #[test]
     fn role_drift_is_noted_not_blocking() {
-        let mut pol = policy();
-        pol.service_account_role = Some(Role::Admin);
+        let pol = policy();
         let mut sa = account();
         sa.role = Some(Role::Viewer);
         let p = plan(
             &pol,
+            Some(Role::Admin),
             &Observed {
                 workspace_id: WS,
                 service_account: "terraform",

@@ -5,7 +5,7 @@ use super::check::{quote, Checker};
 use super::names::is_workspace_id;
 use super::{credentials, names, rotation, secret};
 use crate::config::load::RawScope;
-use crate::config::{Policy, Target, WorkspaceSelector};
+use crate::config::{Manages, Policy, Target, WorkspaceSelector};
 
 /// `at` is the entry's key (`targets[0]`), the prefix of every problem found in it.
 pub(super) fn validate_target(
@@ -30,9 +30,17 @@ pub(super) fn validate_target(
     Target {
         label,
         workspaces,
-        service_accounts: credentials.service_accounts,
-        api_keys: credentials.api_keys,
-        api_key_role: credentials.api_key_role,
+        manages: if credentials.api_keys.is_empty() {
+            Manages::ServiceAccounts {
+                names: credentials.service_accounts,
+                bootstrap: credentials.service_account_role,
+            }
+        } else {
+            Manages::ApiKeys {
+                names: credentials.api_keys,
+                role: credentials.api_key_role,
+            }
+        },
         region: s.region.clone(),
         role_arn: s.role_arn.clone(),
         policy: Policy {
@@ -53,7 +61,6 @@ pub(super) fn validate_target(
             verify: s.verify.unwrap_or(false),
             grafana_url: s.grafana_url.clone(),
             delete_expired_foreign_tokens: s.delete_expired_foreign_tokens.unwrap_or(false),
-            service_account_role: credentials.service_account_role,
         },
     }
 }
