@@ -145,10 +145,20 @@ struct World {
 
 impl World {
     fn new(kind: Kind) -> World {
-        let now = chrono::Utc::now();
-        let grafana = FakeGrafana::new().with_workspace(
+        World::of(
+            kind,
             WorkspaceSeed::new(WS).with_service_account(AccountSeed::new(NAME, ROLE)),
-        );
+        )
+    }
+
+    /// A world whose workspace has no service account yet.
+    fn without_account() -> World {
+        World::of(Kind::Token, WorkspaceSeed::new(WS))
+    }
+
+    fn of(kind: Kind, workspace: WorkspaceSeed) -> World {
+        let now = chrono::Utc::now();
+        let grafana = FakeGrafana::new().with_workspace(workspace);
         let secrets = FakeSecrets::new().with_now(now);
         let verifier = FakeVerifier::tied_to(&grafana, now);
         let cred = Credential {
@@ -1369,4 +1379,332 @@ async fn plan_mode_of_a_due_token_writes_nothing() {
 #[tokio::test]
 async fn plan_mode_of_a_due_api_key_writes_nothing() {
     plan_mode_writes_nothing(Kind::ApiKey, true).await;
+}
+
+// ---- what the metrics and the summary say -------------------------------------------------
+
+impl World {
+    /// The value of the series of `amg_rotator_<family>` with these labels (and the
+    /// credential's own) in a scrape, if the scrape has it.
+    fn metric(&self, family: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let kind = match self.kind {
+            Kind::Token => "token",
+            Kind::ApiKey => "api_key",
+        };
+        let mut wanted: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+        wanted.push(format!("workspace=\"{WS}\""));
+        wanted.push(format!("service_account=\"{NAME}\""));
+        let per_account = [
+            "service_account_tokens",
+            "service_account_role_drift",
+            "service_account_bootstraps_total",
+        ];
+        if !per_account.contains(&family) {
+            wanted.push(format!("kind=\"{kind}\""));
+        }
+        let prefix = format!("amg_rotator_{family}{{");
+        let text = self.metrics.render();
+        let line = text
+            .lines()
+            .filter(|l| l.starts_with(&prefix))
+            .find(|l| wanted.iter().all(|w| l.contains(w.as_str())))?;
+        let (_, value) = line.rsplit_once(' ')?;
+        Some(value.parse().expect("a number"))
+    }
+
+    fn has_series(&self, family: &str) -> bool {
+        let prefix = format!("amg_rotator_{family}{{");
+        self.metrics
+            .render()
+            .lines()
+            .any(|l| l.starts_with(&prefix))
+    }
+}
+
+async fn a_first_run_is_healthy_and_exports_its_expiry(kind: Kind) {
+    let mut w = World::new(kind);
+    let r = w.pass().await;
+    assert_eq!(r.status, Status::Changed, "{r:?}");
+    let expires = r.expires_at.expect("an expiry");
+    assert_eq!(w.metric("credential_healthy", &[]), Some(1.0));
+    assert_eq!(
+        w.metric("credential_expiry_timestamp_seconds", &[]),
+        Some(expires.timestamp() as f64)
+    );
+    assert_eq!(
+        w.metric(
+            "rotations_total",
+            &[("outcome", "success"), ("reason", "first_run")]
+        ),
+        Some(1.0)
+    );
+    assert!(!w.has_series("credential_failures_total"));
+    // The summary: what was done, then what consumers now read and when it expires.
+    let current = w.current();
+    assert!(
+        r.summary.starts_with("create secret; rotate (first_run)"),
+        "{}",
+        r.summary
+    );
+    assert!(
+        r.summary.ends_with(&format!(
+            "; current {} expires {}",
+            current.name,
+            rfc3339(expires)
+        )),
+        "{}",
+        r.summary
+    );
+    // A second pass has nothing to do and says so.
+    let r = w.pass().await;
+    assert_eq!(r.status, Status::Ok, "{r:?}");
+    assert!(r.summary.starts_with("healthy; current "), "{}", r.summary);
+    assert_eq!(w.metric("credential_healthy", &[]), Some(1.0));
+}
+
+#[tokio::test]
+async fn a_first_token_run_is_healthy_and_exports_its_expiry() {
+    a_first_run_is_healthy_and_exports_its_expiry(Kind::Token).await;
+}
+
+#[tokio::test]
+async fn a_first_api_key_run_is_healthy_and_exports_its_expiry() {
+    a_first_run_is_healthy_and_exports_its_expiry(Kind::ApiKey).await;
+}
+
+async fn a_refused_publish_counts_as_a_failed_rotation(kind: Kind) {
+    let mut w = World::new(kind);
+    w.seed(1, days(25), &[AWSCURRENT]).await;
+    w.secrets_fail(Fault::new(ops::PUT_SECRET_VALUE, 1, denied()));
+    let r = w.pass().await;
+    assert_eq!(r.status, Status::Failed, "{r:?}");
+    assert!(r.summary.contains("; FAILED: "), "{}", r.summary);
+    assert_eq!(w.metric("credential_healthy", &[]), Some(0.0));
+    assert_eq!(
+        w.metric("credential_failures_total", &[("stage", "rotate")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        w.metric(
+            "rotations_total",
+            &[("outcome", "failure"), ("reason", "due")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        w.metric(
+            "token_deletions_total",
+            &[("reason", "rollback"), ("outcome", "success")]
+        ),
+        Some(1.0)
+    );
+}
+
+#[tokio::test]
+async fn a_refused_token_publish_counts_as_a_failed_rotation() {
+    a_refused_publish_counts_as_a_failed_rotation(Kind::Token).await;
+}
+
+#[tokio::test]
+async fn a_refused_api_key_publish_counts_as_a_failed_rotation() {
+    a_refused_publish_counts_as_a_failed_rotation(Kind::ApiKey).await;
+}
+
+/// Only a deletion failed: the credential is published and valid, but the pass failed in
+/// cleanup, and the credential needs attention.
+#[tokio::test]
+async fn a_failed_cleanup_counts_in_its_own_stage() {
+    let mut w = World::new(Kind::Token);
+    w.cred.policy.grace_period = Duration::ZERO;
+    let old = w.seed(1, days(2), &[AWSPREVIOUS]).await;
+    w.seed(1, days(1), &[AWSCURRENT]).await;
+    w.grafana_fails(Fault::new(ops::DELETE_TOKEN, 1, throttled()));
+    let r = w.pass().await;
+    assert_eq!(r.status, Status::Failed, "{r:?}");
+    assert!(w.live().contains(&old.name));
+    assert_eq!(
+        w.metric("credential_failures_total", &[("stage", "cleanup")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        w.metric("credential_failures_total", &[("stage", "rotate")]),
+        None
+    );
+    assert_eq!(w.metric("credential_healthy", &[]), Some(0.0));
+}
+
+async fn a_blocked_credential_is_unhealthy_when_applied_and_silent_when_planned(kind: Kind) {
+    let mut w = World::new(kind);
+    w.seed(1, days(25), &[AWSCURRENT]).await;
+    w.secrets.set_rotation_enabled(SECRET, true);
+    let r = w.plan().await;
+    assert_eq!(r.status, Status::Blocked, "{r:?}");
+    assert!(r.summary.starts_with("blocked: "), "{}", r.summary);
+    assert!(!w.has_series("credential_failures_total"));
+    assert!(!w.has_series("credential_healthy"));
+    let r = w.pass().await;
+    assert_eq!(r.status, Status::Blocked, "{r:?}");
+    assert_eq!(
+        w.metric("credential_failures_total", &[("stage", "plan")]),
+        Some(1.0)
+    );
+    assert_eq!(w.metric("credential_healthy", &[]), Some(0.0));
+}
+
+#[tokio::test]
+async fn a_blocked_token_is_unhealthy_when_applied_and_silent_when_planned() {
+    a_blocked_credential_is_unhealthy_when_applied_and_silent_when_planned(Kind::Token).await;
+}
+
+#[tokio::test]
+async fn a_blocked_api_key_is_unhealthy_when_applied_and_silent_when_planned() {
+    a_blocked_credential_is_unhealthy_when_applied_and_silent_when_planned(Kind::ApiKey).await;
+}
+
+/// The token gauge counts what the service account holds by state, as the pass found it;
+/// expired tokens count against AMG's quota. A plan exports nothing.
+#[tokio::test]
+async fn tokens_are_counted_by_state() {
+    let mut w = World::new(Kind::Token);
+    w.seed(1, days(1), &[AWSCURRENT]).await;
+    let made = w.now - days(40);
+    w.grafana.add_token(
+        WS,
+        &w.sa_id(),
+        crate::aws::fake::TokenSeed::new("from-the-ui", made, made + days(30)),
+    );
+    for name in ["forever-1", "forever-2"] {
+        w.grafana.add_token(
+            WS,
+            &w.sa_id(),
+            crate::aws::fake::TokenSeed::without_expiry(name, made),
+        );
+    }
+    w.plan().await;
+    assert!(!w.has_series("service_account_tokens"));
+    let r = w.pass().await;
+    assert_eq!(r.status, Status::Ok, "{r:?}");
+    let state = |s: &str| w.metric("service_account_tokens", &[("state", s)]);
+    assert_eq!(state("active"), Some(1.0));
+    assert_eq!(state("expired"), Some(1.0));
+    assert_eq!(state("no_expiry"), Some(2.0));
+    assert_eq!(w.metric("left_behind_tokens", &[]), Some(0.0));
+}
+
+/// A bootstrapped service account whose role was changed in Grafana: drift is exported while
+/// it lasts (AMG cannot change a role), and only when applying.
+#[tokio::test]
+async fn role_drift_is_exported_while_it_lasts() {
+    let mut w = World::new(Kind::Token);
+    w.seed(1, days(1), &[AWSCURRENT]).await;
+    w.cred.kind = CredentialKind::Token {
+        bootstrap: Some(Role::Viewer),
+    };
+    let drift = |w: &World| {
+        w.metric(
+            "service_account_role_drift",
+            &[("declared", "VIEWER"), ("actual", "ADMIN")],
+        )
+    };
+    w.plan().await;
+    assert_eq!(drift(&w), None);
+    let r = w.pass().await;
+    assert_eq!(r.status, Status::Ok, "drift is noted, not blocking: {r:?}");
+    assert_eq!(drift(&w), Some(1.0));
+    // The declared role changed to match: the drift is over, its series goes.
+    w.cred.kind = CredentialKind::Token {
+        bootstrap: Some(ROLE),
+    };
+    w.pass().await;
+    assert!(!w.has_series("service_account_role_drift"));
+    // Drifting again, then the credential leaves the configuration: its series goes too.
+    w.cred.kind = CredentialKind::Token {
+        bootstrap: Some(Role::Viewer),
+    };
+    w.pass().await;
+    assert_eq!(drift(&w), Some(1.0));
+    // What the daemon's passes do: this pass managed the credential, the next one does not.
+    w.metrics.retain_credentials([w.cred.labels()].into());
+    w.metrics.retain_credentials(Default::default());
+    assert!(!w.has_series("service_account_role_drift"));
+}
+
+// ---- bootstrap ----------------------------------------------------------------------------
+
+/// A missing service account with a declared role is created with that role, and its first
+/// token published, in one pass.
+#[tokio::test]
+async fn a_missing_service_account_with_a_declared_role_is_created_and_its_token_published() {
+    let mut w = World::without_account();
+    w.cred.kind = CredentialKind::Token {
+        bootstrap: Some(Role::Editor),
+    };
+    let r = w.pass().await;
+    assert_eq!(r.status, Status::Changed, "{r:?}");
+    assert!(
+        did(&r, "create service account with role EDITOR"),
+        "{:?}",
+        r.done
+    );
+    let account = w.grafana.service_accounts(WS);
+    assert_eq!(account.len(), 1);
+    assert_eq!(account[0].role, Some(Role::Editor));
+    let current = w.current();
+    assert!(w.opens_grafana(&current.key));
+    assert_eq!(w.live(), names([&current.name]));
+    assert_eq!(
+        w.metric(
+            "service_account_bootstraps_total",
+            &[("outcome", "success")]
+        ),
+        Some(1.0)
+    );
+}
+
+#[tokio::test]
+async fn a_missing_service_account_without_a_role_is_reported_not_created() {
+    let mut w = World::without_account();
+    let mark = w.mark();
+    let r = w.pass().await;
+    assert_eq!(r.status, Status::Blocked, "{r:?}");
+    assert!(r.error.unwrap_or_default().contains("does not exist"));
+    assert_eq!(w.writes_since(mark), Vec::<String>::new());
+    assert!(w.grafana.service_accounts(WS).is_empty());
+}
+
+/// A bootstrap AMG refuses: the pass fails with what to do, nothing else is attempted, and the
+/// bootstraps counter names the refusal.
+async fn a_refused_bootstrap(refusal: ApiError, says: &str, label: &str) {
+    let mut w = World::without_account();
+    w.cred.kind = CredentialKind::Token {
+        bootstrap: Some(Role::Editor),
+    };
+    w.grafana_fails(Fault::new(ops::CREATE_SERVICE_ACCOUNT, 1, refusal));
+    let mark = w.mark();
+    let r = w.pass().await;
+    assert_eq!(r.status, Status::Failed, "{r:?}");
+    let error = r.error.unwrap_or_default();
+    assert!(error.contains(says), "{error}");
+    assert_eq!(w.count_since(mark, ops::CREATE_TOKEN), 0);
+    assert!(w.published(AWSCURRENT).is_none());
+    assert_eq!(
+        w.metric("service_account_bootstraps_total", &[("outcome", label)]),
+        Some(1.0)
+    );
+    assert_eq!(
+        w.metric("credential_failures_total", &[("stage", "rotate")]),
+        Some(1.0)
+    );
+}
+
+#[tokio::test]
+async fn a_bootstrap_whose_name_is_taken_says_so() {
+    let taken = ApiError::Conflict("ConflictException: name taken".into());
+    a_refused_bootstrap(taken, "already exists or the name is taken", "conflict").await;
+}
+
+#[tokio::test]
+async fn a_bootstrap_over_the_quota_says_to_delete_unused_accounts() {
+    let full = ApiError::QuotaExceeded("ServiceQuotaExceededException: full".into());
+    a_refused_bootstrap(full, "delete unused service accounts", "quota_exceeded").await;
 }

@@ -8,7 +8,7 @@
 //! its kind), which `Metrics::new` registers in catalog order. The README's metrics table and
 //! the tests that compare it with a scrape depend on every row: change one only with both.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::marker::PhantomData;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -72,6 +72,10 @@ pub struct Metrics {
     rate_limit: GaugeVec,
     /// Credentials seen in the last pass, so the series of one that left the config are removed.
     known: Mutex<BTreeSet<CredentialLabels>>,
+    /// The (declared, actual) roles of each (workspace, service account) whose drift is
+    /// exported, so the series goes when the drift ends however it ends (the account
+    /// recreated, or the declared role changed to match).
+    drifting: Mutex<BTreeMap<(String, String), (String, String)>>,
     /// Every registered family, in registration order.
     catalog: Vec<MetricInfo>,
 }
@@ -456,6 +460,7 @@ impl Metrics {
             permission_updates: r.add(&PERMISSION_UPDATES),
             rate_limit: r.add(&RATE_LIMIT),
             known: Mutex::new(BTreeSet::new()),
+            drifting: Mutex::new(BTreeMap::new()),
             catalog: Vec::new(),
         };
         let build_info: IntGaugeVec = r.add(&BUILD_INFO);
@@ -546,6 +551,8 @@ impl Metrics {
             .set(n as i64);
     }
 
+    /// Exports the drift of a service account's role while it lasts: one series per account,
+    /// removed when the roles agree again.
     pub fn set_role_drift(
         &self,
         c: &CredentialLabels,
@@ -553,16 +560,23 @@ impl Metrics {
         actual: &str,
         drifted: bool,
     ) {
-        let labels = [
-            c.workspace.as_str(),
-            c.service_account.as_str(),
-            declared,
-            actual,
-        ];
+        let account = (c.workspace.clone(), c.service_account.clone());
+        let mut drifting = self.drifting.lock().expect("metrics lock");
+        let roles = (declared.to_owned(), actual.to_owned());
+        if let Some(was) = drifting
+            .get(&account)
+            .filter(|was| !drifted || **was != roles)
+        {
+            let _ = self
+                .role_drift
+                .remove_label_values(&[&account.0, &account.1, &was.0, &was.1]);
+            drifting.remove(&account);
+        }
         if drifted {
-            self.role_drift.with_label_values(&labels).set(1);
-        } else {
-            let _ = self.role_drift.remove_label_values(&labels);
+            self.role_drift
+                .with_label_values(&[&account.0, &account.1, declared, actual])
+                .set(1);
+            drifting.insert(account, roles);
         }
     }
 
@@ -646,6 +660,13 @@ impl Metrics {
                     &gone.service_account,
                     state,
                 ]);
+            }
+            let account = (gone.workspace.clone(), gone.service_account.clone());
+            let mut drifting = self.drifting.lock().expect("metrics lock");
+            if let Some((declared, actual)) = drifting.remove(&account) {
+                let _ = self
+                    .role_drift
+                    .remove_label_values(&[&account.0, &account.1, &declared, &actual]);
             }
         }
         *known = current;
