@@ -495,3 +495,281 @@ pub fn verification_backoff(
         next_attempt: b.next_attempt(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::daemon::metrics::Label;
+
+    fn key(name: &str) -> CredRef {
+        CredRef {
+            what: What::ApiKey,
+            id: name.into(),
+            name: name.into(),
+            expires_at: None,
+        }
+    }
+
+    fn token(name: &str) -> CredRef {
+        CredRef {
+            what: What::Token,
+            id: "7".into(),
+            name: name.into(),
+            expires_at: None,
+        }
+    }
+
+    fn delete(credential: CredRef, reason: DeleteReason) -> Action {
+        Action::Delete {
+            credential,
+            reason,
+            drop_previous: None,
+            only_record: false,
+            forget: false,
+        }
+    }
+
+    fn rotate(reason: RotateReason) -> Action {
+        Action::Rotate {
+            reason,
+            replaces: None,
+            to: None,
+        }
+    }
+
+    /// The JSON name serde gives a reason: what `plan --format json` prints.
+    fn json_name<T: Serialize>(v: T) -> String {
+        serde_json::to_value(v)
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// A dashboard filters `amg_rotator_rotations_total{reason=...}` by the words `plan` prints:
+    /// every metric label is the reason's JSON name, and no two reasons share one.
+    #[test]
+    fn reason_labels_are_the_names_plan_prints() {
+        let rotate = [
+            RotateReason::FirstRun,
+            RotateReason::Due,
+            RotateReason::Expired,
+            RotateReason::MissingToken,
+            RotateReason::Resumed,
+        ];
+        for r in rotate {
+            assert_eq!(r.label(), json_name(r));
+            assert_eq!(r.as_str(), r.label());
+        }
+        let delete = [
+            DeleteReason::Superseded,
+            DeleteReason::Orphan,
+            DeleteReason::ExpiredOwned,
+            DeleteReason::ExpiredForeign,
+            DeleteReason::Recreate,
+            DeleteReason::Rollback,
+        ];
+        for r in delete {
+            assert_eq!(r.label(), json_name(r));
+            assert_eq!(r.as_str(), r.label());
+        }
+        let mut all: Vec<&str> = rotate.iter().map(|r| r.as_str()).collect();
+        all.extend(delete.iter().map(|r| r.as_str()));
+        let n = all.len();
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), n, "two reasons share a label: {all:?}");
+    }
+
+    /// The lines `plan` prints, one per action: what an operator reads before letting it run.
+    #[test]
+    fn actions_read_as_plan_lines() {
+        let lines = [
+            (
+                Action::CreateServiceAccount { role: Role::Editor },
+                "create service account with role EDITOR",
+            ),
+            (Action::CreateSecret, "create secret"),
+            (rotate(RotateReason::FirstRun), "rotate (first_run)"),
+            (
+                Action::Rotate {
+                    reason: RotateReason::Due,
+                    replaces: Some(token("amgrot-sa-old")),
+                    to: None,
+                },
+                "rotate (due) replacing amgrot-sa-old",
+            ),
+            (
+                Action::Rotate {
+                    reason: RotateReason::Expired,
+                    replaces: Some(key("old-key")),
+                    to: Some(key("new-key")),
+                },
+                "rotate (expired) to API key new-key",
+            ),
+            (
+                Action::Recreate {
+                    reason: RotateReason::MissingToken,
+                    delete_first: vec![token("amgrot-sa-x")],
+                },
+                "recreate (missing_token)",
+            ),
+            (
+                Action::Resume {
+                    version_id: "v".into(),
+                    credential: token("amgrot-sa-pending"),
+                },
+                "resume pending amgrot-sa-pending",
+            ),
+            (
+                Action::ClearPending {
+                    version_id: "v".into(),
+                },
+                "clear stale AWSPENDING label",
+            ),
+            (
+                delete(token("amgrot-sa-old"), DeleteReason::Superseded),
+                "delete amgrot-sa-old (superseded)",
+            ),
+            (
+                delete(key("old-key"), DeleteReason::ExpiredForeign),
+                "delete API key old-key (expired_foreign)",
+            ),
+            (
+                Action::Forget { name: "k-2".into() },
+                "forget k-2: a version records it",
+            ),
+        ];
+        for (action, line) in lines {
+            assert_eq!(action.to_string(), line);
+        }
+    }
+
+    /// Which actions stop the rest of a plan when they fail (the rotation itself), which send a
+    /// key to Grafana to prove it, and which a failed deletion of an only record may postpone.
+    #[test]
+    fn actions_know_what_they_are() {
+        let pending = Action::Resume {
+            version_id: "v".into(),
+            credential: token("t"),
+        };
+        let recreate = Action::Recreate {
+            reason: RotateReason::Due,
+            delete_first: Vec::new(),
+        };
+        let clear = Action::ClearPending {
+            version_id: "v".into(),
+        };
+        let forget = Action::Forget { name: "k".into() };
+        let del = delete(token("t"), DeleteReason::Orphan);
+        // (action, is_rotation, verifies, can_wait)
+        let table = [
+            (
+                Action::CreateServiceAccount { role: Role::Admin },
+                true,
+                false,
+                false,
+            ),
+            (Action::CreateSecret, true, false, false),
+            (rotate(RotateReason::Due), true, true, true),
+            (rotate(RotateReason::Expired), true, true, false),
+            (rotate(RotateReason::FirstRun), true, true, false),
+            (rotate(RotateReason::MissingToken), true, true, false),
+            (recreate, true, true, false),
+            (pending, true, true, true),
+            (clear, false, false, false),
+            (del, false, false, false),
+            (forget, false, false, false),
+        ];
+        for (action, rotation, verifies, can_wait) in table {
+            assert_eq!(action.is_rotation(), rotation, "is_rotation: {action}");
+            assert_eq!(action.verifies(), verifies, "verifies: {action}");
+            assert_eq!(action.can_wait(), can_wait, "can_wait: {action}");
+        }
+    }
+
+    /// A plan with nothing to do and nothing in the way is a no-op; a blocked one is not (it
+    /// is reported), nor is one with actions.
+    #[test]
+    fn only_an_empty_unblocked_plan_is_a_noop() {
+        assert!(Plan::empty().is_noop());
+        assert!(!Plan::blocked(Blocker::RotationEnabled).is_noop());
+        let mut p = Plan::empty();
+        p.actions.push(Action::CreateSecret);
+        assert!(!p.is_noop());
+        p.notes.push("a note is not an action".into());
+        p.actions.clear();
+        assert!(p.is_noop());
+    }
+
+    /// A blocker is reported, never acted on: its text names what was found and what to do.
+    #[test]
+    fn blockers_say_what_is_in_the_way_and_what_to_do() {
+        let at = "2026-11-22T12:00:00Z".parse::<DateTime<Utc>>().unwrap();
+        let cases = [
+            (Blocker::ServiceAccountMissing, vec!["does not exist"]),
+            (Blocker::ServiceAccountDisabled, vec!["disabled"]),
+            (
+                Blocker::ForeignSecret {
+                    version_id: "v-1".into(),
+                },
+                vec!["AWSCURRENT version v-1", "secret_name"],
+            ),
+            (
+                Blocker::ForeignPending {
+                    version_id: "v-2".into(),
+                },
+                vec!["AWSPENDING version v-2", "secret_name"],
+            ),
+            (Blocker::RotationEnabled, vec!["CancelRotateSecret"]),
+            (Blocker::SecretScheduledForDeletion, vec!["restore it"]),
+            (
+                Blocker::VerificationBackoff {
+                    failures: 3,
+                    last_answer: "HTTP 401".into(),
+                    next_attempt: at,
+                },
+                vec![
+                    "failed 3 time(s)",
+                    "HTTP 401",
+                    "2026-11-22T12:00:00Z",
+                    "verify = false",
+                ],
+            ),
+            (
+                Blocker::ApiKeysRemoved {
+                    grafana_version: "12.4".into(),
+                },
+                vec!["Grafana 12.4", "service_accounts"],
+            ),
+        ];
+        for (blocker, words) in cases {
+            let text = blocker.to_string();
+            for w in words {
+                assert!(text.contains(w), "{w:?} not in {text:?}");
+            }
+        }
+    }
+
+    /// What a renamed secret left behind names the secret it was minted for, when known.
+    #[test]
+    fn left_behind_tokens_name_their_secret() {
+        let t = CredRef {
+            expires_at: Some("2026-12-01T00:00:00Z".parse().unwrap()),
+            ..token("amgrot-sa-x-0123abcd")
+        };
+        let line = |mark: Option<&str>, secret: Option<&str>| {
+            LeftBehind {
+                token: t.clone(),
+                mark: mark.map(str::to_owned),
+                secret: secret.map(str::to_owned),
+            }
+            .to_string()
+        };
+        let known = line(Some("0123abcd"), Some("a/ws/sa"));
+        assert!(known.starts_with("amgrot-sa-x-0123abcd is minted for secret a/ws/sa;"));
+        assert!(known.contains("kept until it expires (2026-12-01T00:00:00Z)"));
+        assert!(line(Some("0123abcd"), None).contains("mark 0123abcd"));
+        assert!(line(None, None).contains("any secret may hold it"));
+    }
+}

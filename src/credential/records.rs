@@ -216,4 +216,26 @@ mod tests {
         assert!(v.len() <= 256);
         assert!(v.ends_with(&format!("1000099@{}", at(99).timestamp())));
     }
+
+    /// A tag value holds at most 256 characters: a list of exactly that length is kept whole,
+    /// one character more and the oldest entry gives way.
+    #[test]
+    fn unpublished_keys_fill_a_tag_value_exactly() {
+        let list = |first: u64| -> Vec<Unpublished> {
+            std::iter::once(first)
+                .chain(std::iter::repeat_n(5, 18))
+                .map(|generation| Unpublished {
+                    generation,
+                    seen_at: at(0),
+                })
+                .collect()
+        };
+        // 11 + 11 characters, then 18 of 1 + 11, and 18 spaces: 256.
+        let full = unpublished_value(&list(10_000_000_000)).unwrap();
+        assert_eq!(full.len(), 256);
+        assert!(full.starts_with("10000000000@"), "{full}");
+        let over = unpublished_value(&list(100_000_000_000)).unwrap();
+        assert_eq!(over.split(' ').count(), 18);
+        assert!(!over.contains("100000000000@"), "{over}");
+    }
 }
