@@ -22,7 +22,7 @@ use serde::Serialize;
 
 use crate::aws::ApiError;
 use crate::config::Policy;
-use crate::daemon::metrics::{CredentialLabels, Label, Stage, StepOutcome};
+use crate::daemon::metrics::{CredentialLabels, Stage, StepOutcome};
 use crate::model::{Role, SecretSpec, ServiceAccount, Workspace};
 use execute::{Decided, KindOps, Services};
 use plan::{Blocker, CredRef, Plan};
@@ -131,22 +131,6 @@ impl StepError {
         match self {
             StepError::Yielded(_) => StepOutcome::Yielded,
             _ => StepOutcome::Failure,
-        }
-    }
-}
-
-impl Label for StepError {
-    /// The error's kind: the AWS error's label for a failed call, else what went wrong.
-    fn label(&self) -> &'static str {
-        match self {
-            StepError::Api { source, .. } => source.metric_label(),
-            StepError::Verification(_) => "verification",
-            StepError::UnreadablePending => "unreadable_pending",
-            StepError::NoFreeName(_) => "no_free_name",
-            StepError::Postponed(_) => "postponed",
-            StepError::Bootstrap(_) => "bootstrap",
-            StepError::NoServiceAccount => "no_service_account",
-            StepError::Yielded(_) => "yielded",
         }
     }
 }

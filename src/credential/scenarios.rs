@@ -1202,6 +1202,17 @@ async fn after_yielding_the_report_names_what_awscurrent_references() {
         superseded.name
     );
     assert!(!r.summary.contains(&superseded.name), "{}", r.summary);
+    // A yield is neither a success nor a failure of this rotator's, and the credential is fine.
+    assert_eq!(
+        w.metric(
+            "rotations_total",
+            &[("outcome", "yielded"), ("reason", "due")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(w.metric("rotations_total", &[("outcome", "failure")]), None);
+    assert!(!w.has_series("credential_failures_total"));
+    assert_eq!(w.metric("credential_healthy", &[]), Some(1.0));
 }
 
 // ---- recreate -----------------------------------------------------------------------------
@@ -1226,6 +1237,8 @@ async fn recreate_leaves_a_young_unpublished_token_of_the_fixed_name_to_its_make
     assert_eq!(w.current().version, old.version, "nothing published");
     assert_eq!(w.count_since(mark, ops::DELETE_TOKEN), 0);
     assert_eq!(w.count_since(mark, ops::PUT_SECRET_VALUE), 0);
+    // Not a failure, but what consumers read is still due: the credential needs attention.
+    assert_eq!(w.metric("credential_healthy", &[]), Some(0.0));
 }
 
 #[tokio::test]
@@ -1439,6 +1452,8 @@ async fn a_first_run_is_healthy_and_exports_its_expiry(kind: Kind) {
         Some(1.0)
     );
     assert!(!w.has_series("credential_failures_total"));
+    // Left-behind tokens are a service account's; API keys have none to report.
+    assert_eq!(w.has_series("left_behind_tokens"), kind == Kind::Token);
     // The summary: what was done, then what consumers now read and when it expires.
     let current = w.current();
     assert!(
@@ -1582,6 +1597,7 @@ async fn tokens_are_counted_by_state() {
     }
     w.plan().await;
     assert!(!w.has_series("service_account_tokens"));
+    assert!(!w.has_series("left_behind_tokens"));
     let r = w.pass().await;
     assert_eq!(r.status, Status::Ok, "{r:?}");
     let state = |s: &str| w.metric("service_account_tokens", &[("state", s)]);
@@ -1707,4 +1723,19 @@ async fn a_bootstrap_whose_name_is_taken_says_so() {
 async fn a_bootstrap_over_the_quota_says_to_delete_unused_accounts() {
     let full = ApiError::QuotaExceeded("ServiceQuotaExceededException: full".into());
     a_refused_bootstrap(full, "delete unused service accounts", "quota_exceeded").await;
+}
+
+/// AMG stops reporting the current token's expiry: the planner assumes one from its birth and
+/// the lifetime asked for, and the credential is as healthy as that assumption.
+#[tokio::test]
+async fn a_current_token_of_unknown_expiry_is_healthy_until_its_assumed_due_time() {
+    let mut w = World::new(Kind::Token);
+    let young = w.seed(1, days(1), &[AWSCURRENT]).await;
+    w.grafana.set_token_expiry(WS, &w.sa_id(), &young.id, None);
+    let r = w.pass().await;
+    assert_eq!(r.status, Status::Ok, "{r:?}");
+    assert_eq!(r.expires_at, None);
+    assert!(r.summary.ends_with("expires unknown"), "{}", r.summary);
+    assert_eq!(w.metric("credential_healthy", &[]), Some(1.0));
+    assert!(!w.has_series("credential_expiry_timestamp_seconds"));
 }
