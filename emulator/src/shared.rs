@@ -150,6 +150,28 @@ impl Shared {
         }
     }
 
+    pub fn set_token_last_used(
+        &self,
+        workspace_id: &str,
+        service_account_id: &str,
+        token_id: &str,
+        last_used_at: Option<i64>,
+    ) -> bool {
+        let mut inner = self.lock();
+        let token = inner
+            .state
+            .workspace_mut(workspace_id)
+            .and_then(|ws| ws.service_account_mut(service_account_id))
+            .and_then(|sa| sa.tokens.iter_mut().find(|t| t.id == token_id));
+        match token {
+            Some(token) => {
+                token.last_used_at = last_used_at;
+                true
+            }
+            None => false,
+        }
+    }
+
     pub fn set_api_key_expiry(&self, workspace_id: &str, key_name: &str, expires_at: i64) -> bool {
         let mut inner = self.lock();
         let key = inner

@@ -32,6 +32,10 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
             "/_emulator/workspaces/{workspace_id}/apikeys/{key_name}/expiry",
             post(api_key_expiry),
         )
+        .route(
+            "/_emulator/workspaces/{workspace_id}/serviceaccounts/{service_account_id}/tokens/{token_id}/last-used",
+            post(token_last_used),
+        )
 }
 
 fn ok(value: Value) -> Response {
@@ -122,6 +126,40 @@ async fn token_expiry(
     };
     if shared.set_token_expiry(&workspace_id, &service_account_id, &token_id, expires_at) {
         ok(json!({ "expiresAt": expires_at }))
+    } else {
+        fail(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no token {token_id} in service account {service_account_id} of {workspace_id}"
+            ),
+        )
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct LastUsed {
+    /// Epoch seconds; `null` forgets the token was ever used.
+    last_used_at: Option<i64>,
+}
+
+/// Sets a token's `lastUsedAt`, as a consumer's calls long ago (or none) would have left it.
+async fn token_last_used(
+    State(shared): State<Arc<Shared>>,
+    Path((workspace_id, service_account_id, token_id)): Path<(String, String, String)>,
+    body: Bytes,
+) -> Response {
+    let last_used: LastUsed = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return fail(StatusCode::BAD_REQUEST, format!("invalid lastUsedAt: {e}")),
+    };
+    if shared.set_token_last_used(
+        &workspace_id,
+        &service_account_id,
+        &token_id,
+        last_used.last_used_at,
+    ) {
+        ok(json!({ "lastUsedAt": last_used.last_used_at }))
     } else {
         fail(
             StatusCode::NOT_FOUND,

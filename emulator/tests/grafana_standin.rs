@@ -2,6 +2,7 @@
 
 mod common;
 
+use amg_emulator::{Role, Seed, ServiceAccountSeed, TokenSeed, WorkspaceSeed};
 use common::*;
 
 async fn org(emu: &amg_emulator::Emulator, workspace: &str, key: &str) -> RawResponse {
@@ -186,4 +187,75 @@ async fn the_url_template_names_the_stand_in() {
         assert!(emu.calls().is_empty());
     })
     .await
+}
+
+/// The seeded token's `lastUsedAt` in `workspace`, as the state reports it.
+fn last_used(emu: &amg_emulator::Emulator, workspace: &str) -> Option<i64> {
+    emu.state()
+        .workspace(workspace)
+        .unwrap()
+        .service_account("2")
+        .unwrap()
+        .token("1")
+        .unwrap()
+        .last_used_at
+}
+
+/// Sets the seeded token's `lastUsedAt` through the test route.
+async fn set_last_used(emu: &amg_emulator::Emulator, workspace: &str, at: Option<i64>) {
+    let r = raw(
+        emu,
+        "POST",
+        &format!("/_emulator/workspaces/{workspace}/serviceaccounts/2/tokens/1/last-used"),
+        &[("content-type", "application/json")],
+        &serde_json::json!({ "lastUsedAt": at }).to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
+/// Grafana 10 records every use; from 11.3 on Grafana records a use at most every 5 minutes
+/// (grafana/grafana PR 92598), so a consumer's calls within 5 minutes of the last record leave
+/// it as it was.
+#[tokio::test]
+async fn last_use_is_recorded_at_the_workspaces_grafana_granularity() {
+    bounded(async {
+        let token = || {
+            ServiceAccountSeed::new("rotator", Role::Admin)
+                .with_token(TokenSeed::new("t-current", 3600).with_key(SEEDED_KEY))
+        };
+        let emu = start(
+            Seed::new()
+                .with_workspace(WorkspaceSeed::new(WS).with_service_account(token()))
+                .with_workspace(
+                    WorkspaceSeed::new(WS12)
+                        .with_grafana_version("12.4")
+                        .with_service_account(token()),
+                ),
+        )
+        .await;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        for (workspace, ago, recorded) in [(WS, 10, true), (WS12, 290, false), (WS12, 310, true)] {
+            set_last_used(&emu, workspace, Some(now - ago)).await;
+            assert_eq!(org(&emu, workspace, SEEDED_KEY).await.status, 200);
+            let at = last_used(&emu, workspace).expect("a last use");
+            assert_eq!(at >= now, recorded, "{workspace}, {ago}s ago: {at}");
+        }
+        // The route forgets a use, and refuses a token that does not exist.
+        set_last_used(&emu, WS, None).await;
+        assert_eq!(last_used(&emu, WS), None);
+        let r = raw(
+            &emu,
+            "POST",
+            &format!("/_emulator/workspaces/{WS}/serviceaccounts/2/tokens/99/last-used"),
+            &[("content-type", "application/json")],
+            "{\"lastUsedAt\": 1}",
+        )
+        .await;
+        assert_eq!(r.status, 404);
+    })
+    .await;
 }
