@@ -107,7 +107,14 @@ pub struct Policy {
     /// Renewals are spread over this much time before `rotate_before` (by a hash of the
     /// credential), so tokens minted together do not all fall due in the same pass.
     pub rotation_spread: Duration,
+    /// The least time a superseded token or key is kept after the promotion, and, where AMG
+    /// gives no usage data (API keys; tokens nobody used since), all the time it is kept.
     pub grace_period: Duration,
+    /// A superseded token is deleted once its consumers have not used it for this long since
+    /// the promotion (AMG's `lastUsedAt`), the grace period being over.
+    pub quiet_period: Duration,
+    /// The longest a superseded token that is still used is kept after the promotion.
+    pub max_overlap: Duration,
     /// An owned token that no secret version references is deleted once older than this.
     pub orphan_margin: Duration,
     pub name_prefix: String,
@@ -245,7 +252,7 @@ pub struct Config {
 }
 
 #[cfg(test)]
-mod testing;
+pub(crate) mod testing;
 
 #[cfg(test)]
 mod tests {

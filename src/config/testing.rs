@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{from_sources, Config, ConfigError, Problem};
+use super::{from_sources, Config, ConfigError, Policy, Problem};
 
 pub(super) const MINIMAL: &str = r#"
 [[targets]]
@@ -22,4 +22,11 @@ pub(super) fn has(problems: &[Problem], key: &str, needle: &str) -> bool {
     problems
         .iter()
         .any(|p| p.key == key && (p.reason.contains(needle) || p.value.contains(needle)))
+}
+
+/// The policy a minimal configuration gets: the documented defaults.
+pub(crate) fn policy() -> Policy {
+    load_str(MINIMAL).expect("MINIMAL loads").targets[0]
+        .policy
+        .clone()
 }

@@ -96,7 +96,7 @@ mod tests {
         assert_eq!(p.strategy, Strategy::Overlap);
         assert_eq!(p.token_ttl, Duration::from_secs(30 * 86400));
         assert_eq!(p.rotate_before, Duration::from_secs(7 * 86400));
-        assert_eq!(p.grace_period, Duration::from_secs(3600));
+        assert_eq!(p.grace_period, Duration::from_secs(2 * 3600));
         assert_eq!(p.secret_format, SecretFormat::Json);
         assert_eq!(cfg.daemon.listen, DEFAULT_LISTEN.parse().unwrap());
         assert_eq!(cfg.daemon.concurrency, 8);

@@ -1,6 +1,7 @@
 //! How a target's credentials are rotated: the strategy, and the timings that must nest inside
-//! one another (grace period < rotate-before window < token lifetime ≤ AMG's 30 days), checked
-//! against how far apart the daemon's passes can be.
+//! one another (grace period ≤ maximum overlap < rotate-before window < token lifetime ≤ AMG's
+//! 30 days; quiet period < maximum overlap), checked against how far apart the daemon's passes
+//! can be.
 
 use std::time::Duration;
 
@@ -15,8 +16,16 @@ pub(super) struct Timings {
     pub(super) rotate_before: Duration,
     pub(super) rotation_spread: Duration,
     pub(super) grace_period: Duration,
+    pub(super) quiet_period: Duration,
+    pub(super) max_overlap: Duration,
     pub(super) orphan_margin: Duration,
 }
+
+/// Grafana records a token's use at most every 5 minutes (since Grafana 11.3, grafana/grafana
+/// PR 92598): a quiet period shorter than twice that can take the gap for silence.
+const SHORTEST_SAFE_QUIET: Duration = Duration::from_secs(600);
+const DEFAULT_GRACE: Duration = Duration::from_secs(2 * 3600);
+const DEFAULT_MAX_OVERLAP: Duration = Duration::from_secs(3 * 86400);
 
 pub(super) fn strategy(c: &mut Checker, at: &str, s: &RawScope) -> Strategy {
     let strategy_text = s.strategy.clone().unwrap_or_else(|| "overlap".into());
@@ -38,7 +47,32 @@ pub(super) fn timings(c: &mut Checker, at: &str, s: &RawScope) -> Timings {
     let key = |k: &str| format!("{at}.{k}");
     let token_ttl = c.duration(&key("token_ttl"), s.token_ttl.as_deref(), "30d");
     let rotate_before = c.duration(&key("rotate_before"), s.rotate_before.as_deref(), "7d");
-    let grace_period = c.duration(&key("grace_period"), s.grace_period.as_deref(), "1h");
+    // A key set, or the default derived from what it must fit in.
+    let mut or = |k: &str, raw: &Option<String>, derived: Duration| match raw.as_deref() {
+        Some(text) => c.duration(&key(k), Some(text), "0s"),
+        None => derived,
+    };
+    // An hourly consumer (External Secrets Operator's default refresh) moves within the hour:
+    // two hours of grace keep it working where AMG gives no usage data, as many quiet hours
+    // (the quiet period defaults to the grace period) tell a consumer that moved from one that
+    // uses the token rarely, and three days bound how long one that never re-reads (a key in
+    // an environment variable) holds a second token. Each shrinks to fit a short rotate-before
+    // window.
+    let grace_period = or(
+        "grace_period",
+        &s.grace_period,
+        DEFAULT_GRACE.min(rotate_before / 2),
+    );
+    let max_overlap = or(
+        "max_overlap",
+        &s.max_overlap,
+        grace_period.max(DEFAULT_MAX_OVERLAP.min(rotate_before / 2)),
+    );
+    let quiet_period = or(
+        "quiet_period",
+        &s.quiet_period,
+        grace_period.min(max_overlap),
+    );
     // Default: a quarter of the rotate-before window, and never so much that a new token is due
     // as soon as it is made.
     let rotation_spread = match s.rotation_spread.as_deref() {
@@ -61,6 +95,8 @@ pub(super) fn timings(c: &mut Checker, at: &str, s: &RawScope) -> Timings {
         rotate_before,
         rotation_spread,
         grace_period,
+        quiet_period,
+        max_overlap,
         orphan_margin,
     };
     check_windows(c, at, s, &timings);
@@ -97,6 +133,35 @@ fn check_windows(c: &mut Checker, at: &str, s: &RawScope, t: &Timings) {
             quote(&show(t.grace_period)),
             format!("must be shorter than rotate_before ({}), so the old token is deleted before it expires", show(t.rotate_before)),
         );
+    } else if t.grace_period > t.max_overlap {
+        c.fail(
+            key("grace_period"),
+            quote(&show(t.grace_period)),
+            format!(
+                "must not be longer than max_overlap ({}), the longest a superseded token is kept",
+                show(t.max_overlap)
+            ),
+        );
+    }
+    if t.max_overlap >= t.rotate_before {
+        c.fail(
+            key("max_overlap"),
+            quote(&show(t.max_overlap)),
+            format!("must be shorter than rotate_before ({}), so a superseded token is gone before its successor falls due", show(t.rotate_before)),
+        );
+    }
+    if t.quiet_period > t.max_overlap {
+        c.fail(
+            key("quiet_period"),
+            quote(&show(t.quiet_period)),
+            format!("must not be longer than max_overlap ({}), or consumers' silence would never decide", show(t.max_overlap)),
+        );
+    } else if s.quiet_period.is_some() && t.quiet_period < SHORTEST_SAFE_QUIET {
+        c.warn(
+            key("quiet_period"),
+            quote(&show(t.quiet_period)),
+            "is shorter than 10m: Grafana records a token's use at most every 5 minutes, so a consumer still using the superseded token can look quiet",
+        );
     }
 }
 
@@ -127,6 +192,8 @@ pub(super) fn warn_if_passes_too_sparse(
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use crate::config::testing::{has, load_str, problems, MINIMAL};
 
     #[test]
@@ -143,6 +210,66 @@ mod tests {
             has(&p, "targets[0].grace_period", "shorter than rotate_before"),
             "{p:?}"
         );
+    }
+
+    #[test]
+    fn retirement_windows_nest_inside_rotate_before() {
+        let p = problems(&format!("{MINIMAL}max_overlap = \"7d\"\n"));
+        assert!(
+            has(&p, "targets[0].max_overlap", "shorter than rotate_before"),
+            "{p:?}"
+        );
+        let p = problems(&format!(
+            "{MINIMAL}grace_period = \"5h\"\nmax_overlap = \"4h\"\n"
+        ));
+        assert!(
+            has(
+                &p,
+                "targets[0].grace_period",
+                "not be longer than max_overlap"
+            ),
+            "{p:?}"
+        );
+        let p = problems(&format!("{MINIMAL}quiet_period = \"4d\"\n"));
+        assert!(
+            has(
+                &p,
+                "targets[0].quiet_period",
+                "not be longer than max_overlap"
+            ),
+            "{p:?}"
+        );
+        let cfg = load_str(&format!("{MINIMAL}quiet_period = \"1m\"\n")).unwrap();
+        assert!(
+            cfg.warnings
+                .iter()
+                .any(|w| w.key == "targets[0].quiet_period" && w.reason.contains("5 minutes")),
+            "{:?}",
+            cfg.warnings
+        );
+    }
+
+    /// Unset, the retirement windows fit whatever rotate_before is: a short window takes
+    /// smaller defaults instead of an error about keys the user never wrote.
+    #[test]
+    fn retirement_defaults_fit_a_short_rotate_before() {
+        let cfg = load_str(&format!(
+            "{MINIMAL}token_ttl = \"1h\"\nrotate_before = \"30m\"\n"
+        ))
+        .unwrap();
+        let p = &cfg.targets[0].policy;
+        assert_eq!(p.grace_period, Duration::from_secs(15 * 60));
+        assert_eq!(p.max_overlap, Duration::from_secs(15 * 60));
+        assert_eq!(p.quiet_period, Duration::from_secs(15 * 60));
+        assert!(cfg.warnings.is_empty(), "{:?}", cfg.warnings);
+        let cfg = load_str(MINIMAL).unwrap();
+        let p = &cfg.targets[0].policy;
+        assert_eq!(p.grace_period, Duration::from_secs(2 * 3600));
+        assert_eq!(p.quiet_period, Duration::from_secs(2 * 3600));
+        assert_eq!(p.max_overlap, Duration::from_secs(3 * 86400));
+        // A short grace period set by hand: the quiet period follows it.
+        let cfg = load_str(&format!("{MINIMAL}grace_period = \"1s\"\n")).unwrap();
+        assert_eq!(cfg.targets[0].policy.quiet_period, Duration::from_secs(1));
     }
 
     #[test]

@@ -49,6 +49,8 @@ pub(super) fn validate_target(
             rotate_before: timings.rotate_before,
             rotation_spread: timings.rotation_spread,
             grace_period: timings.grace_period,
+            quiet_period: timings.quiet_period,
+            max_overlap: timings.max_overlap,
             orphan_margin: timings.orphan_margin,
             name_prefix,
             secret_name,
