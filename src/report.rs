@@ -38,6 +38,7 @@ pub fn summary_lines(report: &PassReport) -> String {
         );
     }
     left_behind_lines(&mut out, report);
+    superseded_lines(&mut out, report);
     for p in &report.problems {
         let _ = writeln!(out, "FAILED   {p}");
     }
@@ -56,6 +57,20 @@ fn left_behind_lines(out: &mut String, report: &PassReport) {
                 c.workspace_id,
                 c.service_account,
                 c.secret_name.as_deref().unwrap_or("-")
+            );
+        }
+    }
+}
+
+/// One line per superseded token still alive at the start of the pass: the rule that decided
+/// its fate, and for one kept because it is still used, that its consumers have not moved.
+fn superseded_lines(out: &mut String, report: &PassReport) {
+    for c in &report.credentials {
+        for s in c.plan.iter().flat_map(|p| &p.superseded) {
+            let _ = writeln!(
+                out,
+                "{} {} -> {}: {s}",
+                c.workspace_id, c.service_account, s.secret
             );
         }
     }
@@ -196,6 +211,7 @@ pub fn plan_table(report: &PassReport) -> String {
         let _ = writeln!(out, "{}", line.trim_end());
     }
     left_behind_lines(&mut out, report);
+    superseded_lines(&mut out, report);
     for p in &report.problems {
         let _ = writeln!(out, "problem: {p}");
     }

@@ -742,7 +742,17 @@ async fn every_metric_the_dashboard_and_the_alerts_query_is_in_a_live_scrape() {
             .into_iter()
             .collect::<BTreeSet<_>>()
     );
-    let exists = |name: &str| s.has_samples(name);
+    // Series that exist only in a state this pass does not reach: declared in every scrape,
+    // and their values are asserted by the in-process scenarios (src/credential/scenarios.rs)
+    // and, for the alert, by promtool's rule tests.
+    const SITUATIONAL: &[&str] = &[
+        // A superseded token its consumers still use after the promotion.
+        "amg_rotator_superseded_token_last_used_timestamp_seconds",
+    ];
+    let exists = |name: &str| {
+        s.has_samples(name)
+            || (SITUATIONAL.contains(&name) && s.text.contains(&format!("# TYPE {name} ")))
+    };
 
     let dashboard: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(concat!(
@@ -785,7 +795,7 @@ async fn every_metric_the_dashboard_and_the_alerts_query_is_in_a_live_scrape() {
     ))
     .unwrap();
     let exprs = rule_expressions(&rules);
-    assert_eq!(exprs.len(), 4, "{exprs:?}");
+    assert_eq!(exprs.len(), 5, "{exprs:?}");
     let names: BTreeSet<String> = exprs.iter().flat_map(|e| promql_metric_names(e)).collect();
     // `up` is Prometheus's own.
     let missing: Vec<_> = names.iter().filter(|n| *n != "up" && !exists(n)).collect();

@@ -326,6 +326,7 @@ fn unless_forgotten(mut plan: Plan, o: &KeyObserved<'_>) -> Plan {
 
 /// Deletes the superseded key once its grace period has passed since the promotion.
 fn with_previous(mut plan: Plan, policy: &Policy, o: &KeyObserved<'_>, now: DateTime<Utc>) -> Plan {
+    plan.promoted = super::plan::promoted(o.secret);
     let Some(prev) = &o.previous else { return plan };
     if o.current
         .as_ref()
@@ -333,7 +334,9 @@ fn with_previous(mut plan: Plan, policy: &Policy, o: &KeyObserved<'_>, now: Date
     {
         return plan;
     }
-    let promoted = o.secret.and_then(|s| s.last_changed).unwrap_or(now);
+    // API keys cannot be listed, so nothing says whether consumers still use one: time alone,
+    // from the promotion as the rotator recorded it (else the secret's last change).
+    let promoted = plan.promoted.map_or(now, |p| p.at);
     let until = promoted + std_to_chrono(policy.grace_period);
     if prev.expires_at <= now || now >= until {
         let drop = Some(prev.version_id.clone());
@@ -661,6 +664,8 @@ mod tests {
             rotate_before: Duration::from_secs(7 * 86400),
             rotation_spread: Duration::ZERO,
             grace_period: Duration::from_secs(3600),
+            quiet_period: Duration::from_secs(7200),
+            max_overlap: Duration::from_secs(3 * 86400),
             orphan_margin: Duration::from_secs(900),
             name_prefix: "amgrot".into(),
             secret_name: "s/{key_name}".into(),
@@ -758,6 +763,12 @@ mod tests {
                 superseded(record("amgk1-a", 3, 20)),
                 rotate(RotateReason::Due, "amgrot-legacy-5")
             ]
+        );
+        // And the plan no longer says it is kept for its grace period.
+        assert!(
+            !p.notes.iter().any(|n| n.contains("amgrot-legacy-3")),
+            "{:?}",
+            p.notes
         );
         let settled = KeyObserved {
             current: Some(record("amgk1-b", 4, 20)),
@@ -929,5 +940,61 @@ mod tests {
         let p = plan(&policy(), "legacy", &o, now());
         assert!(matches!(p.blocked, Some(Blocker::ForeignSecret { .. })));
         assert!(p.actions.is_empty());
+    }
+
+    fn reason_of(p: &Plan) -> Option<RotateReason> {
+        p.actions.iter().find_map(|a| match a {
+            Action::Rotate { reason, .. } => Some(*reason),
+            _ => None,
+        })
+    }
+
+    /// Why a key is replaced, as the metrics and plan say it: an AWSCURRENT whose key record
+    /// cannot be read is a missing key, not a first run; an expired key is expired, not due.
+    #[test]
+    fn the_rotation_reason_tells_missing_and_expired_from_first_and_due() {
+        let s = secret(&[("amgk1-b", AWSCURRENT)], 60);
+        let unreadable = KeyObserved {
+            secret: Some(&s),
+            ..KeyObserved::default()
+        };
+        let p = plan(&policy(), "legacy", &unreadable, now());
+        assert_eq!(reason_of(&p), Some(RotateReason::MissingToken), "{p:?}");
+        let expired = KeyObserved {
+            secret: Some(&s),
+            current: Some(record("amgk1-b", 1, -1)),
+            ..KeyObserved::default()
+        };
+        let p = plan(&policy(), "legacy", &expired, now());
+        assert_eq!(reason_of(&p), Some(RotateReason::Expired), "{p:?}");
+    }
+
+    /// A pending key already due (expiring within rotate_before) is not promoted: it would be
+    /// replaced at once. It is deleted as the orphan it is, and a new one minted.
+    #[test]
+    fn a_pending_key_due_now_is_not_resumed() {
+        let s = secret(&[("amgk1-b", AWSCURRENT), ("amgk1-c", AWSPENDING)], 60);
+        let o = KeyObserved {
+            secret: Some(&s),
+            current: Some(record("amgk1-b", 1, 3)),
+            // Expires exactly rotate_before (7 days) from now: due now.
+            pending: Some(record("amgk1-c", 2, 7)),
+            ..KeyObserved::default()
+        };
+        let p = plan(&policy(), "legacy", &o, now());
+        assert!(
+            !p.actions.iter().any(|a| matches!(a, Action::Resume { .. })),
+            "{:?}",
+            p.actions
+        );
+        assert!(
+            p.actions.iter().any(|a| matches!(
+                a,
+                Action::Delete { credential, reason: DeleteReason::Orphan, .. }
+                    if credential.name == "amgrot-legacy-2"
+            )),
+            "{:?}",
+            p.actions
+        );
     }
 }

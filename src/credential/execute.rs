@@ -19,7 +19,7 @@ use chrono::{DateTime, Utc};
 use zeroize::Zeroizing;
 
 use super::plan::{Action, CredRef, DeleteReason, RotateReason};
-use super::records::{VerifyBackoff, VERIFICATION_TAG};
+use super::records::{Promotion, VerifyBackoff, PROMOTED_TAG, VERIFICATION_TAG};
 use super::{Credential, Outcome, StepError};
 use crate::aws::{ApiError, Grafana, SecretStore, Verifier};
 use crate::daemon::metrics::{CredentialLabels, Label, Metrics, StepOutcome, Succeeded};
@@ -557,6 +557,15 @@ async fn promote(
             .map_err(StepError::api("DescribeSecret"))?
             .and_then(|s| s.version_with(AWSCURRENT).map(str::to_owned));
     }
+    // The record first: a crash between the two leaves a record of a version that is not
+    // current, which counts for nothing, never a promotion that looks older than it is.
+    let record = Promotion {
+        version: version_id.to_owned(),
+        at: Utc::now(),
+    };
+    if let Err(e) = secrets.tag(name, PROMOTED_TAG, &record.tag_value()).await {
+        tracing::warn!(workspace = %cred.workspace.id, service_account = %cred.service_account, secret = %name, error = %e, "could not record the promotion on the secret; its superseded credential's grace is counted from the secret's LastChangedDate");
+    }
     if run.current_version.as_deref() != Some(version_id) {
         secrets
             .move_stage(
@@ -569,6 +578,7 @@ async fn promote(
             .map_err(StepError::api("UpdateSecretVersionStage"))?;
     }
     run.current_version = Some(version_id.to_owned());
+    run.outcome.promoted = Some(record.at);
     tracing::info!(workspace = %cred.workspace.id, service_account = %cred.service_account, secret = %name, version_id, "promoted to AWSCURRENT");
     failpoint::hit(crash_point);
     // Tidy only: a label left here is cleared by the next pass.

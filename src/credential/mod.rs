@@ -10,6 +10,7 @@ pub mod api_key;
 pub mod execute;
 pub mod plan;
 pub mod records;
+pub mod retire;
 pub mod token;
 
 #[cfg(test)]
@@ -145,6 +146,8 @@ pub struct Outcome {
     pub current: Option<CredRef>,
     /// The plan stopped because another rotator was doing the same work.
     pub yielded: bool,
+    /// When this pass promoted a version, as recorded on the secret.
+    pub promoted: Option<DateTime<Utc>>,
 }
 
 impl fmt::Display for Outcome {
@@ -347,13 +350,54 @@ fn observe(services: Services<'_>, cred: &Credential, d: &Decided, mode: Mode, n
     for lb in &d.plan.left_behind {
         tracing::warn!(workspace = %ws, service_account = %name, secret = %cred.secret.name, token_name = %lb.token.name, left_behind_for = lb.secret.as_deref().unwrap_or("-"), detail = %lb, "token left behind by another secret");
     }
-    if apply && matches!(cred.kind, CredentialKind::Token { .. }) {
+    let tokens = matches!(cred.kind, CredentialKind::Token { .. });
+    if apply && tokens {
         services
             .metrics
             .set_left_behind(&labels, d.plan.left_behind.len());
     }
+    if apply {
+        let held = d.plan.superseded.iter().filter(|s| !s.delete);
+        let last_used = held.clone().filter_map(|s| s.last_used_at).max();
+        services.metrics.set_retirement(
+            &labels,
+            &cred.secret.name,
+            d.plan.promoted.map(|p| p.at),
+            tokens.then(|| held.count()),
+            last_used,
+        );
+    }
+    for s in &d.plan.superseded {
+        if s.delete {
+            tracing::info!(workspace = %ws, service_account = %name, secret = %s.secret, token_name = %s.token.name, rule = ?s.rule, detail = %s.detail, "retiring superseded token");
+        } else if s.lagging() {
+            tracing::info!(workspace = %ws, service_account = %name, secret = %s.secret, token_name = %s.token.name, detail = %s.detail, "consumers still use the superseded token");
+        }
+    }
+    if let Some(p) = d
+        .plan
+        .promoted
+        .filter(|p| !p.recorded && !d.plan.superseded.is_empty())
+    {
+        no_promotion_record_once(&cred.secret.name, p.at);
+    }
     for note in &d.plan.notes {
         tracing::debug!(workspace = %ws, service_account = %name, note = %note, "waiting");
+    }
+}
+
+/// Says once per process and secret that its superseded credential is retired by the secret's
+/// LastChangedDate, for want of the rotator's own record (secrets a version before records
+/// promoted): the next promotion records itself.
+fn no_promotion_record_once(secret: &str, last_changed: DateTime<Utc>) {
+    static SAID: std::sync::Mutex<std::collections::BTreeSet<String>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let first = SAID
+        .lock()
+        .map(|mut said| said.insert(secret.to_owned()))
+        .unwrap_or(false);
+    if first {
+        tracing::info!(secret, last_changed = %crate::model::rfc3339(last_changed), "no promotion record on the secret (promoted by an earlier version of the rotator): its superseded credential's grace counts from the secret's LastChangedDate until the next promotion records itself");
     }
 }
 
@@ -372,6 +416,11 @@ fn performed(
     report.expires_at = outcome.current.as_ref().and_then(|c| c.expires_at);
     if let Some(e) = report.expires_at {
         services.metrics.set_expiry(&labels, e);
+    }
+    if let Some(at) = outcome.promoted {
+        services
+            .metrics
+            .set_promotion(&labels, &cred.secret.name, at);
     }
     // An unknown expiry (AMG reports none) is as healthy as the plan's assumption.
     let rotate_before = plan::std_to_chrono(cred.policy.rotate_before);

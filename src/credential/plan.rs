@@ -13,7 +13,8 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::config::Policy;
-use crate::credential::records::VerifyBackoff;
+use crate::credential::records::{Promotion, VerifyBackoff};
+use crate::credential::retire::Superseded;
 use crate::model::{Role, SecretState, AWSCURRENT, AWSPENDING};
 
 /// What a reference points at: AMG addresses a token by its ID and an API key by its name.
@@ -378,6 +379,40 @@ pub struct Plan {
     /// Live tokens minted for other secrets: what a renamed secret left behind.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub left_behind: Vec<LeftBehind>,
+    /// When AWSCURRENT's version was promoted, when the secret says.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub promoted: Option<Promoted>,
+    /// Superseded tokens still alive, and the rule that decided each one's fate this pass.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub superseded: Vec<Superseded>,
+}
+
+/// When the version AWSCURRENT holds was promoted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Promoted {
+    pub at: DateTime<Utc>,
+    /// `false`: the rotator has no record of this promotion (a secret written by a version
+    /// before records, or a record that could not be written): `at` is the secret's
+    /// LastChangedDate, which Secrets Manager documents only as "modified in any way".
+    pub recorded: bool,
+}
+
+/// The promotion of AWSCURRENT's version: the rotator's own record when it names that version,
+/// else the secret's LastChangedDate.
+pub fn promoted(secret: Option<&SecretState>) -> Option<Promoted> {
+    let s = secret?;
+    let current = s.version_with(AWSCURRENT)?;
+    match Promotion::from_tags(&s.tags).filter(|p| p.version == current) {
+        Some(p) => Some(Promoted {
+            at: p.at,
+            recorded: true,
+        }),
+        None => s.last_changed.map(|at| Promoted {
+            at,
+            recorded: false,
+        }),
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -407,6 +442,8 @@ impl Plan {
             notes: Vec::new(),
             role_drift: None,
             left_behind: Vec::new(),
+            promoted: None,
+            superseded: Vec::new(),
         }
     }
 

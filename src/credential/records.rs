@@ -1,6 +1,6 @@
 //! What the rotator records on the secret itself, as tags, because it keeps no state of its
-//! own and separate `once` processes must agree: the verification backoff, and the API keys it
-//! made but could not show were published.
+//! own and separate `once` processes must agree: when it promoted the current version, the
+//! verification backoff, and the API keys it made but could not show were published.
 //!
 //! Tags, not versions: a tag write is not a PutSecretValue, so it adds no secret version (real
 //! Secrets Manager keeps every version younger than 24 hours and refuses more past its limit).
@@ -18,6 +18,12 @@ pub const VERIFICATION_TAG: &str = "amg-token-rotator:verification";
 /// API-key generations that were created but that no version recorded when seen:
 /// `GEN@EPOCH GEN@EPOCH`.
 pub const UNPUBLISHED_KEYS_TAG: &str = "amg-token-rotator:unpublished-keys";
+
+/// When the rotator promoted a version: `version=VERSION_ID at=EPOCH`. Written just before the
+/// label moves, so a crash between the two leaves a record of a version that is not current
+/// (ignored; the pass that finishes the promotion writes it again) and never one that makes a
+/// promotion look older than it is.
+pub const PROMOTED_TAG: &str = "amg-token-rotator:promoted";
 
 /// The first wait after a failed verification; each further failure doubles it.
 pub const BACKOFF_BASE: Duration = Duration::minutes(5);
@@ -93,6 +99,35 @@ impl VerifyBackoff {
             Some(s) => format!("HTTP {s}"),
             None => "no answer".to_owned(),
         }
+    }
+}
+
+/// The rotator's record of a promotion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Promotion {
+    pub version: String,
+    pub at: DateTime<Utc>,
+}
+
+impl Promotion {
+    pub fn from_tags(tags: &BTreeMap<String, String>) -> Option<Promotion> {
+        let value = tags.get(PROMOTED_TAG)?;
+        let (mut version, mut at) = (None, None);
+        for part in value.split_whitespace() {
+            match part.split_once('=')? {
+                ("version", v) if !v.is_empty() => version = Some(v.to_owned()),
+                ("at", t) => at = DateTime::from_timestamp(t.parse().ok()?, 0),
+                _ => {}
+            }
+        }
+        Some(Promotion {
+            version: version?,
+            at: at?,
+        })
+    }
+
+    pub fn tag_value(&self) -> String {
+        format!("version={} at={}", self.version, self.at.timestamp())
     }
 }
 
@@ -237,5 +272,21 @@ mod tests {
         let over = unpublished_value(&list(100_000_000_000)).unwrap();
         assert_eq!(over.split(' ').count(), 18);
         assert!(!over.contains("100000000000@"), "{over}");
+    }
+
+    #[test]
+    fn promotions_round_trip_and_a_bad_record_is_absent() {
+        let p = Promotion {
+            version: "amgr2-0123456789abcdef".into(),
+            at: at(42),
+        };
+        let value = p.tag_value();
+        assert_eq!(Promotion::from_tags(&tags(PROMOTED_TAG, &value)), Some(p));
+        assert!(value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || " =-".contains(c)));
+        for v in ["", "version= at=1", "version=v", "at=1", "version=v at=x"] {
+            assert_eq!(Promotion::from_tags(&tags(PROMOTED_TAG, v)), None, "{v}");
+        }
     }
 }

@@ -102,6 +102,8 @@ fn policy() -> Policy {
         rotate_before: Duration::from_secs(7 * 86400),
         rotation_spread: Duration::ZERO,
         grace_period: Duration::from_secs(3600),
+        quiet_period: Duration::from_secs(7200),
+        max_overlap: Duration::from_secs(3 * 86400),
         orphan_margin: Duration::from_secs(900),
         name_prefix: PREFIX.into(),
         secret_name: "amg/{workspace_id}/{service_account}".into(),
@@ -1346,6 +1348,8 @@ async fn plan_mode_writes_nothing(kind: Kind, due: bool) {
     let r = w.plan().await;
     assert_eq!(r.status, Status::Pending, "{r:?}");
     assert!(r.summary.starts_with("would "), "{}", r.summary);
+    // What would be done, not what consumers read now (that is for a pass that did it).
+    assert!(!r.summary.contains("; current "), "{}", r.summary);
     let wanted = if due {
         "rotate (due)"
     } else {
@@ -1738,4 +1742,206 @@ async fn a_current_token_of_unknown_expiry_is_healthy_until_its_assumed_due_time
     assert!(r.summary.ends_with("expires unknown"), "{}", r.summary);
     assert_eq!(w.metric("credential_healthy", &[]), Some(1.0));
     assert!(!w.has_series("credential_expiry_timestamp_seconds"));
+}
+
+// ---- retiring superseded tokens on evidence (issue 13) -----------------------------------
+
+/// A consumer calling the workspace's Grafana with `key`, a second from now: after any
+/// promotion the last pass made.
+fn consumer_uses(w: &World, key: &Key) {
+    let later = chrono::Utc::now() + ChronoDuration::seconds(1);
+    assert_eq!(w.grafana.use_key(WS, key, later, true), Some(true));
+}
+
+fn fate(r: &CredentialReport) -> super::retire::Superseded {
+    let plan = r.plan.as_ref().expect("a plan");
+    assert_eq!(plan.superseded.len(), 1, "{:?}", plan.superseded);
+    plan.superseded[0].clone()
+}
+
+/// The rotator records each promotion on the secret, and counts from it.
+#[tokio::test]
+async fn a_promotion_is_recorded_on_the_secret() {
+    let mut w = World::new(Kind::Token);
+    w.seed(1, days(25), &[AWSCURRENT]).await;
+    let r = w.pass().await;
+    assert!(did(&r, "rotate (due)"), "{:?}", r.done);
+    let record = records::Promotion::from_tags(&w.secrets.tags(SECRET)).expect("a record");
+    assert_eq!(record.version, w.current().version);
+    assert!((record.at - w.now).num_seconds().abs() <= 5, "{record:?}");
+    let r = w.pass().await;
+    let promoted = r.plan.as_ref().and_then(|p| p.promoted).expect("promoted");
+    assert!(promoted.recorded);
+    assert_eq!(promoted.at, record.at);
+    assert_eq!(
+        w.metric(
+            "credential_promotion_timestamp_seconds",
+            &[("secret", SECRET)]
+        ),
+        Some(record.at.timestamp() as f64)
+    );
+}
+
+/// Consumers that never re-read the secret keep calling with the old token: it is kept past
+/// the grace period, reported as lagging, and deleted at the maximum overlap.
+#[tokio::test]
+async fn a_superseded_token_still_in_use_is_kept_until_the_maximum_overlap() {
+    let mut w = World::new(Kind::Token);
+    let old = w.seed(1, days(25), &[AWSCURRENT]).await;
+    w.pass().await;
+    consumer_uses(&w, &old.key);
+    w.cred.policy.grace_period = Duration::ZERO;
+    let r = w.pass().await;
+    assert_eq!(r.status, Status::Ok, "{r:?}");
+    assert!(w.live().contains(&old.name), "kept past grace");
+    let s = fate(&r);
+    assert_eq!(
+        (s.rule, s.delete),
+        (super::retire::Rule::Quiet, false),
+        "{s:?}"
+    );
+    assert!(s.lagging());
+    assert!(
+        s.detail.contains("kept, consumers have not moved"),
+        "{}",
+        s.detail
+    );
+    assert_eq!(w.metric("superseded_tokens", &[]), Some(1.0));
+    let last_used = s.last_used_at.expect("a last use").timestamp() as f64;
+    let gauge = "superseded_token_last_used_timestamp_seconds";
+    assert_eq!(w.metric(gauge, &[("secret", SECRET)]), Some(last_used));
+
+    w.cred.policy.max_overlap = Duration::ZERO;
+    let r = w.pass().await;
+    assert!(did(&r, "superseded"), "{:?}", r.done);
+    assert!(!w.live().contains(&old.name));
+    let s = fate(&r);
+    assert_eq!(s.rule, super::retire::Rule::MaxOverlap, "{s:?}");
+    assert!(
+        s.detail.contains(&format!("must re-read secret {SECRET}")),
+        "{}",
+        s.detail
+    );
+    assert_eq!(w.metric("superseded_tokens", &[]), Some(0.0));
+    assert_eq!(w.metric(gauge, &[("secret", SECRET)]), None);
+}
+
+/// Consumers moved to the new token: the old one, quiet since the promotion, goes once the
+/// quiet period is over, not before.
+#[tokio::test]
+async fn a_superseded_token_goes_after_the_quiet_period_once_consumers_moved() {
+    let mut w = World::new(Kind::Token);
+    let old = w.seed(1, days(25), &[AWSCURRENT]).await;
+    w.pass().await;
+    consumer_uses(&w, &w.current().key);
+    w.cred.policy.grace_period = Duration::ZERO;
+    let r = w.pass().await;
+    assert!(w.live().contains(&old.name));
+    let s = fate(&r);
+    assert_eq!(
+        (s.rule, s.delete),
+        (super::retire::Rule::Quiet, false),
+        "{s:?}"
+    );
+    assert!(!s.lagging(), "not used since the promotion");
+    assert!(
+        s.detail.contains("kept for the quiet period"),
+        "{}",
+        s.detail
+    );
+
+    w.cred.policy.quiet_period = Duration::ZERO;
+    let r = w.pass().await;
+    assert!(!w.live().contains(&old.name));
+    let s = fate(&r);
+    assert_eq!(
+        (s.rule, s.delete),
+        (super::retire::Rule::Quiet, true),
+        "{s:?}"
+    );
+    assert!(s.detail.contains("consumers have moved"), "{}", s.detail);
+}
+
+/// Nobody used any token of the account since the promotion: no evidence, time alone.
+#[tokio::test]
+async fn without_usage_data_a_superseded_token_goes_after_grace() {
+    let mut w = World::new(Kind::Token);
+    let old = w.seed(1, days(25), &[AWSCURRENT]).await;
+    w.pass().await;
+    w.cred.policy.grace_period = Duration::ZERO;
+    let r = w.pass().await;
+    assert!(!w.live().contains(&old.name));
+    let s = fate(&r);
+    assert_eq!(s.rule, super::retire::Rule::NoUsageData, "{s:?}");
+    assert!(s.detail.contains("deleted after grace"), "{}", s.detail);
+}
+
+/// A pass published the new token three hours ago and recorded its promotion, then died
+/// before moving the label (Secrets Manager keeping LastChangedDate at the put, as moto does).
+/// The pass that finishes the promotion records it again: the old token's grace runs from
+/// then, not from three hours ago.
+#[tokio::test]
+async fn a_promotion_finished_late_counts_grace_from_when_it_finished() {
+    let mut w = World::new(Kind::Token);
+    let _ = w.secrets.clone().with_label_moves_keeping_last_changed();
+    let old = w.seed(1, days(25), &[AWSCURRENT]).await;
+    let new = w.seed(2, ChronoDuration::hours(3), &[AWSPENDING]).await;
+    let stale = records::Promotion {
+        version: new.version.clone(),
+        at: w.now - ChronoDuration::hours(3),
+    };
+    w.secrets
+        .tag(SECRET, records::PROMOTED_TAG, &stale.tag_value())
+        .await
+        .expect("tag");
+    let r = w.pass().await;
+    assert!(did(&r, "resume pending"), "{:?}", r.done);
+    assert_eq!(w.current().version, new.version);
+    let r = w.pass().await;
+    assert!(
+        w.live().contains(&old.name),
+        "deleted within its grace: {r:?}"
+    );
+    let s = fate(&r);
+    assert_eq!(
+        (s.rule, s.delete),
+        (super::retire::Rule::Grace, false),
+        "{s:?}"
+    );
+    assert!((s.promoted_at - w.now).num_seconds().abs() <= 5, "{s:?}");
+}
+
+/// A secret promoted before the rotator kept records: its LastChangedDate stands in, and the
+/// plan says it is not a record.
+#[tokio::test]
+async fn without_a_record_the_secrets_last_change_stands_in() {
+    let mut w = World::new(Kind::Token);
+    w.seed(1, days(2), &[AWSPREVIOUS]).await;
+    w.seed(1, days(1), &[AWSCURRENT]).await;
+    let r = w.plan().await;
+    let promoted = r.plan.as_ref().and_then(|p| p.promoted).expect("promoted");
+    assert!(!promoted.recorded);
+    assert!(
+        (promoted.at - (w.now - days(1))).num_seconds().abs() <= 5,
+        "{promoted:?}"
+    );
+    assert_eq!(fate(&r).rule, super::retire::Rule::NoUsageData);
+}
+
+/// With verification on, each pass proves the current API key: one Grafana refuses (401, the
+/// key was deleted behind the rotator's back) is dead and replaced at once, not when due.
+#[tokio::test]
+async fn a_current_api_key_grafana_refuses_is_replaced_at_once() {
+    let mut w = World::new(Kind::ApiKey).verifying();
+    let current = w.seed(1, days(1), &[AWSCURRENT]).await;
+    w.grafana
+        .delete_api_key(WS, &current.name)
+        .await
+        .expect("delete");
+    let r = w.pass().await;
+    assert_eq!(r.status, Status::Changed, "{r:?}");
+    assert!(did(&r, "rotate (missing_token)"), "{:?}", r.done);
+    let new = w.current();
+    assert_ne!(new.name, current.name);
+    assert!(w.opens_grafana(&new.key));
 }

@@ -28,9 +28,10 @@ use zeroize::Zeroizing;
 
 use super::execute::{CrashPoints, Decided, KindOps, Minted, Run, Services};
 use super::plan::{
-    due_at, secret_blocker, spread_offset, std_to_chrono, Action, Blocker, CredRef, DeleteReason,
-    LeftBehind, Plan, RoleDrift, RotateReason, What,
+    due_at, promoted, secret_blocker, spread_offset, std_to_chrono, Action, Blocker, CredRef,
+    DeleteReason, LeftBehind, Plan, RoleDrift, RotateReason, What,
 };
+use super::retire;
 use super::{Credential, CredentialKind, StepError};
 use crate::aws::ApiError;
 use crate::config::{Policy, Strategy};
@@ -271,6 +272,7 @@ fn decide(
     let labels = locate(policy, observed, account, now, &mut plan);
     plan.current = labels.current.map(CredRef::from);
     plan.due_at = labels.current.map(due);
+    plan.promoted = promoted(observed.secret);
     if let Some(t) = labels.current.filter(|t| t.expires_at.is_none()) {
         plan.notes.push(format!(
             "AMG reports no expiry for the current token {}: assumed to expire token_ttl after its creation, at {}",
@@ -442,22 +444,36 @@ fn owned_not_current(
     let superseded = labels.previous.is_some_and(|p| p.id == t.id)
         || (minted_here && labels.current.is_some_and(|c| t.created_at < c.created_at));
     if superseded {
-        // Since the current version was promoted: the secret's last change, else its token's
-        // birth, else this token's own.
-        let since = observed
-            .secret
-            .and_then(|s| s.last_changed)
+        // Since the current version was promoted: the rotator's record, else the secret's last
+        // change, else its token's birth, else this token's own.
+        let promoted_at = plan
+            .promoted
+            .map(|p| p.at)
             .or(labels.current.map(|c| c.created_at))
             .unwrap_or(t.created_at);
-        let until = since + std_to_chrono(policy.grace_period);
-        if now >= until {
+        // Some token of the account used since: AMG is recording use, so silence means something.
+        let evidence = observed
+            .tokens
+            .iter()
+            .any(|u| u.last_used_at.is_some_and(|at| at > promoted_at));
+        let secret = observed.secret.map_or("", |s| s.name.as_str());
+        let fate = retire::decide(
+            policy,
+            t.into(),
+            secret,
+            promoted_at,
+            t.last_used_at,
+            evidence,
+            now,
+        );
+        let delete = fate.delete;
+        if !delete {
+            plan.notes.push(fate.to_string());
+        }
+        plan.superseded.push(fate);
+        if delete {
             return Some(deletion(t, DeleteReason::Superseded));
         }
-        plan.notes.push(format!(
-            "keeping superseded {} for its grace period, until {}",
-            t.name,
-            crate::model::rfc3339(until)
-        ));
     } else if !minted_here {
         plan.left_behind.push(LeftBehind {
             token: t.into(),
@@ -882,6 +898,8 @@ mod tests {
             rotate_before: Duration::from_secs(7 * DAY as u64),
             rotation_spread: Duration::ZERO,
             grace_period: Duration::from_secs(3600),
+            quiet_period: Duration::from_secs(7200),
+            max_overlap: Duration::from_secs(3 * 86400),
             orphan_margin: Duration::from_secs(900),
             name_prefix: "amgrot".into(),
             secret_name: "s/{workspace_id}/{service_account}".into(),

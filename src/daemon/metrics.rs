@@ -55,6 +55,9 @@ pub struct Metrics {
     deletions: IntCounterVec,
     tokens: IntGaugeVec,
     left_behind: IntGaugeVec,
+    superseded: IntGaugeVec,
+    superseded_last_used: GaugeVec,
+    promotion: GaugeVec,
     pass_duration: HistogramVec,
     passes: IntCounterVec,
     last_success: Gauge,
@@ -76,6 +79,8 @@ pub struct Metrics {
     /// exported, so the series goes when the drift ends however it ends (the account
     /// recreated, or the declared role changed to match).
     drifting: Mutex<BTreeMap<(String, String), (String, String)>>,
+    /// The secret label each credential's retirement series carry, so they go when it changes.
+    secrets: Mutex<BTreeMap<CredentialLabels, String>>,
     /// Every registered family, in registration order.
     catalog: Vec<MetricInfo>,
 }
@@ -273,6 +278,21 @@ const LEFT_BEHIND: Family<IntGaugeVec> = Family::new(
     &CREDENTIAL,
     "Live tokens the rotator minted for another secret (secret_name, a workspace or service-account name, the region or the role changed) that this credential's service account still holds; kept until they expire. Retire the old secret, then delete them.",
 );
+const SUPERSEDED: Family<IntGaugeVec> = Family::new(
+    "superseded_tokens",
+    &CREDENTIAL,
+    "Superseded tokens the service account still holds after the pass: kept while the grace period runs or their consumers still use them (AMG's lastUsedAt), at most max_overlap after the promotion.",
+);
+const SUPERSEDED_LAST_USED: Family<GaugeVec> = Family::new(
+    "superseded_token_last_used_timestamp_seconds",
+    &["workspace", "service_account", "kind", "secret"],
+    "Unix time at which a superseded token still held was last used (AMG's lastUsedAt; the latest of them). Later than the promotion: consumers still use the old token and should re-read the secret.",
+);
+const PROMOTION: Family<GaugeVec> = Family::new(
+    "credential_promotion_timestamp_seconds",
+    &["workspace", "service_account", "kind", "secret"],
+    "Unix time at which the version AWSCURRENT holds was promoted: the rotator's record on the secret, else the secret's LastChangedDate.",
+);
 const PASS_DURATION: Family<HistogramVec> = Family::new(
     "pass_duration_seconds",
     &["mode"],
@@ -444,6 +464,9 @@ impl Metrics {
             deletions: r.add(&DELETIONS),
             tokens: r.add(&TOKENS),
             left_behind: r.add(&LEFT_BEHIND),
+            superseded: r.add(&SUPERSEDED),
+            superseded_last_used: r.add(&SUPERSEDED_LAST_USED),
+            promotion: r.add(&PROMOTION),
             pass_duration: r.add(&PASS_DURATION),
             passes: r.add(&PASSES),
             last_success: r.add(&LAST_SUCCESS),
@@ -461,6 +484,7 @@ impl Metrics {
             rate_limit: r.add(&RATE_LIMIT),
             known: Mutex::new(BTreeSet::new()),
             drifting: Mutex::new(BTreeMap::new()),
+            secrets: Mutex::new(BTreeMap::new()),
             catalog: Vec::new(),
         };
         let build_info: IntGaugeVec = r.add(&BUILD_INFO);
@@ -542,6 +566,72 @@ impl Metrics {
             self.tokens
                 .with_label_values(&[workspace, service_account, state])
                 .set(n as i64);
+        }
+    }
+
+    /// What the retirement of a credential's superseded tokens looks like after a pass: when
+    /// its current version was promoted, how many superseded tokens are held, and when they
+    /// were last used (`None`: none held was ever used, or it is not a service account's).
+    pub fn set_retirement(
+        &self,
+        c: &CredentialLabels,
+        secret: &str,
+        promoted: Option<chrono::DateTime<chrono::Utc>>,
+        held: Option<usize>,
+        last_used: Option<chrono::DateTime<chrono::Utc>>,
+    ) {
+        self.track_secret(c, secret);
+        let [w, s, k] = c.values();
+        let labels = [w, s, k, secret];
+        match promoted {
+            Some(at) => self
+                .promotion
+                .with_label_values(&labels)
+                .set(at.timestamp() as f64),
+            None => {
+                let _ = self.promotion.remove_label_values(&labels);
+            }
+        }
+        if let Some(n) = held {
+            self.superseded.with_label_values(&c.values()).set(n as i64);
+        }
+        match last_used {
+            Some(at) => self
+                .superseded_last_used
+                .with_label_values(&labels)
+                .set(at.timestamp() as f64),
+            None => {
+                let _ = self.superseded_last_used.remove_label_values(&labels);
+            }
+        }
+    }
+
+    /// A promotion this pass made, as soon as it is made.
+    pub fn set_promotion(
+        &self,
+        c: &CredentialLabels,
+        secret: &str,
+        at: chrono::DateTime<chrono::Utc>,
+    ) {
+        self.track_secret(c, secret);
+        let [w, s, k] = c.values();
+        self.promotion
+            .with_label_values(&[w, s, k, secret])
+            .set(at.timestamp() as f64);
+    }
+
+    /// The credential's retirement series carry `secret`: those of another (a renamed secret)
+    /// go.
+    fn track_secret(&self, c: &CredentialLabels, secret: &str) {
+        let mut secrets = self.secrets.lock().expect("metrics lock");
+        if let Some(old) = secrets.insert(c.clone(), secret.to_owned()) {
+            if old != secret {
+                let [w, s, k] = c.values();
+                let _ = self.promotion.remove_label_values(&[w, s, k, &old]);
+                let _ = self
+                    .superseded_last_used
+                    .remove_label_values(&[w, s, k, &old]);
+            }
         }
     }
 
@@ -654,6 +744,14 @@ impl Metrics {
             let _ = self.expiry.remove_label_values(&gone.values());
             let _ = self.credential_healthy.remove_label_values(&gone.values());
             let _ = self.left_behind.remove_label_values(&gone.values());
+            let _ = self.superseded.remove_label_values(&gone.values());
+            if let Some(secret) = self.secrets.lock().expect("metrics lock").remove(gone) {
+                let [w, s, k] = gone.values();
+                let _ = self.promotion.remove_label_values(&[w, s, k, &secret]);
+                let _ = self
+                    .superseded_last_used
+                    .remove_label_values(&[w, s, k, &secret]);
+            }
             for state in TOKEN_STATES {
                 let _ = self.tokens.remove_label_values(&[
                     &gone.workspace,
