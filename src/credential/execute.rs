@@ -326,10 +326,8 @@ async fn rotate(
         failpoint::hit(points.after_pending);
         promote(run, &version, points.after_promote).await?;
     }
-    run.outcome.current = Some(CredRef {
-        expires_at: Some(minted.expires_at),
-        ..minted.credential
-    });
+    // Each kind's mint names AMG's own expiry in the reference.
+    run.outcome.current = Some(minted.credential);
     Ok(())
 }
 

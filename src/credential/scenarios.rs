@@ -1945,3 +1945,34 @@ async fn a_current_api_key_grafana_refuses_is_replaced_at_once() {
     assert_ne!(new.name, current.name);
     assert!(w.opens_grafana(&new.key));
 }
+
+/// A create AMG surely did not perform (access denied) is not retried: the pass fails with the
+/// refusal and nothing is made.
+#[tokio::test]
+async fn a_refused_api_key_create_is_not_retried() {
+    let mut w = World::new(Kind::ApiKey);
+    w.grafana_fails(Fault::new(ops::CREATE_API_KEY, 1, denied()));
+    let r = w.pass().await;
+    assert_eq!(r.status, Status::Failed, "{r:?}");
+    assert!(r.error.unwrap_or_default().contains("not authorized"));
+    assert!(w.live().is_empty(), "{:?}", w.live());
+}
+
+/// A create whose outcome stays unknown is tried again under the same name, and after the
+/// last attempt the pass reports what AMG answered, not a want of free names.
+#[tokio::test]
+async fn an_api_key_create_that_keeps_timing_out_reports_the_timeout() {
+    let mut w = World::new(Kind::ApiKey);
+    w.grafana_fails(Fault::new(ops::CREATE_API_KEY, 1, timed_out()).times(10));
+    let r = w.pass().await;
+    assert_eq!(r.status, Status::Failed, "{r:?}");
+    let error = r.error.unwrap_or_default();
+    assert!(error.contains("timed out"), "{error}");
+    assert!(!error.contains("no free name"), "{error}");
+    // And with one timeout, the second attempt of the same name makes the key.
+    let mut w = World::new(Kind::ApiKey);
+    w.grafana_fails(Fault::new(ops::CREATE_API_KEY, 1, timed_out()));
+    let r = w.pass().await;
+    assert_eq!(r.status, Status::Changed, "{r:?}");
+    assert_eq!(w.current().name, "amgrot-terraform-1");
+}
