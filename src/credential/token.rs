@@ -1403,6 +1403,61 @@ mod tests {
         );
     }
 
+    /// AMG refuses a name over 128 characters; the rotator keeps 3 for a collision suffix. A
+    /// service account that fits is kept whole; one character more and it is cut, with a hash
+    /// of the whole name, to exactly 125.
+    #[test]
+    fn token_names_are_cut_to_exactly_what_fits() {
+        let mark = here();
+        let prefix = "amgrot";
+        // 125 = prefix, "-", the part, "-", 16 of timestamp, "-", the mark.
+        let room = 125 - prefix.len() - 1 - 17 - 1 - MARK_LEN;
+        let fits = "s".repeat(room);
+        let name = token_name(prefix, &fits, &mark, now());
+        assert_eq!(name.len(), 125);
+        assert!(name.contains(&fits), "{name}");
+        let over = "s".repeat(room + 1);
+        let cut = token_name(prefix, &over, &mark, now());
+        assert_eq!(cut.len(), 125, "{cut}");
+        assert!(!cut.contains(&over), "{cut}");
+        assert_eq!(mark_of(&cut), Some(mark.as_str()));
+        // The fixed name of recreate: the same budget without the timestamp.
+        let room = 125 - prefix.len() - 1 - 1 - MARK_LEN;
+        assert_eq!(
+            recreate_token_name(prefix, &"s".repeat(room), &mark).len(),
+            125
+        );
+        let cut = recreate_token_name(prefix, &"s".repeat(room + 1), &mark);
+        assert_eq!(cut.len(), 125, "{cut}");
+        // Multi-byte characters are cut on a character boundary, never inside one.
+        let wide = "é".repeat(100);
+        let cut = token_name(prefix, &wide, &mark, now());
+        assert!(cut.len() <= 125 && cut.len() >= 124, "{}", cut.len());
+        assert!(cut.starts_with("amgrot-éé"), "{cut}");
+    }
+
+    #[test]
+    fn a_mark_is_eight_lower_case_hex_digits() {
+        assert_eq!(
+            mark_of("amgrot-sa-20261122T120000Z-9abcdef0"),
+            Some("9abcdef0")
+        );
+        assert_eq!(
+            mark_of("amgrot-sa-20261122T120000Z-ffffffff"),
+            Some("ffffffff")
+        );
+        for not in [
+            "amgrot-sa-20261122T120000Z-0123ABCD",
+            "amgrot-sa-20261122T120000Z-0123abc",
+            "amgrot-sa-20261122T120000Z-0123abcde",
+            "amgrot-sa-20261122T120000Z-0123abcg",
+            // A trailing dash is no collision suffix.
+            "amgrot-sa-0123abcd-",
+        ] {
+            assert_eq!(mark_of(not), None, "{not}");
+        }
+    }
+
     #[test]
     fn marks_name_the_secret_by_account_region_and_name() {
         let s = |arn: &str, name: &str| {
