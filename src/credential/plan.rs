@@ -809,4 +809,42 @@ mod tests {
         assert!(line(Some("0123abcd"), None).contains("mark 0123abcd"));
         assert!(line(None, None).contains("any secret may hold it"));
     }
+
+    /// A failed verification holds back the next attempt until exactly its recorded time.
+    #[test]
+    fn verification_waits_until_the_next_attempt_and_no_longer() {
+        let mut policy = crate::config::testing::policy();
+        policy.verify = true;
+        let at = "2026-11-22T12:00:00Z".parse::<DateTime<Utc>>().unwrap();
+        let record = VerifyBackoff {
+            failures: 1,
+            at,
+            status: Some(503),
+        };
+        let secret = SecretState {
+            tags: [(
+                crate::credential::records::VERIFICATION_TAG.to_owned(),
+                record.tag_value(),
+            )]
+            .into(),
+            ..SecretState::default()
+        };
+        let next = record.next_attempt();
+        let blocked = |now| verification_backoff(&policy, Some(&secret), true, now);
+        assert!(matches!(
+            blocked(next - ChronoDuration::seconds(1)),
+            Some(Blocker::VerificationBackoff { failures: 1, .. })
+        ));
+        assert_eq!(blocked(next), None);
+        // Nothing to verify, or verification off: no wait.
+        assert_eq!(
+            verification_backoff(
+                &policy,
+                Some(&secret),
+                false,
+                next - ChronoDuration::seconds(1)
+            ),
+            None
+        );
+    }
 }
