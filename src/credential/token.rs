@@ -1451,8 +1451,9 @@ mod tests {
             "amgrot-sa-20261122T120000Z-0123abc",
             "amgrot-sa-20261122T120000Z-0123abcde",
             "amgrot-sa-20261122T120000Z-0123abcg",
-            // A trailing dash is no collision suffix.
+            // A trailing dash, or a tail that is not a number, is no collision suffix.
             "amgrot-sa-0123abcd-",
+            "amgrot-sa-0123abcd-x",
         ] {
             assert_eq!(mark_of(not), None, "{not}");
         }
