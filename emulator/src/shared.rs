@@ -135,21 +135,12 @@ impl Shared {
         token_id: &str,
         expires_at: Option<i64>,
     ) -> bool {
-        let mut inner = self.lock();
-        let token = inner
-            .state
-            .workspace_mut(workspace_id)
-            .and_then(|ws| ws.service_account_mut(service_account_id))
-            .and_then(|sa| sa.tokens.iter_mut().find(|t| t.id == token_id));
-        match token {
-            Some(token) => {
-                token.expires_at = expires_at;
-                true
-            }
-            None => false,
-        }
+        self.with_token(workspace_id, service_account_id, token_id, |t| {
+            t.expires_at = expires_at
+        })
     }
 
+    /// `last_used_at` `None`: the token was never used.
     pub fn set_token_last_used(
         &self,
         workspace_id: &str,
@@ -157,19 +148,26 @@ impl Shared {
         token_id: &str,
         last_used_at: Option<i64>,
     ) -> bool {
+        self.with_token(workspace_id, service_account_id, token_id, |t| {
+            t.last_used_at = last_used_at
+        })
+    }
+
+    /// Changes one token; false when there is no such token.
+    fn with_token(
+        &self,
+        workspace_id: &str,
+        service_account_id: &str,
+        token_id: &str,
+        change: impl FnOnce(&mut crate::model::Token),
+    ) -> bool {
         let mut inner = self.lock();
         let token = inner
             .state
             .workspace_mut(workspace_id)
             .and_then(|ws| ws.service_account_mut(service_account_id))
             .and_then(|sa| sa.tokens.iter_mut().find(|t| t.id == token_id));
-        match token {
-            Some(token) => {
-                token.last_used_at = last_used_at;
-                true
-            }
-            None => false,
-        }
+        token.map(change).is_some()
     }
 
     pub fn set_api_key_expiry(&self, workspace_id: &str, key_name: &str, expires_at: i64) -> bool {
