@@ -1095,6 +1095,35 @@ mod tests {
             .build();
         let p = run(&pol, std::slice::from_ref(&cur), Some(&s));
         assert!(p.due_at.unwrap() <= cur.expires_at.unwrap() - secs(7 * DAY));
+        // Exactly this credential's own point in the spread, which is not zero.
+        let offset = spread_offset(&pol, WS, "terraform");
+        assert!(offset > ChronoDuration::zero());
+        assert_eq!(
+            p.due_at,
+            Some(cur.expires_at.unwrap() - secs(7 * DAY) - offset)
+        );
+    }
+
+    /// An AWSPENDING whose token is already due is not promoted (it would be replaced at
+    /// once): the label is cleared and the rotation decided afresh.
+    #[test]
+    fn a_pending_token_due_now_is_cleared_not_resumed() {
+        let old = owned("10", 24 * DAY, 6 * DAY);
+        // Expires exactly rotate_before (7 days) from now: due now.
+        let new = owned("11", 23 * DAY, 7 * DAY);
+        let s = SecretBuilder::new()
+            .version(&vid(&old), &[AWSCURRENT])
+            .version(&vid(&new), &[AWSPENDING])
+            .build();
+        let p = run(&policy(), &[old.clone(), new.clone()], Some(&s));
+        assert!(
+            !p.actions.iter().any(|a| matches!(a, Action::Resume { .. })),
+            "{:?}",
+            p.actions
+        );
+        assert!(p.actions.contains(&Action::ClearPending {
+            version_id: vid(&new)
+        }));
     }
 
     #[test]
