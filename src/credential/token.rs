@@ -1104,6 +1104,33 @@ mod tests {
         );
     }
 
+    /// While a pending token is resumed, the sweep still does its work on the others (an
+    /// expired token goes) and leaves the resumed one alone.
+    #[test]
+    fn a_resume_sweeps_the_other_tokens_and_not_its_own() {
+        let old = owned("10", 24 * DAY, 6 * DAY);
+        let new = owned("11", 60, 30 * DAY - 60);
+        let dead = owned("9", 40 * DAY, -DAY);
+        let s = SecretBuilder::new()
+            .version(&vid(&old), &[AWSCURRENT])
+            .version(&vid(&new), &[AWSPENDING])
+            .build();
+        let p = run(&policy(), &[dead.clone(), old, new.clone()], Some(&s));
+        let deleted: Vec<&str> = p
+            .actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Delete { credential, .. } => Some(credential.id.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(deleted, ["9"], "{:?}", p.actions);
+        assert!(p.actions.contains(&Action::Resume {
+            version_id: vid(&new),
+            credential: (&new).into()
+        }));
+    }
+
     /// An AWSPENDING whose token is already due is not promoted (it would be replaced at
     /// once): the label is cleared and the rotation decided afresh.
     #[test]
