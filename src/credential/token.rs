@@ -1131,6 +1131,55 @@ mod tests {
         }));
     }
 
+    /// AWSPREVIOUS is this secret's own record: the token it names is superseded (and goes
+    /// after grace) even when its name carries no mark, from before marks existed.
+    #[test]
+    fn a_token_awsprevious_names_is_superseded_even_without_a_mark() {
+        let prev = minted_elsewhere("5", None, 20 * DAY, 10 * DAY);
+        let cur = owned("10", DAY, 20 * DAY);
+        let s = SecretBuilder::new()
+            .version(&vid(&prev), &[AWSPREVIOUS])
+            .version(&vid(&cur), &[AWSCURRENT])
+            .build();
+        let p = run(&policy(), &[prev.clone(), cur], Some(&s));
+        assert!(
+            p.actions
+                .contains(&deletion(&prev, DeleteReason::Superseded)),
+            "{:?}",
+            p.actions
+        );
+        assert!(p.left_behind.is_empty(), "{:?}", p.left_behind);
+    }
+
+    /// Only a user who opted in to deleting expired foreign tokens is told why one without an
+    /// expiry is kept; one with an expiry needs no word.
+    #[test]
+    fn the_no_expiry_note_is_for_opted_in_foreign_tokens_only() {
+        let cur = owned("10", DAY, 20 * DAY);
+        let ui = Token {
+            expires_at: None,
+            ..token("7", "from-the-ui", DAY, 0)
+        };
+        let dated = token("8", "dated-from-the-ui", DAY, 5 * DAY);
+        let s = SecretBuilder::new()
+            .version(&vid(&cur), &[AWSCURRENT])
+            .build();
+        let tokens = [cur, ui, dated];
+        let about = |p: &Plan| -> Vec<String> {
+            p.notes
+                .iter()
+                .filter(|n| n.contains("never taken for expired"))
+                .cloned()
+                .collect()
+        };
+        assert!(about(&run(&policy(), &tokens, Some(&s))).is_empty());
+        let mut opted = policy();
+        opted.delete_expired_foreign_tokens = true;
+        let notes = about(&run(&opted, &tokens, Some(&s)));
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(notes[0].starts_with("keeping from-the-ui:"), "{notes:?}");
+    }
+
     /// An AWSPENDING whose token is already due is not promoted (it would be replaced at
     /// once): the label is cleared and the rotation decided afresh.
     #[test]
