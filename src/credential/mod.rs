@@ -374,13 +374,7 @@ fn observe(services: Services<'_>, cred: &Credential, d: &Decided, mode: Mode, n
             tracing::info!(workspace = %ws, service_account = %name, secret = %s.secret, token_name = %s.token.name, detail = %s.detail, "consumers still use the superseded token");
         }
     }
-    if let Some(p) = d
-        .plan
-        .promoted
-        .filter(|p| !p.recorded && !d.plan.superseded.is_empty())
-    {
-        no_promotion_record_once(&cred.secret.name, p.at);
-    }
+    no_promotion_record_once(&cred.secret.name, &d.plan);
     for note in &d.plan.notes {
         tracing::debug!(workspace = %ws, service_account = %name, note = %note, "waiting");
     }
@@ -389,7 +383,14 @@ fn observe(services: Services<'_>, cred: &Credential, d: &Decided, mode: Mode, n
 /// Says once per process and secret that its superseded credential is retired by the secret's
 /// LastChangedDate, for want of the rotator's own record (secrets a version before records
 /// promoted): the next promotion records itself.
-fn no_promotion_record_once(secret: &str, last_changed: DateTime<Utc>) {
+fn no_promotion_record_once(secret: &str, plan: &Plan) {
+    let Some(last_changed) = plan
+        .promoted
+        .filter(|p| !p.recorded && !plan.superseded.is_empty())
+        .map(|p| p.at)
+    else {
+        return;
+    };
     static SAID: std::sync::Mutex<std::collections::BTreeSet<String>> =
         std::sync::Mutex::new(std::collections::BTreeSet::new());
     let first = SAID

@@ -1976,3 +1976,49 @@ async fn an_api_key_create_that_keeps_timing_out_reports_the_timeout() {
     assert_eq!(r.status, Status::Changed, "{r:?}");
     assert_eq!(w.current().name, "amgrot-terraform-1");
 }
+
+/// A token create AMG surely did not perform (access denied) is not retried, whatever the
+/// strategy: the pass fails with the refusal and no token is made.
+#[tokio::test]
+async fn a_refused_token_create_is_not_retried() {
+    for recreate in [false, true] {
+        let mut w = World::new(Kind::Token);
+        if recreate {
+            w = w.recreating();
+        }
+        w.grafana_fails(Fault::new(ops::CREATE_TOKEN, 1, denied()));
+        let r = w.pass().await;
+        assert_eq!(r.status, Status::Failed, "recreate {recreate}: {r:?}");
+        assert!(r.error.unwrap_or_default().contains("not authorized"));
+        assert!(w.live().is_empty(), "recreate {recreate}: {:?}", w.live());
+    }
+}
+
+/// With the raw format the pending version holds the bare key: a resume reads it back and
+/// proves it before promoting.
+#[tokio::test]
+async fn a_raw_pending_token_is_read_back_proven_and_promoted() {
+    let mut w = World::new(Kind::Token).verifying();
+    w.cred.secret.format = SecretFormat::Raw;
+    w.cred.policy.secret_format = SecretFormat::Raw;
+    w.seed(1, days(25), &[AWSCURRENT]).await;
+    w.secrets_fail(Fault::new(ops::UPDATE_SECRET_VERSION_STAGE, 1, throttled()));
+    let r = w.pass().await;
+    assert_eq!(r.status, Status::Failed, "{r:?}");
+    let pending = w
+        .secrets
+        .value(SECRET, AWSPENDING)
+        .expect("AWSPENDING is left");
+    assert!(!pending.starts_with('{'), "the raw key alone");
+    w.heal();
+    let r = w.pass().await;
+    assert_eq!(r.status, Status::Changed, "{r:?}");
+    assert!(did(&r, "resume pending"), "{:?}", r.done);
+    assert_eq!(
+        w.secrets
+            .value(SECRET, AWSCURRENT)
+            .as_deref()
+            .map(String::as_str),
+        Some(pending.as_str())
+    );
+}
