@@ -2022,3 +2022,16 @@ async fn a_raw_pending_token_is_read_back_proven_and_promoted() {
         Some(pending.as_str())
     );
 }
+
+/// Recreate's create of the fixed name timed out without taking effect: it is tried again, and
+/// the pass publishes a working token.
+#[tokio::test]
+async fn a_recreate_create_that_timed_out_is_tried_again() {
+    let mut w = World::new(Kind::Token).recreating();
+    w.grafana_fails(Fault::new(ops::CREATE_TOKEN, 1, timed_out()));
+    let r = w.pass().await;
+    assert_eq!(r.status, Status::Changed, "{r:?}");
+    let current = w.current();
+    assert!(w.opens_grafana(&current.key));
+    assert_eq!(w.live(), names([&current.name]));
+}
