@@ -2035,3 +2035,50 @@ async fn a_recreate_create_that_timed_out_is_tried_again() {
     assert!(w.opens_grafana(&current.key));
     assert_eq!(w.live(), names([&current.name]));
 }
+
+/// A live token minted for another of the rotator's secrets (the credential's secret_name
+/// changed) is kept, and named with the secret it was minted for.
+#[tokio::test]
+async fn a_token_left_behind_is_named_with_the_secret_it_was_minted_for() {
+    let mut w = World::new(Kind::Token);
+    w.seed(1, days(1), &[AWSCURRENT]).await;
+    const OLD: &str = "old/g-0123456789/terraform";
+    w.secrets
+        .add_secret(crate::aws::fake::SecretSeed::new(OLD).managed());
+    let old = w
+        .secrets
+        .describe(OLD)
+        .await
+        .expect("describe")
+        .expect("added");
+    let name = token::token_name(PREFIX, NAME, &token::secret_mark(&old), w.now - days(2));
+    let made = w.now - days(2);
+    w.grafana.add_token(
+        WS,
+        &w.sa_id(),
+        crate::aws::fake::TokenSeed::new(&name, made, made + days(30)),
+    );
+    let r = w.pass().await;
+    assert_eq!(r.status, Status::Ok, "{r:?}");
+    assert!(w.live().contains(&name));
+    let left = &r.plan.as_ref().expect("a plan").left_behind;
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(left[0].secret.as_deref(), Some(OLD));
+}
+
+/// The secret carries AMG's own times for the token it holds, read back after the create.
+#[tokio::test]
+async fn the_secret_holds_amgs_times_of_the_new_token() {
+    let mut w = World::new(Kind::Token);
+    w.seed(1, days(25), &[AWSCURRENT]).await;
+    let r = w.pass().await;
+    assert!(did(&r, "rotate (due)"), "{:?}", r.done);
+    let value = w.secrets.value(SECRET, AWSCURRENT).expect("a value");
+    let doc: serde_json::Value = serde_json::from_str(&value).expect("JSON");
+    let created: chrono::DateTime<chrono::Utc> = doc["createdAt"]
+        .as_str()
+        .expect("createdAt")
+        .parse()
+        .expect("RFC 3339");
+    assert!((created - w.now).num_seconds().abs() <= 5, "{created}");
+}
