@@ -105,8 +105,7 @@ pub fn decide(
     let used = last_used_at.filter(|u| *u > promoted_at);
     let ago = |u: DateTime<Utc>| ago(now, u);
     let (rule, delete, until, detail) = if now >= deadline {
-        if token.expires_at.is_some_and(|e| now >= e - margin) {
-            let e = token.expires_at.expect("checked");
+        if let Some(e) = token.expires_at.filter(|e| now >= *e - margin) {
             let detail = format!("expires at {}: deleted before it does", rfc3339(e));
             (Rule::NearExpiry, true, None, detail)
         } else {
