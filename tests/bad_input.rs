@@ -90,6 +90,47 @@ fn malformed_toml_is_refused_with_where() {
     }
 }
 
+/// The verification sends a key: never in the clear to another host, never to a URL that
+/// carries credentials or a query. Loopback hosts (the tests, the demo) may use http://.
+#[test]
+fn a_grafana_url_that_would_expose_the_key_is_refused() {
+    for (url, needle) in [
+        (
+            "http://grafana.example.com",
+            "http:// would send the key in the clear: use https://",
+        ),
+        (
+            "http://{workspace_id}.grafana.internal",
+            "http:// would send the key in the clear",
+        ),
+        (
+            "https://admin:pw@grafana.example.com",
+            "must not carry a user name or password",
+        ),
+        ("ftp://grafana.example.com", "scheme ftp:// is not https://"),
+        ("grafana.example.com", "not a URL"),
+    ] {
+        refused(
+            &format!("{TARGET}grafana_url = \"{url}\"\n"),
+            &[],
+            &["targets[0].grafana_url", url, needle],
+        );
+    }
+    for url in [
+        "https://grafana.example.com",
+        "https://{workspace_id}.grafana-workspace.eu-west-1.amazonaws.com",
+        "http://127.0.0.1:3000/_grafana/{workspace_id}",
+        "http://localhost:3000",
+    ] {
+        let (code, _, stderr) = with_config(
+            &format!("{TARGET}grafana_url = \"{url}\"\n"),
+            &["check-config"],
+            &[],
+        );
+        assert_eq!(code, Some(0), "{url}: {stderr}");
+    }
+}
+
 #[test]
 fn unknown_keys_are_refused_not_ignored() {
     refused(
@@ -543,6 +584,7 @@ mod loader {
         "secret_tags",
         "verify",
         "grafana_url",
+        "liveness_checks",
         "delete_expired_foreign_tokens",
     ];
     const SECTION_KEYS: &[(&str, &str)] = &[

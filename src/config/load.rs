@@ -119,6 +119,7 @@ pub(super) struct RawScope {
     pub(super) secret_tags: Option<BTreeMap<String, String>>,
     pub(super) verify: Option<bool>,
     pub(super) grafana_url: Option<String>,
+    pub(super) liveness_checks: Option<bool>,
     pub(super) delete_expired_foreign_tokens: Option<bool>,
 }
 
@@ -154,6 +155,7 @@ impl RawScope {
             secret_tags,
             verify,
             grafana_url,
+            liveness_checks,
             delete_expired_foreign_tokens
         )
     }

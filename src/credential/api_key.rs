@@ -384,7 +384,7 @@ async fn observe(
         };
         match stage {
             AWSCURRENT => {
-                if cred.policy.verify {
+                if cred.policy.liveness_checks {
                     let answer = services.verifier.verify(&cred.verify_url(), &key).await;
                     observed.current_alive = liveness(&answer);
                 }
@@ -675,6 +675,7 @@ mod tests {
             secret_tags: BTreeMap::new(),
             verify: false,
             grafana_url: None,
+            liveness_checks: false,
             delete_expired_foreign_tokens: false,
         }
     }

@@ -113,6 +113,7 @@ fn policy() -> Policy {
         secret_tags: BTreeMap::new(),
         verify: false,
         grafana_url: None,
+        liveness_checks: false,
         delete_expired_foreign_tokens: false,
     }
 }
@@ -1020,14 +1021,9 @@ async fn an_interrupted_promotion_is_verified_and_promoted_by_the_next_pass(kind
     assert!(w.opens_grafana(&w.current().key));
     assert_eq!(w.secrets.version_with(SECRET, AWSPENDING), None);
     assert_eq!(w.published(AWSPREVIOUS).map(|p| p.name), Some(old.name));
-    // The pending key was proven before its promotion (for API keys, after the check of the
-    // current key).
+    // The pending key was proven before its promotion, and the current key sent nowhere.
     let proofs = w.verifier.calls().split_off(asked);
-    let expected = match kind {
-        Kind::Token => 1,
-        Kind::ApiKey => 2,
-    };
-    assert_eq!(proofs.len(), expected, "{proofs:?}");
+    assert_eq!(proofs.len(), 1, "{proofs:?}");
     assert!(proofs.iter().all(|c| c.status == Some(200)), "{proofs:?}");
     assert_eq!(w.live().len(), 2, "no second credential was minted");
 }
@@ -1928,11 +1924,12 @@ async fn without_a_record_the_secrets_last_change_stands_in() {
     assert_eq!(fate(&r).rule, super::retire::Rule::NoUsageData);
 }
 
-/// With verification on, each pass proves the current API key: one Grafana refuses (401, the
+/// With liveness checks on, each pass proves the current API key: one Grafana refuses (401, the
 /// key was deleted behind the rotator's back) is dead and replaced at once, not when due.
 #[tokio::test]
 async fn a_current_api_key_grafana_refuses_is_replaced_at_once() {
     let mut w = World::new(Kind::ApiKey).verifying();
+    w.cred.policy.liveness_checks = true;
     let current = w.seed(1, days(1), &[AWSCURRENT]).await;
     w.grafana
         .delete_api_key(WS, &current.name)
@@ -1944,6 +1941,22 @@ async fn a_current_api_key_grafana_refuses_is_replaced_at_once() {
     let new = w.current();
     assert_ne!(new.name, current.name);
     assert!(w.opens_grafana(&new.key));
+}
+
+/// Without liveness checks, verification proves new keys only: a pass with nothing due sends
+/// the current key nowhere, and so a key deleted behind the rotator's back waits for its due time.
+#[tokio::test]
+async fn without_liveness_checks_the_current_api_key_is_sent_nowhere() {
+    let mut w = World::new(Kind::ApiKey).verifying();
+    let current = w.seed(1, days(1), &[AWSCURRENT]).await;
+    w.grafana
+        .delete_api_key(WS, &current.name)
+        .await
+        .expect("delete");
+    let r = w.pass().await;
+    assert_eq!(r.status, Status::Ok, "{r:?}");
+    assert_eq!(w.verifier.calls(), vec![], "the current key was sent");
+    assert_eq!(w.current().name, current.name);
 }
 
 /// A create AMG surely did not perform (access denied) is not retried: the pass fails with the

@@ -909,6 +909,7 @@ mod tests {
             secret_tags: BTreeMap::new(),
             verify: false,
             grafana_url: None,
+            liveness_checks: false,
             delete_expired_foreign_tokens: false,
         }
     }

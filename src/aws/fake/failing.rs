@@ -25,10 +25,11 @@ use chrono::{DateTime, Utc};
 use zeroize::Zeroizing;
 
 use super::ops;
-use super::verifier::{answered, failed, org_url};
+use super::verifier::{answered, failed};
 use crate::aws::error::ApiError;
 use crate::aws::grafana::Grafana;
 use crate::aws::secrets::SecretStore;
+use crate::aws::verify::org_url;
 use crate::aws::verify::{Verifier, VerifyError};
 use crate::model::{
     Binding, Key, NewApiKey, NewToken, PermissionChange, PermissionError, Role, SecretSpec,

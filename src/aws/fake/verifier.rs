@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::grafana::FakeGrafana;
-use crate::aws::verify::{Verifier, VerifyError};
+use crate::aws::verify::{self, org_url, Verifier, VerifyError};
 use crate::model::Key;
 
 /// What the verifier answers.
@@ -49,20 +49,11 @@ struct State {
     calls: Vec<VerifyCall>,
 }
 
-/// The URL `HttpVerifier` asks.
-pub(crate) fn org_url(base_url: &str) -> String {
-    format!("{}/api/org/", base_url.trim_end_matches('/'))
-}
-
-/// An answer other than 2xx, worded as `HttpVerifier` words it.
+/// An answer other than 200, worded as `HttpVerifier` words it.
 pub(crate) fn answered(url: &str, status: u16) -> VerifyError {
-    let shown = reqwest::StatusCode::from_u16(status)
-        .map(|s| s.to_string())
-        .unwrap_or_else(|_| status.to_string());
-    let detail = if matches!(status, 401 | 403) {
-        format!("GET {url} answered {shown}: the key is not accepted")
-    } else {
-        format!("GET {url} answered {shown}")
+    let detail = match reqwest::StatusCode::from_u16(status) {
+        Ok(s) => verify::answered(url, s),
+        Err(_) => format!("GET {url} answered {status}"),
     };
     VerifyError {
         url: url.to_owned(),
@@ -102,7 +93,7 @@ impl FakeVerifier {
         FakeVerifier::with(Answer::Accept, super::epoch())
     }
 
-    /// Answers every request with `status` (2xx: accepted).
+    /// Answers every request with `status` (200, with an organization: accepted).
     pub fn answering(status: u16) -> Self {
         FakeVerifier::with(Answer::Status(status), super::epoch())
     }
@@ -148,13 +139,15 @@ impl FakeVerifier {
 impl Verifier for FakeVerifier {
     async fn verify(&self, base_url: &str, key: &Key) -> Result<(), VerifyError> {
         let url = org_url(base_url);
+        verify::checked_destination(&url)?;
         let (answer, now) = {
             let s = self.state();
             (s.failure.clone().unwrap_or_else(|| s.base.clone()), s.now)
         };
         let result = match answer {
             Answer::Accept => Ok(()),
-            Answer::Status(s) if (200..300).contains(&s) => Ok(()),
+            // Grafana's organization comes with a 200 only.
+            Answer::Status(200) => Ok(()),
             Answer::Status(s) => Err(answered(&url, s)),
             Answer::Unreachable(why) => Err(failed(&url, &why)),
             Answer::Grafana(g) => match g.workspace_in_url(base_url) {
@@ -297,10 +290,18 @@ mod tests {
     async fn fixed_answers_ignore_the_key() {
         let k = Key::new("anything".into());
         FakeVerifier::accepting().verify(&url(), &k).await.unwrap();
-        FakeVerifier::answering(204)
+        FakeVerifier::answering(200)
             .verify(&url(), &k)
             .await
             .unwrap();
+        assert_eq!(
+            FakeVerifier::answering(204)
+                .verify(&url(), &k)
+                .await
+                .unwrap_err()
+                .status,
+            Some(204)
+        );
         assert_eq!(
             FakeVerifier::answering(403)
                 .verify(&url(), &k)

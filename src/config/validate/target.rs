@@ -62,6 +62,7 @@ pub(super) fn validate_target(
             secret_tags,
             verify: s.verify.unwrap_or(false),
             grafana_url: s.grafana_url.clone(),
+            liveness_checks: s.liveness_checks.unwrap_or(false),
             delete_expired_foreign_tokens: s.delete_expired_foreign_tokens.unwrap_or(false),
         },
     }
@@ -115,16 +116,27 @@ fn workspaces(c: &mut Checker, at: &str, s: &RawScope) -> WorkspaceSelector {
     }
 }
 
+/// Why a key may not be sent to `template` (`verify::key_destination`), judged on the URL its
+/// placeholders make for a sample workspace: https://, or http:// to a loopback host only.
+fn grafana_url_problem(template: &str) -> Result<(), String> {
+    let sample = names::render_template(
+        template,
+        &[
+            ("workspace_id", "g-0123456789"),
+            ("workspace_name", "sample"),
+            ("service_account", "sample"),
+            ("key_name", "sample"),
+        ],
+    );
+    crate::aws::verify::key_destination(&crate::aws::verify::org_url(&sample)).map(|_| ())
+}
+
 /// Where the target connects, when it overrides the defaults: `grafana_url`, `region`, `role_arn`.
 fn endpoints(c: &mut Checker, at: &str, s: &RawScope) {
     let key = |k: &str| format!("{at}.{k}");
     if let Some(url) = &s.grafana_url {
-        if !(url.starts_with("http://") || url.starts_with("https://")) {
-            c.fail(
-                key("grafana_url"),
-                quote(url),
-                "must start with http:// or https://",
-            );
+        if let Err(why) = grafana_url_problem(url) {
+            c.fail(key("grafana_url"), quote(url), &why);
         }
     }
     if let Some(region) = &s.region {
