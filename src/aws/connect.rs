@@ -18,7 +18,7 @@ use tokio::sync::Mutex;
 use super::caller::{Caller, RetryPolicy};
 use super::grafana::Grafana;
 use super::grafana_sdk::AwsGrafana;
-use super::ratelimit::RateLimiter;
+use super::ratelimit::{LimiterScope, RateLimiter};
 use super::secrets::SecretStore;
 use super::secrets_sdk::AwsSecrets;
 use crate::daemon::metrics::Metrics;
@@ -133,8 +133,15 @@ impl Connector for AwsConnector {
         }
         let sdk = sdk_config(&self.settings, region, role_arn).await;
         let policy = self.settings.retry;
-        let limiter =
-            |service, rate| Arc::new(RateLimiter::new(service, rate, self.metrics.clone()));
+        let scope = LimiterScope::new(sdk.region().map(|r| r.as_ref()), role_arn);
+        let limiter = |service, rate| {
+            Arc::new(RateLimiter::new(
+                service,
+                scope.clone(),
+                rate,
+                self.metrics.clone(),
+            ))
+        };
         let services = Services {
             grafana: Arc::new(AwsGrafana::new(
                 aws_sdk_grafana::Client::new(&sdk),

@@ -25,8 +25,32 @@ use tokio::time::Instant;
 
 use crate::daemon::metrics::Metrics;
 
+/// What a limiter's gauge series names: the account (a role's, or `default` for the
+/// rotator's own credentials) and the region whose requests it paces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimiterScope {
+    pub account: String,
+    pub region: String,
+}
+
+impl LimiterScope {
+    /// The scope of `role_arn` (`None`: the rotator's own credentials) in `region`.
+    pub fn new(region: Option<&str>, role_arn: Option<&str>) -> Self {
+        // arn:partition:iam::ACCOUNT:role/name
+        let account = role_arn
+            .and_then(|arn| arn.split(':').nth(4))
+            .filter(|a| !a.is_empty())
+            .unwrap_or("default");
+        LimiterScope {
+            account: account.to_owned(),
+            region: region.unwrap_or("").to_owned(),
+        }
+    }
+}
+
 pub struct RateLimiter {
     service: &'static str,
+    scope: LimiterScope,
     /// The configured rate; `None` = unlimited.
     max: Option<f64>,
     state: Mutex<State>,
@@ -49,13 +73,16 @@ pub struct Ticket {
 
 impl RateLimiter {
     /// `per_second <= 0` means no limit.
-    pub fn new(service: &'static str, per_second: f64, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        service: &'static str,
+        scope: LimiterScope,
+        per_second: f64,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let max = (per_second > 0.0).then_some(per_second);
-        if let Some(r) = max {
-            metrics.set_rate_limit(service, r);
-        }
-        RateLimiter {
+        let limiter = RateLimiter {
             service,
+            scope,
             max,
             state: Mutex::new(State {
                 rate: per_second.max(0.0),
@@ -63,7 +90,16 @@ impl RateLimiter {
                 round: 0,
             }),
             metrics,
+        };
+        if let Some(r) = max {
+            limiter.show(r);
         }
+        limiter
+    }
+
+    fn show(&self, rate: f64) {
+        self.metrics
+            .set_rate_limit(self.service, &self.scope.account, &self.scope.region, rate);
     }
 
     /// The slowest the limiter goes: a fiftieth of the configured rate (a tenth let a rate
@@ -102,8 +138,8 @@ impl RateLimiter {
             s.round += 1;
             s.rate
         };
-        tracing::debug!(service = self.service, rate, "throttled: slowing down");
-        self.metrics.set_rate_limit(self.service, rate);
+        tracing::debug!(service = self.service, account = %self.scope.account, region = %self.scope.region, rate, "throttled: slowing down");
+        self.show(rate);
     }
 
     /// A success at the current rate wins back 2% of it (at least 0.5% of the configured rate).
@@ -119,7 +155,7 @@ impl RateLimiter {
             (before, s.rate)
         };
         if after != before {
-            self.metrics.set_rate_limit(self.service, after);
+            self.show(after);
         }
     }
 
@@ -133,13 +169,17 @@ impl RateLimiter {
 mod tests {
     use super::*;
 
+    fn scope() -> LimiterScope {
+        LimiterScope::new(Some("eu-west-1"), None)
+    }
+
     fn close(a: Option<f64>, b: f64) -> bool {
         a.is_some_and(|a| (a - b).abs() < 1e-9)
     }
 
     #[tokio::test(start_paused = true)]
     async fn requests_are_spaced_at_the_rate() {
-        let l = RateLimiter::new("grafana", 10.0, Arc::new(Metrics::new()));
+        let l = RateLimiter::new("grafana", scope(), 10.0, Arc::new(Metrics::new()));
         let start = Instant::now();
         for _ in 0..21 {
             l.acquire().await;
@@ -150,7 +190,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn throttling_cuts_once_per_round_and_success_recovers() {
-        let l = RateLimiter::new("grafana", 10.0, Arc::new(Metrics::new()));
+        let l = RateLimiter::new("grafana", scope(), 10.0, Arc::new(Metrics::new()));
         let in_flight: Vec<Ticket> = futures::future::join_all((0..4).map(|_| l.acquire())).await;
         for t in &in_flight {
             l.throttled(*t);
@@ -173,7 +213,7 @@ mod tests {
             l.succeeded(t);
         }
         assert!(close(l.current(), 10.0));
-        let unlimited = RateLimiter::new("grafana", 0.0, Arc::new(Metrics::new()));
+        let unlimited = RateLimiter::new("grafana", scope(), 0.0, Arc::new(Metrics::new()));
         let start = Instant::now();
         for _ in 0..100 {
             unlimited.acquire().await;
@@ -183,12 +223,52 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn recovery_is_proportional_to_the_rate() {
-        let l = RateLimiter::new("grafana", 20.0, Arc::new(Metrics::new()));
+        let l = RateLimiter::new("grafana", scope(), 20.0, Arc::new(Metrics::new()));
         let t = l.acquire().await;
         l.throttled(t);
         assert!(close(l.current(), 14.0));
         let t = l.acquire().await;
         l.succeeded(t);
         assert!(close(l.current(), 14.28), "{:?}", l.current());
+    }
+
+    /// Each (account, region) limiter has its own series: before, sixty scopes overwrote one.
+    #[test]
+    fn each_scopes_rate_is_its_own_series() {
+        let metrics = Arc::new(Metrics::new());
+        let own = RateLimiter::new(
+            "grafana",
+            LimiterScope::new(Some("eu-west-1"), None),
+            10.0,
+            metrics.clone(),
+        );
+        let other = RateLimiter::new(
+            "grafana",
+            LimiterScope::new(
+                Some("us-east-1"),
+                Some("arn:aws:iam::210987654321:role/rotator"),
+            ),
+            10.0,
+            metrics.clone(),
+        );
+        other.throttled(Ticket { round: 0 });
+        let text = metrics.render();
+        let line = |account: &str, region: &str| {
+            text.lines()
+                .find(|l| {
+                    l.starts_with("amg_rotator_aws_rate_limit_requests_per_second{")
+                        && l.contains(&format!("account=\"{account}\""))
+                        && l.contains(&format!("region=\"{region}\""))
+                })
+                .unwrap_or_else(|| panic!("no series for {account} {region}:\n{text}"))
+                .rsplit(' ')
+                .next()
+                .unwrap()
+                .parse::<f64>()
+                .unwrap()
+        };
+        assert_eq!(line("default", "eu-west-1"), 10.0);
+        assert_eq!(line("210987654321", "us-east-1"), 7.0);
+        assert_eq!(own.current(), Some(10.0));
     }
 }

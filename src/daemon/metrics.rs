@@ -366,8 +366,8 @@ const PERMISSION_UPDATES: Family<IntCounterVec> = Family::new(
 );
 const RATE_LIMIT: Family<GaugeVec> = Family::new(
     "aws_rate_limit_requests_per_second",
-    &["service"],
-    "The client-side request rate the rotator currently allows itself, per service; lowered after throttling.",
+    &["service", "account", "region"],
+    "The client-side request rate the rotator currently allows itself, per service, account (default: its own credentials') and region; lowered after throttling.",
 );
 const BUILD_INFO: Family<IntGaugeVec> = Family::new(
     "build_info",
@@ -698,9 +698,9 @@ impl Metrics {
             .inc_by(n as u64);
     }
 
-    pub fn set_rate_limit(&self, service: &str, per_second: f64) {
+    pub fn set_rate_limit(&self, service: &str, account: &str, region: &str, per_second: f64) {
         self.rate_limit
-            .with_label_values(&[service])
+            .with_label_values(&[service, account, region])
             .set(per_second);
     }
 
