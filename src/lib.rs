@@ -10,7 +10,8 @@
 //! - `credential`: one credential's road: the pure planner, the executor, what each kind of
 //!   credential (tokens, legacy API keys) does its own way, the records kept on the secret;
 //! - `daemon`: the schedule, signals and reload, the HTTP probes, metrics and systemd;
-//! - `report`, `telemetry`: what people and machines read.
+//! - `report`, `telemetry`: what people and machines read;
+//! - `iam`: the least-privilege IAM policy for a configuration (`iam-policy`), pure.
 
 pub mod aws;
 pub mod config;
@@ -18,6 +19,7 @@ pub mod credential;
 pub mod daemon;
 pub mod discover;
 pub mod failpoint;
+pub mod iam;
 pub mod model;
 pub mod pass;
 pub mod permissions;

@@ -16,7 +16,7 @@ use amg_token_rotator::daemon::http::{self, Health};
 use amg_token_rotator::daemon::metrics::Metrics;
 use amg_token_rotator::daemon::{self, Daemon};
 use amg_token_rotator::pass::{Engine, Mode};
-use amg_token_rotator::{report, telemetry};
+use amg_token_rotator::{iam, report, telemetry};
 
 #[derive(Parser)]
 #[command(
@@ -44,6 +44,22 @@ enum Command {
     },
     /// Validate the configuration and say what is wrong and where.
     CheckConfig,
+    /// Print the least-privilege IAM policy (JSON) for exactly this configuration; no AWS call.
+    ///
+    /// Without --role: the rotator's own identity's policy, for the targets without role_arn,
+    /// plus sts:AssumeRole on exactly the role_arns the other targets name. With --role ARN:
+    /// the policy that assumed role needs, for the targets naming it, in its own account.
+    /// What the configuration leaves open stays a placeholder for envsubst: ${AWS_REGION}
+    /// (no target region nor aws.region), ${ACCOUNT_ID} (no --account-id), ${KMS_KEY_ID}
+    /// (kms_key_id is an alias). Warnings (a policy wider than wanted) go to stderr.
+    IamPolicy {
+        /// Generate the policy of this assumed role (a target's role_arn) instead.
+        #[arg(long, value_name = "ARN")]
+        role: Option<String>,
+        /// The rotator's own AWS account ID, instead of the ${ACCOUNT_ID} placeholder.
+        #[arg(long, value_name = "ID")]
+        account_id: Option<String>,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -76,6 +92,9 @@ async fn main() -> ExitCode {
     if let Command::CheckConfig = cli.command {
         return check_config(&cli.config, &cfg);
     }
+    if let Command::IamPolicy { role, account_id } = cli.command {
+        return iam_policy(&cfg, role, account_id);
+    }
     telemetry::init(&cfg.log);
     for w in &cfg.warnings {
         tracing::warn!(key = %w.key, reason = %w.reason, "configuration warning");
@@ -96,7 +115,7 @@ async fn main() -> ExitCode {
         metrics: metrics.clone(),
     });
     match cli.command {
-        Command::CheckConfig => unreachable!("handled above"),
+        Command::CheckConfig | Command::IamPolicy { .. } => unreachable!("handled above"),
         Command::Once => one_pass(&engine, &cfg, Mode::Apply, None, &shutdown).await,
         Command::Plan { output } => {
             one_pass(&engine, &cfg, Mode::Plan, Some(output), &shutdown).await
@@ -115,6 +134,30 @@ fn check_config(path: &std::path::Path, cfg: &Config) -> ExitCode {
         cfg.targets.len()
     );
     ExitCode::SUCCESS
+}
+
+/// `iam-policy`: the policy on stdout, its warnings on stderr; exit 2 on a bad option.
+fn iam_policy(cfg: &Config, role: Option<String>, account_id: Option<String>) -> ExitCode {
+    let principal = role.map_or(iam::Principal::Rotator, iam::Principal::Role);
+    match iam::generate(
+        cfg,
+        &iam::Options {
+            principal,
+            account_id,
+        },
+    ) {
+        Ok(generated) => {
+            for w in &generated.warnings {
+                eprintln!("warning: {w}");
+            }
+            print!("{}", generated.to_json());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
 }
 
 /// `once` (apply) and `plan`: one pass, its report on stdout, exit 1 when anything failed.

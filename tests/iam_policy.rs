@@ -1,5 +1,7 @@
-//! `deploy/iam/policy.json` grants exactly the AWS actions the rotator's code needs: every
-//! SDK call the code makes is allowed, and nothing else is.
+//! The IAM policy `amg-token-rotator iam-policy` generates grants exactly the AWS actions the
+//! configuration's features make the code call: with every feature on, every SDK call the code
+//! makes is allowed and nothing else is; each feature's actions are allowed exactly when that
+//! feature is on; and `deploy/iam/` holds the generated policies of the example configurations.
 //!
 //! The calls are read from the source, not listed by hand: every `self.client.<operation>()`
 //! chain in a file that imports an `aws_sdk_*::Client`, mapped to its IAM action
@@ -7,12 +9,23 @@
 //! plus the actions AWS authorizes implicitly (tags on CreateSecret, the KMS key behind a
 //! secret, AssumeRole for `role_arn`, IAM Identity Center look-ups behind UpdatePermissions).
 //! A file whose SDK calls the scanner cannot attribute fails the test rather than being
-//! skipped, so a call written another way cannot slip past it.
+//! skipped, so a call written another way cannot slip past it; and an action this test cannot
+//! attribute to a feature (`FEATURE_OF`) fails it too.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-const POLICY: &str = "deploy/iam/policy.json";
+use amg_token_rotator::config;
+use amg_token_rotator::iam::{self, Options, Principal};
+
+/// The generated policies kept in deploy/iam/, and the configuration each is generated from.
+const DEPLOYED: &[(&str, &str)] = &[
+    (
+        "deploy/kubernetes/base/config.toml",
+        "deploy/iam/policy.json",
+    ),
+    ("config/example.toml", "deploy/iam/example.json"),
+];
 
 /// The SDK crates the rotator uses and the IAM service prefix of each.
 const SERVICES: &[(&str, &str)] = &[
@@ -307,22 +320,411 @@ fn repo_sources() -> BTreeMap<String, String> {
         .collect()
 }
 
-fn repo_policy() -> serde_json::Value {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(POLICY);
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{POLICY} is not JSON: {e}"))
+/// What the configuration turns on, as this test sees it (independently of src/iam.rs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Use {
+    /// `workspace_ids`: discover.rs describes each workspace.
+    ById,
+    /// `workspace_tags`: discover.rs lists the workspaces.
+    ByTag,
+    /// `service_accounts`: discover.rs lists accounts, token.rs lists/creates/deletes tokens and
+    /// lists the rotator's secrets to name those left behind.
+    Tokens,
+    /// `service_account_role`: execute.rs creates a missing service account.
+    Bootstrap,
+    /// `api_keys`: api_key.rs creates and deletes keys.
+    ApiKeys,
+    /// Every target: execute.rs and api_key.rs keep the secret and its records (tags).
+    Publish,
+    /// `kms_key_id`: Secrets Manager uses the key for the rotator.
+    Kms,
+    /// `[permissions] audit`: permissions.rs lists permissions.
+    Audit,
+    /// `[permissions] enforce`: permissions.rs applies the drift.
+    Enforce,
+    /// `role_arn`: connect.rs assumes the role.
+    AssumeRole,
+}
+
+/// The feature that makes each action needed. An action the scan finds that is not here fails
+/// `every_action_the_code_needs_belongs_to_a_feature`.
+const FEATURE_OF: &[(&str, Use)] = &[
+    ("grafana:DescribeWorkspace", Use::ById),
+    ("grafana:ListWorkspaces", Use::ByTag),
+    ("grafana:ListWorkspaceServiceAccounts", Use::Tokens),
+    ("grafana:ListWorkspaceServiceAccountTokens", Use::Tokens),
+    ("grafana:CreateWorkspaceServiceAccountToken", Use::Tokens),
+    ("grafana:DeleteWorkspaceServiceAccountToken", Use::Tokens),
+    ("secretsmanager:ListSecrets", Use::Tokens),
+    ("grafana:CreateWorkspaceServiceAccount", Use::Bootstrap),
+    ("grafana:CreateWorkspaceApiKey", Use::ApiKeys),
+    ("grafana:DeleteWorkspaceApiKey", Use::ApiKeys),
+    ("secretsmanager:DescribeSecret", Use::Publish),
+    ("secretsmanager:CreateSecret", Use::Publish),
+    ("secretsmanager:TagResource", Use::Publish),
+    ("secretsmanager:UntagResource", Use::Publish),
+    ("secretsmanager:PutSecretValue", Use::Publish),
+    ("secretsmanager:UpdateSecretVersionStage", Use::Publish),
+    ("secretsmanager:GetSecretValue", Use::Publish),
+    ("kms:GenerateDataKey", Use::Kms),
+    ("kms:Decrypt", Use::Kms),
+    ("grafana:ListPermissions", Use::Audit),
+    ("grafana:UpdatePermissions", Use::Enforce),
+    ("sts:AssumeRole", Use::AssumeRole),
+];
+
+fn feature_of(action: &str) -> Result<Use, String> {
+    if IDENTITY_CENTER_FOR_UPDATE_PERMISSIONS.contains(&action) {
+        return Ok(Use::Enforce);
+    }
+    FEATURE_OF
+        .iter()
+        .find(|(a, _)| *a == action)
+        .map(|(_, u)| *u)
+        .ok_or_else(|| {
+            format!("{action}: no feature makes this call in FEATURE_OF; say which one does")
+        })
+}
+
+/// What the code needs, from the scan of src/.
+fn code_needs() -> BTreeMap<String, String> {
+    let sources = repo_sources();
+    let calls = scan(&sources).unwrap_or_else(|e| panic!("{e}"));
+    required_actions(&calls, &sources)
+}
+
+fn load(text: &str) -> config::Config {
+    config::from_sources(text, &BTreeMap::new(), "test.toml")
+        .unwrap_or_else(|e| panic!("invalid test configuration:\n{e}\n{text}"))
+}
+
+fn policy(text: &str, principal: Principal) -> serde_json::Value {
+    let opts = Options {
+        principal,
+        account_id: None,
+    };
+    iam::generate(&load(text), &opts)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .document()
+}
+
+fn granted(text: &str) -> BTreeSet<String> {
+    granted_actions(&policy(text, Principal::Rotator)).unwrap_or_else(|e| panic!("{e}\n{text}"))
+}
+
+const BY_ID: &str =
+    "[[targets]]\nworkspace_ids = [\"g-0123456789\"]\nservice_accounts = [\"terraform\"]\n";
+const BY_TAG: &str =
+    "[[targets]]\nworkspace_tags = { rotator = \"on\" }\nservice_accounts = [\"ci-*\"]\n";
+const API_KEYS: &str = "[[targets]]\nworkspace_ids = [\"g-8888888888\"]\napi_keys = [\"sync\"]\napi_key_role = \"EDITOR\"\nsecret_name = \"amg-token-rotator/{workspace_id}/api-key/{key_name}\"\n";
+const ASSUMING: &str = "[[targets]]\nworkspace_ids = [\"g-1111111111\"]\nservice_accounts = [\"a\"]\nrole_arn = \"arn:aws:iam::210987654321:role/rotator\"\n";
+const BOOTSTRAP: &str = "service_account_role = \"EDITOR\"\n";
+const KMS: &str = "kms_key_id = \"arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab\"\n";
+const AUDIT: &str = "[permissions]\naudit = true\n";
+const ENFORCE: &str = "[permissions]\nenforce = true\n[[permissions.bindings]]\nrole = \"ADMIN\"\ngroups = [\"admins\"]\n";
+
+/// Each configuration, and the features it turns on.
+fn cases() -> Vec<(String, Vec<Use>)> {
+    use Use::*;
+    vec![
+        (BY_ID.into(), vec![ById, Tokens, Publish]),
+        (BY_TAG.into(), vec![ByTag, Tokens, Publish]),
+        (API_KEYS.into(), vec![ById, ApiKeys, Publish]),
+        (
+            format!("{BY_ID}{BOOTSTRAP}"),
+            vec![ById, Tokens, Bootstrap, Publish],
+        ),
+        (format!("{BY_ID}{KMS}"), vec![ById, Tokens, Publish, Kms]),
+        (
+            format!("{BY_ID}{AUDIT}"),
+            vec![ById, Tokens, Publish, Audit],
+        ),
+        (
+            format!("{BY_ID}{ENFORCE}"),
+            vec![ById, Tokens, Publish, Audit, Enforce],
+        ),
+        // The assumed role's targets make no call with the rotator's own identity.
+        (
+            format!("{BY_ID}{ASSUMING}"),
+            vec![ById, Tokens, Publish, AssumeRole],
+        ),
+        (ASSUMING.into(), vec![AssumeRole]),
+        (every_feature(), every_use()),
+    ]
+}
+
+fn every_use() -> Vec<Use> {
+    use Use::*;
+    vec![
+        ById, ByTag, Tokens, Bootstrap, ApiKeys, Publish, Kms, Audit, Enforce, AssumeRole,
+    ]
+}
+
+/// Every feature on, in the rotator's own targets (and one assumed role for AssumeRole).
+fn every_feature() -> String {
+    format!("[defaults]\n{BOOTSTRAP}{KMS}{BY_ID}{BY_TAG}{API_KEYS}{ASSUMING}{ENFORCE}")
 }
 
 #[test]
-fn the_policy_grants_exactly_the_actions_the_code_needs() {
-    let sources = repo_sources();
-    let calls = scan(&sources).unwrap_or_else(|e| panic!("{e}"));
-    let need = required_actions(&calls, &sources);
-    let granted = granted_actions(&repo_policy()).unwrap_or_else(|e| panic!("{POLICY}:\n{e}"));
-    if let Err(e) = compare(&need, &granted) {
-        panic!("{POLICY} does not match the AWS calls in src/:\n{e}");
+fn every_action_the_code_needs_belongs_to_a_feature() {
+    let problems: Vec<String> = code_needs()
+        .keys()
+        .filter_map(|a| feature_of(a).err())
+        .collect();
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn with_every_feature_on_every_sdk_call_is_allowed_and_nothing_else() {
+    let text = every_feature();
+    if let Err(e) = compare(&code_needs(), &granted(&text)) {
+        panic!("iam-policy for every feature does not match the AWS calls in src/:\n{e}");
     }
+}
+
+#[test]
+fn each_feature_is_allowed_exactly_when_it_is_on() {
+    let need = code_needs();
+    for (text, on) in cases() {
+        let expected: BTreeMap<String, String> = need
+            .iter()
+            .filter(|(a, _)| on.contains(&feature_of(a).unwrap()))
+            .map(|(a, why)| (a.clone(), why.clone()))
+            .collect();
+        if let Err(e) = compare(&expected, &granted(&text)) {
+            panic!("features {on:?}:\n{e}\nconfiguration:\n{text}");
+        }
+    }
+}
+
+#[test]
+fn a_default_configuration_grants_none_of_the_dangerous_actions() {
+    let g = granted(BY_ID);
+    for absent in [
+        "grafana:UpdatePermissions",
+        "grafana:CreateWorkspaceServiceAccount",
+        "grafana:CreateWorkspaceApiKey",
+        "grafana:DeleteWorkspaceApiKey",
+        "kms:GenerateDataKey",
+        "kms:Decrypt",
+        "sts:AssumeRole",
+    ] {
+        assert!(!g.contains(absent), "{absent} granted: {g:?}");
+    }
+    assert!(
+        !g.iter().any(|a| a.starts_with("sso")),
+        "Identity Center granted: {g:?}"
+    );
+    assert!(
+        g.contains("grafana:CreateWorkspaceServiceAccountToken"),
+        "{g:?}"
+    );
+}
+
+fn statement(policy: &serde_json::Value, action: &str) -> serde_json::Value {
+    policy["Statement"]
+        .as_array()
+        .expect("statements")
+        .iter()
+        .find(|s| strings(&s["Action"]).iter().any(|a| a == action))
+        .unwrap_or_else(|| panic!("no statement grants {action}: {policy}"))
+        .clone()
+}
+
+fn strings(v: &serde_json::Value) -> Vec<String> {
+    match v {
+        serde_json::Value::String(s) => vec![s.clone()],
+        serde_json::Value::Array(a) => a
+            .iter()
+            .filter_map(|x| x.as_str().map(str::to_owned))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+#[test]
+fn assume_role_is_granted_on_exactly_the_roles_named() {
+    let other = "[[targets]]\nworkspace_ids = [\"g-2222222222\"]\nservice_accounts = [\"b\"]\nrole_arn = \"arn:aws:iam::333333333333:role/other\"\n";
+    let text = format!("{BY_ID}{ASSUMING}{ASSUMING}{other}");
+    let p = policy(&text, Principal::Rotator);
+    let resources: BTreeSet<String> = strings(&statement(&p, "sts:AssumeRole")["Resource"])
+        .into_iter()
+        .collect();
+    let named: BTreeSet<String> = load(&text)
+        .targets
+        .iter()
+        .filter_map(|t| t.role_arn.clone())
+        .collect();
+    assert_eq!(resources, named);
+    // The assumed role's own policy: its targets, in its account, and no AssumeRole.
+    let role = policy(
+        &text,
+        Principal::Role("arn:aws:iam::210987654321:role/rotator".into()),
+    );
+    let workspaces = strings(&statement(&role, "grafana:DescribeWorkspace")["Resource"]);
+    assert_eq!(
+        workspaces,
+        ["arn:aws:grafana:${AWS_REGION}:210987654321:/workspaces/g-1111111111"]
+    );
+    assert!(!role.to_string().contains("sts:AssumeRole"), "{role}");
+}
+
+/// IAM's ArnLike: `*` any run of characters, `?` one character.
+fn arn_like(pattern: &str, value: &str) -> bool {
+    match (pattern.chars().next(), value.chars().next()) {
+        (None, None) => true,
+        (Some('*'), _) => {
+            arn_like(&pattern[1..], value)
+                || value
+                    .chars()
+                    .next()
+                    .is_some_and(|c| arn_like(pattern, &value[c.len_utf8()..]))
+        }
+        (Some(p), Some(v)) if p == '?' || p == v => {
+            arn_like(&pattern[p.len_utf8()..], &value[v.len_utf8()..])
+        }
+        _ => false,
+    }
+}
+
+/// The secret ARNs a configuration's credentials would publish to, for sample names.
+fn example_secret_arns(cfg: &config::Config) -> Vec<String> {
+    let mut out = Vec::new();
+    for t in &cfg.targets {
+        let ids = match &t.workspaces {
+            config::WorkspaceSelector::Ids(ids) => ids.clone(),
+            config::WorkspaceSelector::Tags(_) => vec!["g-0000000000".into()],
+        };
+        for id in ids {
+            for name in t.exact_names().chain(["ci-deploy"]) {
+                let secret = config::render_template(
+                    &t.policy.secret_name,
+                    &[
+                        ("workspace_id", id.as_str()),
+                        ("workspace_name", "prod"),
+                        ("service_account", name),
+                        ("key_name", name),
+                        ("region", "us-east-1"),
+                    ],
+                );
+                // Secrets Manager appends "-" and 6 random characters to the ARN.
+                out.push(format!(
+                    "arn:aws:secretsmanager:us-east-1:123456789012:secret:{secret}-AbC123"
+                ));
+            }
+        }
+    }
+    out
+}
+
+fn render(policy: &str) -> String {
+    policy
+        .replace("${AWS_REGION}", "us-east-1")
+        .replace("${ACCOUNT_ID}", "123456789012")
+}
+
+#[test]
+fn the_example_configurations_secrets_are_allowed() {
+    for (config_file, _) in DEPLOYED {
+        let text = std::fs::read_to_string(root().join(config_file)).unwrap();
+        let cfg = load(&text);
+        let p = policy(&text, Principal::Rotator);
+        let allowed: Vec<String> =
+            strings(&statement(&p, "secretsmanager:PutSecretValue")["Resource"])
+                .iter()
+                .map(|r| render(r))
+                .collect();
+        for arn in example_secret_arns(&cfg) {
+            assert!(
+                allowed.iter().any(|r| arn_like(r, &arn)),
+                "{config_file}: {arn} is not allowed by {allowed:?}"
+            );
+        }
+    }
+    // The matcher refuses what the old hand-written policy got wrong for the example.
+    let old = "arn:aws:secretsmanager:us-east-1:123456789012:secret:amg-token-rotator/*";
+    assert!(!arn_like(
+        old,
+        "arn:aws:secretsmanager:us-east-1:123456789012:secret:grafana/prod/x-AbC123"
+    ));
+}
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn deploy_iam_holds_the_generated_policies_of_the_example_configurations() {
+    let mut stale = Vec::new();
+    for (config_file, policy_file) in DEPLOYED {
+        let text = std::fs::read_to_string(root().join(config_file)).unwrap();
+        let opts = Options {
+            principal: Principal::Rotator,
+            account_id: None,
+        };
+        let generated = iam::generate(&load(&text), &opts).unwrap().to_json();
+        let kept = std::fs::read_to_string(root().join(policy_file)).unwrap_or_default();
+        if kept != generated {
+            stale.push(format!(
+                "  cargo run -q -- iam-policy --config {config_file} > {policy_file}"
+            ));
+        }
+        let doc: serde_json::Value = serde_json::from_str(&generated).unwrap();
+        granted_actions(&doc).unwrap_or_else(|e| panic!("{policy_file}:\n{e}"));
+    }
+    assert!(
+        stale.is_empty(),
+        "deploy/iam/ is not what iam-policy generates; rewrite it with:\n{}",
+        stale.join("\n")
+    );
+}
+
+fn rotator(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_amg-token-rotator"))
+        .args(args)
+        .current_dir(root())
+        .env_remove("AMG_ROTATOR__DAEMON__LISTEN")
+        .output()
+        .expect("the binary runs");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_command_prints_the_deployed_policy_and_refuses_bad_input_like_check_config() {
+    let (code, stdout, stderr) = rotator(&["--config", "config/example.toml", "iam-policy"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let kept = std::fs::read_to_string(root().join("deploy/iam/example.json")).unwrap();
+    assert_eq!(stdout, kept);
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[[targets]]\nworkspace_ids = [\"g-XYZ\"]\nservice_accounts = [\"a\"]\n",
+    )
+    .unwrap();
+    let bad = bad.to_str().unwrap();
+    let (code, stdout, stderr) = rotator(&["--config", bad, "iam-policy"]);
+    let checked = rotator(&["--config", bad, "check-config"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stdout.is_empty(), "{stdout}");
+    assert!(
+        stderr.contains("targets[0].workspace_ids[0] = \"g-XYZ\""),
+        "{stderr}"
+    );
+    assert_eq!((code, stderr), (checked.0, checked.2));
+    let (code, _, stderr) = rotator(&[
+        "--config",
+        "config/example.toml",
+        "iam-policy",
+        "--role",
+        "arn:aws:iam::111111111111:role/nobody",
+    ]);
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("no target names this role_arn"), "{stderr}");
 }
 
 #[test]
