@@ -530,7 +530,7 @@ async fn an_api_key_superseded_twice_within_its_grace_period_is_not_leaked() {
         &bed,
         "twice",
         &format!(
-            "[log]\nformat = \"text\"\n\n[defaults]\ntoken_ttl = \"1h\"\nrotate_before = \"30m\"\ngrace_period = \"20m\"\nverify = true\ngrafana_url = {:?}\n\n[[targets]]\nworkspace_ids = [\"{LEGACY}\"]\napi_keys = [\"legacy\"]\napi_key_role = \"EDITOR\"\n",
+            "[log]\nformat = \"text\"\n\n[defaults]\ntoken_ttl = \"1h\"\nrotate_before = \"30m\"\ngrace_period = \"20m\"\nverify = true\nliveness_checks = true\ngrafana_url = {:?}\n\n[[targets]]\nworkspace_ids = [\"{LEGACY}\"]\napi_keys = [\"legacy\"]\napi_key_role = \"EDITOR\"\n",
             bed.amg.grafana_url_template()
         ),
     );

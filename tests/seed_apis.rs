@@ -188,7 +188,7 @@ async fn legacy_api_keys_rotate_across_passes_with_grace() {
 async fn a_missing_key_secret_or_a_deleted_key_is_repaired() {
     let bed = Bed::start(seed(vec![legacy_workspace()])).await;
     let cfg = bed.config(&key_config(&format!(
-        "verify = true\ngrafana_url = {:?}\ntoken_ttl = \"1h\"\nrotate_before = \"30m\"\ngrace_period = \"1m\"\norphan_margin = \"2s\"",
+        "verify = true\nliveness_checks = true\ngrafana_url = {:?}\ntoken_ttl = \"1h\"\nrotate_before = \"30m\"\ngrace_period = \"1m\"\norphan_margin = \"2s\"",
         bed.amg.grafana_url_template()
     )).replace("token_ttl = \"20s\"\nrotate_before = \"12s\"\nrotation_spread = \"0s\"\ngrace_period = \"2s\"\n", ""));
     assert_eq!(bed.once(&cfg).await.code, Some(0));
