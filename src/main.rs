@@ -212,6 +212,7 @@ async fn run(
         metrics.clone(),
         health.clone(),
         http_stop,
+        http::Limits::default(),
     ));
     let d = Daemon {
         engine,

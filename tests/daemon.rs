@@ -199,6 +199,47 @@ async fn probes_tell_the_truth_and_systemd_hears_ready_watchdog_and_stopping() {
     assert!(d.logs().contains("daemon stopped"), "{}", d.logs());
 }
 
+/// A client that opens many connections and sends nothing (a flood, a port scanner, a broken
+/// prober) cannot hold the listener the health probes depend on: past the cap the oldest are
+/// closed, and `/healthz` still answers.
+#[tokio::test(flavor = "multi_thread")]
+async fn many_idle_connections_do_not_lock_out_the_health_probe() {
+    use tokio::io::AsyncReadExt;
+    const IDLE: usize = 100;
+    /// The daemon's cap (README "HTTP endpoints").
+    const CAP: usize = 64;
+    let bed = Bed::start(seed(vec![workspace(WS1, &[("terraform", &[])])])).await;
+    let cfg = bed.config(&config(
+        &["terraform"],
+        &format!("schedule = {NEVER:?}"),
+        "",
+    ));
+    let mut d = bed.daemon(&cfg, &[]).await;
+    let addr = format!("127.0.0.1:{}", d.port);
+    let mut idle = Vec::new();
+    for _ in 0..IDLE {
+        idle.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    assert_eq!(d.get("/healthz").await.map(|(s, _)| s), Some(200));
+    // Each idle connection is either closed by the daemon within 3 s or still open then.
+    let closed = futures::future::join_all(idle.iter_mut().map(|c| async move {
+        let mut rest = Vec::new();
+        matches!(
+            tokio::time::timeout(Duration::from_secs(3), c.read_to_end(&mut rest)).await,
+            Ok(Ok(_))
+        )
+    }))
+    .await;
+    let still_open = closed.iter().filter(|c| !**c).count();
+    assert!(
+        still_open < CAP,
+        "{still_open} of {IDLE} idle connections still open"
+    );
+    assert!(closed[0], "the oldest idle connection was kept");
+    d.signal("TERM");
+    assert_eq!(d.wait_exit(Duration::from_secs(10)).await, Ok(Some(0)));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn without_systemd_the_daemon_runs_and_stops_the_same() {
     // No NOTIFY_SOCKET: every notification is a no-op, and nothing complains.
