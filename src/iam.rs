@@ -119,6 +119,11 @@ pub enum Feature {
     RotateLegacyApiKeys,
     /// Every target: the secret's life (src/credential/execute.rs), records kept as tags.
     PublishToSecrets,
+    /// Reading a published key back: an API key's versions (AMG cannot list keys, so the
+    /// secret is their record, src/credential/api_key.rs), and with `verify` an AWSPENDING
+    /// version to prove before it is resumed (src/credential/execute.rs). A token target
+    /// without `verify` never reads a key it published.
+    ReadPublishedKeys,
     /// `service_accounts` targets: ListSecrets names the secret a left-behind token was for
     /// (src/credential/token.rs); the action has no resource type.
     NameSecretsOfLeftBehindTokens,
@@ -144,6 +149,7 @@ impl Feature {
             Feature::CreateMissingServiceAccounts => "CreateMissingServiceAccounts",
             Feature::RotateLegacyApiKeys => "RotateLegacyApiKeys",
             Feature::PublishToSecrets => "PublishTokensToSecrets",
+            Feature::ReadPublishedKeys => "ReadBackPublishedKeys",
             Feature::NameSecretsOfLeftBehindTokens => "NameTheSecretsTokensWereLeftBehindFor",
             Feature::UseSecretsKmsKey => "UseTheSecretsKmsKeyThroughSecretsManager",
             Feature::AuditWorkspacePermissions => "AuditWorkspacePermissions",
@@ -179,8 +185,8 @@ impl Feature {
                 "secretsmanager:UntagResource",
                 "secretsmanager:PutSecretValue",
                 "secretsmanager:UpdateSecretVersionStage",
-                "secretsmanager:GetSecretValue",
             ],
+            Feature::ReadPublishedKeys => &["secretsmanager:GetSecretValue"],
             Feature::NameSecretsOfLeftBehindTokens => &["secretsmanager:ListSecrets"],
             // GenerateDataKey for each new version, Decrypt to read one; never Encrypt
             // (only UpdateSecret re-encrypts, and the rotator never calls it).
@@ -399,6 +405,9 @@ fn target_needs(config: &Config, target: &Target, place: &Place, needs: &mut Nee
     }
     let secrets = secret_arns(target, place, &mut needs.warnings);
     needs.grant(Feature::PublishToSecrets, secrets.clone());
+    if target.policy.verify || matches!(target.manages, Manages::ApiKeys { .. }) {
+        needs.grant(Feature::ReadPublishedKeys, secrets.clone());
+    }
     if let Some(key) = &target.policy.kms_key_id {
         let arn = kms_key_arn(&target.label, key, place, &mut needs.warnings);
         let grant = needs.grants.entry(Feature::UseSecretsKmsKey).or_default();
@@ -753,6 +762,11 @@ mod tests {
                 "arn:aws:grafana:${AWS_REGION}:${ACCOUNT_ID}:/workspaces/g-0123456789",
                 "arn:aws:grafana:${AWS_REGION}:${ACCOUNT_ID}:/workspaces/g-8888888888"
             ])
+        );
+        // Only the API-key target reads its keys back: the token target has no `verify`.
+        assert_eq!(
+            statement_of(&g, "ReadBackPublishedKeys")["Resource"],
+            "arn:aws:secretsmanager:${AWS_REGION}:${ACCOUNT_ID}:secret:amg-token-rotator/g-8888888888/*"
         );
         // Only the workspace a binding covers can be changed.
         assert_eq!(

@@ -336,6 +336,9 @@ enum Use {
     ApiKeys,
     /// Every target: execute.rs and api_key.rs keep the secret and its records (tags).
     Publish,
+    /// `api_keys` or `verify`: api_key.rs reads the key versions back; execute.rs reads an
+    /// AWSPENDING version to prove it before resuming.
+    ReadBack,
     /// `kms_key_id`: Secrets Manager uses the key for the rotator.
     Kms,
     /// `[permissions] audit`: permissions.rs lists permissions.
@@ -365,7 +368,7 @@ const FEATURE_OF: &[(&str, Use)] = &[
     ("secretsmanager:UntagResource", Use::Publish),
     ("secretsmanager:PutSecretValue", Use::Publish),
     ("secretsmanager:UpdateSecretVersionStage", Use::Publish),
-    ("secretsmanager:GetSecretValue", Use::Publish),
+    ("secretsmanager:GetSecretValue", Use::ReadBack),
     ("kms:GenerateDataKey", Use::Kms),
     ("kms:Decrypt", Use::Kms),
     ("grafana:ListPermissions", Use::Audit),
@@ -429,7 +432,11 @@ fn cases() -> Vec<(String, Vec<Use>)> {
     vec![
         (BY_ID.into(), vec![ById, Tokens, Publish]),
         (BY_TAG.into(), vec![ByTag, Tokens, Publish]),
-        (API_KEYS.into(), vec![ById, ApiKeys, Publish]),
+        (API_KEYS.into(), vec![ById, ApiKeys, Publish, ReadBack]),
+        (
+            format!("{BY_ID}verify = true\n"),
+            vec![ById, Tokens, Publish, ReadBack],
+        ),
         (
             format!("{BY_ID}{BOOTSTRAP}"),
             vec![ById, Tokens, Bootstrap, Publish],
@@ -456,7 +463,7 @@ fn cases() -> Vec<(String, Vec<Use>)> {
 fn every_use() -> Vec<Use> {
     use Use::*;
     vec![
-        ById, ByTag, Tokens, Bootstrap, ApiKeys, Publish, Kms, Audit, Enforce, AssumeRole,
+        ById, ByTag, Tokens, Bootstrap, ApiKeys, Publish, ReadBack, Kms, Audit, Enforce, AssumeRole,
     ]
 }
 
@@ -508,6 +515,8 @@ fn a_default_configuration_grants_none_of_the_dangerous_actions() {
         "kms:GenerateDataKey",
         "kms:Decrypt",
         "sts:AssumeRole",
+        // A token target without verify never reads back a key it published.
+        "secretsmanager:GetSecretValue",
     ] {
         assert!(!g.contains(absent), "{absent} granted: {g:?}");
     }
