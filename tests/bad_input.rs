@@ -109,6 +109,14 @@ fn a_grafana_url_that_would_expose_the_key_is_refused() {
         ),
         ("ftp://grafana.example.com", "scheme ftp:// is not https://"),
         ("grafana.example.com", "not a URL"),
+        (
+            "https://{workspace_name}.grafana.example.com",
+            "the host may hold only the placeholder {workspace_id}",
+        ),
+        (
+            "https://grafana.example.com:{service_account}/x",
+            "the host may hold only the placeholder {workspace_id}",
+        ),
     ] {
         refused(
             &format!("{TARGET}grafana_url = \"{url}\"\n"),
@@ -121,6 +129,7 @@ fn a_grafana_url_that_would_expose_the_key_is_refused() {
         "https://{workspace_id}.grafana-workspace.eu-west-1.amazonaws.com",
         "http://127.0.0.1:3000/_grafana/{workspace_id}",
         "http://localhost:3000",
+        "https://grafana.example.com/{workspace_name}/{service_account}",
     ] {
         let (code, _, stderr) = with_config(
             &format!("{TARGET}grafana_url = \"{url}\"\n"),

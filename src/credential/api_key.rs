@@ -353,7 +353,7 @@ fn with_previous(mut plan: Plan, policy: &Policy, o: &KeyObserved<'_>, now: Date
 }
 
 /// Reads what the planner needs: the secret's versions and the records they hold. The current
-/// key is checked against Grafana only when verification is on.
+/// key is checked against Grafana only with `liveness_checks` on.
 async fn observe(
     services: Services<'_>,
     cred: &Credential,

@@ -117,8 +117,20 @@ fn workspaces(c: &mut Checker, at: &str, s: &RawScope) -> WorkspaceSelector {
 }
 
 /// Why a key may not be sent to `template` (`verify::key_destination`), judged on the URL its
-/// placeholders make for a sample workspace: https://, or http:// to a loopback host only.
+/// placeholders make for a sample workspace: https://, or http:// to a loopback host only. The
+/// host may hold `{workspace_id}` (AMG's `g-` and hex digits) and no other placeholder: a
+/// workspace's name is whatever its owner typed, and would choose where its keys are sent.
 fn grafana_url_problem(template: &str) -> Result<(), String> {
+    let authority = template
+        .split_once("://")
+        .map_or(template, |(_, rest)| rest.split('/').next().unwrap_or(rest));
+    if authority.replace("{workspace_id}", "").contains('{') {
+        return Err(
+            "the host may hold only the placeholder {workspace_id}: a name such as \
+             {workspace_name} would let whoever names a workspace choose where its keys are sent"
+                .into(),
+        );
+    }
     let sample = names::render_template(
         template,
         &[
