@@ -35,6 +35,22 @@ pub(super) struct RawConfig {
     pub(super) targets: Vec<RawScope>,
     #[serde(default)]
     pub(super) permissions: RawPermissions,
+    #[serde(default)]
+    pub(super) export: RawExport,
+}
+
+/// `[export]`: where `once` sends the metrics of its pass.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawExport {
+    pub(super) pushgateway_url: Option<String>,
+    pub(super) pushgateway_job: Option<String>,
+    pub(super) pushgateway_instance: Option<String>,
+    pub(super) textfile_dir: Option<String>,
+    pub(super) textfile_name: Option<String>,
+    pub(super) emf_namespace: Option<String>,
+    pub(super) emf_dimensions: Option<Vec<Vec<String>>>,
+    pub(super) emf_static_dimensions: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

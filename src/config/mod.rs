@@ -217,6 +217,44 @@ pub struct DaemonSettings {
     pub stale_after: Duration,
 }
 
+/// `[export]`: where `once` sends its pass's metrics, for deployments that run it on a
+/// schedule and so have no `/metrics` to scrape. Each is off unless configured; `run` ignores
+/// them all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExportSettings {
+    pub pushgateway: Option<PushgatewaySettings>,
+    pub textfile: Option<TextfileSettings>,
+    pub emf: Option<EmfSettings>,
+}
+
+/// A Prometheus Pushgateway: the pass's metrics replace the group `job`/`instance`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushgatewaySettings {
+    /// The base URL, e.g. `http://pushgateway:9091`, without a trailing slash.
+    pub url: String,
+    pub job: String,
+    pub instance: String,
+}
+
+/// node_exporter's textfile collector: `dir/name`, replaced atomically.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TextfileSettings {
+    pub dir: std::path::PathBuf,
+    pub name: String,
+}
+
+/// CloudWatch embedded metric format on stdout: one line per credential.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmfSettings {
+    pub namespace: String,
+    /// Dimension sets, each of credential labels (`EMF_LABELS`) and static dimension names.
+    pub dimensions: Vec<Vec<String>>,
+    pub static_dimensions: BTreeMap<String, String>,
+}
+
+/// The credential labels an EMF dimension set may name.
+pub const EMF_LABELS: [&str; 3] = ["workspace", "service_account", "kind"];
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogSettings {
     pub format: LogFormat,
@@ -250,6 +288,7 @@ pub struct Config {
     pub aws: AwsSettings,
     pub targets: Vec<Target>,
     pub permissions: PermissionSettings,
+    pub export: ExportSettings,
     /// Things that work but are probably not what the user meant.
     pub warnings: Vec<Problem>,
 }

@@ -4,7 +4,7 @@
 //! Every validator writes to one `Checker`, which collects each problem with its key, value and
 //! reason instead of stopping at the first; on a bad value a validator records it and carries on
 //! with the default. The sections are checked in the order of the file ([daemon], [log], [aws],
-//! [defaults], each [[targets]] entry, [permissions]), and that order is the order of the
+//! [defaults], each [[targets]] entry, [permissions], [export]), and that order is the order of the
 //! messages: tests compare them exactly. Validators never read the file or the environment
 //! (that is `load`'s job) and never talk to AWS.
 
@@ -12,6 +12,7 @@ mod aws;
 mod check;
 mod credentials;
 mod daemon;
+mod export;
 mod names;
 mod permissions;
 mod rotation;
@@ -48,6 +49,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     }
 
     let permissions = permissions::validate_permissions(&mut c, &raw.permissions);
+    let export = export::export_section(&mut c, &raw.export);
 
     if c.problems.is_empty() {
         Ok(Config {
@@ -56,6 +58,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             aws,
             targets,
             permissions,
+            export,
             warnings: c.warnings,
         })
     } else {
