@@ -11,6 +11,7 @@
 //!   credential (tokens, legacy API keys) does its own way, the records kept on the secret;
 //! - `daemon`: the schedule, signals and reload, the HTTP probes, metrics and systemd;
 //! - `report`, `telemetry`: what people and machines read;
+//! - `export`: what `once` leaves for Pushgateway, node_exporter and CloudWatch;
 //! - `iam`: the least-privilege IAM policy for a configuration (`iam-policy`), pure.
 
 pub mod aws;
@@ -18,6 +19,7 @@ pub mod config;
 pub mod credential;
 pub mod daemon;
 pub mod discover;
+pub mod export;
 pub mod failpoint;
 pub mod iam;
 pub mod model;

@@ -1,6 +1,7 @@
 //! The `amg-token-rotator` binary: parse arguments, load configuration, set up logging, build
 //! clients, hand over to the library. Exit codes: 0 success; 1 a credential failed or was
-//! blocked; 2 the configuration is invalid; 3 the daemon could not start (address in use…).
+//! blocked; 2 the configuration is invalid; 3 the daemon could not start (address in use…); 4
+//! `once` could not export its metrics (`[export]`), though no credential failed.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -16,7 +17,7 @@ use amg_token_rotator::daemon::http::{self, Health};
 use amg_token_rotator::daemon::metrics::Metrics;
 use amg_token_rotator::daemon::{self, Daemon};
 use amg_token_rotator::pass::{Engine, Mode};
-use amg_token_rotator::{iam, report, telemetry};
+use amg_token_rotator::{export, iam, report, telemetry};
 
 #[derive(Parser)]
 #[command(
@@ -71,6 +72,8 @@ enum Output {
 const EXIT_FAILED: u8 = 1;
 const EXIT_CONFIG: u8 = 2;
 const EXIT_START: u8 = 3;
+/// `once` rotated what it could, but its metrics did not reach the Pushgateway or the textfile.
+const EXIT_EXPORT: u8 = 4;
 
 fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
     config::load(path).map_err(|e| {
@@ -161,6 +164,8 @@ fn iam_policy(cfg: &Config, role: Option<String>, account_id: Option<String>) ->
 }
 
 /// `once` (apply) and `plan`: one pass, its report on stdout, exit 1 when anything failed.
+/// `once` then exports its metrics (`[export]`): EMF lines before the summary, a line per push
+/// or file after it, exit 4 when only an export failed.
 async fn one_pass(
     engine: &Engine,
     cfg: &Config,
@@ -169,16 +174,29 @@ async fn one_pass(
     shutdown: &tokio::sync::watch::Receiver<bool>,
 ) -> ExitCode {
     let report = engine.pass(cfg, mode, shutdown).await;
+    let mut export_failed = false;
     match plan_output {
         Some(Output::Json) => println!(
             "{}",
             serde_json::to_string_pretty(&report).expect("reports serialize")
         ),
         Some(Output::Table) => print!("{}", report::plan_table(&report)),
-        None => print!("{}", report::summary_lines(&report)),
+        None => {
+            let exported = export::export(&cfg.export, &engine.metrics, report.finished_at).await;
+            for line in &exported.emf_lines {
+                println!("{line}");
+            }
+            print!("{}", report::summary_lines(&report));
+            for line in &exported.summary {
+                println!("{line}");
+            }
+            export_failed = exported.failed;
+        }
     }
     if report.failed() > 0 {
         ExitCode::from(EXIT_FAILED)
+    } else if export_failed {
+        ExitCode::from(EXIT_EXPORT)
     } else {
         ExitCode::SUCCESS
     }

@@ -5,143 +5,12 @@
 
 mod support;
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use amg_emulator::Seed;
-use support::{eventually, free_port, tool, workspace, Bed};
+use support::{scrape_job, workspace, Bed, Prometheus};
 
 const WS1: &str = "g-1111111111";
-
-/// A Prometheus server on 127.0.0.1 with its own storage, scraping one target; killed on drop.
-struct Prometheus {
-    port: u16,
-    _child: tokio::process::Child,
-    http: reqwest::Client,
-    _dir: tempfile::TempDir,
-}
-
-impl Prometheus {
-    async fn start(target: &str) -> Prometheus {
-        let bin = tool("prometheus");
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("prometheus.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
-                 scrape_configs:\n  - job_name: amg-token-rotator\n    static_configs:\n      - targets: ['{target}']\n"
-            ),
-        )
-        .unwrap();
-        let http = reqwest::Client::new();
-        for _ in 0..3 {
-            let port = free_port();
-            let mut child = tokio::process::Command::new(&bin)
-                .arg(format!("--config.file={}", config.display()))
-                .arg(format!(
-                    "--storage.tsdb.path={}",
-                    dir.path().join("data").display()
-                ))
-                .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-                .arg("--log.level=warn")
-                .current_dir(dir.path())
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .kill_on_drop(true)
-                .spawn()
-                .expect("prometheus starts");
-            let ready = eventually(Duration::from_secs(30), Duration::from_millis(100), || {
-                let http = &http;
-                async move {
-                    let r = http
-                        .get(format!("http://127.0.0.1:{port}/-/ready"))
-                        .timeout(Duration::from_secs(2))
-                        .send()
-                        .await
-                        .ok()?;
-                    r.status().is_success().then_some(())
-                }
-            })
-            .await;
-            if ready.is_some() {
-                return Prometheus {
-                    port,
-                    _child: child,
-                    http,
-                    _dir: dir,
-                };
-            }
-            // Port taken meanwhile, or it failed: try another port.
-            let _ = child.start_kill();
-            let _ = child.wait().await;
-        }
-        panic!("prometheus did not become ready on 127.0.0.1");
-    }
-
-    /// An instant query: the vector's `(labels, value)` pairs.
-    async fn query(&self, promql: &str) -> Vec<(serde_json::Value, f64)> {
-        let r = self
-            .http
-            .get(format!(
-                "http://127.0.0.1:{}/api/v1/query?query={}",
-                self.port,
-                percent_encode(promql)
-            ))
-            .timeout(Duration::from_secs(5))
-            .send()
-            .await
-            .expect("the query API answers");
-        let body: serde_json::Value = r.json().await.expect("JSON");
-        assert_eq!(body["status"], "success", "{promql}: {body}");
-        assert_eq!(body["data"]["resultType"], "vector", "{body}");
-        body["data"]["result"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| {
-                let v: f64 = s["value"][1].as_str().unwrap().parse().unwrap();
-                (s["metric"].clone(), v)
-            })
-            .collect()
-    }
-
-    /// The single value of `promql`, once it has exactly one series.
-    async fn value(&self, promql: &str) -> Option<f64> {
-        match self.query(promql).await.as_slice() {
-            [(_, v)] => Some(*v),
-            _ => None,
-        }
-    }
-
-    /// Waits (bounded) until the single value of `promql` satisfies `ok`.
-    async fn value_until(&self, promql: &str, within: Duration, ok: impl Fn(f64) -> bool) -> f64 {
-        let got = eventually(within, Duration::from_millis(250), || async {
-            self.value(promql).await.filter(|v| ok(*v))
-        })
-        .await;
-        match got {
-            Some(v) => v,
-            None => panic!(
-                "{promql} never met the condition within {within:?}; last: {:?}",
-                self.query(promql).await
-            ),
-        }
-    }
-}
-
-/// Percent-encodes everything but the unreserved characters of RFC 3986.
-fn percent_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn prometheus_sees_the_expiry_move_and_the_rotation_counter_rise() {
@@ -158,7 +27,8 @@ async fn prometheus_sees_the_expiry_move_and_the_rotation_counter_rise() {
          [[targets]]\nworkspace_ids = [\"{WS1}\"]\nservice_accounts = [\"terraform\"]\n"
     ));
     let d = bed.daemon(&cfg, &[]).await;
-    let prom = Prometheus::start(&format!("127.0.0.1:{}", d.port)).await;
+    let target = format!("127.0.0.1:{}", d.port);
+    let prom = Prometheus::start(&[scrape_job("amg-token-rotator", &target, false)]).await;
 
     let expiry = "amg_rotator_credential_expiry_timestamp_seconds{job=\"amg-token-rotator\",workspace=\"g-1111111111\",service_account=\"terraform\",kind=\"token\"}";
     let rotations = "sum(amg_rotator_rotations_total{job=\"amg-token-rotator\",service_account=\"terraform\",outcome=\"success\"})";

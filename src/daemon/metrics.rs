@@ -36,6 +36,18 @@ impl CredentialLabels {
 
 const CREDENTIAL: [&str; 3] = ["workspace", "service_account", "kind"];
 
+/// One credential's gauges, read back from the registry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CredentialValues {
+    pub workspace: String,
+    pub service_account: String,
+    pub kind: String,
+    /// `amg_rotator_credential_expiry_timestamp_seconds`, when set.
+    pub expires_at: Option<i64>,
+    /// `amg_rotator_credential_healthy`, when set.
+    pub healthy: Option<bool>,
+}
+
 /// One registered metric family, as the README documents it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MetricInfo {
@@ -525,6 +537,39 @@ impl Metrics {
             ));
         }
         text
+    }
+
+    /// Each credential's expiry gauge and health gauge as `/metrics` shows them, for the
+    /// exporters that are not Prometheus (`export::emf`).
+    pub fn credential_values(&self) -> Vec<CredentialValues> {
+        let mut by_labels: BTreeMap<[String; 3], CredentialValues> = BTreeMap::new();
+        let mut visit = |collector: &dyn Collector, set: &dyn Fn(&mut CredentialValues, f64)| {
+            for family in collector.collect() {
+                for m in family.get_metric() {
+                    let value = m.get_gauge().value();
+                    let mut key: [String; 3] = Default::default();
+                    for pair in m.get_label() {
+                        if let Some(i) = CREDENTIAL.iter().position(|n| *n == pair.name()) {
+                            key[i] = pair.value().to_owned();
+                        }
+                    }
+                    let entry = by_labels.entry(key.clone()).or_insert_with(|| {
+                        let [workspace, service_account, kind] = key;
+                        CredentialValues {
+                            workspace,
+                            service_account,
+                            kind,
+                            expires_at: None,
+                            healthy: None,
+                        }
+                    });
+                    set(entry, value);
+                }
+            }
+        };
+        visit(&self.expiry, &|c, v| c.expires_at = Some(v as i64));
+        visit(&self.credential_healthy, &|c, v| c.healthy = Some(v != 0.0));
+        by_labels.into_values().collect()
     }
 
     pub fn set_expiry(&self, c: &CredentialLabels, expires_at: chrono::DateTime<chrono::Utc>) {

@@ -7,6 +7,7 @@
 //!   variables;
 //! - `daemon`: the binary's `run` under test, its endpoints, signals and logs;
 //! - `prometheus`: `promtool`, the PromQL names and the README's metrics table;
+//! - `servers`: Prometheus, the Pushgateway and node_exporter, Debian's, as real processes;
 //! - `scrape` (a parsed `/metrics`) and `fixtures` (seeds and configuration text) start nothing.
 //!
 //! This file re-exports what the tests use, so a test names `support::Bed` wherever it lives,
@@ -27,6 +28,7 @@ mod moto;
 mod prometheus;
 mod proxy;
 mod scrape;
+mod servers;
 
 // The same holds for these: each test uses some of them, and rustc reports the rest of a
 // re-export list as unused imports of that test.
@@ -39,6 +41,7 @@ pub use self::{
     prometheus::{promql_metric_names, promtool, readme_metrics, tool},
     proxy::{SmFault, SmProxy},
     scrape::{Sample, Scrape},
+    servers::{node_exporter, pushgateway, scrape_job, Prometheus, Server},
 };
 
 pub const REGION: &str = "us-east-1";
