@@ -12,7 +12,9 @@ passing it.
                   ServiceMonitor and PrometheusRule, against the prometheus-operator CRD schemas
                   (cloudcoil-models-prometheus-operator); then the properties the rotator needs
                   (one replica, Recreate, probes on /healthz and /readyz, hardening, ports that
-                  agree, a NetworkPolicy that covers every pod, the PrometheusRule = alerts.yml).
+                  agree, a NetworkPolicy that covers every pod and whose peers can match, the
+                  PrometheusRule = alerts.yml; the CronJob pushes to a Pushgateway as one fixed
+                  group, and may reach it).
   prometheusrule  regenerate deploy/kubernetes/base/prometheusrule.yaml from
                   deploy/prometheus/alerts.yml (--write), or check that they agree.
   ecs             every key and type (and enum value) of the ECS files against botocore's models
@@ -333,8 +335,70 @@ def k8s_properties(name: str, docs: list[dict[str, Any]], p: Problems) -> None:
         p.check(d["spec"].get("concurrencyPolicy") == "Forbid", name, "the CronJob lets passes overlap")
         spec = d["spec"]["jobTemplate"]["spec"]["template"]["spec"]
         p.check(spec.get("restartPolicy") == "Never", name, "the CronJob's pods restart in place")
+        cronjob_pushes(name, spec["containers"][0], policies, p)
+        # Its runs' pushed metrics are what the alerts watch (AmgRotatorPushedRunStale among them).
+        p.check(bool(by_kind.get("PrometheusRule")), name, "no PrometheusRule: the alerts cover pushed runs too")
+    for np in policies:
+        for peer in network_peers(np):
+            selector = peer.get("podSelector", {}).get("matchLabels", {})
+            # kustomize's labels (includeSelectors: true) add the rotator's own labels to every
+            # matchLabels of a NetworkPolicy, a peer's too; pods elsewhere (kube-dns, a
+            # Pushgateway) do not carry them, so such a peer matches nothing. matchExpressions
+            # are left alone.
+            p.check("namespaceSelector" not in peer or selector.get("app.kubernetes.io/part-of") != NAMESPACE, name,
+                    f"NetworkPolicy/{np['metadata']['name']}: a peer in another namespace selects pods by the rotator's "
+                    f"own labels {selector} (kustomize's includeSelectors added them): use matchExpressions")
     p.check(not (by_kind.get("Deployment") and by_kind.get("CronJob")), name,
             "both a Deployment and a CronJob: two rotators would race")
+
+
+def network_peers(np: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    for rule in np["spec"].get("ingress", []):
+        yield from rule.get("from", [])
+    for rule in np["spec"].get("egress", []):
+        yield from rule.get("to", [])
+
+
+def egress_admits(np: dict[str, Any], namespace: str, port: int) -> bool:
+    """Whether a NetworkPolicy lets its pods open TCP `port` to pods of `namespace`."""
+    for rule in np["spec"].get("egress", []):
+        ports = rule.get("ports")
+        if ports is not None and not any(pt.get("port") == port and pt.get("protocol", "TCP") == "TCP" for pt in ports):
+            continue
+        peers = rule.get("to")
+        if not peers:
+            return True
+        for peer in peers:
+            ns = peer.get("namespaceSelector", {}).get("matchLabels", {}).get("kubernetes.io/metadata.name")
+            if ns == namespace or peer.get("ipBlock", {}).get("cidr") in ("0.0.0.0/0", "::/0"):
+                return True
+    return False
+
+
+def cronjob_pushes(name: str, container: dict[str, Any], policies: list[dict[str, Any]], p: Problems) -> None:
+    """The CronJob's `once` pushes its metrics to a Pushgateway as one fixed group, which its
+    NetworkPolicy lets it reach."""
+    from urllib.parse import urlsplit
+
+    where = f"{name} CronJob"
+    env = {e["name"]: e for e in container.get("env", [])}
+    url = env.get("AMG_ROTATOR__EXPORT__PUSHGATEWAY_URL", {}).get("value", "")
+    parts = urlsplit(url)
+    p.check(parts.scheme in ("http", "https") and bool(parts.hostname), where,
+            f"AMG_ROTATOR__EXPORT__PUSHGATEWAY_URL {url!r} is not an http(s) URL: a run would push its metrics nowhere")
+    # The pod's name changes every run: a group keyed on it would be a new group each time,
+    # and the old ones would stay in the Pushgateway for ever.
+    instance = env.get("AMG_ROTATOR__EXPORT__PUSHGATEWAY_INSTANCE", {})
+    p.check(bool(instance.get("value")) and "valueFrom" not in instance and "$(" not in instance.get("value", ""), where,
+            f"AMG_ROTATOR__EXPORT__PUSHGATEWAY_INSTANCE {instance} is not a fixed value: each run would make a new group")
+    if parts.hostname:
+        labels = parts.hostname.split(".")
+        # service.namespace.svc[.cluster.local]; a bare service name is in the rotator's namespace.
+        namespace = labels[1] if len(labels) > 1 else NAMESPACE
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        for np in policies:
+            p.check(egress_admits(np, namespace, port), where,
+                    f"NetworkPolicy/{np['metadata']['name']} does not let it reach {parts.hostname}:{port} (namespace {namespace})")
 
 
 ALERTS = ROOT / "deploy/prometheus/alerts.yml"
@@ -421,7 +485,8 @@ def cmd_kubernetes(args: argparse.Namespace) -> None:
         if built:
             k8s_properties(rel(directory), docs, p)
             p.exit(rel(directory))
-            ok(f"{rel(directory)}: replicas, strategy, probes, hardening, ports, selectors, NetworkPolicy coverage, namespace, image tag")
+            ok(f"{rel(directory)}: replicas, strategy, probes, hardening, ports, selectors, NetworkPolicy coverage and peers, namespace, image tag"
+               + (", the Pushgateway URL, a fixed instance and egress to it, a PrometheusRule" if variant == "cronjob" else ""))
     check_prometheus_rule(p, write=False)
     p.exit("Kubernetes")
 
