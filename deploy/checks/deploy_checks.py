@@ -17,6 +17,10 @@ passing it.
                   group, and may reach it).
   prometheusrule  regenerate deploy/kubernetes/base/prometheusrule.yaml from
                   deploy/prometheus/alerts.yml (--write), or check that they agree.
+  systemd         what systemd-analyze cannot know of amg-token-rotator-once.service: `once`
+                  writes its textfile into the unit's state directory, and ExecStopPost (as root,
+                  after every run) puts it into node_exporter's textfile directory atomically,
+                  run against temporary directories standing in for both.
   ecs             every key and type (and enum value) of the ECS files against botocore's models
                   of ecs RegisterTaskDefinition / CreateService and scheduler CreateSchedule, with
                   botocore's own ParamValidator; then the Fargate properties the rotator needs.
@@ -31,10 +35,13 @@ import argparse
 import copy
 import functools
 import json
+import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 import tomllib
 from pathlib import Path
 from typing import Any, Iterator
@@ -492,6 +499,127 @@ def cmd_kubernetes(args: argparse.Namespace) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# systemd.
+
+ONCE_UNIT = ROOT / "deploy/systemd/amg-token-rotator-once.service"
+# Debian's prometheus-node-exporter reads *.prom files here (--collector.textfile.directory).
+NODE_EXPORTER_TEXTFILE_DIR = "/var/lib/prometheus/node-exporter"
+DEFAULT_TEXTFILE_NAME = "amg_token_rotator.prom"
+
+
+def unit_settings(path: Path) -> dict[str, list[str]]:
+    """Every value of every key of a unit file, in order; lines continued with a backslash are
+    joined with a space, as systemd joins them (systemd.syntax(7))."""
+    settings: dict[str, list[str]] = {}
+    logical = ""
+    for line in path.read_text().splitlines():
+        if line.lstrip().startswith(("#", ";")):
+            continue
+        if line.endswith("\\"):
+            logical += line[:-1] + " "
+            continue
+        logical += line
+        if "=" in logical and not logical.startswith("["):
+            key, value = logical.split("=", 1)
+            settings.setdefault(key.strip(), []).append(value.strip())
+        logical = ""
+    return settings
+
+
+def textfile_move_problems(script: str, textfile_dir: str, name: str) -> list[str]:
+    """What is wrong with the ExecStopPost script that moves the textfile into node_exporter's
+    directory: its text, and what it does when run against temporary directories standing in
+    for the state directory and node_exporter's."""
+    problems = []
+    final = f"{NODE_EXPORTER_TEXTFILE_DIR}/{name}"
+    # node_exporter must see the old file or the new one, never a part: the last step is a
+    # rename within its directory, from a name it does not read.
+    renames = re.findall(r"\bmv -f (\S+) " + re.escape(final) + r"(?:\s|$)", script)
+    if not renames or not all(os.path.dirname(r) == NODE_EXPORTER_TEXTFILE_DIR and not r.endswith(".prom") for r in renames):
+        problems.append(f"the file does not reach {final} by a rename within {NODE_EXPORTER_TEXTFILE_DIR} from a name that is not *.prom")
+    with tempfile.TemporaryDirectory() as tmp:
+        src_dir, dst_dir = Path(tmp, "state"), Path(tmp, "node-exporter")
+        body = script.replace(textfile_dir, str(src_dir)).replace(NODE_EXPORTER_TEXTFILE_DIR, str(dst_dir))
+        root = os.geteuid() == 0
+        if not root:
+            body = body.replace("-o root -g root", "")  # chown needs root; the rest is the same
+
+        def run() -> int:
+            return subprocess.run(["/bin/sh", "-c", body], capture_output=True).returncode
+
+        src, dst = src_dir / name, dst_dir / name
+        src_dir.mkdir()
+        dst_dir.mkdir()
+        dst.write_text("old\n")
+        if run() != 0 or dst.read_text() != "old\n":
+            problems.append("after a run that wrote no file, it fails or loses the previous file")
+        src.write_text("new\n")
+        src.chmod(0o600)  # UMask=0077
+        os.utime(src, (1_000_000_000, 1_000_000_000))
+        status = run()
+        st = dst.stat()
+        if status != 0 or dst.read_text() != "new\n":
+            problems.append("it does not replace node_exporter's file with the new one")
+        if st.st_mode & 0o777 != 0o644:
+            problems.append(f"the file in node_exporter's directory has mode {st.st_mode & 0o777:o}, not 644")
+        if root and (st.st_uid, st.st_gid) != (0, 0):
+            problems.append("the file in node_exporter's directory is not root's")
+        if st.st_mtime != 1_000_000_000:
+            problems.append("the time the rotator wrote the file is lost (node_textfile_mtime_seconds)")
+        if sorted(os.listdir(dst_dir)) != [name] or src.exists():
+            problems.append(f"it leaves files behind: {sorted(os.listdir(dst_dir))} in node_exporter's directory, "
+                            f"the source {'kept' if src.exists() else 'removed'}")
+        src.write_text("new\n")
+        shutil.rmtree(dst_dir)
+        if run() == 0:
+            problems.append("it succeeds when node_exporter's directory is missing: the failure would go unseen")
+    return problems
+
+
+def cmd_systemd(args: argparse.Namespace) -> None:
+    p = Problems()
+    where = rel(ONCE_UNIT)
+    unit = unit_settings(ONCE_UNIT)
+    env: dict[str, str] = {}
+    for line in unit.get("Environment", []):
+        for item in shlex.split(line):
+            key, _, value = item.partition("=")
+            env[key] = value
+    state = (unit.get("StateDirectory") or [""])[-1]
+    textfile_dir = env.get("AMG_ROTATOR__EXPORT__TEXTFILE_DIR", "")
+    name = env.get("AMG_ROTATOR__EXPORT__TEXTFILE_NAME", DEFAULT_TEXTFILE_NAME)
+    # The only place the sandbox (ProtectSystem=strict) lets the transient user write.
+    p.check(bool(state) and textfile_dir == f"/var/lib/{state}", where,
+            f"AMG_ROTATOR__EXPORT__TEXTFILE_DIR {textfile_dir!r} is not the unit's StateDirectory ({state!r}), the one place it may write")
+    p.check(name.endswith(".prom"), where, f"textfile {name!r}: node_exporter reads only *.prom")
+    posts = [c for c in unit.get("ExecStopPost", []) if f"{textfile_dir}/{name}" in c]
+    p.check(len(posts) == 1, where, f"no single ExecStopPost moves {textfile_dir}/{name} into {NODE_EXPORTER_TEXTFILE_DIR}")
+    p.exit("systemd")
+    command = posts[0]
+    prefix = command[: len(command) - len(command.lstrip("@-:+!"))]
+    # Root, outside the sandbox, may write node_exporter's directory; a failure must show.
+    p.check("+" in prefix and "-" not in prefix, where,
+            f"ExecStopPost prefix {prefix!r}: needs '+' (as root, outside the sandbox) and no '-' (which would hide a failure)")
+    argv = shlex.split(command[len(prefix):])
+    p.check(argv[:2] == ["/bin/sh", "-c"] and len(argv) == 3, where, f"ExecStopPost is not one /bin/sh -c script: {argv}")
+    p.exit("systemd")
+    # Negative control: a plain copy into place (not atomic, not root's, mode kept from the
+    # source, fails when the run wrote nothing, leaves the source) must be refused.
+    broken = f"cp {textfile_dir}/{name} {NODE_EXPORTER_TEXTFILE_DIR}/{name}"
+    p.check(len(textfile_move_problems(broken, textfile_dir, name)) >= 4, "systemd check",
+            "accepted a plain cp into node_exporter's directory (negative control)")
+    p.exit("negative control")
+    ok("negative control: a plain cp into node_exporter's directory is refused")
+    for problem in textfile_move_problems(argv[2], textfile_dir, name):
+        p.add(where, f"ExecStopPost: {problem}")
+    root = os.geteuid() == 0
+    p.exit("systemd")
+    ok(f"{where}: once writes {name} into its StateDirectory /var/lib/{state}; ExecStopPost (+, as root) installs it "
+       f"into {NODE_EXPORTER_TEXTFILE_DIR} by a rename, 0644{' root:root' if root else ''}, mtime kept, nothing left behind; "
+       "nothing to do after a run that wrote none; fails without node_exporter's directory")
+
+
+# ---------------------------------------------------------------------------------------------
 # ECS.
 
 ECS_FILES = {
@@ -660,6 +788,7 @@ def main() -> None:
     pr = sub.add_parser("prometheusrule")
     pr.add_argument("--write", action="store_true")
     pr.set_defaults(run=cmd_prometheusrule)
+    sub.add_parser("systemd").set_defaults(run=cmd_systemd)
     sub.add_parser("ecs").set_defaults(run=cmd_ecs)
     sub.add_parser("dockerfile").set_defaults(run=cmd_dockerfile)
     rd = sub.add_parser("render")
