@@ -22,8 +22,10 @@ passing it.
                   after every run) puts it into node_exporter's textfile directory atomically,
                   run against temporary directories standing in for both.
   ecs             every key and type (and enum value) of the ECS files against botocore's models
-                  of ecs RegisterTaskDefinition / CreateService and scheduler CreateSchedule, with
-                  botocore's own ParamValidator; then the Fargate properties the rotator needs.
+                  of ecs RegisterTaskDefinition / CreateService, scheduler CreateSchedule and (each
+                  alarm of alarms.json) cloudwatch PutMetricAlarm, with botocore's own
+                  ParamValidator; then the Fargate properties the rotator needs, and that the once
+                  task emits EMF lines into CloudWatch Logs which the alarms read.
   dockerfile      what hadolint cannot know: COPY sources exist and pass the dockerignore, the
                   runtime user is not root, the ports and the health probe match.
   render          substitute the ${PLACEHOLDER}s of a policy with example values (for parliament).
@@ -660,6 +662,39 @@ def aws_errors(service: str, operation: str, params: dict[str, Any]) -> list[str
     return errors + enum_errors(params, shape, operation)
 
 
+ECS_ALARMS = ROOT / "deploy/ecs/alarms.json"
+EMF_METRICS = {"CredentialExpiresInSeconds", "CredentialHealthy"}
+EMF_DEFAULT_DIMENSIONS = ["workspace", "service_account"]
+TREAT_MISSING_DATA = {"breaching", "notBreaching", "ignore", "missing"}
+
+
+def emf_task(where: str, env: dict[str, str], rotator: dict[str, Any], alarms: list[dict[str, Any]], p: Problems) -> None:
+    """The once task prints EMF lines (one per credential) that CloudWatch Logs turns into the
+    metrics alarms.json watches: a namespace, stdout through awslogs, the alarms on that
+    namespace, its metrics and its default dimension set; and one alarm that goes off when the
+    lines stop coming."""
+    namespace = env.get("AMG_ROTATOR__EXPORT__EMF_NAMESPACE", "")
+    p.check(bool(namespace) and not namespace.startswith("AWS/"), where,
+            f"AMG_ROTATOR__EXPORT__EMF_NAMESPACE {namespace!r}: the once task emits no metrics (or into a namespace AWS reserves)")
+    # EMF needs no agent: awslogs sends each stdout line as a log event and CloudWatch Logs
+    # extracts the metrics of those that are EMF (the x-amzn-logs-format header is optional).
+    p.check(rotator.get("logConfiguration", {}).get("logDriver") == "awslogs", where, "the EMF lines do not reach CloudWatch Logs (no awslogs)")
+    p.check("AMG_ROTATOR__EXPORT__EMF_DIMENSIONS" not in env and "AMG_ROTATOR__EXPORT__EMF_STATIC_DIMENSIONS" not in env, where,
+            f"EMF dimensions changed: the alarms' SCHEMA({namespace}, {', '.join(EMF_DEFAULT_DIMENSIONS)}) would find nothing; change both")
+    schema = f"FROM SCHEMA({namespace}, {', '.join(EMF_DEFAULT_DIMENSIONS)})"
+    watched = set()
+    for alarm in alarms:
+        for query in alarm.get("Metrics", []):
+            m = re.fullmatch(r"SELECT (MIN|MAX|AVG|SUM|COUNT)\((\w+)\) (.*)", query.get("Expression", ""))
+            p.check(bool(m) and m.group(2) in EMF_METRICS and m.group(3) == schema, rel(ECS_ALARMS),
+                    f"{alarm['AlarmName']}: {query.get('Expression')!r} is not a Metrics Insights query of {sorted(EMF_METRICS)} {schema}")
+            if m:
+                watched.add(m.group(2))
+    p.check(watched == EMF_METRICS, rel(ECS_ALARMS), f"alarms on {sorted(watched)}, not on each of {sorted(EMF_METRICS)}")
+    p.check(any(a.get("TreatMissingData") == "breaching" for a in alarms), rel(ECS_ALARMS),
+            "no alarm treats missing data as breaching: runs that stop reporting would go unseen")
+
+
 def cmd_ecs(args: argparse.Namespace) -> None:
     import botocore
 
@@ -672,8 +707,15 @@ def cmd_ecs(args: argparse.Namespace) -> None:
     errors = aws_errors("ecs", "RegisterTaskDefinition", broken)
     p.check(any("interval" in e for e in errors), "botocore", "accepted a string for an integer")
     p.check(any("awsvpcc" in e for e in errors), "enum check", "accepted networkMode 'awsvpcc'")
+    alarms = json.loads(render(ECS_ALARMS.read_text(), rel(ECS_ALARMS)))
+    broken = copy.deepcopy(alarms[0])
+    broken["ComparisonOperator"] = "LessThan"
+    broken["Metrics"][0]["Period"] = "1800"
+    errors = aws_errors("cloudwatch", "PutMetricAlarm", broken)
+    p.check(any("LessThan'" in e for e in errors) and any("Period" in e for e in errors), "botocore",
+            "accepted an alarm with ComparisonOperator 'LessThan' and a string Period")
     p.exit("negative controls")
-    ok("negative controls: an unknown key, a string for an integer and an unknown enum value are refused")
+    ok("negative controls: an unknown key, a string for an integer and an unknown enum value are refused (ecs, cloudwatch)")
 
     docs: dict[str, dict[str, Any]] = {}
     for name, (service, operation) in ECS_FILES.items():
@@ -684,6 +726,16 @@ def cmd_ecs(args: argparse.Namespace) -> None:
             p.add(rel(path), e)
         if not errors:
             ok(f"{rel(path)}: valid {service} {operation} input (botocore {botocore.__version__}: keys, types, required, enums)")
+
+    for i, alarm in enumerate(alarms):
+        errors = aws_errors("cloudwatch", "PutMetricAlarm", alarm)
+        # A plain string in botocore's model; these are the values PutMetricAlarm documents.
+        if alarm.get("TreatMissingData", "missing") not in TREAT_MISSING_DATA:
+            errors.append(f"TreatMissingData {alarm['TreatMissingData']!r} is not one of {sorted(TREAT_MISSING_DATA)}")
+        for e in errors:
+            p.add(f"{rel(ECS_ALARMS)}[{i}]", e)
+        if not errors:
+            ok(f"{rel(ECS_ALARMS)}[{i}] {alarm['AlarmName']}: valid cloudwatch PutMetricAlarm input (botocore {botocore.__version__})")
 
     for name in ("task-definition.json", "task-definition-once.json"):
         td, where = docs[name], f"deploy/ecs/{name}"
@@ -714,6 +766,12 @@ def cmd_ecs(args: argparse.Namespace) -> None:
             p.check(dep["containerName"] in containers and dep["condition"] == "SUCCESS", where, f"dependsOn {dep}")
         p.check(10 < rotator.get("stopTimeout", 30) <= 120 and rotator.get("stopTimeout", 30) > DEFAULT_SHUTDOWN_TIMEOUT_S,
                 where, "stopTimeout must exceed daemon.shutdown_timeout (60s) and Fargate allows at most 120")
+        env = {e["name"]: e.get("value", "") for e in rotator.get("environment", [])}
+        exports = sorted(k for k in env if k.startswith("AMG_ROTATOR__EXPORT__"))
+        if once:
+            emf_task(where, env, rotator, alarms, p)
+        else:
+            p.check(not exports, where, f"{exports}: the daemon ignores [export] (Prometheus scrapes its /metrics)")
         if not once:
             hc = rotator.get("healthCheck", {}).get("command", [])
             p.check(hc[:2] == ["CMD", "/usr/local/bin/healthcheck"], where, f"health check {hc} is not the image's probe")
@@ -730,7 +788,8 @@ def cmd_ecs(args: argparse.Namespace) -> None:
     p.check(ecs.get("TaskCount") == 1 and ecs.get("LaunchType") == "FARGATE", where, "not one Fargate task")
     p.exit("ECS")
     ok("deploy/ecs: awsvpc, Fargate sizes, task and execution roles, CloudWatch logs, read-only roots, dropped capabilities, "
-       "health check, one task at a time (service and schedule)")
+       "health check, one task at a time (service and schedule); the once task's EMF namespace, which the alarms query "
+       "(each metric, the default dimensions, one alarm breaching on missing data); no [export] on the daemon")
 
 
 # ---------------------------------------------------------------------------------------------
