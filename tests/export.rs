@@ -13,7 +13,8 @@ use std::time::Duration;
 use amg_emulator::Seed;
 use serde_json::Value;
 use support::{
-    node_exporter, pushgateway, readme_metrics, scrape_job, workspace, Bed, Prometheus, Scrape,
+    eventually, node_exporter, pushgateway, readme_metrics, scrape_job, workspace, Bed, Prometheus,
+    Scrape,
 };
 
 const WS1: &str = "g-1111111111";
@@ -64,7 +65,11 @@ fn group(scrape: &Scrape, instance: &str) -> Scrape {
 async fn once_replaces_its_group_on_the_pushgateway_and_prometheus_sees_each_credential() {
     let bed = bed().await;
     let gw = pushgateway().await;
-    let prom = Prometheus::start(&[scrape_job("pushgateway", &gw.addr(), true)]).await;
+    let rules =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/prometheus/alerts.yml");
+    let prom =
+        Prometheus::start_with_rules(&[scrape_job("pushgateway", &gw.addr(), true)], Some(&rules))
+            .await;
     let export = format!(
         "pushgateway_url = \"http://{}/\"\npushgateway_instance = \"prod\"\n",
         gw.addr()
@@ -106,6 +111,23 @@ async fn once_replaces_its_group_on_the_pushgateway_and_prometheus_sees_each_cre
         (now - 60.0..=now + 1.0).contains(&pushed_at),
         "{pushed_at} {now}"
     );
+
+    // The shipped alerts evaluate on the pushed series without error, and, once Prometheus
+    // has scraped the group (AmgRotatorAbsent is pending until then), a run just pushed with
+    // every credential healthy fires none of them.
+    let settled = eventually(
+        Duration::from_secs(20),
+        Duration::from_millis(250),
+        || async {
+            let r = prom.rules().await;
+            let quiet = r.len() == 7
+                && r.iter()
+                    .all(|(_, health, state)| health == "ok" && state == "inactive");
+            quiet.then_some(())
+        },
+    )
+    .await;
+    assert!(settled.is_some(), "rules: {:?}", prom.rules().await);
 
     // The same families and labels as /metrics: each pushed rotator family is one README
     // documents, with its documented labels plus the grouping key.

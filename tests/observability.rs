@@ -24,7 +24,7 @@ async fn the_alert_rules_pass_promtool_check_rules() {
     let run = promtool(&["check", "rules", rules.to_str().unwrap()], None).await;
     assert_eq!(run.code, Some(0), "{}", run.all_output());
     assert!(
-        run.all_output().contains("SUCCESS: 5 rules found"),
+        run.all_output().contains("SUCCESS: 7 rules found"),
         "{}",
         run.all_output()
     );
@@ -40,7 +40,7 @@ async fn the_alert_rules_pass_their_unit_tests() {
 }
 
 #[test]
-fn the_five_alerts_have_severities_and_say_what_to_do() {
+fn the_seven_alerts_have_severities_and_say_what_to_do() {
     let text = std::fs::read_to_string(deploy("prometheus/alerts.yml")).unwrap();
     let tests = std::fs::read_to_string(deploy("prometheus/alerts_test.yml")).unwrap();
     // alert → severity, in file order.
@@ -57,14 +57,16 @@ fn the_five_alerts_have_severities_and_say_what_to_do() {
         [
             ("AmgRotatorCredentialExpiringSoon", "critical"),
             ("AmgRotatorRotationsFailing", "warning"),
-            ("AmgRotatorLastSuccessStale", "warning"),
+            ("AmgRotatorLastPassStale", "warning"),
+            ("AmgRotatorPushedRunStale", "warning"),
+            ("AmgRotatorTextfileStale", "warning"),
             ("AmgRotatorAbsent", "critical"),
             ("AmgRotatorConsumersOnSupersededToken", "warning"),
         ]
         .map(|(a, s)| (a.to_owned(), s.to_owned()))
     );
-    assert_eq!(text.matches("summary:").count(), 5);
-    assert_eq!(text.matches("description:").count(), 5);
+    assert_eq!(text.matches("summary:").count(), 7);
+    assert_eq!(text.matches("description:").count(), 7);
     for (name, _) in &alerts {
         // Each alert is exercised firing by the unit tests.
         let firing = tests

@@ -134,9 +134,18 @@ pub fn scrape_job(job: &str, target: &str, honor_labels: bool) -> String {
 impl Prometheus {
     /// Starts Prometheus with these `scrape_job`s.
     pub async fn start(jobs: &[String]) -> Prometheus {
+        Prometheus::start_with_rules(jobs, None).await
+    }
+
+    /// Starts Prometheus with these `scrape_job`s, evaluating the rule file `rules` (every
+    /// second, like the scrapes).
+    pub async fn start_with_rules(jobs: &[String], rules: Option<&Path>) -> Prometheus {
+        let rule_files = rules
+            .map(|r| format!("rule_files:\n  - {}\n", r.display()))
+            .unwrap_or_default();
         let config = format!(
             "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
-             scrape_configs:\n{}",
+             {rule_files}scrape_configs:\n{}",
             jobs.concat()
         );
         let server = Server::start(
@@ -158,6 +167,33 @@ impl Prometheus {
             server,
             http: reqwest::Client::new(),
         }
+    }
+
+    /// Each alerting rule's `(name, health, state)`, from `/api/v1/rules`.
+    pub async fn rules(&self) -> Vec<(String, String, String)> {
+        let body: serde_json::Value = self
+            .http
+            .get(format!(
+                "http://127.0.0.1:{}/api/v1/rules",
+                self.server.port
+            ))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .expect("the rules API answers")
+            .json()
+            .await
+            .expect("JSON");
+        body["data"]["groups"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
+            .map(|r| {
+                let field = |k: &str| r[k].as_str().unwrap_or("").to_owned();
+                (field("name"), field("health"), field("state"))
+            })
+            .collect()
     }
 
     /// An instant query: the vector's `(labels, value)` pairs.
