@@ -12,7 +12,7 @@ use crate::ops::{self, Labels, Operation, Request};
 use crate::shared::{CallRecord, Shared};
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue, Method, Uri};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -65,6 +65,8 @@ pub fn route(method: &Method, path: &str) -> Option<(Operation, Labels)> {
         ),
         ("GET", ["workspaces", id, "permissions"]) => (ListPermissions, ws(id)),
         ("PATCH", ["workspaces", id, "permissions"]) => (UpdatePermissions, ws(id)),
+        ("PUT", ["workspaces", id, "configuration"]) => (UpdateWorkspaceConfiguration, ws(id)),
+        ("GET", ["versions"]) => (ListVersions, Labels::default()),
         _ => return None,
     };
     Some(routed)
@@ -97,8 +99,14 @@ pub(crate) async fn handle(
     body: Bytes,
 ) -> Response {
     let now = shared.now();
-    let routed = route(&method, uri.path());
+    let mut routed = route(&method, uri.path());
+    let query = parse_query(&uri);
+    // ListVersions names its workspace in the query (`workspace-id`): log it like a label.
+    if let (Some((Operation::ListVersions, labels)), Ok(query)) = (routed.as_mut(), &query) {
+        labels.workspace_id = query.get("workspace-id").cloned();
+    }
     let labels = routed.as_ref().map(|(_, l)| l.clone()).unwrap_or_default();
+    let success_status = routed.as_ref().map_or(200, |(op, _)| op.success_status());
     let operation = routed
         .as_ref()
         .map_or("UnknownOperation", |(op, _)| op.name());
@@ -119,7 +127,7 @@ pub(crate) async fn handle(
             injected = true;
             Err(err)
         } else {
-            match (&routed, parse_query(&uri)) {
+            match (&routed, query) {
                 (None, _) => Err(AwsError::validation(
                     ValidationReason::UnknownOperation,
                     format!("Unknown operation: {method} {}", uri.path()),
@@ -143,7 +151,9 @@ pub(crate) async fn handle(
             service_account_id: labels.service_account_id.clone(),
             token_id: labels.token_id.clone(),
             key_name: labels.key_name.clone(),
-            status: result.as_ref().map_or_else(AwsError::status, |_| 200),
+            status: result
+                .as_ref()
+                .map_or_else(AwsError::status, |_| success_status),
             error_type: result.as_ref().err().map(|e| e.name().to_string()),
             injected,
             time_ms: now.epoch_ms,
@@ -159,7 +169,11 @@ pub(crate) async fn handle(
         tokio::time::sleep(latency).await;
     }
     let mut response = match result {
-        Ok(value) => json_body(&value).into_response(),
+        Ok(value) => (
+            StatusCode::from_u16(success_status).unwrap_or(StatusCode::OK),
+            json_body(&value),
+        )
+            .into_response(),
         Err(err) => err.into_response(),
     };
     if let Ok(value) = HeaderValue::from_str(&request_id) {
@@ -279,6 +293,12 @@ mod tests {
                 "/workspaces/g-0123456789/permissions",
                 Operation::UpdatePermissions,
             ),
+            ("GET", "/versions", Operation::ListVersions),
+            (
+                "PUT",
+                "/workspaces/g-0123456789/configuration",
+                Operation::UpdateWorkspaceConfiguration,
+            ),
         ];
         for (method, path, op) in cases {
             let method = Method::from_bytes(method.as_bytes()).unwrap();
@@ -289,6 +309,8 @@ mod tests {
             );
         }
         assert!(route(&Method::PUT, "/workspaces").is_none());
+        assert!(route(&Method::GET, "/workspaces/g-0123456789/configuration").is_none());
+        assert_eq!(cases.len(), Operation::ALL.len());
         assert!(route(&Method::GET, "/nothing").is_none());
     }
 

@@ -135,6 +135,20 @@ impl AwsError {
         }
     }
 
+    /// The human-readable message.
+    pub fn message(&self) -> &str {
+        match self {
+            AwsError::Validation { message, .. }
+            | AwsError::AccessDenied { message }
+            | AwsError::ResourceNotFound { message, .. }
+            | AwsError::Conflict { message, .. }
+            | AwsError::ServiceQuotaExceeded { message, .. }
+            | AwsError::Throttling { message, .. }
+            | AwsError::InternalServer { message, .. }
+            | AwsError::ServiceUnavailable { message, .. } => message,
+        }
+    }
+
     /// The modelled HTTP status.
     pub fn status(&self) -> u16 {
         match self {

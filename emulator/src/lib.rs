@@ -1,6 +1,6 @@
 //! A wire-level emulator of the Amazon Managed Grafana control plane, for tests.
 //!
-//! It serves, on 127.0.0.1 only, the twelve AMG operations the rotator uses over restJson1 exactly
+//! It serves, on 127.0.0.1 only, the fourteen AMG operations the rotator uses over restJson1 exactly
 //! as the AWS model describes them (so the real `aws-sdk-grafana` client can talk to it), plus
 //! test-only routes (`/_emulator/...`) to read and steer it and a stand-in for each workspace's
 //! Grafana HTTP API (`/_grafana/{workspaceId}/...`). See README.md for the behaviour in full.
@@ -12,6 +12,7 @@
 //!   `pagination`: `nextToken`s; `errors`: the AWS error envelope.
 //! - `aws`: routing and the per-call pipeline (auth header, faults, call log, latency).
 //! - `faults`: fault injection; `seed`: seed data; `shared`: the mutex-guarded world.
+//! - `upgrade`: Grafana versions and the upgrade (what becomes of API keys at 12).
 //! - `test_routes`: `/_emulator/...`; `grafana`: the Grafana stand-in.
 
 mod aws;
@@ -25,14 +26,17 @@ mod pagination;
 pub mod seed;
 mod shared;
 mod test_routes;
+pub mod upgrade;
 mod validate;
 
 pub use faults::{FailRule, Faults};
 pub use model::{
-    ApiKey, Permission, Role, ServiceAccount, SsoDirectory, Token, User, UserType, Workspace,
+    ApiKey, ApiKeyUpgrade, Permission, Role, ServiceAccount, SsoDirectory, Token, User, UserType,
+    Workspace, OFFERED_GRAFANA_VERSIONS,
 };
 pub use seed::{ApiKeySeed, Seed, SeedError, ServiceAccountSeed, TokenSeed, WorkspaceSeed};
 pub use shared::CallRecord;
+pub use upgrade::{MigratedApiKey, UpgradeReport};
 
 use shared::Shared;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -84,6 +88,12 @@ impl EmulatorConfig {
 
     pub fn with_faults(mut self, faults: Faults) -> EmulatorConfig {
         self.faults = Some(faults);
+        self
+    }
+
+    /// Sets the seed's `apiKeysAtUpgrade`: what an upgrade to Grafana 12 or later does to API keys.
+    pub fn with_api_key_upgrade(mut self, behaviour: ApiKeyUpgrade) -> EmulatorConfig {
+        self.seed.api_keys_at_upgrade = Some(behaviour);
         self
     }
 
@@ -223,6 +233,30 @@ impl Emulator {
     ) -> bool {
         self.shared
             .set_api_key_expiry(workspace_id, key_name, expires_at_epoch)
+    }
+
+    /// What an upgrade to Grafana 12 or later does to a workspace's API keys from now on.
+    pub fn set_api_key_upgrade(&self, behaviour: ApiKeyUpgrade) {
+        self.shared.set_api_key_upgrade(behaviour)
+    }
+
+    /// The behaviour in force (default `ApiKeyUpgrade::Migrate`).
+    pub fn api_key_upgrade(&self) -> ApiKeyUpgrade {
+        self.shared.api_key_upgrade()
+    }
+
+    /// Upgrades a workspace to `grafana_version` as UpdateWorkspaceConfiguration with that
+    /// `grafanaVersion` would (same rules: the workspace exists, the version is offered and not
+    /// older, the workspace is ACTIVE; same effect on API keys), without a call: no faults, no call
+    /// log, the configuration kept. The error is the message of the AWS error the call would get.
+    pub fn upgrade_workspace(
+        &self,
+        workspace_id: &str,
+        grafana_version: &str,
+    ) -> Result<UpgradeReport, String> {
+        self.shared
+            .upgrade_workspace(workspace_id, grafana_version, self.shared.now())
+            .map_err(|e| format!("{}: {}", e.name(), e.message()))
     }
 
     /// Merges more seed data. Panics on an invalid seed (a bug in the test); `try_add_seed`

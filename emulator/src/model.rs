@@ -66,6 +66,32 @@ impl UserType {
     }
 }
 
+/// What becomes of a workspace's API keys when an upgrade takes it from Grafana 10 or older to
+/// 12 or later. AMG's behaviour is unverified (shared/reference/aws-facts.md): the emulator can do
+/// either, and a test chooses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ApiKeyUpgrade {
+    /// The keys stop working and vanish: the Grafana stand-in answers 401 for them.
+    Invalidate,
+    /// What Grafana's own migration does (grafana/grafana `pkg/services/serviceaccounts/database`
+    /// `CreateServiceAccountFromApikey`, run for every key at startup since PR 96924): each key
+    /// becomes a token of a new service account `sa-autogen-<keyName>` with the key's role; the
+    /// token is the key's own row, so it keeps its ID, name, secret, creation, expiry and last use.
+    /// The default, being what Grafana 12 itself does.
+    #[default]
+    Migrate,
+}
+
+impl ApiKeyUpgrade {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ApiKeyUpgrade::Invalidate => "invalidate",
+            ApiKeyUpgrade::Migrate => "migrate",
+        }
+    }
+}
+
 /// The whole emulated account in one region.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -77,6 +103,12 @@ pub struct State {
     pub default_page_size: u32,
     /// Known IAM Identity Center users and groups; `None` accepts any ID in UpdatePermissions.
     pub sso_directory: Option<SsoDirectory>,
+    /// The Grafana versions AMG offers (ListVersions, UpdateWorkspaceConfiguration), oldest first.
+    #[serde(default = "default_grafana_versions")]
+    pub grafana_versions: Vec<String>,
+    /// What an upgrade to Grafana 12 or later does to the workspace's API keys.
+    #[serde(default)]
+    pub api_keys_at_upgrade: ApiKeyUpgrade,
     /// Sorted by workspace ID.
     pub workspaces: Vec<Workspace>,
 }
@@ -88,9 +120,27 @@ impl Default for State {
             token_quota_per_service_account: 99,
             default_page_size: 100,
             sso_directory: None,
+            grafana_versions: default_grafana_versions(),
+            api_keys_at_upgrade: ApiKeyUpgrade::default(),
             workspaces: Vec::new(),
         }
     }
+}
+
+/// The versions AMG offers, as `grafanaVersion` strings, oldest first. Sources: the AMG user
+/// guide's version pages ("Working in Grafana version 9/10/12/13", which say 9.x, 10.x, 12.x and
+/// 13.x, https://docs.aws.amazon.com/grafana/latest/userguide/using-grafana-v13.html); Grafana 8
+/// is no longer offered (aws/amazon-managed-grafana-roadmap#59) and there is no 11. The strings
+/// `9.4` and `10.4` are documented (UpdateWorkspaceConfiguration: "from 8.4 to 9.4";
+/// CreateWorkspace: "the latest version (for example, 10.4)"); `12.4` and `13.0` are assumed:
+/// the pages name only the major versions. A seed's `grafanaVersions` replaces the list.
+pub const OFFERED_GRAFANA_VERSIONS: &[&str] = &["9.4", "10.4", "12.4", "13.0"];
+
+fn default_grafana_versions() -> Vec<String> {
+    OFFERED_GRAFANA_VERSIONS
+        .iter()
+        .map(|v| v.to_string())
+        .collect()
 }
 
 impl State {
@@ -134,6 +184,9 @@ pub struct Workspace {
     pub endpoint: String,
     pub created: i64,
     pub modified: i64,
+    /// The workspace's configuration JSON, as UpdateWorkspaceConfiguration last set it.
+    #[serde(default = "empty_configuration")]
+    pub configuration: String,
     /// Sorted by numeric ID.
     pub service_accounts: Vec<ServiceAccount>,
     /// In creation order.
@@ -160,6 +213,7 @@ impl Workspace {
             endpoint: endpoint_for(id, region),
             created: now_secs,
             modified: now_secs,
+            configuration: empty_configuration(),
             service_accounts: Vec::new(),
             api_keys: Vec::new(),
             permissions: Vec::new(),
@@ -244,6 +298,10 @@ impl Workspace {
     }
 }
 
+fn empty_configuration() -> String {
+    "{}".to_string()
+}
+
 /// The first Grafana major version on which AMG has no API keys.
 pub const FIRST_VERSION_WITHOUT_API_KEYS: u32 = 12;
 
@@ -303,6 +361,10 @@ impl Token {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ApiKey {
+    /// A numeric string from the sequence tokens share (one Grafana table). The AWS API never
+    /// shows it; a key migrated at an upgrade keeps it as its token ID.
+    #[serde(default)]
+    pub id: String,
     pub key_name: String,
     pub key_role: Role,
     pub key: String,

@@ -1,4 +1,4 @@
-//! The twelve AMG operations: validation, rules and the exact response shapes.
+//! The fourteen AMG operations: validation, rules and the exact response shapes.
 //!
 //! Each operation is a plain function of the state, the decoded request and the one clock reading
 //! of the call; it never touches HTTP, faults or the call log (that is `aws.rs`). Checks run in the
@@ -14,6 +14,7 @@ use crate::model::{
     FIRST_VERSION_WITHOUT_API_KEYS,
 };
 use crate::pagination::{numeric_key, paginate};
+use crate::upgrade::{self, upgrades_from, version_sort_key};
 use crate::validate::{Body, Checker};
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -39,10 +40,12 @@ pub enum Operation {
     DeleteWorkspaceApiKey,
     ListPermissions,
     UpdatePermissions,
+    ListVersions,
+    UpdateWorkspaceConfiguration,
 }
 
 impl Operation {
-    pub const ALL: [Operation; 12] = [
+    pub const ALL: [Operation; 14] = [
         Operation::ListWorkspaces,
         Operation::DescribeWorkspace,
         Operation::ListWorkspaceServiceAccounts,
@@ -55,6 +58,8 @@ impl Operation {
         Operation::DeleteWorkspaceApiKey,
         Operation::ListPermissions,
         Operation::UpdatePermissions,
+        Operation::ListVersions,
+        Operation::UpdateWorkspaceConfiguration,
     ];
 
     pub fn name(&self) -> &'static str {
@@ -71,6 +76,17 @@ impl Operation {
             Operation::DeleteWorkspaceApiKey => "DeleteWorkspaceApiKey",
             Operation::ListPermissions => "ListPermissions",
             Operation::UpdatePermissions => "UpdatePermissions",
+            Operation::ListVersions => "ListVersions",
+            Operation::UpdateWorkspaceConfiguration => "UpdateWorkspaceConfiguration",
+        }
+    }
+
+    /// The HTTP status of a success: the model's `smithy.api#http` code (202 for
+    /// UpdateWorkspaceConfiguration, 200 for the others).
+    pub fn success_status(&self) -> u16 {
+        match self {
+            Operation::UpdateWorkspaceConfiguration => 202,
+            _ => 200,
         }
     }
 
@@ -138,6 +154,8 @@ pub fn execute(
         Operation::DeleteWorkspaceApiKey => delete_api_key(state, req),
         Operation::ListPermissions => list_permissions(state, req),
         Operation::UpdatePermissions => update_permissions(state, req),
+        Operation::ListVersions => list_versions(state, req),
+        Operation::UpdateWorkspaceConfiguration => update_configuration(state, req, now),
     }
 }
 
@@ -560,8 +578,9 @@ fn create_api_key(
         return Err(name_conflict(&ws.id, &name, holder));
     }
     let key = unique_key(ws, rng);
-    ws.allocate_key_id();
+    let id = ws.allocate_key_id();
     ws.api_keys.push(ApiKey {
+        id,
         key_name: name.clone(),
         key_role: role,
         key: key.clone(),
@@ -837,4 +856,80 @@ fn update_permissions(state: &mut State, req: &Request) -> Result<Value, AwsErro
         }
     }
     Ok(json!({ "errors": errors }))
+}
+
+// ---- Grafana versions and the workspace configuration ------------------------------------------
+
+/// The model's `OverridableConfigurationJson`: length 2..65536, media type application/json.
+const MAX_CONFIGURATION_LENGTH: usize = 65_536;
+
+fn list_versions(state: &mut State, req: &Request) -> Result<Value, AwsError> {
+    let mut check = Checker::new();
+    // `workspaceId` travels in the query as `workspace-id`; optional.
+    let workspace_id = req.query.get("workspace-id");
+    if let Some(id) = workspace_id {
+        check.workspace_id(id);
+    }
+    let max = check.query_integer(req.query, "maxResults", 1, 100);
+    check.finish()?;
+    let size = page_size(max, state);
+    // Without a workspace: every version CreateWorkspace takes; with one: those it can be
+    // upgraded to (newer than what it runs).
+    let versions: Vec<&String> = match workspace_id {
+        None => state.grafana_versions.iter().collect(),
+        Some(id) => {
+            let ws = state.workspace(id).ok_or_else(|| {
+                AwsError::not_found("WORKSPACE", id, format!("Workspace {id} not found."))
+            })?;
+            upgrades_from(&state.grafana_versions, &ws.grafana_version)
+        }
+    };
+    let mut versions = versions;
+    versions.sort_by_key(|v| version_sort_key(v));
+    let scope = format!("ListVersions/{}", workspace_id.map_or("", String::as_str));
+    let page = paginate(
+        versions,
+        |v| version_sort_key(v),
+        &scope,
+        size,
+        req.next_token(),
+    )?;
+    Ok(with_next_token(
+        json!({ "grafanaVersions": page.items }),
+        page.next_token,
+    ))
+}
+
+/// Sets the configuration and, with `grafanaVersion`, upgrades the workspace. Checked in order:
+/// input (configuration present, 2..65536 characters, a JSON object; grafanaVersion 1..255), the
+/// workspace (404), the version (offered, not a downgrade: 400 OTHER), the status (409 unless
+/// ACTIVE). Answers 202 `{}`.
+fn update_configuration(state: &mut State, req: &Request, now: i64) -> Result<Value, AwsError> {
+    let body = Body::parse(req.body)?;
+    let mut check = Checker::new();
+    check.workspace_id(req.workspace_id());
+    let configuration =
+        check.required_string(&body, "configuration", 2, MAX_CONFIGURATION_LENGTH)?;
+    let version = check.optional_string(&body, "grafanaVersion", 1, 255)?;
+    if let Some(c) = &configuration {
+        let len = c.chars().count();
+        let in_range = (2..=MAX_CONFIGURATION_LENGTH).contains(&len);
+        // The model types it as a JSON document; AMG's settings are an object. What AMG says to
+        // other JSON is unverified: the emulator reports the field.
+        if in_range && !matches!(serde_json::from_str::<Value>(c), Ok(Value::Object(_))) {
+            check.fail("configuration", "Member must be a JSON object");
+        }
+    }
+    check.finish()?;
+    let configuration = expect_valid(configuration);
+
+    let changes = upgrade::check(state, req.workspace_id(), version.as_deref())?;
+    let mode = state.api_keys_at_upgrade;
+    let ws = find_workspace(state, req.workspace_id())?;
+    ws.configuration = configuration;
+    ws.modified = now;
+    if let (true, Some(to)) = (changes, version) {
+        upgrade::apply(ws, &to, mode, now);
+    }
+    Ok(json!({}))
 }

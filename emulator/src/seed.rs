@@ -9,9 +9,10 @@
 use crate::clock::Now;
 use crate::faults::Faults;
 use crate::model::{
-    endpoint_for, new_key, ApiKey, Permission, Role, ServiceAccount, SsoDirectory, State, Token,
-    User, UserType, Workspace,
+    endpoint_for, new_key, ApiKey, ApiKeyUpgrade, Permission, Role, ServiceAccount, SsoDirectory,
+    State, Token, User, UserType, Workspace,
 };
+use crate::upgrade::parse_version;
 use crate::validate::is_workspace_id;
 use serde::{Deserialize, Deserializer, Serialize};
 use std::collections::BTreeMap;
@@ -55,6 +56,14 @@ pub struct Seed {
     /// Replaces the directory of known IAM Identity Center users and groups.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sso_directory: Option<SsoDirectory>,
+    /// Replaces the Grafana versions AMG offers (default `9.4`, `10.4`, `12.4`, `13.0`): each
+    /// dot-separated digits, no two equal.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grafana_versions: Option<Vec<String>>,
+    /// What an upgrade to Grafana 12 or later does to API keys: `"migrate"` (default) or
+    /// `"invalidate"`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_keys_at_upgrade: Option<ApiKeyUpgrade>,
     pub workspaces: Vec<WorkspaceSeed>,
 }
 
@@ -269,6 +278,18 @@ impl Seed {
         self
     }
 
+    /// What an upgrade to Grafana 12 or later does to the workspace's API keys.
+    pub fn with_api_key_upgrade(mut self, behaviour: ApiKeyUpgrade) -> Seed {
+        self.api_keys_at_upgrade = Some(behaviour);
+        self
+    }
+
+    /// The Grafana versions AMG offers, replacing the default list.
+    pub fn with_grafana_versions(mut self, versions: &[&str]) -> Seed {
+        self.grafana_versions = Some(versions.iter().map(|v| v.to_string()).collect());
+        self
+    }
+
     pub fn with_sso_directory(mut self, users: &[&str], groups: &[&str]) -> Seed {
         self.sso_directory = Some(SsoDirectory {
             users: users.iter().map(|s| s.to_string()).collect(),
@@ -288,6 +309,24 @@ impl Seed {
         }
         if let Some(faults) = &self.faults {
             faults.validate().map_err(SeedError)?;
+        }
+        if let Some(versions) = &self.grafana_versions {
+            if versions.is_empty() {
+                return fail("grafanaVersions must not be empty".into());
+            }
+            for (i, v) in versions.iter().enumerate() {
+                let Some(parsed) = parse_version(v).filter(|_| v.len() <= 255) else {
+                    return fail(format!(
+                        "grafanaVersions: {v:?} is not a version such as 12.4"
+                    ));
+                };
+                if versions[..i]
+                    .iter()
+                    .any(|w| parse_version(w) == Some(parsed.clone()))
+                {
+                    return fail(format!("grafanaVersions: {v:?} is given twice"));
+                }
+            }
         }
         for ws in &self.workspaces {
             if !is_workspace_id(&ws.id) {
@@ -482,6 +521,12 @@ pub fn apply(
     if let Some(directory) = &seed.sso_directory {
         next.sso_directory = Some(directory.clone());
     }
+    if let Some(versions) = &seed.grafana_versions {
+        next.grafana_versions = versions.clone();
+    }
+    if let Some(mode) = seed.api_keys_at_upgrade {
+        next.api_keys_at_upgrade = mode;
+    }
     for ws_seed in &seed.workspaces {
         apply_workspace(&mut next, ws_seed, now, rng)?;
     }
@@ -536,8 +581,9 @@ fn apply_workspace(
             )));
         }
         let key = seed_key(ws, key_seed.key.as_deref(), rng)?;
-        ws.allocate_key_id();
+        let id = ws.allocate_key_id();
         ws.api_keys.push(ApiKey {
+            id,
             key_name: key_seed.key_name.clone(),
             key_role: key_seed.key_role.unwrap_or(Role::Admin),
             key,

@@ -5,9 +5,11 @@
 //! operations used by both `test_routes` (HTTP) and `Emulator` (Rust).
 
 use crate::clock::Now;
+use crate::errors::AwsError;
 use crate::faults::{FaultState, Faults};
-use crate::model::State;
+use crate::model::{ApiKeyUpgrade, State};
 use crate::seed::{self, Seed, SeedError};
+use crate::upgrade::{self, UpgradeReport};
 use serde::{Deserialize, Serialize};
 use std::sync::{Mutex, MutexGuard};
 
@@ -168,6 +170,44 @@ impl Shared {
             .and_then(|ws| ws.service_account_mut(service_account_id))
             .and_then(|sa| sa.tokens.iter_mut().find(|t| t.id == token_id));
         token.map(change).is_some()
+    }
+
+    pub fn api_key_upgrade(&self) -> ApiKeyUpgrade {
+        self.lock().state.api_keys_at_upgrade
+    }
+
+    pub fn set_api_key_upgrade(&self, mode: ApiKeyUpgrade) {
+        self.lock().state.api_keys_at_upgrade = mode;
+    }
+
+    /// Upgrades a workspace by the rules of UpdateWorkspaceConfiguration's `grafanaVersion`
+    /// (exists, offered, not a downgrade, ACTIVE), keeping its configuration. The error is the
+    /// AWS error the operation would answer.
+    pub fn upgrade_workspace(
+        &self,
+        workspace_id: &str,
+        grafana_version: &str,
+        now: Now,
+    ) -> Result<UpgradeReport, AwsError> {
+        let mut inner = self.lock();
+        let state = &mut inner.state;
+        let changes = upgrade::check(state, workspace_id, Some(grafana_version))?;
+        let mode = state.api_keys_at_upgrade;
+        let ws = state
+            .workspace_mut(workspace_id)
+            .expect("checked above: the workspace exists");
+        if changes {
+            Ok(upgrade::apply(ws, grafana_version, mode, now.epoch_secs()))
+        } else {
+            Ok(UpgradeReport {
+                workspace_id: ws.id.clone(),
+                from_version: ws.grafana_version.clone(),
+                to_version: ws.grafana_version.clone(),
+                api_keys_at_upgrade: mode,
+                invalidated_api_keys: Vec::new(),
+                migrated_api_keys: Vec::new(),
+            })
+        }
     }
 
     pub fn set_api_key_expiry(&self, workspace_id: &str, key_name: &str, expires_at: i64) -> bool {

@@ -1,7 +1,7 @@
 //! Test-only HTTP routes under `/_emulator`, beside the AWS ones (no AWS path starts with `_`).
 //!
 //! They read and steer the emulator: state (keys included), the call log, the fault configuration,
-//! token and API-key expiry, and more seed data. Faults never apply here and these calls are not
+//! token and API-key expiry, a workspace's Grafana upgrade, and more seed data. Faults never apply here and these calls are not
 //! logged. Errors are `{"message": ...}` with 400 (bad input) or 404 (no such thing).
 
 use crate::errors::json_body;
@@ -35,6 +35,10 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         .route(
             "/_emulator/workspaces/{workspace_id}/serviceaccounts/{service_account_id}/tokens/{token_id}/last-used",
             post(token_last_used),
+        )
+        .route(
+            "/_emulator/workspaces/{workspace_id}/upgrade",
+            post(upgrade_workspace),
         )
 }
 
@@ -193,5 +197,36 @@ async fn api_key_expiry(
             StatusCode::NOT_FOUND,
             format!("no API key {key_name} in {workspace_id}"),
         )
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Upgrade {
+    grafana_version: String,
+}
+
+/// Upgrades a workspace as UpdateWorkspaceConfiguration with `grafanaVersion` would, without an
+/// AWS call; answers the `UpgradeReport` (what became of the API keys). 404 for no such
+/// workspace, 400 for any other refusal (the message is the AWS error's).
+async fn upgrade_workspace(
+    State(shared): State<Arc<Shared>>,
+    Path(workspace_id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let upgrade: Upgrade = match serde_json::from_slice(&body) {
+        Ok(u) => u,
+        Err(e) => return fail(StatusCode::BAD_REQUEST, format!("invalid upgrade: {e}")),
+    };
+    match shared.upgrade_workspace(&workspace_id, &upgrade.grafana_version, shared.now()) {
+        Ok(report) => ok(json!(report)),
+        Err(e) => {
+            let status = if e.status() == 404 {
+                StatusCode::NOT_FOUND
+            } else {
+                StatusCode::BAD_REQUEST
+            };
+            fail(status, format!("{}: {}", e.name(), e.message()))
+        }
     }
 }

@@ -105,6 +105,24 @@ impl Checker {
         }
     }
 
+    /// An optional string member of the body, checked for length when present.
+    pub fn optional_string(
+        &mut self,
+        body: &Body,
+        name: &str,
+        min: usize,
+        max: usize,
+    ) -> Result<Option<String>, AwsError> {
+        match body.get(name) {
+            None => Ok(None),
+            Some(Value::String(s)) => {
+                self.length(name, s, min, max);
+                Ok(Some(s.clone()))
+            }
+            Some(_) => Err(wrong_type(name, "a string")),
+        }
+    }
+
     /// A required integer member of the body, checked for range.
     pub fn required_integer(
         &mut self,
