@@ -494,11 +494,17 @@ async fn call(grafana: &aws_sdk_grafana::Client, op: &str) -> Result<(), (String
             .update_permissions()
             .workspace_id(WS)
             .set_update_instruction_batch(Some(vec![]))),
+        "ListVersions" => run!(grafana.list_versions().workspace_id(WS)),
+        "UpdateWorkspaceConfiguration" => run!(grafana
+            .update_workspace_configuration()
+            .workspace_id(WS)
+            .configuration("{}")),
         other => panic!("no such operation {other}"),
     }
 }
 
-/// The modelled errors of each operation (botocore service-2.json, grafana 2020-08-18).
+/// The modelled errors of each operation (botocore service-2.json, grafana 2020-08-18; ListVersions
+/// and UpdateWorkspaceConfiguration as in the Smithy model aws-sdk-rust `aws-models/grafana.json`).
 const MODELLED: &[(&str, &[&str])] = &[
     (
         "ListWorkspaces",
@@ -629,6 +635,27 @@ const MODELLED: &[(&str, &[&str])] = &[
             "ValidationException",
         ],
     ),
+    (
+        "ListVersions",
+        &[
+            "AccessDeniedException",
+            "InternalServerException",
+            "ResourceNotFoundException",
+            "ThrottlingException",
+            "ValidationException",
+        ],
+    ),
+    (
+        "UpdateWorkspaceConfiguration",
+        &[
+            "AccessDeniedException",
+            "ConflictException",
+            "InternalServerException",
+            "ResourceNotFoundException",
+            "ThrottlingException",
+            "ValidationException",
+        ],
+    ),
 ];
 
 #[tokio::test]
@@ -655,7 +682,7 @@ async fn every_modelled_error_of_every_operation_parses_to_its_typed_variant() {
                 .await
                 .unwrap_or_else(|e| panic!("{op} after the fault: {e:?}"));
         }
-        assert_eq!(checked, 69);
+        assert_eq!(checked, 80);
     })
     .await
 }

@@ -1,4 +1,5 @@
-//! Conformance: each of the twelve operations succeeds through the real aws-sdk-grafana client,
+//! Conformance: each of the twelve key and workspace operations succeeds through the real
+//! aws-sdk-grafana client (ListVersions and UpdateWorkspaceConfiguration: tests/upgrade.rs),
 //! with the exact shapes (member names, timestamps as epoch seconds, isDisabled as a string).
 
 mod common;

@@ -417,7 +417,8 @@ async fn grafana_12_and_later_refuse_api_keys() {
 async fn a_key_left_on_a_workspace_moved_to_12_opens_grafana_but_cannot_be_deleted() {
     bounded(async {
         // The standard seed's WS (10.4) holds API key "legacy"; a later seed moves WS to 12.4.
-        // What AMG does with keys at such an upgrade is unverified: the emulator keeps them.
+        // A seed sets the version as written, not as an upgrade: the key stays (an upgrade by
+        // UpdateWorkspaceConfiguration applies `apiKeysAtUpgrade` instead, tests/upgrade.rs).
         let emu = start(standard_seed()).await;
         emu.add_seed(
             Seed::new().with_workspace(WorkspaceSeed::new(WS).with_grafana_version("12.4")),
