@@ -187,6 +187,14 @@ async fn probes_tell_the_truth_and_systemd_hears_ready_watchdog_and_stopping() {
 
     d.signal("TERM");
     assert_eq!(d.wait_exit(Duration::from_secs(10)).await, Ok(Some(0)));
+    // The datagrams sent before the exit may still wait in the socket for the reader task (a
+    // loaded machine delays it): wait, bounded, for the stop's.
+    eventually(
+        Duration::from_secs(5),
+        Duration::from_millis(20),
+        || async { (notify.count("STOPPING=1") > 0).then_some(()) },
+    )
+    .await;
     let got = notify.messages();
     assert_eq!(got.first().map(String::as_str), Some("READY=1"), "{got:?}");
     assert_eq!(notify.count("READY=1"), 1, "{got:?}");
