@@ -101,6 +101,33 @@ pub struct Selected {
     /// The service account (`None`: it does not exist, or the kind has none), or why the
     /// workspace could not be examined.
     pub account: Result<Option<ServiceAccount>, Problem>,
+    /// The API key (its base name) this service account's tokens replace, on a workspace that
+    /// runs Grafana 12 or later: its secret is the key's (`migration`).
+    pub migrated_from: Option<String>,
+}
+
+/// On Grafana 12 or later an API-key target's key becomes a service account: its name, from
+/// the target's `migrated_service_account` template. `None`: no migration applies.
+pub fn migration_of(target: &Target, ws: &Workspace, key: &str) -> Option<String> {
+    (!ws.supports_api_keys() && ws.supports_service_accounts())
+        .then(|| migration_name(target, ws, key))
+        .flatten()
+}
+
+/// The service account the key `key` becomes once `ws` runs Grafana 12 or later, whatever it
+/// runs now; `None` when the target opted out (`migrate_api_keys = false`).
+pub fn migration_name(target: &Target, ws: &Workspace, key: &str) -> Option<String> {
+    let Manages::ApiKeys {
+        migrate_to: Some(template),
+        ..
+    } = &target.manages
+    else {
+        return None;
+    };
+    Some(crate::config::render_template(
+        template,
+        &[("key_name", key), ("workspace_id", &ws.id)],
+    ))
 }
 
 /// The region and role a target's calls go to.
@@ -184,6 +211,7 @@ fn workspaces_of(target: &Target, scope: &Scope, inv: &Inventory) -> Result<Vec<
 /// credential's own. Pure.
 pub fn select(config: &Config, inv: &Inventory) -> (Vec<Selected>, Vec<PassProblem>) {
     let mut found = Vec::new();
+    let mut migrations = Vec::new();
     let mut problems = Vec::new();
     for (ti, target) in config.targets.iter().enumerate() {
         let scope = scope_of(config, target);
@@ -207,6 +235,7 @@ pub fn select(config: &Config, inv: &Inventory) -> (Vec<Selected>, Vec<PassProbl
                 workspace: ws,
                 name: name.to_owned(),
                 account,
+                migrated_from: None,
             })
         };
         for ws in workspaces {
@@ -219,7 +248,11 @@ pub fn select(config: &Config, inv: &Inventory) -> (Vec<Selected>, Vec<PassProbl
                     None => match accounts_in(target, kind, &scope, &ws, inv) {
                         Ok(accounts) => {
                             for (name, account) in accounts {
-                                select_one(ws.clone(), &name, Ok(account));
+                                match migration_of(target, &ws, &name) {
+                                    None => select_one(ws.clone(), &name, Ok(account)),
+                                    Some(sa) => migrations
+                                        .push(migrated(ti, target, &scope, &ws, &name, sa, inv)),
+                                }
                             }
                             None
                         }
@@ -244,6 +277,7 @@ pub fn select(config: &Config, inv: &Inventory) -> (Vec<Selected>, Vec<PassProbl
             }
         }
     }
+    found.extend(migrations);
     (found, problems)
 }
 
@@ -260,15 +294,7 @@ fn accounts_in(
         // Keys cannot be listed: each configured key is a credential.
         return Ok(target.exact_names().map(|n| (n.to_owned(), None)).collect());
     }
-    let list = match inv.accounts.get(&(scope.0.clone(), ws.id.clone())) {
-        Some(Ok(list)) => list,
-        Some(Err(e)) => return Err(Problem::ListServiceAccounts(e.clone())),
-        None => {
-            return Err(Problem::ListServiceAccounts(ApiError::Other(
-                "not fetched".into(),
-            )))
-        }
-    };
+    let list = listed(scope, ws, inv)?;
     let mut out: Vec<(String, Option<ServiceAccount>)> = list
         .iter()
         .filter(|sa| target.matches_service_account(&sa.name))
@@ -281,6 +307,50 @@ fn accounts_in(
         }
     }
     Ok(out)
+}
+
+/// An API key on Grafana 12 or later, as the token credential of the service account `sa` that
+/// takes its place (created with the key's role when missing) in the key's secret.
+fn migrated(
+    ti: usize,
+    target: &Target,
+    scope: &Scope,
+    ws: &Workspace,
+    key: &str,
+    sa: String,
+    inv: &Inventory,
+) -> Selected {
+    let role = match &target.manages {
+        Manages::ApiKeys { role, .. } => *role,
+        Manages::ServiceAccounts { .. } => unreachable!("only API keys migrate"),
+    };
+    let account = listed(scope, ws, inv).map(|list| list.iter().find(|a| a.name == sa).cloned());
+    Selected {
+        target: ti,
+        kind: CredentialKind::Token {
+            bootstrap: Some(role),
+        },
+        scope: scope.clone(),
+        workspace: ws.clone(),
+        name: sa,
+        account,
+        migrated_from: Some(key.to_owned()),
+    }
+}
+
+/// The service accounts fetched for a workspace.
+fn listed<'a>(
+    scope: &Scope,
+    ws: &Workspace,
+    inv: &'a Inventory,
+) -> Result<&'a Vec<ServiceAccount>, Problem> {
+    match inv.accounts.get(&(scope.0.clone(), ws.id.clone())) {
+        Some(Ok(list)) => Ok(list),
+        Some(Err(e)) => Err(Problem::ListServiceAccounts(e.clone())),
+        None => Err(Problem::ListServiceAccounts(ApiError::Other(
+            "not fetched".into(),
+        ))),
+    }
 }
 
 /// A workspace that could not be described: only its ID is known.
@@ -394,15 +464,19 @@ fn account_calls(config: &Config, inv: &Inventory) -> Vec<(Scope, String)> {
     let mut seen = BTreeSet::new();
     for target in &config.targets {
         let kind = kind_of(target);
-        if !matches!(kind, CredentialKind::Token { .. }) {
-            continue;
-        }
         let scope = scope_of(config, target);
         let Ok(workspaces) = workspaces_of(target, &scope, inv) else {
             continue;
         };
         for ws in workspaces.into_iter().flatten() {
-            if unusable(&ws, kind).is_none() && seen.insert((scope.0.clone(), ws.id.clone())) {
+            // A token target's workspaces, and those where an API key becomes a service account.
+            let lists = match kind {
+                CredentialKind::Token { .. } => unusable(&ws, kind).is_none(),
+                CredentialKind::ApiKey { .. } => target
+                    .exact_names()
+                    .any(|key| migration_of(target, &ws, key).is_some()),
+            };
+            if lists && seen.insert((scope.0.clone(), ws.id.clone())) {
                 wanted.push((scope.clone(), ws.id));
             }
         }

@@ -401,7 +401,16 @@ fn target_needs(config: &Config, target: &Target, place: &Place, needs: &mut Nee
                 needs.grant(Feature::CreateMissingServiceAccounts, workspaces.clone());
             }
         }
-        Manages::ApiKeys { .. } => needs.grant(Feature::RotateLegacyApiKeys, workspaces.clone()),
+        Manages::ApiKeys { migrate_to, .. } => {
+            needs.grant(Feature::RotateLegacyApiKeys, workspaces.clone());
+            // On Grafana 12 the key becomes a service account (created with the key's role)
+            // whose tokens take its place: the token statements, unless the target opted out.
+            if migrate_to.is_some() {
+                needs.grant(Feature::RotateServiceAccountTokens, workspaces.clone());
+                needs.grant(Feature::NameSecretsOfLeftBehindTokens, ["*".into()]);
+                needs.grant(Feature::CreateMissingServiceAccounts, workspaces.clone());
+            }
+        }
     }
     let secrets = secret_arns(target, place, &mut needs.warnings);
     needs.grant(Feature::PublishToSecrets, secrets.clone());
@@ -745,7 +754,7 @@ mod tests {
     fn each_feature_adds_its_own_statement() {
         let g = own(&format!(
             "{ONE}service_account_role = \"EDITOR\"\nkms_key_id = \"1234abcd-12ab-34cd-56ef-1234567890ab\"\n\
-             [[targets]]\nworkspace_ids = [\"g-8888888888\"]\napi_keys = [\"k\"]\napi_key_role = \"VIEWER\"\n\
+             [[targets]]\nworkspace_ids = [\"g-8888888888\"]\napi_keys = [\"k\"]\napi_key_role = \"VIEWER\"\nmigrate_api_keys = false\n\
              [permissions]\nenforce = true\n[[permissions.bindings]]\nworkspace_ids = [\"g-0123456789\"]\nrole = \"ADMIN\"\nusers = [\"u\"]\n"
         ));
         assert_eq!(
@@ -787,6 +796,23 @@ mod tests {
             kms["Condition"]["StringLike"]["kms:EncryptionContext:SecretARN"],
             "arn:aws:secretsmanager:${AWS_REGION}:${ACCOUNT_ID}:secret:amg-token-rotator/g-0123456789/*"
         );
+    }
+
+    #[test]
+    fn api_keys_that_migrate_on_grafana_12_get_the_token_statements_on_their_workspaces() {
+        let keys = "[[targets]]\nworkspace_ids = [\"g-8888888888\"]\napi_keys = [\"k\"]\napi_key_role = \"VIEWER\"\n";
+        let g = own(keys);
+        let ws = "arn:aws:grafana:${AWS_REGION}:${ACCOUNT_ID}:/workspaces/g-8888888888";
+        for sid in [
+            "RotateServiceAccountTokens",
+            "CreateMissingServiceAccounts",
+            "RotateLegacyApiKeys",
+        ] {
+            assert_eq!(statement_of(&g, sid)["Resource"], ws, "{sid}");
+        }
+        let opted_out = own(&format!("{keys}migrate_api_keys = false\n"));
+        assert!(!sids(&opted_out).contains(&"RotateServiceAccountTokens".to_owned()));
+        assert!(!sids(&opted_out).contains(&"CreateMissingServiceAccounts".to_owned()));
     }
 
     #[test]

@@ -245,7 +245,9 @@ fn claim(
             continue;
         }
         claimed.insert(key, target.label.clone());
-        let secret = match secret_spec(target, &s.workspace, &s.name) {
+        // A migrated API key keeps the key's secret.
+        let secret_of = s.migrated_from.as_deref().unwrap_or(&s.name);
+        let secret = match secret_spec(target, &s.workspace, secret_of) {
             Ok(spec) => spec,
             Err(e) => {
                 report.error = Some(e);
@@ -276,6 +278,13 @@ fn claim(
                 service_account: s.name.clone(),
                 secret,
                 policy: target.policy.clone(),
+                migrated_from: s.migrated_from.clone(),
+                migrates_to: match s.kind {
+                    crate::credential::CredentialKind::ApiKey { .. } => {
+                        crate::discover::migration_name(target, &s.workspace, &s.name)
+                    }
+                    crate::credential::CredentialKind::Token { .. } => None,
+                },
             },
             services: scopes[&s.scope].clone(),
             selected: s,

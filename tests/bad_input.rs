@@ -595,6 +595,8 @@ mod loader {
         "grafana_url",
         "liveness_checks",
         "delete_expired_foreign_tokens",
+        "migrate_api_keys",
+        "migrated_service_account",
     ];
     const SECTION_KEYS: &[(&str, &str)] = &[
         ("daemon", "schedule"),
@@ -614,6 +616,14 @@ mod loader {
         ("aws", "secretsmanager_requests_per_second"),
         ("permissions", "audit"),
         ("permissions", "enforce"),
+        ("export", "pushgateway_url"),
+        ("export", "pushgateway_job"),
+        ("export", "pushgateway_instance"),
+        ("export", "textfile_dir"),
+        ("export", "textfile_name"),
+        ("export", "emf_namespace"),
+        ("export", "emf_dimensions"),
+        ("export", "emf_static_dimensions"),
     ];
     const BASE: &str =
         "[[targets]]\nworkspace_ids = [\"g-0123456789\"]\nservice_accounts = [\"terraform\"]\n";

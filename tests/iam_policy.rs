@@ -432,7 +432,15 @@ fn cases() -> Vec<(String, Vec<Use>)> {
     vec![
         (BY_ID.into(), vec![ById, Tokens, Publish]),
         (BY_TAG.into(), vec![ByTag, Tokens, Publish]),
-        (API_KEYS.into(), vec![ById, ApiKeys, Publish, ReadBack]),
+        // On Grafana 12 the keys become service accounts with tokens, unless opted out.
+        (
+            API_KEYS.into(),
+            vec![ById, Tokens, Bootstrap, ApiKeys, Publish, ReadBack],
+        ),
+        (
+            format!("{API_KEYS}migrate_api_keys = false\n"),
+            vec![ById, ApiKeys, Publish, ReadBack],
+        ),
         (
             format!("{BY_ID}verify = true\n"),
             vec![ById, Tokens, Publish, ReadBack],

@@ -5,7 +5,8 @@
 //! - A verification that keeps failing writes no secret version and backs off across
 //!   separate `once` processes (Secrets Manager keeps every version younger than 24 hours).
 //! - A token AMG reports no expiry for is never taken for expired.
-//! - API keys are gone from Grafana 12: such a credential is blocked, nothing attempted.
+//! - API keys are gone from Grafana 12: a credential opted out of the migration is blocked,
+//!   nothing attempted.
 //! - Two rotators started together never leave AWSCURRENT on a deleted key.
 //! - A PutSecretValue that landed although its answer was lost is not undone.
 //! - The secret holds AMG's own times; a secret another tool rotates is left alone; the same
@@ -281,17 +282,18 @@ async fn a_token_without_expiry_is_never_deleted_as_expired() {
     assert_eq!(state("active"), Some(1.0));
 }
 
-/// Item 5: API keys have been removed in Grafana 12. A key credential there is blocked once
-/// per pass with a message that says why and what to do, in `plan`, `once` and the metrics;
-/// no API-key call and no secret call is made. On 10.4 the same target rotates.
+/// Item 5: API keys have been removed in Grafana 12. A key credential there whose target opted
+/// out of the migration (tests/migration.rs) is blocked once per pass with a message that says
+/// why and what to do, in `plan`, `once` and the metrics; no API-key call and no secret call is
+/// made. On 10.4 the same target rotates.
 #[tokio::test(flavor = "multi_thread")]
-async fn api_keys_on_grafana_12_are_blocked_with_no_attempt() {
+async fn api_keys_on_grafana_12_are_blocked_with_no_attempt_when_migration_is_off() {
     let bed = Bed::start(seed(vec![legacy("12.4")])).await;
     let cfg = write_config(
         &bed,
         "keys12",
         &format!(
-            "[log]\nformat = \"text\"\n\n[[targets]]\nworkspace_ids = [\"{LEGACY}\"]\napi_keys = [\"legacy\"]\napi_key_role = \"EDITOR\"\n"
+            "[log]\nformat = \"text\"\n\n[[targets]]\nworkspace_ids = [\"{LEGACY}\"]\napi_keys = [\"legacy\"]\napi_key_role = \"EDITOR\"\nmigrate_api_keys = false\n"
         ),
     );
     let plan = bed.run(&cfg, &["plan"], &[]).await;

@@ -137,6 +137,8 @@ pub(super) struct RawScope {
     pub(super) grafana_url: Option<String>,
     pub(super) liveness_checks: Option<bool>,
     pub(super) delete_expired_foreign_tokens: Option<bool>,
+    pub(super) migrate_api_keys: Option<bool>,
+    pub(super) migrated_service_account: Option<String>,
 }
 
 impl RawScope {
@@ -172,7 +174,9 @@ impl RawScope {
             verify,
             grafana_url,
             liveness_checks,
-            delete_expired_foreign_tokens
+            delete_expired_foreign_tokens,
+            migrate_api_keys,
+            migrated_service_account
         )
     }
 }

@@ -145,7 +145,14 @@ pub enum Manages {
     },
     /// Legacy API keys (Grafana 9 and 10 workspaces; removed in 12) by base name: keys cannot
     /// be listed, so no globs.
-    ApiKeys { names: Vec<String>, role: Role },
+    ApiKeys {
+        names: Vec<String>,
+        role: Role,
+        /// Where a key goes when its workspace runs Grafana 12 or later: the name template of
+        /// the service account (`{key_name}`, `{workspace_id}`) whose tokens then take the
+        /// key's place in the same secret. `None`: such a key is blocked (migrated by hand).
+        migrate_to: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -319,7 +326,8 @@ mod tests {
             cfg.targets[1].manages,
             Manages::ApiKeys {
                 names: vec!["sync".into()],
-                role: Role::Viewer
+                role: Role::Viewer,
+                migrate_to: Some("{key_name}".into()),
             }
         );
         assert_eq!(cfg.targets[1].exact_names().collect::<Vec<_>>(), ["sync"]);

@@ -50,7 +50,7 @@ pub fn key_version_id(workspace_id: &str, key_name: &str, created_at: DateTime<U
     format!("{KEY_VERSION_PREFIX}{}", &hex::encode(h.finalize())[..40])
 }
 
-fn is_key_version(vid: &str) -> bool {
+pub fn is_key_version(vid: &str) -> bool {
     vid.starts_with(KEY_VERSION_PREFIX)
 }
 
@@ -441,7 +441,12 @@ impl KindOps for ApiKeys {
             secret: secret.as_ref(),
             ..observed
         };
-        let plan = plan(&cred.policy, &cred.service_account, &observed, now);
+        let mut plan = plan(&cred.policy, &cred.service_account, &observed, now);
+        if let Some(sa) = &cred.migrates_to {
+            plan.notes.push(format!(
+                "an upgrade of this workspace to Grafana 12 or later (API keys removed) will migrate this key to service account {sa}, whose tokens then go to the same secret (migrate_api_keys = false to do it by hand)"
+            ));
+        }
         Ok(Decided {
             secret,
             ..plan_of(plan)

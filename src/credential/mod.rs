@@ -67,6 +67,12 @@ pub struct Credential {
     pub service_account: String,
     pub secret: SecretSpec,
     pub policy: Policy,
+    /// The API key (its base name) whose secret this token credential took over when the
+    /// workspace moved to Grafana 12 or later (`discover::migration_of`).
+    pub migrated_from: Option<String>,
+    /// An API key's: the service account it becomes when its workspace moves to Grafana 12
+    /// (`None`: the target opted out), which `plan` announces on 9 and 10.
+    pub migrates_to: Option<String>,
 }
 
 impl Credential {

@@ -78,6 +78,9 @@ pub enum RotateReason {
     /// An AWSPENDING version an interrupted pass left, promoted (the executor's label for a
     /// resumption; a plan says `Resume`).
     Resumed,
+    /// AWSCURRENT holds an API key, and the workspace now runs Grafana 12 or later, which has
+    /// none: a service account's token takes its place in the same secret.
+    ApiKeyMigration,
 }
 
 impl RotateReason {
@@ -88,6 +91,7 @@ impl RotateReason {
             RotateReason::Expired => "expired",
             RotateReason::MissingToken => "missing_token",
             RotateReason::Resumed => "resumed",
+            RotateReason::ApiKeyMigration => "api_key_migration",
         }
     }
 }
@@ -317,7 +321,7 @@ impl fmt::Display for Blocker {
             ),
             Blocker::ApiKeysRemoved { grafana_version } => write!(
                 f,
-                "the workspace runs Grafana {grafana_version}, and API keys have been removed in Amazon Managed Grafana version 12: nothing is rotated; manage this credential as a service account and its tokens (service_accounts) instead of api_keys"
+                "the workspace runs Grafana {grafana_version}, and API keys have been removed in Amazon Managed Grafana version 12: nothing is rotated, as migrate_api_keys = false asks; manage this credential as a service account and its tokens (service_accounts) instead of api_keys, or set migrate_api_keys = true"
             ),
         }
     }
@@ -593,6 +597,7 @@ mod tests {
             RotateReason::Expired,
             RotateReason::MissingToken,
             RotateReason::Resumed,
+            RotateReason::ApiKeyMigration,
         ];
         for r in rotate {
             assert_eq!(r.label(), json_name(r));

@@ -180,6 +180,8 @@ impl World {
                 tags: [("managed-by".to_string(), "amg-token-rotator".to_string())].into(),
             },
             policy: policy(),
+            migrated_from: None,
+            migrates_to: None,
         };
         World {
             kind,
@@ -2094,4 +2096,110 @@ async fn the_secret_holds_amgs_times_of_the_new_token() {
         .parse()
         .expect("RFC 3339");
     assert!((created - w.now).num_seconds().abs() <= 5, "{created}");
+}
+
+// ---- Grafana 12: an API key becomes a service account's tokens -----------------------------
+
+/// The credential discovery makes of an API key once its workspace runs Grafana 12 or later
+/// (`discover::migration_of`, default name: the key's base name): a token credential of that
+/// service account, created with the key's role, in the key's secret.
+fn migrated(w: &mut World) {
+    w.kind = Kind::Token;
+    w.cred.kind = CredentialKind::Token {
+        bootstrap: Some(ROLE),
+    };
+    w.cred.migrated_from = Some(NAME.into());
+    w.cred.migrates_to = None;
+}
+
+#[tokio::test]
+async fn on_grafana_twelve_an_api_key_becomes_a_service_account_token_in_the_same_secret() {
+    let mut w = World::of(Kind::ApiKey, WorkspaceSeed::new(WS));
+    w.cred.migrates_to = Some(NAME.into());
+    assert_eq!(w.pass().await.status, Status::Changed);
+    let key = w.current();
+    assert!(w.opens_grafana(&key.key));
+    // On 10.4, plan says what an upgrade would do.
+    let p = w.plan().await;
+    let notes = p
+        .plan
+        .as_ref()
+        .map(|p| p.notes.join("\n"))
+        .unwrap_or_default();
+    assert!(
+        notes.contains("will migrate this key to service account terraform"),
+        "{notes}"
+    );
+
+    w.grafana.set_grafana_version(WS, "12.4");
+    migrated(&mut w);
+    let mark = w.mark();
+    let p = w.plan().await;
+    assert_eq!(p.status, Status::Pending, "{p:?}");
+    assert!(
+        p.summary.contains("rotate (api_key_migration)"),
+        "{}",
+        p.summary
+    );
+    let notes = p
+        .plan
+        .as_ref()
+        .map(|p| p.notes.join("\n"))
+        .unwrap_or_default();
+    assert!(
+        notes.contains("API key terraform becomes service account terraform"),
+        "{notes}"
+    );
+    assert_eq!(w.writes_since(mark), Vec::<String>::new(), "plan wrote");
+
+    let r = w.pass().await;
+    assert_eq!(r.status, Status::Changed, "{r:?}");
+    // The service account exists with the key's role, and its token is what the secret's
+    // AWSCURRENT now holds: a working key, with the service-account fields a consumer may read.
+    let sa = w
+        .grafana
+        .service_accounts(WS)
+        .into_iter()
+        .find(|a| a.name == NAME)
+        .expect("the service account was created");
+    assert_eq!(sa.role, Some(ROLE));
+    let now = w.current();
+    assert_ne!(now.version, key.version);
+    assert!(w.opens_grafana(&now.key));
+    let doc: serde_json::Value =
+        serde_json::from_str(&w.secrets.value(SECRET, AWSCURRENT).unwrap()).unwrap();
+    assert_eq!(doc["serviceAccountName"], NAME);
+    assert_eq!(doc["serviceAccountId"], sa.id.as_str());
+    assert!(doc["tokenId"].is_string(), "{doc}");
+    // The key's version stays as AWSPREVIOUS.
+    assert_eq!(
+        w.secrets.version_with(SECRET, AWSPREVIOUS).as_deref(),
+        Some(key.version.as_str())
+    );
+    assert_eq!(
+        w.metric(
+            "rotations_total",
+            &[("outcome", "success"), ("reason", "api_key_migration")]
+        ),
+        Some(1.0)
+    );
+    // From then on it is a token credential like any other: nothing is due.
+    let r = w.pass().await;
+    assert_eq!(r.status, Status::Ok, "{r:?}");
+    assert_eq!(w.current().version, now.version);
+}
+
+#[tokio::test]
+async fn a_migration_adopts_a_service_account_of_that_name() {
+    // The workspace already holds a service account named as the key (the world's seed).
+    let mut w = World::new(Kind::ApiKey);
+    assert_eq!(w.pass().await.status, Status::Changed);
+    let key = w.current();
+    let before = w.grafana.service_accounts(WS);
+    w.grafana.set_grafana_version(WS, "12.4");
+    migrated(&mut w);
+    assert_eq!(w.pass().await.status, Status::Changed);
+    assert_eq!(w.grafana.service_accounts(WS), before, "no account created");
+    assert_ne!(w.current().version, key.version);
+    assert!(w.opens_grafana(&w.current().key));
 }

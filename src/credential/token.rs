@@ -95,6 +95,11 @@ pub fn holds(vid: &str, workspace_id: &str, service_account_id: &str, t: &Token)
         || vid == legacy_version_id(workspace_id, service_account_id, &t.id)
 }
 
+/// A version the rotator wrote, for a token or for the API key a migrated secret held.
+fn is_rotator_or_key_version(id: &str) -> bool {
+    is_rotator_version(id) || super::api_key::is_key_version(id)
+}
+
 pub fn is_rotator_version(id: &str) -> bool {
     id.starts_with(VERSION_PREFIX) || id.starts_with(LEGACY_VERSION_PREFIX)
 }
@@ -151,6 +156,9 @@ pub struct Observed<'a> {
     pub tokens: &'a [Token],
     /// `None` when the secret does not exist.
     pub secret: Option<&'a SecretState>,
+    /// The secret was an API key's, which this service account's tokens replace (Grafana 12):
+    /// its key versions are the rotator's too, and one at AWSCURRENT is migrated.
+    pub migrating: bool,
 }
 
 /// Names of tokens the rotator creates: `<prefix>-<service account>-<UTC timestamp>-<mark>`, at
@@ -218,10 +226,12 @@ fn bootstrap_account(
     if observed.secret.is_none() {
         plan.actions.push(Action::CreateSecret);
     }
-    let reason = if current_vid.is_some() {
-        RotateReason::MissingToken
-    } else {
-        RotateReason::FirstRun
+    let reason = match current_vid {
+        Some(vid) if observed.migrating && super::api_key::is_key_version(vid) => {
+            RotateReason::ApiKeyMigration
+        }
+        Some(_) => RotateReason::MissingToken,
+        None => RotateReason::FirstRun,
     };
     plan.actions.push(match policy.strategy {
         Strategy::Overlap => Action::Rotate {
@@ -252,7 +262,12 @@ fn decide(
     observed: &Observed<'_>,
     now: DateTime<Utc>,
 ) -> Plan {
-    if let Some(b) = secret_blocker(observed.secret, is_rotator_version) {
+    let ours = if observed.migrating {
+        is_rotator_or_key_version
+    } else {
+        is_rotator_version
+    };
+    if let Some(b) = secret_blocker(observed.secret, ours) {
         return Plan::blocked(b);
     }
     let mut plan = Plan::empty();
@@ -284,6 +299,14 @@ fn decide(
     let reason = match (labels.resume, labels.current) {
         (Some(_), _) => None,
         (None, None) if labels.current_vid.is_none() => Some(RotateReason::FirstRun),
+        (None, None)
+            if observed.migrating
+                && labels
+                    .current_vid
+                    .is_some_and(super::api_key::is_key_version) =>
+        {
+            Some(RotateReason::ApiKeyMigration)
+        }
         (None, None) => Some(RotateReason::MissingToken),
         (None, Some(t)) if t.expired(now) => Some(RotateReason::Expired),
         (None, Some(t)) if due(t) <= now => Some(RotateReason::Due),
@@ -577,9 +600,16 @@ impl KindOps for Tokens {
                 account: account.as_ref(),
                 tokens: &tokens,
                 secret: secret.as_ref(),
+                migrating: cred.migrated_from.is_some(),
             },
             now,
         );
+        if let Some(key) = &cred.migrated_from {
+            plan.notes.push(format!(
+                "API key {key} becomes service account {}: the workspace runs Grafana {}, which has no API keys; its tokens are published to the key's secret, which consumers keep reading",
+                cred.service_account, cred.workspace.grafana_version
+            ));
+        }
         name_left_behind(services, &mut plan.left_behind).await;
         Ok(Decided {
             plan,
@@ -994,6 +1024,7 @@ mod tests {
                 account: Some(&sa),
                 tokens,
                 secret,
+                migrating: false,
             },
             now(),
         )
@@ -1370,6 +1401,7 @@ mod tests {
                 account: None,
                 tokens: &[],
                 secret: None,
+                migrating: false,
             },
             now(),
         );
@@ -1386,6 +1418,7 @@ mod tests {
                 account: Some(&sa),
                 tokens: std::slice::from_ref(&cur),
                 secret: None,
+                migrating: false,
             },
             now(),
         );
@@ -1429,6 +1462,7 @@ mod tests {
             account: None,
             tokens: &[],
             secret,
+            migrating: false,
         };
         let pol = policy();
         let editor = Some(Role::Editor);
@@ -1472,6 +1506,7 @@ mod tests {
                 account: Some(&sa),
                 tokens: &[],
                 secret: None,
+                migrating: false,
             },
             now(),
         );

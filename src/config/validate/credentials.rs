@@ -136,3 +136,60 @@ pub(super) fn api_key_limits(
         );
     }
 }
+
+/// `migrate_api_keys` (default on) and `migrated_service_account` (default `{key_name}`): the
+/// service account an API key becomes on Grafana 12 or later, checked on a sample key.
+pub(super) fn migration(c: &mut Checker, at: &str, s: &RawScope) -> Option<String> {
+    let key = |k: &str| format!("{at}.{k}");
+    let template = s
+        .migrated_service_account
+        .clone()
+        .unwrap_or_else(|| MIGRATED_DEFAULT.into());
+    if let Err(why) = migrated_name_problem(&template) {
+        c.fail(key("migrated_service_account"), quote(&template), why);
+    }
+    if s.migrate_api_keys == Some(false) {
+        if s.migrated_service_account.is_some() {
+            c.warn(
+                key("migrated_service_account"),
+                quote(&template),
+                "does nothing with migrate_api_keys = false",
+            );
+        }
+        return None;
+    }
+    Some(template)
+}
+
+/// The default name of the service account an API key becomes: the key's base name.
+pub const MIGRATED_DEFAULT: &str = "{key_name}";
+
+/// The placeholders a migrated service account's name may hold.
+const MIGRATED_VARS: [&str; 2] = ["key_name", "workspace_id"];
+
+fn migrated_name_problem(template: &str) -> Result<(), String> {
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        let Some(close) = rest[open..].find('}') else {
+            return Err("has a '{' without its '}'".into());
+        };
+        let var = &rest[open + 1..open + close];
+        if !MIGRATED_VARS.contains(&var) {
+            return Err(format!(
+                "{{{var}}} is no placeholder here: use {{key_name}} and {{workspace_id}}"
+            ));
+        }
+        rest = &rest[open + close + 1..];
+    }
+    let sample = super::names::render_template(
+        template,
+        &[
+            ("key_name", "dashboards-sync"),
+            ("workspace_id", "g-0123456789"),
+        ],
+    );
+    if sample.trim().is_empty() || sample.len() > 128 {
+        return Err("a service-account name is 1 to 128 characters".into());
+    }
+    Ok(())
+}

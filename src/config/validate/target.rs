@@ -39,6 +39,7 @@ pub(super) fn validate_target(
             Manages::ApiKeys {
                 names: credentials.api_keys,
                 role: credentials.api_key_role,
+                migrate_to: credentials::migration(c, at, s),
             }
         },
         region: s.region.clone(),
