@@ -114,6 +114,11 @@ pub fn migration_of(target: &Target, ws: &Workspace, key: &str) -> Option<String
         .flatten()
 }
 
+/// The name Grafana's API-key migration gives the service account a key becomes, before the
+/// key's name (grafana/grafana `pkg/services/serviceaccounts/database/store.go`,
+/// `CreateServiceAccountFromApikey`).
+pub const GRAFANA_MIGRATION_PREFIX: &str = "sa-autogen-";
+
 /// The service account the key `key` becomes once `ws` runs Grafana 12 or later, whatever it
 /// runs now; `None` when the target opted out (`migrate_api_keys = false`).
 pub fn migration_name(target: &Target, ws: &Workspace, key: &str) -> Option<String> {
@@ -324,7 +329,31 @@ fn migrated(
         Manages::ApiKeys { role, .. } => *role,
         Manages::ServiceAccounts { .. } => unreachable!("only API keys migrate"),
     };
-    let account = listed(scope, ws, inv).map(|list| list.iter().find(|a| a.name == sa).cloned());
+    // The account of that name; else the one the workspace's own upgrade made of the live key
+    // (`grafana_migrated`), adopted; else none: created.
+    let listing = listed(scope, ws, inv);
+    let (sa, account) = match listing {
+        Ok(list) => {
+            let named = |n: &str| list.iter().find(|a| a.name == n).cloned();
+            // A name of the user's own is created if missing; Grafana's account is adopted
+            // only under the default name.
+            let grafanas = match &target.manages {
+                Manages::ApiKeys {
+                    migrate_to: Some(t),
+                    ..
+                } if t == crate::config::MIGRATED_DEFAULT => {
+                    grafana_migrated(list, &target.policy.name_prefix, key)
+                }
+                _ => None,
+            };
+            match (named(&sa), grafanas) {
+                (Some(a), _) => (sa, Ok(Some(a))),
+                (None, Some(a)) => (a.name.clone(), Ok(Some(a))),
+                (None, None) => (sa, Ok(None)),
+            }
+        }
+        Err(problem) => (sa, Err(problem)),
+    };
     Selected {
         target: ti,
         kind: CredentialKind::Token {
@@ -336,6 +365,20 @@ fn migrated(
         account,
         migrated_from: Some(key.to_owned()),
     }
+}
+
+/// The account Grafana's own migration made of this credential's key: `sa-autogen-<key name>`,
+/// a key name being `<prefix>-<base>-<generation>`; of several (older generations kept for
+/// their grace period), the newest generation's.
+fn grafana_migrated(list: &[ServiceAccount], prefix: &str, base: &str) -> Option<ServiceAccount> {
+    let stem = format!("{GRAFANA_MIGRATION_PREFIX}{prefix}-{base}-");
+    list.iter()
+        .filter_map(|a| {
+            let generation: u64 = a.name.strip_prefix(&stem)?.parse().ok()?;
+            Some((generation, a))
+        })
+        .max_by_key(|(generation, _)| *generation)
+        .map(|(_, a)| a.clone())
 }
 
 /// The service accounts fetched for a workspace.

@@ -39,6 +39,7 @@ pub fn summary_lines(report: &PassReport) -> String {
     }
     left_behind_lines(&mut out, report);
     superseded_lines(&mut out, report);
+    migration_lines(&mut out, report);
     for p in &report.problems {
         let _ = writeln!(out, "FAILED   {p}");
     }
@@ -64,6 +65,19 @@ fn left_behind_lines(out: &mut String, report: &PassReport) {
 
 /// One line per superseded token still alive at the start of the pass: the rule that decided
 /// its fate, and for one kept because it is still used, that its consumers have not moved.
+/// One line per credential an API key's move to Grafana 12 concerns.
+fn migration_lines(out: &mut String, report: &PassReport) {
+    for c in &report.credentials {
+        if let Some(m) = c.plan.as_ref().and_then(|p| p.migration.as_ref()) {
+            let _ = writeln!(
+                out,
+                "migration: {} {}: {m}",
+                c.workspace_id, c.service_account
+            );
+        }
+    }
+}
+
 fn superseded_lines(out: &mut String, report: &PassReport) {
     for c in &report.credentials {
         for s in c.plan.iter().flat_map(|p| &p.superseded) {
@@ -212,6 +226,7 @@ pub fn plan_table(report: &PassReport) -> String {
     }
     left_behind_lines(&mut out, report);
     superseded_lines(&mut out, report);
+    migration_lines(&mut out, report);
     for p in &report.problems {
         let _ = writeln!(out, "problem: {p}");
     }

@@ -31,7 +31,7 @@ pub use load::failpoint_env;
 pub use load::{from_sources, load, systemd_env, SystemdEnv};
 pub use validate::{
     is_workspace_id, parse_cron, parse_duration, render_template, role_names, secret_name_problem,
-    TEMPLATE_VARS,
+    MIGRATED_DEFAULT, TEMPLATE_VARS,
 };
 
 pub const DEFAULT_PATH: &str = "/etc/amg-token-rotator/config.toml";

@@ -443,7 +443,7 @@ impl KindOps for ApiKeys {
         };
         let mut plan = plan(&cred.policy, &cred.service_account, &observed, now);
         if let Some(sa) = &cred.migrates_to {
-            plan.notes.push(format!(
+            plan.migration = Some(format!(
                 "an upgrade of this workspace to Grafana 12 or later (API keys removed) will migrate this key to service account {sa}, whose tokens then go to the same secret (migrate_api_keys = false to do it by hand)"
             ));
         }

@@ -389,6 +389,10 @@ pub struct Plan {
     /// Superseded tokens still alive, and the rule that decided each one's fate this pass.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub superseded: Vec<Superseded>,
+    /// An API key's move to a service account on Grafana 12: happening (a token credential that
+    /// took over a key's secret), or what an upgrade would do (a key on 9 or 10).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub migration: Option<String>,
 }
 
 /// When the version AWSCURRENT holds was promoted.
@@ -448,6 +452,7 @@ impl Plan {
             left_behind: Vec::new(),
             promoted: None,
             superseded: Vec::new(),
+            migration: None,
         }
     }
 

@@ -2124,7 +2124,7 @@ async fn on_grafana_twelve_an_api_key_becomes_a_service_account_token_in_the_sam
     let notes = p
         .plan
         .as_ref()
-        .map(|p| p.notes.join("\n"))
+        .and_then(|p| p.migration.clone())
         .unwrap_or_default();
     assert!(
         notes.contains("will migrate this key to service account terraform"),
@@ -2144,7 +2144,7 @@ async fn on_grafana_twelve_an_api_key_becomes_a_service_account_token_in_the_sam
     let notes = p
         .plan
         .as_ref()
-        .map(|p| p.notes.join("\n"))
+        .and_then(|p| p.migration.clone())
         .unwrap_or_default();
     assert!(
         notes.contains("API key terraform becomes service account terraform"),

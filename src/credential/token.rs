@@ -295,18 +295,17 @@ fn decide(
             crate::model::rfc3339(assumed_expiry(policy, t))
         ));
     }
-    // Does the current token need replacing?
+    // Does the current token need replacing? A key AWSCURRENT still holds is replaced by a token
+    // of the account at once (even when the key itself became one of its tokens), so the secret
+    // names the account from the first pass on Grafana 12.
+    let holds_key = observed.migrating
+        && labels
+            .current_vid
+            .is_some_and(super::api_key::is_key_version);
     let reason = match (labels.resume, labels.current) {
         (Some(_), _) => None,
+        (None, _) if holds_key => Some(RotateReason::ApiKeyMigration),
         (None, None) if labels.current_vid.is_none() => Some(RotateReason::FirstRun),
-        (None, None)
-            if observed.migrating
-                && labels
-                    .current_vid
-                    .is_some_and(super::api_key::is_key_version) =>
-        {
-            Some(RotateReason::ApiKeyMigration)
-        }
         (None, None) => Some(RotateReason::MissingToken),
         (None, Some(t)) if t.expired(now) => Some(RotateReason::Expired),
         (None, Some(t)) if due(t) <= now => Some(RotateReason::Due),
@@ -356,11 +355,17 @@ fn locate<'a>(
     plan: &mut Plan,
 ) -> Labels<'a> {
     let tokens = observed.tokens;
+    // Grafana's own migration keeps a key's name and creation time on the token it becomes,
+    // so a migrated secret's key version still names it.
+    let was_key = |vid: &str, t: &Token| {
+        observed.migrating
+            && vid == super::api_key::key_version_id(observed.workspace_id, &t.name, t.created_at)
+    };
     let by_version = |vid: Option<&str>| -> Option<&'a Token> {
         let vid = vid?;
         tokens
             .iter()
-            .find(|t| holds(vid, observed.workspace_id, &account.id, t))
+            .find(|t| holds(vid, observed.workspace_id, &account.id, t) || was_key(vid, t))
     };
     let stage = |s: &str| observed.secret.and_then(|sec| sec.version_with(s));
     let (current_vid, pending_vid) = (stage(AWSCURRENT), stage(AWSPENDING));
@@ -605,7 +610,7 @@ impl KindOps for Tokens {
             now,
         );
         if let Some(key) = &cred.migrated_from {
-            plan.notes.push(format!(
+            plan.migration = Some(format!(
                 "API key {key} becomes service account {}: the workspace runs Grafana {}, which has no API keys; its tokens are published to the key's secret, which consumers keep reading",
                 cred.service_account, cred.workspace.grafana_version
             ));

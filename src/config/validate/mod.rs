@@ -20,6 +20,7 @@ mod secret;
 mod target;
 
 pub use check::{parse_duration, role_names};
+pub use credentials::MIGRATED_DEFAULT;
 pub use daemon::parse_cron;
 pub use names::{is_workspace_id, render_template, secret_name_problem, TEMPLATE_VARS};
 
@@ -131,6 +132,42 @@ strategy = "yolo"
         );
         assert!(has(&p, "targets[0].secret_name", "{sa}"), "{p:?}");
         assert!(has(&p, "targets[0].strategy", "yolo"), "{p:?}");
+    }
+
+    #[test]
+    fn an_api_key_migrates_by_default_under_its_own_name_and_a_bad_name_is_refused() {
+        use crate::config::Manages;
+        let keys = "[[targets]]\nworkspace_ids = [\"g-0123456789\"]\napi_keys = [\"sync\"]\napi_key_role = \"EDITOR\"\n";
+        let cfg = load_str(keys).unwrap();
+        let Manages::ApiKeys { migrate_to, .. } = &cfg.targets[0].manages else {
+            panic!("api keys")
+        };
+        assert_eq!(migrate_to.as_deref(), Some("{key_name}"));
+        let off = load_str(&format!("{keys}migrate_api_keys = false\n")).unwrap();
+        assert!(matches!(
+            off.targets[0].manages,
+            Manages::ApiKeys {
+                migrate_to: None,
+                ..
+            }
+        ));
+        let p = problems(&format!("{keys}migrated_service_account = \"{{sa}}-x\"\n"));
+        assert!(
+            has(
+                &p,
+                "targets[0].migrated_service_account",
+                "{sa} is no placeholder"
+            ),
+            "{p:?}"
+        );
+        let p = problems(&format!(
+            "{keys}migrated_service_account = \"{}\"\n",
+            "x".repeat(129)
+        ));
+        assert!(
+            has(&p, "targets[0].migrated_service_account", "1 to 128"),
+            "{p:?}"
+        );
     }
 
     #[test]
