@@ -222,3 +222,29 @@ async fn a_crash_at_each_step_of_the_migration_converges() {
         );
     }
 }
+
+/// With Grafana's own migration, the pass after the grace period deletes the token the old key
+/// became; a crash right after that deletion converges too, and the key is gone for good.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crash_after_deleting_the_old_keys_token_converges() {
+    let bed = bed(ApiKeyUpgrade::Migrate).await;
+    let cfg = config(&bed, "");
+    assert_eq!(bed.once(&cfg).await.code, Some(0));
+    let key = bed.secret_json(SECRET, "AWSCURRENT").await;
+    bed.amg.upgrade_workspace(WS, "12.4").unwrap();
+    assert_eq!(bed.once(&cfg).await.code, Some(0));
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    once_crashing_at(&bed, &cfg, "after_delete_token").await;
+    let run = bed.once(&cfg).await;
+    assert_eq!(run.code, Some(0), "{}", run.all_output());
+    let (doc, works) = current(&bed).await;
+    assert!(works, "{doc}");
+    assert!(!bed.key_works(WS, key["token"].as_str().unwrap()).await);
+    let autogen = doc["serviceAccountName"].as_str().unwrap().to_owned();
+    let tokens: Vec<String> = bed
+        .tokens(WS, &autogen)
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    assert_eq!(tokens, [doc["tokenName"].as_str().unwrap().to_owned()]);
+}
