@@ -140,8 +140,11 @@ impl Engine {
         report
     }
 
-    /// Reconciles the claimed credentials, `daemon.concurrency` at a time; once `shutdown`
-    /// turns, credentials not yet started are skipped.
+    /// Reconciles the claimed credentials, `daemon.concurrency` at a time *per scope* (region
+    /// and role: each has its own AMG and Secrets Manager rate limiters and quotas), all scopes
+    /// at once, so N accounts take about as long as the slowest one and a throttled or slow
+    /// scope holds up only its own credentials. Once `shutdown` turns, credentials not yet
+    /// started are skipped.
     async fn reconcile_all(
         &self,
         config: &Config,
@@ -149,33 +152,47 @@ impl Engine {
         mode: Mode,
         shutdown: &watch::Receiver<bool>,
     ) -> Vec<CredentialReport> {
-        futures::stream::iter(work)
-            .map(|w| async move {
-                if *shutdown.borrow() {
-                    return CredentialReport {
-                        status: Status::Skipped,
-                        summary: "skipped: shutting down".into(),
-                        ..w.report
-                    };
-                }
-                let services = execute::Services {
-                    grafana: w.services.grafana.as_ref(),
-                    secrets: w.services.secrets.as_ref(),
-                    verifier: self.verifier.as_ref(),
-                    metrics: &self.metrics,
+        let mut by_scope: BTreeMap<crate::aws::connect::Scope, Vec<Work>> = BTreeMap::new();
+        for w in work {
+            by_scope
+                .entry(w.selected.scope.clone())
+                .or_default()
+                .push(w);
+        }
+        let one = |w: Work| async move {
+            if *shutdown.borrow() {
+                return CredentialReport {
+                    status: Status::Skipped,
+                    summary: "skipped: shutting down".into(),
+                    ..w.report
                 };
-                credential::reconcile(
-                    services,
-                    &w.cred,
-                    w.selected.account.map_err(|p| p.to_string()),
-                    w.report,
-                    mode,
-                )
-                .await
-            })
-            .buffer_unordered(config.daemon.concurrency.max(1))
-            .collect()
+            }
+            let services = execute::Services {
+                grafana: w.services.grafana.as_ref(),
+                secrets: w.services.secrets.as_ref(),
+                verifier: self.verifier.as_ref(),
+                metrics: &self.metrics,
+            };
+            credential::reconcile(
+                services,
+                &w.cred,
+                w.selected.account.map_err(|p| p.to_string()),
+                w.report,
+                mode,
+            )
             .await
+        };
+        let scopes = by_scope.into_values().map(|scope| {
+            futures::stream::iter(scope)
+                .map(one)
+                .buffer_unordered(config.daemon.concurrency.max(1))
+                .collect::<Vec<_>>()
+        });
+        futures::future::join_all(scopes)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
     }
 
     /// The permission audit of each managed workspace, when asked for.

@@ -436,3 +436,88 @@ service_accounts = ["ci-*"]
     assert_eq!(us.writes(), Vec::<String>::new());
     assert_eq!(pass.failed(), 2, "the credential and the problem");
 }
+
+// ---- fairness across scopes -----------------------------------------------------------------
+
+/// Holds the proof of every key sent to a workspace of `slow_region` until released; proves the
+/// others at once and counts them.
+struct StallOneRegion {
+    slow_region: &'static str,
+    release: tokio::sync::Notify,
+    released: std::sync::atomic::AtomicBool,
+    fast: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait]
+impl Verifier for StallOneRegion {
+    async fn verify(&self, base_url: &str, _key: &Key) -> Result<(), VerifyError> {
+        use std::sync::atomic::Ordering;
+        if base_url.contains(self.slow_region) {
+            while !self.released.load(Ordering::SeqCst) {
+                let notified = self.release.notified();
+                if self.released.load(Ordering::SeqCst) {
+                    break;
+                }
+                notified.await;
+            }
+        } else {
+            self.fast.fetch_add(1, Ordering::SeqCst);
+        }
+        Ok(())
+    }
+}
+
+/// With one credential at a time, a scope whose calls hang (throttled, or its region slow)
+/// holds up only its own credentials: the other region's all finish while it is stuck.
+#[tokio::test]
+async fn a_stuck_scope_holds_up_only_its_own_credentials() {
+    use std::sync::atomic::Ordering;
+    let eu = Region::new("eu-west-1").with_workspace(OTHER_WS, &["slow"]);
+    let us = Region::new("us-east-1").with_workspace(WS, &["a", "b"]);
+    let cloud = Cloud::default()
+        .with("us-east-1", us.clone())
+        .with("eu-west-1", eu.clone());
+    // The stuck region's target comes first, and the pass runs one credential at a time.
+    let config = format!(
+        "[daemon]\nconcurrency = 1\nschedule = \"0 0 3 * * *\"\n\n[aws]\nregion = \"us-east-1\"\n\n\
+         [defaults]\nverify = true\n\n\
+         [[targets]]\nname = \"eu\"\nregion = \"eu-west-1\"\nworkspace_ids = [\"{OTHER_WS}\"]\nservice_accounts = [\"slow\"]\n\n\
+         [[targets]]\nname = \"us\"\nworkspace_ids = [\"{WS}\"]\nservice_accounts = [\"a\", \"b\"]\n"
+    );
+    let verifier = Arc::new(StallOneRegion {
+        slow_region: "eu-west-1",
+        release: tokio::sync::Notify::new(),
+        released: false.into(),
+        fast: 0.into(),
+    });
+    let (_trigger, shutdown) = watch::channel(false);
+    // The pass and a watcher, concurrently on this task: the watcher waits (bounded) until both
+    // us-east-1 credentials are proven while eu-west-1's is stuck, then releases it.
+    let watch = async {
+        let mut both = false;
+        for _ in 0..500 {
+            if verifier.fast.load(Ordering::SeqCst) == 2 {
+                both = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        verifier.released.store(true, Ordering::SeqCst);
+        verifier.release.notify_waiters();
+        both
+    };
+    let run = cloud.pass_with(&config, verifier.clone(), shutdown);
+    let (pass, both) = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        tokio::join!(run, watch)
+    })
+    .await
+    .expect("the pass ends once released");
+    assert!(both, "the other scope waited for the stuck one");
+    for (target, ws, sa) in [("eu", OTHER_WS, "slow"), ("us", WS, "a"), ("us", WS, "b")] {
+        assert_eq!(
+            report(&pass, target, ws, sa).status,
+            Status::Changed,
+            "{sa}"
+        );
+    }
+}
