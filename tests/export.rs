@@ -13,8 +13,8 @@ use std::time::Duration;
 use amg_emulator::Seed;
 use serde_json::Value;
 use support::{
-    eventually, node_exporter, pushgateway, readme_metrics, scrape_job, workspace, Bed, Prometheus,
-    Scrape,
+    config_for, eventually, node_exporter, pushgateway, readme_metrics, scrape_job, workspace, Bed,
+    Prometheus, Scrape,
 };
 
 const WS1: &str = "g-1111111111";
@@ -28,15 +28,7 @@ async fn bed() -> Bed {
 }
 
 fn config(accounts: &[&str], export: &str) -> String {
-    let sa = accounts
-        .iter()
-        .map(|s| format!("{s:?}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    format!(
-        "[log]\nformat = \"json\"\n\n[[targets]]\nworkspace_ids = [\"{WS1}\"]\n\
-         service_accounts = [{sa}]\n\n[export]\n{export}"
-    )
+    format!("{}\n[export]\n{export}", config_for(&[WS1], accounts, ""))
 }
 
 fn secret(sa: &str) -> String {

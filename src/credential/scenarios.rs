@@ -2112,6 +2112,14 @@ fn migrated(w: &mut World) {
     w.cred.migrates_to = None;
 }
 
+/// What the report's plan says of the migration, or "".
+fn migration_line(r: &CredentialReport) -> String {
+    r.plan
+        .as_ref()
+        .and_then(|p| p.migration.clone())
+        .unwrap_or_default()
+}
+
 #[tokio::test]
 async fn on_grafana_twelve_an_api_key_becomes_a_service_account_token_in_the_same_secret() {
     let mut w = World::of(Kind::ApiKey, WorkspaceSeed::new(WS));
@@ -2121,11 +2129,7 @@ async fn on_grafana_twelve_an_api_key_becomes_a_service_account_token_in_the_sam
     assert!(w.opens_grafana(&key.key));
     // On 10.4, plan says what an upgrade would do.
     let p = w.plan().await;
-    let notes = p
-        .plan
-        .as_ref()
-        .and_then(|p| p.migration.clone())
-        .unwrap_or_default();
+    let notes = migration_line(&p);
     assert!(
         notes.contains("will migrate this key to service account terraform"),
         "{notes}"
@@ -2141,11 +2145,7 @@ async fn on_grafana_twelve_an_api_key_becomes_a_service_account_token_in_the_sam
         "{}",
         p.summary
     );
-    let notes = p
-        .plan
-        .as_ref()
-        .and_then(|p| p.migration.clone())
-        .unwrap_or_default();
+    let notes = migration_line(&p);
     assert!(
         notes.contains("API key terraform becomes service account terraform"),
         "{notes}"
