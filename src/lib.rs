@@ -11,11 +11,13 @@
 //!   credential (tokens, legacy API keys) does its own way, the records kept on the secret;
 //! - `daemon`: the schedule, signals and reload, the HTTP probes, metrics and systemd;
 //! - `report`, `telemetry`: what people and machines read;
+//! - `coordination`: leases that let several replicas share the work (so far, the lease logic);
 //! - `export`: what `once` leaves for Pushgateway, node_exporter and CloudWatch;
 //! - `iam`: the least-privilege IAM policy for a configuration (`iam-policy`), pure.
 
 pub mod aws;
 pub mod config;
+pub mod coordination;
 pub mod credential;
 pub mod daemon;
 pub mod discover;
