@@ -40,7 +40,9 @@ usage: scripts/bench [options]
   --client-rps X     run the `cap` scenario once, with the rotator's AMG rate at X
   --concurrency C    daemon.concurrency of the measured engine (default 8, the product default)
   --idle-secs S      the daemon's idle window (default 10)
-  --only LIST        scenarios to run, comma-separated: latency,cap,daemon (default all)";
+  --scopes S         the `scopes` scenario: S regions, each with 2 of the workspaces' size,
+                     against one region of that size (default 20; 0 skips it)
+  --only LIST        scenarios to run, comma-separated: latency,cap,daemon,scopes (default all)";
 
 #[derive(Debug, Clone)]
 struct Opts {
@@ -51,6 +53,7 @@ struct Opts {
     client_rps: Option<f64>,
     concurrency: usize,
     idle_secs: u64,
+    scopes: usize,
     only: Vec<String>,
 }
 
@@ -64,7 +67,13 @@ impl Opts {
             client_rps: None,
             concurrency: 8,
             idle_secs: 10,
-            only: vec!["latency".into(), "cap".into(), "daemon".into()],
+            scopes: 20,
+            only: vec![
+                "latency".into(),
+                "cap".into(),
+                "daemon".into(),
+                "scopes".into(),
+            ],
         };
         let mut args = std::env::args().skip(1);
         while let Some(a) = args.next() {
@@ -90,6 +99,7 @@ impl Opts {
                 }
                 "--concurrency" => o.concurrency = num(&v)?.clamp(1, 256) as usize,
                 "--idle-secs" => o.idle_secs = num(&v)?.clamp(1, 600),
+                "--scopes" => o.scopes = num(&v)?.min(REGIONS.len() as u64) as usize,
                 "--only" => o.only = v.split(',').map(|s| s.trim().to_owned()).collect(),
                 _ => return Err(format!("unknown option {a}")),
             }
@@ -97,7 +107,7 @@ impl Opts {
         if let Some(bad) = o
             .only
             .iter()
-            .find(|s| !["latency", "cap", "daemon"].contains(&s.as_str()))
+            .find(|s| !["latency", "cap", "daemon", "scopes"].contains(&s.as_str()))
         {
             return Err(format!("--only: unknown scenario {bad}"));
         }
@@ -173,6 +183,113 @@ fn fleet(opts: &Opts, faults: Faults) -> Seed {
         seed = seed.with_workspace(ws);
     }
     seed
+}
+
+/// Real region names, one scope each (the rotator's limiters are per region and role).
+const REGIONS: [&str; 20] = [
+    "us-east-1",
+    "us-east-2",
+    "us-west-1",
+    "us-west-2",
+    "eu-west-1",
+    "eu-west-2",
+    "eu-west-3",
+    "eu-central-1",
+    "eu-north-1",
+    "eu-south-1",
+    "ap-southeast-1",
+    "ap-southeast-2",
+    "ap-northeast-1",
+    "ap-northeast-2",
+    "ap-northeast-3",
+    "ap-south-1",
+    "ap-east-1",
+    "sa-east-1",
+    "ca-central-1",
+    "me-south-1",
+];
+
+/// One target per region, `per_scope` of the fleet's workspaces each.
+fn scoped_config(scopes: usize, per_scope: usize) -> String {
+    let mut out = String::from("[log]\nformat = \"text\"\n");
+    for (r, region) in REGIONS.iter().take(scopes).enumerate() {
+        let ids = (0..per_scope)
+            .map(|w| format!("{:?}", workspace_id(r * per_scope + w)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        out.push_str(&format!(
+            "\n[[targets]]\nname = \"{region}\"\nregion = \"{region}\"\nworkspace_ids = [{ids}]\nservice_accounts = [\"svc-*\"]\n"
+        ));
+    }
+    out
+}
+
+/// The same load in one region and in `opts.scopes` regions, at the production rates: a
+/// steady pass of S scopes should take about as long as one scope's, as each scope has its own
+/// limiters and its own `daemon.concurrency`.
+async fn scopes(opts: &Opts) -> Vec<String> {
+    const PER_SCOPE: usize = 2;
+    let per = PER_SCOPE * opts.accounts;
+    println!(
+        "\n== scopes: {} regions x {PER_SCOPE} workspaces x {} accounts = {} credentials against one region of {per}, {} ms per AMG call, production rates (AMG {} /s, Secrets Manager {} /s per scope), concurrency {}",
+        opts.scopes,
+        opts.accounts,
+        opts.scopes * per,
+        opts.latency_ms,
+        amg_token_rotator::aws::connect::DEFAULT_GRAFANA_RATE,
+        amg_token_rotator::aws::connect::DEFAULT_SECRETSMANAGER_RATE,
+        opts.concurrency
+    );
+    let env = env_of(
+        opts.concurrency,
+        &amg_token_rotator::aws::connect::DEFAULT_GRAFANA_RATE.to_string(),
+        &amg_token_rotator::aws::connect::DEFAULT_SECRETSMANAGER_RATE.to_string(),
+    );
+    let env = borrow(&env);
+    let mut problems = Vec::new();
+    let mut steady_walls = Vec::new();
+    println!(
+        "  {:<8} {:>8} {:>12} {:>12} {:>10} {:>12}",
+        "scopes", "pass", "time", "AMG calls", "SM calls", "failed creds"
+    );
+    for s in [1, opts.scopes] {
+        let fleet_opts = Opts {
+            workspaces: s * PER_SCOPE,
+            ..opts.clone()
+        };
+        let bed = Bed::start(fleet(&fleet_opts, latency_faults(opts))).await;
+        let cfg = bed.config(&scoped_config(s, PER_SCOPE));
+        let first = once(&bed, &cfg, &env).await;
+        let steady = once(&bed, &cfg, &env).await;
+        for (name, m) in [("first", &first), ("steady", &steady)] {
+            println!(
+                "  {:<8} {:>8} {:>12} {:>12} {:>10} {:>12}",
+                s,
+                name,
+                secs(m.wall),
+                m.amg_calls(),
+                m.sm_calls(),
+                m.failed_lines
+            );
+            if m.code != Some(0) || m.failed_lines > 0 {
+                problems.push(format!(
+                    "scopes: the {name} pass over {s} scopes exited {:?} with {} failed credentials",
+                    m.code, m.failed_lines
+                ));
+            }
+        }
+        steady_walls.push((steady.wall, steady.amg_calls() / s));
+    }
+    if let [(one, calls), (many, _)] = steady_walls[..] {
+        let bound = calls as f64 / amg_token_rotator::aws::connect::DEFAULT_GRAFANA_RATE;
+        println!(
+            "  steady pass: {} scopes in {:.2}x one scope's time (goal <= 1.5x); one scope's bound: {calls} AMG calls / {} per s = {bound:.2} s",
+            opts.scopes,
+            many.as_secs_f64() / one.as_secs_f64(),
+            amg_token_rotator::aws::connect::DEFAULT_GRAFANA_RATE,
+        );
+    }
+    problems
 }
 
 fn config(opts: &Opts, concurrency: usize, daemon: bool) -> String {
@@ -704,6 +821,9 @@ fn main() -> std::process::ExitCode {
         }
         if opts.runs("daemon") {
             problems.extend(daemon(&opts).await);
+        }
+        if opts.runs("scopes") && opts.scopes > 1 {
+            problems.extend(scopes(&opts).await);
         }
         problems
     });
