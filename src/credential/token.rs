@@ -159,6 +159,10 @@ pub struct Observed<'a> {
     /// The secret was an API key's, which this service account's tokens replace (Grafana 12):
     /// its key versions are the rotator's too, and one at AWSCURRENT is migrated.
     pub migrating: bool,
+    /// With `migrating`: `<name_prefix>-<key base>-`, before the generation, the names of the
+    /// keys the secret held. Grafana's own migration keeps a key's name on the token it
+    /// becomes, so such a token in the account is the key itself.
+    pub key_stem: Option<&'a str>,
 }
 
 /// Names of tokens the rotator creates: `<prefix>-<service account>-<UTC timestamp>-<mark>`, at
@@ -355,11 +359,17 @@ fn locate<'a>(
     plan: &mut Plan,
 ) -> Labels<'a> {
     let tokens = observed.tokens;
-    // Grafana's own migration keeps a key's name and creation time on the token it becomes,
-    // so a migrated secret's key version still names it.
+    // Grafana's own migration keeps a key's name on the token it becomes (one key per
+    // account), so a migrated secret's key versions refer to it. Times are not compared: AMG's
+    // clock and the rotator's differ.
     let was_key = |vid: &str, t: &Token| {
         observed.migrating
-            && vid == super::api_key::key_version_id(observed.workspace_id, &t.name, t.created_at)
+            && super::api_key::is_key_version(vid)
+            && observed.key_stem.is_some_and(|stem| {
+                t.name
+                    .strip_prefix(stem)
+                    .is_some_and(|g| g.parse::<u64>().is_ok())
+            })
     };
     let by_version = |vid: Option<&str>| -> Option<&'a Token> {
         let vid = vid?;
@@ -596,6 +606,10 @@ impl KindOps for Tokens {
             CredentialKind::Token { bootstrap } => bootstrap,
             CredentialKind::ApiKey { .. } => None,
         };
+        let key_stem = cred
+            .migrated_from
+            .as_ref()
+            .map(|base| format!("{}-{base}-", cred.policy.name_prefix));
         let mut plan = plan(
             &cred.policy,
             bootstrap,
@@ -606,6 +620,7 @@ impl KindOps for Tokens {
                 tokens: &tokens,
                 secret: secret.as_ref(),
                 migrating: cred.migrated_from.is_some(),
+                key_stem: key_stem.as_deref(),
             },
             now,
         );
@@ -1030,6 +1045,7 @@ mod tests {
                 tokens,
                 secret,
                 migrating: false,
+                key_stem: None,
             },
             now(),
         )
@@ -1407,6 +1423,7 @@ mod tests {
                 tokens: &[],
                 secret: None,
                 migrating: false,
+                key_stem: None,
             },
             now(),
         );
@@ -1424,6 +1441,7 @@ mod tests {
                 tokens: std::slice::from_ref(&cur),
                 secret: None,
                 migrating: false,
+                key_stem: None,
             },
             now(),
         );
@@ -1468,6 +1486,7 @@ mod tests {
             tokens: &[],
             secret,
             migrating: false,
+            key_stem: None,
         };
         let pol = policy();
         let editor = Some(Role::Editor);
@@ -1512,6 +1531,7 @@ mod tests {
                 tokens: &[],
                 secret: None,
                 migrating: false,
+                key_stem: None,
             },
             now(),
         );
