@@ -486,3 +486,33 @@ async fn plan_exports_nothing() {
         held.text
     );
 }
+
+/// A push the Pushgateway refuses (here: another group already holds `amg_rotator_build_info`
+/// as a counter, so ours is inconsistent) is not retried; its reason is quoted and `once` exits 4.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_push_the_pushgateway_refuses_is_reported_with_its_reason() {
+    let bed = bed().await;
+    let gw = pushgateway().await;
+    let other = reqwest::Client::new()
+        .put(format!("http://{}/metrics/job/other", gw.addr()))
+        .body("# TYPE amg_rotator_build_info counter\namg_rotator_build_info 1\n")
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .unwrap();
+    assert!(other.status().is_success(), "{}", other.status());
+    let run = bed
+        .once(&bed.config(&config(
+            &["terraform"],
+            &format!("pushgateway_url = \"http://{}\"\n", gw.addr()),
+        )))
+        .await;
+    assert_eq!(run.code, Some(4), "{}", run.all_output());
+    assert!(
+        run.stdout
+            .contains("HTTP 400 Bad Request: pushed metrics are invalid or inconsistent"),
+        "{}",
+        run.stdout
+    );
+    assert!(published_expiry(&bed, "terraform").await > 0.0);
+}
