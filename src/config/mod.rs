@@ -117,6 +117,10 @@ pub struct Policy {
     pub max_overlap: Duration,
     /// An owned token that no secret version references is deleted once older than this.
     pub orphan_margin: Duration,
+    /// How often a token credential's tokens are listed when nothing is due (a full audit);
+    /// between audits a pass trusts the record of the last clean one (`records::Audit`).
+    /// Zero: every pass lists.
+    pub audit_interval: Duration,
     pub name_prefix: String,
     pub secret_name: String,
     pub secret_format: SecretFormat,

@@ -401,7 +401,7 @@ async fn observe(
 /// Grafana answers that it does not (401, 403). A Grafana that does not answer (5xx, a timeout,
 /// unreachable) says nothing: taking an outage for a dead key would delete the superseded key
 /// within its grace and mint keys that cannot be proven either.
-fn liveness(answer: &Result<(), crate::aws::verify::VerifyError>) -> Option<bool> {
+pub(super) fn liveness(answer: &Result<(), crate::aws::verify::VerifyError>) -> Option<bool> {
     match answer {
         Ok(()) => Some(true),
         Err(e) if matches!(e.status, Some(401 | 403)) => Some(false),
@@ -423,12 +423,14 @@ impl KindOps for ApiKeys {
         cred: &Credential,
         _account: Option<ServiceAccount>,
         now: DateTime<Utc>,
+        _audit: bool,
     ) -> Result<Decided, StepError> {
         let plan_of = |plan| Decided {
             plan,
             secret: None,
             account: None,
             tokens: None,
+            record: None,
         };
         if !cred.workspace.supports_api_keys() {
             // Nothing to read or attempt: AMG refuses API keys there.
@@ -672,6 +674,7 @@ mod tests {
             quiet_period: Duration::from_secs(7200),
             max_overlap: Duration::from_secs(3 * 86400),
             orphan_margin: Duration::from_secs(900),
+            audit_interval: Duration::from_secs(3600),
             name_prefix: "amgrot".into(),
             secret_name: "s/{key_name}".into(),
             secret_format: SecretFormat::Json,

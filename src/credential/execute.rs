@@ -19,7 +19,7 @@ use chrono::{DateTime, Utc};
 use zeroize::Zeroizing;
 
 use super::plan::{Action, CredRef, DeleteReason, RotateReason};
-use super::records::{Promotion, VerifyBackoff, PROMOTED_TAG, VERIFICATION_TAG};
+use super::records::{Promotion, VerifyBackoff, AUDIT_TAG, PROMOTED_TAG, VERIFICATION_TAG};
 use super::{Credential, Outcome, StepError};
 use crate::aws::{ApiError, Grafana, SecretStore, Verifier};
 use crate::daemon::metrics::{CredentialLabels, Label, Metrics, StepOutcome, Succeeded};
@@ -49,21 +49,26 @@ pub struct Decided {
     pub secret: Option<SecretState>,
     /// The service account, when the kind has one and it exists.
     pub account: Option<ServiceAccount>,
-    /// The service account's tokens, when the kind lists them (quota metrics).
+    /// The service account's tokens, when this pass listed them (quota metrics); `None` also
+    /// when the record of the last audit stood for them (`audit.rs`).
     pub tokens: Option<Vec<crate::model::Token>>,
+    /// The record of a clean audit this pass should write on the secret.
+    pub record: Option<super::records::Audit>,
 }
 
 /// What one kind of credential does its own way; the executor and `reconcile` do the rest.
 #[async_trait]
 pub trait KindOps: Send + Sync {
     /// Reads what AWS reports of the credential and plans (the planning itself is pure: a
-    /// function of what was read, the policy and `now`). Only reads.
+    /// function of what was read, the policy and `now`). Only reads. `audit`: read everything,
+    /// trusting no record of an earlier audit (`plan`, and a look after another rotator).
     async fn decide(
         &self,
         services: Services<'_>,
         cred: &Credential,
         account: Option<ServiceAccount>,
         now: DateTime<Utc>,
+        audit: bool,
     ) -> Result<Decided, StepError>;
     /// Mints what `action` (Rotate or Recreate) asks for, named the kind's way; a name taken
     /// by a credential another rotator published is `StepError::Yielded`.
@@ -150,6 +155,15 @@ pub async fn execute(
         },
     };
     let ops = cred.kind.ops();
+    // The record of the last clean audit goes before anything changes: a pass that stops
+    // half-way must not leave it hiding what it made (`audit.rs`).
+    if !plan.actions.is_empty() && super::audit::carries_record(secret) {
+        if let Err(e) = services.secrets.untag(&cred.secret.name, AUDIT_TAG).await {
+            tracing::warn!(workspace = %cred.workspace.id, service_account = %cred.service_account, secret = %cred.secret.name, error = %e, "could not remove the audit record from the secret; nothing is changed this pass");
+            run.outcome.error = Some(StepError::api("UntagResource")(e));
+            return run.outcome;
+        }
+    }
     // A credential whose deletion failed while a label is its only record (API keys cannot be
     // listed): a promotion now would move that label and forget it alive.
     let mut unrecorded: Option<String> = None;

@@ -7,6 +7,7 @@
 //! module implementing `KindOps` and one arm of `CredentialKind`.
 
 pub mod api_key;
+pub mod audit;
 pub mod execute;
 pub mod plan;
 pub mod records;
@@ -262,7 +263,12 @@ pub async fn reconcile(
     };
     // The pass reads the clock; the planners are handed the time.
     let now = Utc::now();
-    let decided = match cred.kind.ops().decide(services, cred, account, now).await {
+    let decided = match cred
+        .kind
+        .ops()
+        .decide(services, cred, account, now, mode == Mode::Plan)
+        .await
+    {
         Ok(d) => d,
         Err(e) => return failed(services, report, &labels, Stage::Discover, e.to_string()),
     };
@@ -296,6 +302,9 @@ pub async fn reconcile(
         report.plan = Some(decided.plan);
         return report;
     }
+    if let Some(record) = &decided.record {
+        write_record(services, cred, record).await;
+    }
     let mut outcome = execute::execute(
         services,
         cred,
@@ -311,13 +320,30 @@ pub async fn reconcile(
         if let Ok(again) = cred
             .kind
             .ops()
-            .decide(services, cred, decided.account.clone(), Utc::now())
+            .decide(services, cred, decided.account.clone(), Utc::now(), true)
             .await
         {
             outcome.current = again.plan.current;
         }
     }
     performed(services, cred, &decided, outcome, report, now)
+}
+
+/// Writes the record of a clean audit on the secret. A failure costs only economy: the next
+/// pass lists the tokens again.
+async fn write_record(services: Services<'_>, cred: &Credential, record: &records::Audit) {
+    let Some(value) = record.tag_value() else {
+        tracing::debug!(secret = %cred.secret.name, token_name = %record.token_name, "the token's name does not fit a tag value: this credential's tokens are listed on every pass");
+        return;
+    };
+    match services
+        .secrets
+        .tag(&cred.secret.name, records::AUDIT_TAG, &value)
+        .await
+    {
+        Ok(()) => tracing::debug!(workspace = %cred.workspace.id, service_account = %cred.service_account, secret = %cred.secret.name, next_audit = %crate::model::rfc3339(record.next), "audit recorded"),
+        Err(e) => tracing::warn!(workspace = %cred.workspace.id, service_account = %cred.service_account, secret = %cred.secret.name, error = %e, "could not record the audit on the secret; the next pass lists the tokens again"),
+    }
 }
 
 /// The metrics and logs of what was observed: tokens by state, role drift, left-behind tokens.

@@ -25,6 +25,15 @@ pub const UNPUBLISHED_KEYS_TAG: &str = "amg-token-rotator:unpublished-keys";
 /// promotion look older than it is.
 pub const PROMOTED_TAG: &str = "amg-token-rotator:promoted";
 
+/// What the last audit of a token credential saw, when it was clean (only the current token
+/// left of the rotator's, nothing pending, nothing to retire): `version=VERSION_ID token=ID
+/// expires=EPOCH next=EPOCH name=TOKEN_NAME`. While AWSCURRENT stays on `version` and `next` has
+/// not come, a pass trusts it instead of listing the tokens (issue 18): the version ID is a hash
+/// of the token's ID and name, so a record can only stand for the token the label holds.
+/// Removed before any step that changes the credential, so a crash mid-rotation never leaves a
+/// record that hides what the crash left behind.
+pub const AUDIT_TAG: &str = "amg-token-rotator:audited";
+
 /// The first wait after a failed verification; each further failure doubles it.
 pub const BACKOFF_BASE: Duration = Duration::minutes(5);
 /// The longest wait between two attempts: with `rotate_before` at its 7-day default, a
@@ -128,6 +137,70 @@ impl Promotion {
 
     pub fn tag_value(&self) -> String {
         format!("version={} at={}", self.version, self.at.timestamp())
+    }
+}
+
+/// The rotator's record of a clean audit of a token credential (`AUDIT_TAG`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Audit {
+    /// The version AWSCURRENT was on.
+    pub version: String,
+    /// The token that version holds: AMG's ID, name and expiry.
+    pub token_id: String,
+    pub token_name: String,
+    pub expires_at: DateTime<Utc>,
+    /// When the next audit is due.
+    pub next: DateTime<Utc>,
+}
+
+impl Audit {
+    pub fn from_tags(tags: &BTreeMap<String, String>) -> Option<Audit> {
+        let value = tags.get(AUDIT_TAG)?;
+        let (mut version, mut token_id, mut expires_at, mut next, mut token_name) =
+            (None, None, None, None, None);
+        for part in value.split(' ') {
+            match part.split_once('=')? {
+                ("version", v) if !v.is_empty() => version = Some(v.to_owned()),
+                ("token", v) if !v.is_empty() => token_id = Some(v.to_owned()),
+                ("expires", t) => expires_at = DateTime::from_timestamp(t.parse().ok()?, 0),
+                ("next", t) => next = DateTime::from_timestamp(t.parse().ok()?, 0),
+                ("name", v) if !v.is_empty() => token_name = Some(v.to_owned()),
+                _ => {}
+            }
+        }
+        Some(Audit {
+            version: version?,
+            token_id: token_id?,
+            token_name: token_name?,
+            expires_at: expires_at?,
+            next: next?,
+        })
+    }
+
+    /// The tag value, or `None` when the record cannot be one: a field holds a space or a
+    /// character a tag value may not, or the whole is longer than a tag value's 256 characters.
+    /// Such a credential is then audited on every pass, as before records.
+    pub fn tag_value(&self) -> Option<String> {
+        let fits = |s: &str| {
+            !s.is_empty()
+                && s.chars()
+                    .all(|c| c.is_alphanumeric() || "_.:/=+-@".contains(c))
+        };
+        if ![&self.version, &self.token_id, &self.token_name]
+            .iter()
+            .all(|s| fits(s))
+        {
+            return None;
+        }
+        let value = format!(
+            "version={} token={} expires={} next={} name={}",
+            self.version,
+            self.token_id,
+            self.expires_at.timestamp(),
+            self.next.timestamp(),
+            self.token_name
+        );
+        (value.chars().count() <= 256).then_some(value)
     }
 }
 
@@ -272,6 +345,56 @@ mod tests {
         let over = unpublished_value(&list(100_000_000_000)).unwrap();
         assert_eq!(over.split(' ').count(), 18);
         assert!(!over.contains("100000000000@"), "{over}");
+    }
+
+    fn audit() -> Audit {
+        Audit {
+            version: format!("amgr2-{}", "0".repeat(40)),
+            token_id: "17".into(),
+            token_name: "amg-rotator-ci-20261203T010203Z-0a1b2c3d".into(),
+            expires_at: at(30 * 86_400),
+            next: at(3600),
+        }
+    }
+
+    #[test]
+    fn audits_round_trip_and_a_bad_record_is_absent() {
+        let a = audit();
+        let value = a.tag_value().unwrap();
+        assert_eq!(Audit::from_tags(&tags(AUDIT_TAG, &value)), Some(a.clone()));
+        // Each field is needed; a damaged one makes the whole record absent.
+        for field in ["version=", "token=", "expires=", "next=", "name="] {
+            let without: Vec<&str> = value
+                .split(' ')
+                .filter(|p| !p.starts_with(field))
+                .collect();
+            assert_eq!(
+                Audit::from_tags(&tags(AUDIT_TAG, &without.join(" "))),
+                None,
+                "{field}"
+            );
+        }
+        for v in ["", "junk", &value.replace("expires=", "expires=x")] {
+            assert_eq!(Audit::from_tags(&tags(AUDIT_TAG, v)), None, "{v}");
+        }
+    }
+
+    /// A token name a tag value cannot hold (a space, a character outside its set, too long)
+    /// makes no record rather than a wrong one.
+    #[test]
+    fn an_audit_a_tag_cannot_hold_is_not_written() {
+        for name in ["with space", "semi;colon", &"n".repeat(200)] {
+            let a = Audit {
+                token_name: name.to_owned(),
+                ..audit()
+            };
+            assert_eq!(a.tag_value(), None, "{name}");
+        }
+        let longest = Audit {
+            token_name: "n".repeat(128),
+            ..audit()
+        };
+        assert!(longest.tag_value().unwrap().len() <= 256);
     }
 
     #[test]

@@ -105,6 +105,7 @@ fn policy() -> Policy {
         quiet_period: Duration::from_secs(7200),
         max_overlap: Duration::from_secs(3 * 86400),
         orphan_margin: Duration::from_secs(900),
+        audit_interval: Duration::from_secs(3600),
         name_prefix: PREFIX.into(),
         secret_name: "amg/{workspace_id}/{service_account}".into(),
         secret_format: SecretFormat::Json,

@@ -31,7 +31,7 @@ use super::plan::{
     due_at, promoted, secret_blocker, spread_offset, std_to_chrono, Action, Blocker, CredRef,
     DeleteReason, LeftBehind, Plan, RoleDrift, RotateReason, What,
 };
-use super::retire;
+use super::{audit, retire};
 use super::{Credential, CredentialKind, StepError};
 use crate::aws::ApiError;
 use crate::config::{Policy, Strategy};
@@ -576,6 +576,85 @@ fn rotation(
     }
 }
 
+/// The key inside a value the token kind published.
+fn key_of(format: SecretFormat, value: &str) -> Option<Key> {
+    match format {
+        SecretFormat::Raw => (!value.is_empty()).then(|| Key::new(value.to_owned())),
+        SecretFormat::Json => {
+            #[derive(serde::Deserialize)]
+            struct Doc {
+                token: String,
+            }
+            // The key moves straight into `Key`, which zeroizes it.
+            let doc: Doc = serde_json::from_str(value).ok()?;
+            Some(Key::new(doc.token))
+        }
+    }
+}
+
+/// The plan made over the record of the last clean audit, when the record stands and the plan
+/// does nothing (`audit.rs`); `None`: the tokens are to be listed. With `liveness_checks`, the
+/// current key is proven to the workspace's Grafana first, and a key Grafana refuses (deleted
+/// behind the rotator's back) sends the pass to the listing at once.
+async fn from_record(
+    services: Services<'_>,
+    cred: &Credential,
+    bootstrap: Option<Role>,
+    account: Option<&ServiceAccount>,
+    secret: Option<&SecretState>,
+    now: DateTime<Utc>,
+) -> Option<Plan> {
+    let ws = &cred.workspace.id;
+    let token = audit::trusted(&cred.policy, ws, account, secret, now)?;
+    let plan = plan(
+        &cred.policy,
+        bootstrap,
+        &Observed {
+            workspace_id: ws,
+            service_account: &cred.service_account,
+            account,
+            tokens: std::slice::from_ref(&token),
+            secret,
+            migrating: false,
+            key_stem: None,
+        },
+        now,
+    );
+    if !audit::plan_stands(&plan) {
+        return None;
+    }
+    if cred.policy.liveness_checks && !alive(services, cred).await {
+        return None;
+    }
+    Some(plan)
+}
+
+/// The current key as Grafana sees it: `false` only when Grafana refuses it, or it cannot be
+/// read from the secret (either way the listing says what is true). Grafana not answering says
+/// nothing, and the record stands.
+async fn alive(services: Services<'_>, cred: &Credential) -> bool {
+    let value = match services
+        .secrets
+        .get_value(&cred.secret.name, AWSCURRENT)
+        .await
+    {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::warn!(workspace = %cred.workspace.id, service_account = %cred.service_account, secret = %cred.secret.name, error = %e, "could not read the current key to prove it; its tokens are listed instead");
+            return false;
+        }
+    };
+    let Some(key) = key_of(cred.secret.format, &value) else {
+        return false;
+    };
+    let answer = services.verifier.verify(&cred.verify_url(), &key).await;
+    let alive = super::api_key::liveness(&answer) != Some(false);
+    if !alive {
+        tracing::warn!(workspace = %cred.workspace.id, service_account = %cred.service_account, secret = %cred.secret.name, "the workspace's Grafana refuses the current token; its tokens are listed now");
+    }
+    alive
+}
+
 /// The token kind's part of the road.
 pub struct Tokens;
 
@@ -587,16 +666,9 @@ impl KindOps for Tokens {
         cred: &Credential,
         account: Option<ServiceAccount>,
         now: DateTime<Utc>,
+        audit: bool,
     ) -> Result<Decided, StepError> {
         let ws = &cred.workspace.id;
-        let tokens = match &account {
-            Some(a) => services
-                .grafana
-                .list_tokens(ws, &a.id)
-                .await
-                .map_err(StepError::api("ListWorkspaceServiceAccountTokens"))?,
-            None => Vec::new(),
-        };
         let secret = services
             .secrets
             .describe(&cred.secret.name)
@@ -605,6 +677,27 @@ impl KindOps for Tokens {
         let bootstrap = match cred.kind {
             CredentialKind::Token { bootstrap } => bootstrap,
             CredentialKind::ApiKey { .. } => None,
+        };
+        if !audit && cred.migrated_from.is_none() {
+            if let Some(plan) =
+                from_record(services, cred, bootstrap, account.as_ref(), secret.as_ref(), now).await
+            {
+                return Ok(Decided {
+                    plan,
+                    secret,
+                    account,
+                    tokens: None,
+                    record: None,
+                });
+            }
+        }
+        let tokens = match &account {
+            Some(a) => services
+                .grafana
+                .list_tokens(ws, &a.id)
+                .await
+                .map_err(StepError::api("ListWorkspaceServiceAccountTokens"))?,
+            None => Vec::new(),
         };
         let key_stem = cred
             .migrated_from
@@ -631,11 +724,20 @@ impl KindOps for Tokens {
             ));
         }
         name_left_behind(services, &mut plan.left_behind).await;
+        let record = audit::to_record(
+            &cred.policy,
+            (ws, &cred.service_account),
+            &tokens,
+            secret.as_ref(),
+            &plan,
+            now,
+        );
         Ok(Decided {
             plan,
             secret,
             account,
             tokens: Some(tokens),
+            record,
         })
     }
 
@@ -715,18 +817,7 @@ impl KindOps for Tokens {
     }
 
     fn key_in(&self, run: &Run<'_>, value: &str) -> Option<Key> {
-        match run.cred.secret.format {
-            SecretFormat::Raw => (!value.is_empty()).then(|| Key::new(value.to_owned())),
-            SecretFormat::Json => {
-                #[derive(serde::Deserialize)]
-                struct Doc {
-                    token: String,
-                }
-                // The key moves straight into `Key`, which zeroizes it.
-                let doc: Doc = serde_json::from_str(value).ok()?;
-                Some(Key::new(doc.token))
-            }
-        }
+        key_of(run.cred.secret.format, value)
     }
 
     async fn forget(&self, _run: &mut Run<'_>, _name: &str) -> Result<(), StepError> {
@@ -919,7 +1010,7 @@ async fn name_left_behind(services: Services<'_>, left: &mut [LeftBehind]) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::credential::plan::expiry_text;
     use crate::credential::records::VerifyBackoff;
@@ -941,7 +1032,7 @@ mod tests {
         ChronoDuration::seconds(s)
     }
 
-    fn policy() -> Policy {
+    pub(crate) fn policy() -> Policy {
         Policy {
             strategy: Strategy::Overlap,
             token_ttl: Duration::from_secs(30 * DAY as u64),
@@ -951,6 +1042,7 @@ mod tests {
             quiet_period: Duration::from_secs(7200),
             max_overlap: Duration::from_secs(3 * 86400),
             orphan_margin: Duration::from_secs(900),
+            audit_interval: Duration::from_secs(3600),
             name_prefix: "amgrot".into(),
             secret_name: "s/{workspace_id}/{service_account}".into(),
             secret_format: SecretFormat::Json,

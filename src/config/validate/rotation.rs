@@ -19,6 +19,7 @@ pub(super) struct Timings {
     pub(super) quiet_period: Duration,
     pub(super) max_overlap: Duration,
     pub(super) orphan_margin: Duration,
+    pub(super) audit_interval: Duration,
 }
 
 /// Grafana records a token's use at most every 5 minutes (since Grafana 11.3, grafana/grafana
@@ -26,6 +27,12 @@ pub(super) struct Timings {
 const SHORTEST_SAFE_QUIET: Duration = Duration::from_secs(600);
 const DEFAULT_GRACE: Duration = Duration::from_secs(2 * 3600);
 const DEFAULT_MAX_OVERLAP: Duration = Duration::from_secs(3 * 86400);
+/// How often each token credential's tokens are listed although nothing is due: the longest a
+/// token deleted behind the rotator's back (without liveness checks), an orphan or a foreign
+/// token goes unseen. An hour keeps a steady pass of a 5-minute schedule at about a twelfth
+/// of the fleet's listings, and a deleted token replaced within the hour (at once with
+/// liveness checks); `0s` lists every credential on every pass.
+const DEFAULT_AUDIT: Duration = Duration::from_secs(3600);
 
 pub(super) fn strategy(c: &mut Checker, at: &str, s: &RawScope) -> Strategy {
     let strategy_text = s.strategy.clone().unwrap_or_else(|| "overlap".into());
@@ -90,6 +97,21 @@ pub(super) fn timings(c: &mut Checker, at: &str, s: &RawScope) -> Timings {
         );
     }
     let orphan_margin = c.duration(&key("orphan_margin"), s.orphan_margin.as_deref(), "15m");
+    // Default: an hour, shrunk to fit a short rotate-before window.
+    let audit_interval = match s.audit_interval.as_deref() {
+        Some(text) => c.duration(&key("audit_interval"), Some(text), "0s"),
+        None => DEFAULT_AUDIT.min(rotate_before / 2),
+    };
+    if audit_interval > rotate_before {
+        c.fail(
+            key("audit_interval"),
+            quote(&show(audit_interval)),
+            format!(
+                "must not be longer than rotate_before ({}): every token is audited at least once before it falls due",
+                show(rotate_before)
+            ),
+        );
+    }
     let timings = Timings {
         token_ttl,
         rotate_before,
@@ -98,6 +120,7 @@ pub(super) fn timings(c: &mut Checker, at: &str, s: &RawScope) -> Timings {
         quiet_period,
         max_overlap,
         orphan_margin,
+        audit_interval,
     };
     check_windows(c, at, s, &timings);
     timings
@@ -261,6 +284,7 @@ mod tests {
         assert_eq!(p.grace_period, Duration::from_secs(15 * 60));
         assert_eq!(p.max_overlap, Duration::from_secs(15 * 60));
         assert_eq!(p.quiet_period, Duration::from_secs(15 * 60));
+        assert_eq!(p.audit_interval, Duration::from_secs(15 * 60));
         assert!(cfg.warnings.is_empty(), "{:?}", cfg.warnings);
         let cfg = load_str(MINIMAL).unwrap();
         let p = &cfg.targets[0].policy;
@@ -270,6 +294,30 @@ mod tests {
         // A short grace period set by hand: the quiet period follows it.
         let cfg = load_str(&format!("{MINIMAL}grace_period = \"1s\"\n")).unwrap();
         assert_eq!(cfg.targets[0].policy.quiet_period, Duration::from_secs(1));
+    }
+
+    /// An hour by default; zero (list on every pass) is allowed; longer than the rotate-before
+    /// window is not, since a token must be audited before it falls due.
+    #[test]
+    fn audit_interval_defaults_to_an_hour_and_fits_rotate_before() {
+        let cfg = load_str(MINIMAL).unwrap();
+        assert_eq!(
+            cfg.targets[0].policy.audit_interval,
+            Duration::from_secs(3600)
+        );
+        let cfg = load_str(&format!("{MINIMAL}audit_interval = \"0s\"\n")).unwrap();
+        assert_eq!(cfg.targets[0].policy.audit_interval, Duration::ZERO);
+        let p = problems(&format!("{MINIMAL}audit_interval = \"8d\"\n"));
+        assert!(
+            has(
+                &p,
+                "targets[0].audit_interval",
+                "not be longer than rotate_before (7days)"
+            ),
+            "{p:?}"
+        );
+        let p = problems(&format!("{MINIMAL}audit_interval = \"often\"\n"));
+        assert!(p.iter().any(|p| p.key == "targets[0].audit_interval"), "{p:?}");
     }
 
     #[test]

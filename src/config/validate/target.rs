@@ -53,6 +53,7 @@ pub(super) fn validate_target(
             quiet_period: timings.quiet_period,
             max_overlap: timings.max_overlap,
             orphan_margin: timings.orphan_margin,
+            audit_interval: timings.audit_interval,
             name_prefix,
             secret_name,
             secret_format,

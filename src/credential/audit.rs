@@ -1,0 +1,382 @@
+//! Passes in proportion to what is due (issue 18): a token credential's tokens are listed in
+//! an audit, every `audit_interval`, or when something may be due; in between, the record of
+//! its last clean audit (`records::Audit`, a tag the one DescribeSecret already returns) stands
+//! for them.
+//!
+//! - A record is written only after a listing found the credential clean: the rotator's only
+//!   token of that service account is the one AWSCURRENT holds, nothing is pending, superseded,
+//!   left behind or backing off. It names that token (ID, name, AMG's expiry).
+//! - A record stands for the tokens while AWSCURRENT is on the version it names, that version
+//!   is the hash of the token it names (`token::holds`), no other label or backoff appeared,
+//!   and its `next` audit has not come. The pass then plans over the recorded token alone;
+//!   a plan that would do anything (the token falls due) is thrown away and the tokens are
+//!   listed for real, so every action is decided on a listing.
+//! - The executor removes the record before a plan's first step, so a pass that crashes
+//!   half-way leaves no record hiding what it left behind.
+//! - The first audit after a record was missing sets the next one a hash-chosen share of the
+//!   interval later, so a fleet rotated together is not audited in the same pass ever after.
+//!
+//! What a record cannot see until the next audit: a token deleted behind the rotator's back (at
+//! once with `liveness_checks`, which prove the current key to the workspace's Grafana at no
+//! AMG cost), tokens made by hand in the service account, a foreign token's expiry. A deleted
+//! or disabled service account, a moved label and a due token are seen on every pass.
+//! Everything here is pure.
+
+use chrono::{DateTime, Duration as ChronoDuration, Utc};
+use sha2::{Digest, Sha256};
+
+use super::plan::{std_to_chrono, Plan};
+use super::records::{Audit, VerifyBackoff, AUDIT_TAG};
+use crate::config::Policy;
+use crate::model::{SecretState, ServiceAccount, Token, AWSCURRENT, AWSPENDING};
+
+/// The token a record stands for, when it may: see the module's rules. `None`: list.
+pub fn trusted(
+    policy: &Policy,
+    workspace_id: &str,
+    account: Option<&ServiceAccount>,
+    secret: Option<&SecretState>,
+    now: DateTime<Utc>,
+) -> Option<Token> {
+    if policy.audit_interval.is_zero() {
+        return None;
+    }
+    let (account, secret) = (account?, secret?);
+    let record = Audit::from_tags(&secret.tags)?;
+    let token = Token {
+        id: record.token_id,
+        name: record.token_name,
+        created_at: record.expires_at - std_to_chrono(policy.token_ttl),
+        expires_at: Some(record.expires_at),
+        last_used_at: None,
+    };
+    let stands = record.next > now
+        && !account.is_disabled
+        && secret.version_with(AWSCURRENT) == Some(record.version.as_str())
+        && super::token::holds(&record.version, workspace_id, &account.id, &token)
+        && secret.version_with(AWSPENDING).is_none()
+        && VerifyBackoff::from_tags(&secret.tags).is_none();
+    stands.then_some(token)
+}
+
+/// What a pass that listed the tokens records, when the listing found the credential clean and
+/// the record on the secret does not already say so. `None`: write nothing.
+pub fn to_record(
+    policy: &Policy,
+    ids: (&str, &str),
+    tokens: &[Token],
+    secret: Option<&SecretState>,
+    plan: &Plan,
+    now: DateTime<Utc>,
+) -> Option<Audit> {
+    if policy.audit_interval.is_zero() || !quiet(plan) {
+        return None;
+    }
+    let secret = secret?;
+    let version = secret.version_with(AWSCURRENT)?;
+    let current = plan.current.as_ref()?;
+    let expires_at = current.expires_at?;
+    let owned = |t: &Token| t.name.starts_with(&format!("{}-", policy.name_prefix));
+    let alone = tokens.iter().all(|t| t.id == current.id || !owned(t));
+    if !alone
+        || secret.version_with(AWSPENDING).is_some()
+        || VerifyBackoff::from_tags(&secret.tags).is_some()
+    {
+        return None;
+    }
+    let before = Audit::from_tags(&secret.tags);
+    let interval = std_to_chrono(policy.audit_interval);
+    let next = match &before {
+        Some(_) => now + interval,
+        None => now + first_share(interval, ids),
+    };
+    let record = Audit {
+        version: version.to_owned(),
+        token_id: current.id.clone(),
+        token_name: current.name.clone(),
+        expires_at,
+        next,
+    };
+    let unchanged = before.is_some_and(|b| {
+        b.next > now
+            && Audit {
+                next: b.next,
+                ..record.clone()
+            } == b
+    });
+    (!unchanged).then_some(record)
+}
+
+/// A plan with nothing to do, wait for or report.
+fn quiet(plan: &Plan) -> bool {
+    plan.actions.is_empty()
+        && plan.blocked.is_none()
+        && plan.superseded.is_empty()
+        && plan.left_behind.is_empty()
+        && plan.migration.is_none()
+}
+
+/// Whether a plan made over a record may stand: it does nothing. Otherwise the pass lists.
+pub fn plan_stands(plan: &Plan) -> bool {
+    quiet(plan)
+}
+
+/// The record's tag on `secret`, if it carries one (the executor removes it first).
+pub fn carries_record(secret: Option<&SecretState>) -> bool {
+    secret.is_some_and(|s| s.tags.contains_key(AUDIT_TAG))
+}
+
+/// A point in `(0, interval]` chosen by a hash of the credential: when the audit after a
+/// missing record comes.
+fn first_share(interval: ChronoDuration, (workspace_id, service_account): (&str, &str)) -> ChronoDuration {
+    let ms = interval.num_milliseconds().max(1) as u64;
+    let mut h = Sha256::new();
+    h.update(b"amg-token-rotator-audit\0");
+    h.update(workspace_id.as_bytes());
+    h.update([0u8]);
+    h.update(service_account.as_bytes());
+    let n = u64::from_be_bytes(h.finalize()[..8].try_into().expect("8 bytes"));
+    ChronoDuration::milliseconds((n % ms + 1) as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::credential::plan::{CredRef, What};
+    use crate::credential::records::Audit;
+    use crate::credential::token::version_id;
+    use crate::model::Role;
+
+    const WS: &str = "g-1234567890";
+
+    fn now() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_780_000_000, 0).unwrap()
+    }
+
+    fn policy() -> Policy {
+        let mut p = crate::credential::token::tests::policy();
+        p.audit_interval = Duration::from_secs(3600);
+        p
+    }
+
+    fn account() -> ServiceAccount {
+        ServiceAccount {
+            id: "7".into(),
+            name: "ci".into(),
+            role: Some(Role::Editor),
+            is_disabled: false,
+        }
+    }
+
+    fn token() -> Token {
+        Token {
+            id: "42".into(),
+            name: "amgrot-ci-20261203T000000Z-0a1b2c3d".into(),
+            created_at: now() - ChronoDuration::days(1),
+            expires_at: Some(now() + ChronoDuration::days(29)),
+            last_used_at: None,
+        }
+    }
+
+    fn vid() -> String {
+        let t = token();
+        version_id(WS, "7", &t.id, &t.name)
+    }
+
+    fn record(next: DateTime<Utc>) -> Audit {
+        let t = token();
+        Audit {
+            version: vid(),
+            token_id: t.id,
+            token_name: t.name,
+            expires_at: t.expires_at.unwrap(),
+            next,
+        }
+    }
+
+    fn secret(stages: &[(&str, &str)], tags: &[(&str, String)]) -> SecretState {
+        let mut versions: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (v, s) in stages {
+            versions.entry(v.to_string()).or_default().push(s.to_string());
+        }
+        SecretState {
+            name: "grafana/ci".into(),
+            arn: "arn:aws:secretsmanager:us-east-1:123456789012:secret:grafana/ci-AbCdEf".into(),
+            versions,
+            tags: tags
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+            last_changed: Some(now() - ChronoDuration::days(1)),
+            ..SecretState::default()
+        }
+    }
+
+    fn recorded(next: DateTime<Utc>) -> SecretState {
+        let v = vid();
+        secret(
+            &[(&v, AWSCURRENT)],
+            &[(AUDIT_TAG, record(next).tag_value().unwrap())],
+        )
+    }
+
+    fn clean_plan() -> Plan {
+        let t = token();
+        let mut p = Plan::empty();
+        p.current = Some(CredRef {
+            what: What::Token,
+            id: t.id,
+            name: t.name,
+            expires_at: t.expires_at,
+        });
+        p
+    }
+
+    #[test]
+    fn a_record_stands_for_the_token_the_label_holds_until_its_audit() {
+        let s = recorded(now() + ChronoDuration::minutes(30));
+        assert_eq!(
+            trusted(&policy(), WS, Some(&account()), Some(&s), now()).map(|t| t.id),
+            Some("42".into())
+        );
+        // The audit has come.
+        let due = recorded(now());
+        assert_eq!(trusted(&policy(), WS, Some(&account()), Some(&due), now()), None);
+        // Audits every pass.
+        let mut every = policy();
+        every.audit_interval = Duration::ZERO;
+        assert_eq!(trusted(&every, WS, Some(&account()), Some(&s), now()), None);
+    }
+
+    #[test]
+    fn a_record_stands_for_nothing_once_the_world_moved() {
+        let next = now() + ChronoDuration::minutes(30);
+        let tag = (AUDIT_TAG, record(next).tag_value().unwrap());
+        let v = vid();
+        let cases = [
+            // AWSCURRENT moved to another version.
+            ("label moved", secret(&[("amgr2-other", AWSCURRENT)], &[tag.clone()])),
+            // A pending version appeared (a rotation under way elsewhere).
+            (
+                "pending",
+                secret(&[(&v, AWSCURRENT), ("amgr2-p", AWSPENDING)], &[tag.clone()]),
+            ),
+            // A verification is backing off.
+            (
+                "backoff",
+                secret(
+                    &[(&v, AWSCURRENT)],
+                    &[
+                        tag.clone(),
+                        (
+                            crate::credential::records::VERIFICATION_TAG,
+                            "failures=1 at=1780000000 status=503".into(),
+                        ),
+                    ],
+                ),
+            ),
+            // A record whose token is not the one the version holds (edited by hand).
+            (
+                "forged",
+                secret(
+                    &[(&v, AWSCURRENT)],
+                    &[(
+                        AUDIT_TAG,
+                        Audit {
+                            token_id: "43".into(),
+                            ..record(next)
+                        }
+                        .tag_value()
+                        .unwrap(),
+                    )],
+                ),
+            ),
+            ("no record", secret(&[(&v, AWSCURRENT)], &[])),
+        ];
+        for (what, s) in cases {
+            assert_eq!(
+                trusted(&policy(), WS, Some(&account()), Some(&s), now()),
+                None,
+                "{what}"
+            );
+        }
+        let s = recorded(next);
+        // The service account was recreated (another ID) or disabled, or is gone.
+        let other = ServiceAccount {
+            id: "8".into(),
+            ..account()
+        };
+        assert_eq!(trusted(&policy(), WS, Some(&other), Some(&s), now()), None);
+        let disabled = ServiceAccount {
+            is_disabled: true,
+            ..account()
+        };
+        assert_eq!(trusted(&policy(), WS, Some(&disabled), Some(&s), now()), None);
+        assert_eq!(trusted(&policy(), WS, None, Some(&s), now()), None);
+    }
+
+    #[test]
+    fn a_clean_listing_is_recorded_and_anything_else_is_not() {
+        let v = vid();
+        let bare = secret(&[(&v, AWSCURRENT)], &[]);
+        let ids = (WS, "ci");
+        let r = to_record(&policy(), ids, &[token()], Some(&bare), &clean_plan(), now()).unwrap();
+        assert_eq!((r.version.as_str(), r.token_id.as_str()), (v.as_str(), "42"));
+        // The first record's audit comes within one interval, at a share chosen by the hash.
+        assert!(r.next > now() && r.next <= now() + ChronoDuration::hours(1), "{r:?}");
+        // Another owned token is alive (superseded, an orphan): no record.
+        let other = Token {
+            id: "41".into(),
+            name: "amgrot-ci-20261101T000000Z-0a1b2c3d".into(),
+            ..token()
+        };
+        assert_eq!(
+            to_record(&policy(), ids, &[other, token()], Some(&bare), &clean_plan(), now()),
+            None
+        );
+        // A foreign token does not matter.
+        let foreign = Token {
+            id: "9".into(),
+            name: "made-by-hand".into(),
+            ..token()
+        };
+        assert!(
+            to_record(&policy(), ids, &[foreign, token()], Some(&bare), &clean_plan(), now())
+                .is_some()
+        );
+        // Something to do: no record.
+        let mut busy = clean_plan();
+        busy.actions.push(crate::credential::plan::Action::CreateSecret);
+        assert_eq!(to_record(&policy(), ids, &[token()], Some(&bare), &busy, now()), None);
+    }
+
+    #[test]
+    fn a_standing_record_is_not_rewritten_and_an_old_one_moves_a_whole_interval() {
+        let ids = (WS, "ci");
+        let standing = recorded(now() + ChronoDuration::minutes(5));
+        assert_eq!(
+            to_record(&policy(), ids, &[token()], Some(&standing), &clean_plan(), now()),
+            None
+        );
+        let old = recorded(now() - ChronoDuration::minutes(5));
+        let r = to_record(&policy(), ids, &[token()], Some(&old), &clean_plan(), now()).unwrap();
+        assert_eq!(r.next, now() + ChronoDuration::hours(1));
+    }
+
+    /// A fleet whose records all went missing together (one rotation) is audited next at
+    /// shares spread over the interval, not all in one pass.
+    #[test]
+    fn first_audits_spread_over_the_interval() {
+        let hour = ChronoDuration::hours(1);
+        let mut buckets = [0usize; 12];
+        for i in 0..1200 {
+            let share = first_share(hour, (WS, &format!("svc-{i}")));
+            assert!(share > ChronoDuration::zero() && share <= hour);
+            buckets[(share.num_milliseconds() * 12 / (hour.num_milliseconds() + 1)) as usize] += 1;
+        }
+        assert!(buckets.iter().all(|n| (60..=140).contains(n)), "{buckets:?}");
+    }
+}
