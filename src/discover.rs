@@ -2,14 +2,14 @@
 //! once per pass and concurrently (`fetch`), and the credentials the targets select from it
 //! (`select`, pure: it reads only the inventory and the configuration).
 //!
-//! One DescribeWorkspace per workspace named by ID and per region, one ListWorkspaces per
-//! region and role that a tag target uses, one ListWorkspaceServiceAccounts per usable
-//! workspace a token target selects. Nothing survives the pass: the next one rebuilds it.
+//! One ListWorkspaces per region and role that a tag target uses or that names more than one
+//! workspace by ID, one DescribeWorkspace per other workspace named by ID (or missing from its
+//! listing), one ListWorkspaceServiceAccounts per usable workspace a token target selects. Nothing survives the pass: the next one rebuilds it.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 
 use crate::aws::connect::Scope;
 use crate::aws::{ApiError, Connector, Services};
@@ -425,39 +425,47 @@ pub async fn fetch(
         }
     }
     let mut inv = Inventory::default();
-    let (describe, list) = workspace_calls(config);
-    enum Fetched {
-        Described(WorkspaceKey, Result<Workspace, ApiError>),
-        Listed(Scope, Result<Vec<Workspace>, ApiError>),
+    let (named, list) = workspace_calls(config);
+    let listed: Vec<_> = futures::stream::iter(list)
+        .map(|scope| {
+            let s = scopes[&scope].clone();
+            async move {
+                let r = s.grafana.list_workspaces().await;
+                (scope, r)
+            }
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+    inv.listings.extend(listed);
+    // A workspace named by ID is read from its scope's listing when there is one; described
+    // when there is none, or the listing failed or does not hold it (so a missing workspace
+    // gets DescribeWorkspace's own answer).
+    let mut describe = Vec::new();
+    for (scope, id) in named {
+        let found = match inv.listings.get(&scope) {
+            Some(Ok(all)) => all.iter().find(|w| w.id == id).cloned(),
+            _ => None,
+        };
+        match found {
+            Some(ws) => {
+                inv.described.insert((scope.0, id), Ok(ws));
+            }
+            None => describe.push((scope, id)),
+        }
     }
-    let jobs = describe
-        .into_iter()
+    let described: Vec<_> = futures::stream::iter(describe)
         .map(|(scope, id)| {
             let s = scopes[&scope].clone();
             async move {
                 let r = s.grafana.describe_workspace(&id).await;
-                Fetched::Described((scope.0, id), r)
+                ((scope.0, id), r)
             }
-            .boxed()
         })
-        .chain(list.into_iter().map(|scope| {
-            let s = scopes[&scope].clone();
-            async move { Fetched::Listed(scope, s.grafana.list_workspaces().await) }.boxed()
-        }));
-    let fetched: Vec<Fetched> = futures::stream::iter(jobs)
         .buffer_unordered(concurrency)
         .collect()
         .await;
-    for f in fetched {
-        match f {
-            Fetched::Described(key, r) => {
-                inv.described.insert(key, r);
-            }
-            Fetched::Listed(scope, r) => {
-                inv.listings.insert(scope, r);
-            }
-        }
-    }
+    inv.described.extend(described);
     let wanted = account_calls(config, &inv);
     let fetched: Vec<_> = futures::stream::iter(wanted)
         .map(|(scope, id)| {
@@ -474,30 +482,43 @@ pub async fn fetch(
     (inv, scopes)
 }
 
-/// The describes (scope, workspace ID) and listings (scope) the targets need, each once.
+/// The scopes whose workspaces a pass lists (ListWorkspaces), for the IAM policy.
+pub fn listed_scopes(config: &Config) -> BTreeSet<Scope> {
+    workspace_calls(config).1.into_iter().collect()
+}
+
+/// The workspaces named by ID (scope, workspace ID) and the listings (scope) the targets need,
+/// each once. A scope is listed when a tag target needs it, or when it names more than one
+/// workspace: one ListWorkspaces then stands for their DescribeWorkspace calls (a page holds
+/// 100 workspaces; AMG's default quota is 5 per account and region).
 fn workspace_calls(config: &Config) -> (Vec<(Scope, String)>, Vec<Scope>) {
-    let mut describe = Vec::new();
-    let mut list = Vec::new();
+    let mut named = Vec::new();
     let mut seen_ids = BTreeSet::new();
-    let mut seen_scopes = BTreeSet::new();
+    let mut lists = BTreeSet::new();
+    let mut per_scope: BTreeMap<Scope, usize> = BTreeMap::new();
     for target in &config.targets {
         let scope = scope_of(config, target);
         match &target.workspaces {
             WorkspaceSelector::Ids(ids) => {
                 for id in ids {
                     if seen_ids.insert((scope.0.clone(), id.clone())) {
-                        describe.push((scope.clone(), id.clone()));
+                        named.push((scope.clone(), id.clone()));
+                        *per_scope.entry(scope.clone()).or_default() += 1;
                     }
                 }
             }
             WorkspaceSelector::Tags(_) => {
-                if seen_scopes.insert(scope.clone()) {
-                    list.push(scope);
-                }
+                lists.insert(scope);
             }
         }
     }
-    (describe, list)
+    lists.extend(
+        per_scope
+            .into_iter()
+            .filter(|(_, n)| *n > 1)
+            .map(|(scope, _)| scope),
+    );
+    (named, lists.into_iter().collect())
 }
 
 /// The service-account listings the token targets need: each usable workspace they select,

@@ -107,8 +107,9 @@ impl Generated {
 /// this order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Feature {
-    /// `workspace_tags` targets: ListWorkspaces (src/discover.rs).
-    DiscoverWorkspacesByTag,
+    /// `workspace_tags` targets, and a region and role that names several workspaces by ID
+    /// (one listing stands for their describes): ListWorkspaces (src/discover.rs).
+    ListWorkspaces,
     /// `workspace_ids` targets: DescribeWorkspace (src/discover.rs).
     DescribeWorkspacesById,
     /// `service_accounts` targets: list accounts, list/create/delete tokens.
@@ -143,7 +144,7 @@ pub enum Feature {
 impl Feature {
     pub fn sid(self) -> &'static str {
         match self {
-            Feature::DiscoverWorkspacesByTag => "DiscoverWorkspacesByTag",
+            Feature::ListWorkspaces => "ListWorkspaces",
             Feature::DescribeWorkspacesById => "DescribeWorkspacesById",
             Feature::RotateServiceAccountTokens => "RotateServiceAccountTokens",
             Feature::CreateMissingServiceAccounts => "CreateMissingServiceAccounts",
@@ -163,7 +164,7 @@ impl Feature {
 
     pub fn actions(self) -> &'static [&'static str] {
         match self {
-            Feature::DiscoverWorkspacesByTag => &["grafana:ListWorkspaces"],
+            Feature::ListWorkspaces => &["grafana:ListWorkspaces"],
             Feature::DescribeWorkspacesById => &["grafana:DescribeWorkspace"],
             Feature::RotateServiceAccountTokens => &[
                 "grafana:ListWorkspaceServiceAccounts",
@@ -390,8 +391,12 @@ fn target_needs(config: &Config, target: &Target, place: &Place, needs: &mut Nee
     match &target.workspaces {
         WorkspaceSelector::Ids(_) => {
             needs.grant(Feature::DescribeWorkspacesById, workspaces.clone());
+            let scope = crate::discover::scope_of(config, target);
+            if crate::discover::listed_scopes(config).contains(&scope) {
+                needs.grant(Feature::ListWorkspaces, ["*".into()]);
+            }
         }
-        WorkspaceSelector::Tags(_) => needs.grant(Feature::DiscoverWorkspacesByTag, ["*".into()]),
+        WorkspaceSelector::Tags(_) => needs.grant(Feature::ListWorkspaces, ["*".into()]),
     }
     match &target.manages {
         Manages::ServiceAccounts { bootstrap, .. } => {
@@ -706,7 +711,7 @@ mod tests {
     #[test]
     fn tag_targets_list_workspaces_and_reach_every_workspace() {
         let g = own("[[targets]]\nworkspace_tags = { rotator = \"on\" }\nservice_accounts = [\"a\"]\nregion = \"eu-west-1\"\nsecret_name = \"grafana/{workspace_name}/{service_account}\"\n");
-        assert_eq!(statement_of(&g, "DiscoverWorkspacesByTag")["Resource"], "*");
+        assert_eq!(statement_of(&g, "ListWorkspaces")["Resource"], "*");
         assert!(!sids(&g).contains(&"DescribeWorkspacesById".to_owned()));
         assert_eq!(
             statement_of(&g, "RotateServiceAccountTokens")["Resource"],
