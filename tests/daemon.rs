@@ -409,12 +409,15 @@ async fn the_shutdown_timeout_bounds_the_drain_and_the_pending_version_is_resume
     let first = bed.secret_json(&name, "AWSCURRENT").await;
     let sa_id = bed.service_account_id(WS1, "terraform");
     // Due: the daemon's pass at start rotates. Its promotion to AWSCURRENT hangs.
-    assert!(bed.amg.set_token_expiry(
-        WS1,
-        &sa_id,
-        first["tokenId"].as_str().unwrap(),
-        chrono::Utc::now().timestamp() + 600
-    ));
+    assert!(
+        bed.set_token_expiry(
+            WS1,
+            &sa_id,
+            first["tokenId"].as_str().unwrap(),
+            chrono::Utc::now().timestamp() + 600
+        )
+        .await
+    );
     bed.proxy
         .stall("UpdateSecretVersionStage", Duration::from_secs(30));
     // The `once` above promoted too: count only the daemon's calls.

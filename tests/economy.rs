@@ -1,10 +1,13 @@
 //! API economy, smoothing and client-side rate limiting, counted on the emulator's call log and
 //! the Secrets Manager proxy's log (issue 8).
 //!
-//! A healthy pass costs, per workspace, one describe (or its share of one ListWorkspaces) and one
-//! listing of service accounts, and per credential one listing of tokens and one DescribeSecret;
-//! lists page only when a page of the largest size AWS allows (100) cannot hold them. Counts are
-//! exact. Nothing here asserts a duration: the rate-limit test counts throttled answers instead.
+//! A steady pass costs, per workspace, its share of one ListWorkspaces (or one describe, for a
+//! scope that names a single workspace) and one listing of service accounts, and per credential
+//! one DescribeSecret; a credential's tokens are listed only when it is due or audited (every
+//! `audit_interval`, issue 18), and an audit that finds it clean records so on the secret (one
+//! TagResource). Lists page only when a page of the largest size AWS allows (100) cannot hold
+//! them. Counts are exact. Nothing here asserts a duration: the rate-limit test counts
+//! throttled answers instead.
 
 mod support;
 
@@ -100,7 +103,7 @@ service_accounts = ["svc-*"]
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_steady_pass_costs_one_listing_per_workspace_and_two_reads_per_credential() {
+async fn a_steady_pass_costs_one_listing_per_workspace_and_one_read_per_credential() {
     const PER_WS: usize = 4;
     let seed = Seed::new()
         .with_workspace(fleet_workspace(WS1, PER_WS))
@@ -112,12 +115,13 @@ async fn a_steady_pass_costs_one_listing_per_workspace_and_two_reads_per_credent
     let cfg = bed.config(&economy_config());
     let credentials = 3 * PER_WS;
 
-    // First pass: everything minted. Discovery costs the same; one token per credential, and
-    // one more listing of its tokens to read AMG's own creation and expiry times of the new one.
+    // First pass: everything minted. The workspaces named by ID are read from the listing the
+    // tag target needs anyway; one token per credential, and one more listing of its tokens to
+    // read AMG's own creation and expiry times of the new one.
     ok(&bed.once(&cfg).await);
     let first = amg_ops(&bed);
     for (op, n) in [
-        ("DescribeWorkspace", 2),
+        ("DescribeWorkspace", 0),
         ("ListWorkspaces", 1),
         ("ListWorkspaceServiceAccounts", 3),
         ("ListWorkspaceServiceAccountTokens", 2 * credentials),
@@ -130,18 +134,35 @@ async fn a_steady_pass_costs_one_listing_per_workspace_and_two_reads_per_credent
         "{first:?}"
     );
 
+    // Second pass: the first audit. Each credential's tokens are listed once, found clean,
+    // and the audit is recorded on its secret.
     bed.amg.clear_calls();
     bed.proxy.clear_calls();
     ok(&bed.once(&cfg).await);
-
     assert_eq!(
         amg_ops(&bed),
         counts(&[
-            ("DescribeWorkspace", 2),
             ("ListWorkspaces", 1),
             ("ListWorkspaceServiceAccounts", 3),
             ("ListWorkspaceServiceAccountTokens", credentials),
         ]),
+        "AMG calls of the first audit"
+    );
+    assert_eq!(
+        sm_ops(&bed),
+        counts(&[
+            ("DescribeSecret", credentials),
+            ("TagResource", credentials)
+        ]),
+    );
+
+    // Steady: nothing due, nothing audited. No token is listed.
+    bed.amg.clear_calls();
+    bed.proxy.clear_calls();
+    ok(&bed.once(&cfg).await);
+    assert_eq!(
+        amg_ops(&bed),
+        counts(&[("ListWorkspaces", 1), ("ListWorkspaceServiceAccounts", 3)]),
         "AMG calls of a steady pass"
     );
     assert_eq!(
@@ -155,35 +176,165 @@ async fn a_steady_pass_costs_one_listing_per_workspace_and_two_reads_per_credent
         bed.amg.calls()
     );
 
-    // Per workspace and per credential, not only in total.
-    let described = by_target(&bed, "DescribeWorkspace");
-    assert_eq!(
-        described
-            .keys()
-            .map(|(w, _)| w.as_str())
-            .collect::<Vec<_>>(),
-        [WS1, WS2]
-    );
-    assert!(described.values().all(|n| *n == 1), "{described:?}");
+    // Per workspace, not only in total.
     let listed = by_target(&bed, "ListWorkspaceServiceAccounts");
     assert_eq!(
         listed.keys().map(|(w, _)| w.as_str()).collect::<Vec<_>>(),
         [WS1, WS2, WS3]
     );
     assert!(listed.values().all(|n| *n == 1), "{listed:?}");
-    let tokens = by_target(&bed, "ListWorkspaceServiceAccountTokens");
-    let mut expected = Vec::new();
-    for ws in [WS1, WS2, WS3] {
-        for i in 0..PER_WS {
-            expected.push((
-                ws.to_owned(),
-                bed.service_account_id(ws, &format!("svc-{i}")),
-            ));
-        }
+}
+
+/// A scope that names one workspace by ID describes it; one that names several lists them
+/// once (a page holds 100).
+#[tokio::test(flavor = "multi_thread")]
+async fn workspaces_named_by_id_are_described_alone_and_listed_together() {
+    let seed = Seed::new()
+        .with_workspace(fleet_workspace(WS1, 1))
+        .with_workspace(fleet_workspace(WS2, 1))
+        .with_workspace(fleet_workspace(WS3, 1));
+    let bed = Bed::start(seed).await;
+    let one = bed.config(&format!(
+        "[log]\nformat = \"text\"\n\n[[targets]]\nworkspace_ids = [\"{WS1}\"]\nservice_accounts = [\"svc-*\"]\n"
+    ));
+    ok(&bed.once(&one).await);
+    assert_eq!(
+        by_target(&bed, "DescribeWorkspace")
+            .into_keys()
+            .collect::<Vec<_>>(),
+        [(WS1.to_owned(), String::new())]
+    );
+    assert_eq!(bed.count_calls("ListWorkspaces"), 0);
+
+    bed.amg.clear_calls();
+    // Two targets, three workspaces, one of them named twice; and one that does not exist,
+    // which the listing cannot hold and DescribeWorkspace answers for.
+    let several = bed.config(&format!(
+        "[log]\nformat = \"text\"\n\n[[targets]]\nname = \"a\"\nworkspace_ids = [\"{WS1}\", \"{WS2}\"]\nservice_accounts = [\"svc-*\"]\n\n[[targets]]\nname = \"b\"\nworkspace_ids = [\"{WS2}\", \"{WS3}\", \"g-9999999999\"]\nservice_accounts = [\"svc-*\"]\n"
+    ));
+    let run = bed.once(&several).await;
+    assert_eq!(bed.count_calls("ListWorkspaces"), 1);
+    assert_eq!(
+        by_target(&bed, "DescribeWorkspace")
+            .into_keys()
+            .collect::<Vec<_>>(),
+        [("g-9999999999".to_owned(), String::new())]
+    );
+    assert!(
+        run.all_output().contains("g-9999999999"),
+        "the missing workspace is reported: {}",
+        run.all_output()
+    );
+    // The three real workspaces were reconciled from the listing.
+    assert_eq!(
+        by_target(&bed, "ListWorkspaceServiceAccounts").len(),
+        3,
+        "{}",
+        run.all_output()
+    );
+}
+
+/// Calls in proportion to what is due: a steady pass lists no tokens; a pass lists exactly the
+/// credentials whose audit has come, and records each again a whole interval on; a due
+/// credential is listed and rotated, its record removed before anything changes and written
+/// again once an audit finds it clean.
+#[tokio::test(flavor = "multi_thread")]
+async fn tokens_are_listed_only_for_the_audited_and_the_due() {
+    const ACCOUNTS: usize = 6;
+    let bed = Bed::start(Seed::new().with_workspace(fleet_workspace(WS1, ACCOUNTS))).await;
+    let cfg = bed.config(&format!(
+        "[log]\nformat = \"text\"\n\n[defaults]\ngrace_period = \"1s\"\nquiet_period = \"1s\"\n\n[[targets]]\nworkspace_ids = [\"{WS1}\"]\nservice_accounts = [\"svc-*\"]\n"
+    ));
+    let secret = |i: usize| format!("amg-token-rotator/{WS1}/svc-{i}");
+    ok(&bed.once(&cfg).await);
+    ok(&bed.once(&cfg).await);
+    for i in 0..ACCOUNTS {
+        let r = bed.audit_record(&secret(i)).await.expect("audited");
+        let t = bed.tokens(WS1, &format!("svc-{i}"));
+        assert_eq!(t.len(), 1);
+        assert_eq!(
+            (r.token_id.as_str(), r.token_name.as_str()),
+            (t[0].id.as_str(), t[0].name.as_str())
+        );
     }
-    expected.sort();
-    assert_eq!(tokens.keys().cloned().collect::<Vec<_>>(), expected);
-    assert!(tokens.values().all(|n| *n == 1), "{tokens:?}");
+
+    // Steady.
+    bed.amg.clear_calls();
+    bed.proxy.clear_calls();
+    ok(&bed.once(&cfg).await);
+    assert_eq!(bed.count_calls("ListWorkspaceServiceAccountTokens"), 0);
+    assert_eq!(sm_ops(&bed), counts(&[("DescribeSecret", ACCOUNTS)]));
+
+    // The audits of svc-1 and svc-4 come: exactly they are listed, and recorded an interval on.
+    bed.audit_now(&secret(1)).await;
+    bed.audit_now(&secret(4)).await;
+    bed.amg.clear_calls();
+    bed.proxy.clear_calls();
+    let before = chrono::Utc::now();
+    ok(&bed.once(&cfg).await);
+    let listed: Vec<_> = by_target(&bed, "ListWorkspaceServiceAccountTokens")
+        .into_iter()
+        .map(|((_, sa), n)| (sa, n))
+        .collect();
+    let mut audited = vec![
+        (bed.service_account_id(WS1, "svc-1"), 1),
+        (bed.service_account_id(WS1, "svc-4"), 1),
+    ];
+    audited.sort();
+    assert_eq!(listed, audited);
+    assert_eq!(
+        sm_ops(&bed),
+        counts(&[("DescribeSecret", ACCOUNTS), ("TagResource", 2)])
+    );
+    for i in [1, 4] {
+        let next = bed.audit_record(&secret(i)).await.unwrap().next;
+        assert!(next >= before + chrono::Duration::minutes(59), "{next}");
+    }
+
+    // Everything falls due: time brings each token within rotate_before of its expiry (the
+    // records, read from AMG, follow).
+    let now = chrono::Utc::now().timestamp();
+    for i in 0..ACCOUNTS {
+        let sa = format!("svc-{i}");
+        let id = bed.tokens(WS1, &sa)[0].id.clone();
+        assert!(
+            bed.set_token_expiry(WS1, &bed.service_account_id(WS1, &sa), &id, now + 600)
+                .await
+        );
+    }
+    bed.amg.clear_calls();
+    bed.proxy.clear_calls();
+    let run = bed.once(&cfg).await;
+    ok(&run);
+    // Each listed to decide, and once more for AMG's times of the new token.
+    assert_eq!(
+        amg_ops(&bed),
+        counts(&[
+            ("DescribeWorkspace", 1),
+            ("ListWorkspaceServiceAccounts", 1),
+            ("ListWorkspaceServiceAccountTokens", 2 * ACCOUNTS),
+            ("CreateWorkspaceServiceAccountToken", ACCOUNTS),
+        ]),
+        "{}",
+        run.all_output()
+    );
+    let sm = sm_ops(&bed);
+    assert_eq!(sm.get("UntagResource"), Some(&ACCOUNTS), "{sm:?}");
+    for i in 0..ACCOUNTS {
+        assert_eq!(bed.audit_record(&secret(i)).await, None, "svc-{i}");
+    }
+    // The superseded tokens are retired (grace 1s) by a pass that lists; the pass after it
+    // finds each credential clean and records it.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    ok(&bed.once(&cfg).await);
+    for i in 0..ACCOUNTS {
+        assert_eq!(bed.tokens(WS1, &format!("svc-{i}")).len(), 1, "svc-{i}");
+    }
+    ok(&bed.once(&cfg).await);
+    for i in 0..ACCOUNTS {
+        let r = bed.audit_record(&secret(i)).await.expect("audited again");
+        assert_eq!(r.token_id, bed.tokens(WS1, &format!("svc-{i}"))[0].id);
+    }
 }
 
 fn pages(items: usize) -> usize {
@@ -235,6 +386,7 @@ async fn lists_page_only_past_the_largest_page_whatever_the_default_page_size() 
     );
     ok(&bed.once(&cfg).await);
 
+    // The second pass audits every credential: its listings page as the first pass's did.
     bed.amg.clear_calls();
     bed.proxy.clear_calls();
     ok(&bed.once(&cfg).await);
@@ -260,7 +412,11 @@ async fn lists_page_only_past_the_largest_page_whatever_the_default_page_size() 
         Some(&2),
         "{token_pages:?}"
     );
-    assert_eq!(sm_ops(&bed), counts(&[("DescribeSecret", 4)]));
+    // The first audit: recorded on each secret.
+    assert_eq!(
+        sm_ops(&bed),
+        counts(&[("DescribeSecret", 4), ("TagResource", 4)])
+    );
 }
 
 /// What a pass killed after publishing AWSPENDING leaves behind: a new token and a pending

@@ -65,12 +65,15 @@ async fn prometheus_sees_the_expiry_move_and_the_rotation_counter_rise() {
     let sa = bed.service_account_id(WS1, "terraform");
     // At least a second later, so the new token's expiry differs from the first's.
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    assert!(bed.amg.set_token_expiry(
-        WS1,
-        &sa,
-        doc["tokenId"].as_str().unwrap(),
-        chrono::Utc::now().timestamp() + 600
-    ));
+    assert!(
+        bed.set_token_expiry(
+            WS1,
+            &sa,
+            doc["tokenId"].as_str().unwrap(),
+            chrono::Utc::now().timestamp() + 600
+        )
+        .await
+    );
 
     let second = prom
         .value_until(expiry, Duration::from_secs(30), |v| v != first)

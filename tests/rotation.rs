@@ -95,6 +95,20 @@ async fn first_run_publishes_working_keys_and_a_second_pass_changes_nothing() {
         .filter(|c| c.operation.starts_with("Create") || c.operation.starts_with("Delete"))
         .collect();
     assert!(writes.is_empty(), "a healthy pass wrote to AMG: {writes:?}");
+    // Its one write: the record of the audit that found each credential clean (a tag, not a
+    // version). The pass after it only reads.
+    let mut sm = bed.proxy.calls();
+    sm.sort();
+    sm.dedup();
+    assert_eq!(
+        sm,
+        ["DescribeSecret", "TagResource"],
+        "{:?}",
+        bed.proxy.calls()
+    );
+    bed.proxy.clear_calls();
+    let run = bed.once(&cfg).await;
+    assert_eq!(run.code, Some(0), "{}", run.all_output());
     assert!(
         bed.proxy.calls().iter().all(|op| op == "DescribeSecret"),
         "a healthy pass wrote to Secrets Manager: {:?}",
@@ -116,12 +130,15 @@ async fn a_due_token_is_replaced_and_the_old_one_kept_for_grace_then_deleted() {
     let first = bed.secret_json(&name, "AWSCURRENT").await;
     let sa_id = bed.service_account_id(WS1, "terraform");
     // Bring the token within rotate_before of its expiry.
-    assert!(bed.amg.set_token_expiry(
-        WS1,
-        &sa_id,
-        first["tokenId"].as_str().unwrap(),
-        now_epoch() + 600
-    ));
+    assert!(
+        bed.set_token_expiry(
+            WS1,
+            &sa_id,
+            first["tokenId"].as_str().unwrap(),
+            now_epoch() + 600
+        )
+        .await
+    );
 
     let run = bed.once(&cfg).await;
     assert_eq!(run.code, Some(0), "{}", run.all_output());
@@ -165,12 +182,15 @@ async fn recreate_deletes_then_creates_a_token_of_the_same_name() {
     let mark = bed.secret_mark(&name).await;
     assert_eq!(first["tokenName"], format!("amgrot-terraform-{mark}"));
     let sa_id = bed.service_account_id(WS1, "terraform");
-    assert!(bed.amg.set_token_expiry(
-        WS1,
-        &sa_id,
-        first["tokenId"].as_str().unwrap(),
-        now_epoch() + 60
-    ));
+    assert!(
+        bed.set_token_expiry(
+            WS1,
+            &sa_id,
+            first["tokenId"].as_str().unwrap(),
+            now_epoch() + 60
+        )
+        .await
+    );
 
     let run = bed.once(&cfg).await;
     assert_eq!(run.code, Some(0), "{}", run.all_output());
@@ -496,8 +516,8 @@ async fn no_key_appears_in_any_output_even_at_trace() {
     // Force a rotation (and verification, promotion, grace deletion) on the next passes.
     let sa_id = bed.service_account_id(WS1, "ci");
     for t in bed.tokens(WS1, "ci") {
-        bed.amg
-            .set_token_expiry(WS1, &sa_id, &t.id, now_epoch() + 60);
+        bed.set_token_expiry(WS1, &sa_id, &t.id, now_epoch() + 60)
+            .await;
     }
     outputs.push(bed.once(&cfg).await.all_output());
     keys.extend(bed.all_keys());

@@ -132,12 +132,13 @@ async fn a_new_secret_name_leaves_the_old_secrets_live_tokens_alone() {
 
     // Once expired, the left-behind token is useless to anyone, and goes.
     let sa_id = bed.service_account_id(WS, "terraform");
-    bed.amg.set_token_expiry(
+    bed.set_token_expiry(
         WS,
         &sa_id,
         old[0]["tokenId"].as_str().unwrap(),
         chrono::Utc::now().timestamp() - 60,
-    );
+    )
+    .await;
     let run = bed.once(&cfg_b).await;
     assert!(
         run.stdout.contains(&format!(

@@ -368,12 +368,13 @@ async fn verification_failure_leaves_awscurrent_as_it_was() {
     let name = "amg-token-rotator/g-1111111111/terraform";
     let first = bed.secret_json(name, "AWSCURRENT").await;
     let sa_id = bed.service_account_id(WS, "terraform");
-    bed.amg.set_token_expiry(
+    bed.set_token_expiry(
         WS,
         &sa_id,
         first["tokenId"].as_str().unwrap(),
         now_epoch() + 600,
-    );
+    )
+    .await;
 
     // Point verification at a workspace where no key is valid.
     let bad = bed.config(&good.replace("{workspace_id}", "g-ffffffffff"));

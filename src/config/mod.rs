@@ -130,8 +130,9 @@ pub struct Policy {
     pub verify: bool,
     /// Overrides `https://<endpoint>` as the base URL used to verify new tokens.
     pub grafana_url: Option<String>,
-    /// Also prove the *current* API key on every pass, so a key deleted behind the rotator's
-    /// back is replaced at once instead of when due. Off: the current key is sent nowhere.
+    /// Also prove the *current* key on every pass, so a key deleted behind the rotator's back
+    /// is replaced at once instead of when due (API keys) or at the next audit (tokens, on a
+    /// pass that trusts the audit record). Off: the current key is sent nowhere.
     pub liveness_checks: bool,
     pub delete_expired_foreign_tokens: bool,
 }

@@ -128,7 +128,10 @@ pub fn carries_record(secret: Option<&SecretState>) -> bool {
 
 /// A point in `(0, interval]` chosen by a hash of the credential: when the audit after a
 /// missing record comes.
-fn first_share(interval: ChronoDuration, (workspace_id, service_account): (&str, &str)) -> ChronoDuration {
+fn first_share(
+    interval: ChronoDuration,
+    (workspace_id, service_account): (&str, &str),
+) -> ChronoDuration {
     let ms = interval.num_milliseconds().max(1) as u64;
     let mut h = Sha256::new();
     h.update(b"amg-token-rotator-audit\0");
@@ -200,7 +203,10 @@ mod tests {
     fn secret(stages: &[(&str, &str)], tags: &[(&str, String)]) -> SecretState {
         let mut versions: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for (v, s) in stages {
-            versions.entry(v.to_string()).or_default().push(s.to_string());
+            versions
+                .entry(v.to_string())
+                .or_default()
+                .push(s.to_string());
         }
         SecretState {
             name: "grafana/ci".into(),
@@ -244,7 +250,10 @@ mod tests {
         );
         // The audit has come.
         let due = recorded(now());
-        assert_eq!(trusted(&policy(), WS, Some(&account()), Some(&due), now()), None);
+        assert_eq!(
+            trusted(&policy(), WS, Some(&account()), Some(&due), now()),
+            None
+        );
         // Audits every pass.
         let mut every = policy();
         every.audit_interval = Duration::ZERO;
@@ -258,11 +267,17 @@ mod tests {
         let v = vid();
         let cases = [
             // AWSCURRENT moved to another version.
-            ("label moved", secret(&[("amgr2-other", AWSCURRENT)], &[tag.clone()])),
+            (
+                "label moved",
+                secret(&[("amgr2-other", AWSCURRENT)], std::slice::from_ref(&tag)),
+            ),
             // A pending version appeared (a rotation under way elsewhere).
             (
                 "pending",
-                secret(&[(&v, AWSCURRENT), ("amgr2-p", AWSPENDING)], &[tag.clone()]),
+                secret(
+                    &[(&v, AWSCURRENT), ("amgr2-p", AWSPENDING)],
+                    std::slice::from_ref(&tag),
+                ),
             ),
             // A verification is backing off.
             (
@@ -314,7 +329,10 @@ mod tests {
             is_disabled: true,
             ..account()
         };
-        assert_eq!(trusted(&policy(), WS, Some(&disabled), Some(&s), now()), None);
+        assert_eq!(
+            trusted(&policy(), WS, Some(&disabled), Some(&s), now()),
+            None
+        );
         assert_eq!(trusted(&policy(), WS, None, Some(&s), now()), None);
     }
 
@@ -323,10 +341,24 @@ mod tests {
         let v = vid();
         let bare = secret(&[(&v, AWSCURRENT)], &[]);
         let ids = (WS, "ci");
-        let r = to_record(&policy(), ids, &[token()], Some(&bare), &clean_plan(), now()).unwrap();
-        assert_eq!((r.version.as_str(), r.token_id.as_str()), (v.as_str(), "42"));
+        let r = to_record(
+            &policy(),
+            ids,
+            &[token()],
+            Some(&bare),
+            &clean_plan(),
+            now(),
+        )
+        .unwrap();
+        assert_eq!(
+            (r.version.as_str(), r.token_id.as_str()),
+            (v.as_str(), "42")
+        );
         // The first record's audit comes within one interval, at a share chosen by the hash.
-        assert!(r.next > now() && r.next <= now() + ChronoDuration::hours(1), "{r:?}");
+        assert!(
+            r.next > now() && r.next <= now() + ChronoDuration::hours(1),
+            "{r:?}"
+        );
         // Another owned token is alive (superseded, an orphan): no record.
         let other = Token {
             id: "41".into(),
@@ -334,7 +366,14 @@ mod tests {
             ..token()
         };
         assert_eq!(
-            to_record(&policy(), ids, &[other, token()], Some(&bare), &clean_plan(), now()),
+            to_record(
+                &policy(),
+                ids,
+                &[other, token()],
+                Some(&bare),
+                &clean_plan(),
+                now()
+            ),
             None
         );
         // A foreign token does not matter.
@@ -343,14 +382,23 @@ mod tests {
             name: "made-by-hand".into(),
             ..token()
         };
-        assert!(
-            to_record(&policy(), ids, &[foreign, token()], Some(&bare), &clean_plan(), now())
-                .is_some()
-        );
+        assert!(to_record(
+            &policy(),
+            ids,
+            &[foreign, token()],
+            Some(&bare),
+            &clean_plan(),
+            now()
+        )
+        .is_some());
         // Something to do: no record.
         let mut busy = clean_plan();
-        busy.actions.push(crate::credential::plan::Action::CreateSecret);
-        assert_eq!(to_record(&policy(), ids, &[token()], Some(&bare), &busy, now()), None);
+        busy.actions
+            .push(crate::credential::plan::Action::CreateSecret);
+        assert_eq!(
+            to_record(&policy(), ids, &[token()], Some(&bare), &busy, now()),
+            None
+        );
     }
 
     #[test]
@@ -358,7 +406,14 @@ mod tests {
         let ids = (WS, "ci");
         let standing = recorded(now() + ChronoDuration::minutes(5));
         assert_eq!(
-            to_record(&policy(), ids, &[token()], Some(&standing), &clean_plan(), now()),
+            to_record(
+                &policy(),
+                ids,
+                &[token()],
+                Some(&standing),
+                &clean_plan(),
+                now()
+            ),
             None
         );
         let old = recorded(now() - ChronoDuration::minutes(5));
@@ -377,6 +432,9 @@ mod tests {
             assert!(share > ChronoDuration::zero() && share <= hour);
             buckets[(share.num_milliseconds() * 12 / (hour.num_milliseconds() + 1)) as usize] += 1;
         }
-        assert!(buckets.iter().all(|n| (60..=140).contains(n)), "{buckets:?}");
+        assert!(
+            buckets.iter().all(|n| (60..=140).contains(n)),
+            "{buckets:?}"
+        );
     }
 }

@@ -341,8 +341,12 @@ async fn write_record(services: Services<'_>, cred: &Credential, record: &record
         .tag(&cred.secret.name, records::AUDIT_TAG, &value)
         .await
     {
-        Ok(()) => tracing::debug!(workspace = %cred.workspace.id, service_account = %cred.service_account, secret = %cred.secret.name, next_audit = %crate::model::rfc3339(record.next), "audit recorded"),
-        Err(e) => tracing::warn!(workspace = %cred.workspace.id, service_account = %cred.service_account, secret = %cred.secret.name, error = %e, "could not record the audit on the secret; the next pass lists the tokens again"),
+        Ok(()) => {
+            tracing::debug!(workspace = %cred.workspace.id, service_account = %cred.service_account, secret = %cred.secret.name, next_audit = %crate::model::rfc3339(record.next), "audit recorded")
+        }
+        Err(e) => {
+            tracing::warn!(workspace = %cred.workspace.id, service_account = %cred.service_account, secret = %cred.secret.name, error = %e, "could not record the audit on the secret; the next pass lists the tokens again")
+        }
     }
 }
 

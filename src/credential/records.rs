@@ -364,10 +364,7 @@ mod tests {
         assert_eq!(Audit::from_tags(&tags(AUDIT_TAG, &value)), Some(a.clone()));
         // Each field is needed; a damaged one makes the whole record absent.
         for field in ["version=", "token=", "expires=", "next=", "name="] {
-            let without: Vec<&str> = value
-                .split(' ')
-                .filter(|p| !p.starts_with(field))
-                .collect();
+            let without: Vec<&str> = value.split(' ').filter(|p| !p.starts_with(field)).collect();
             assert_eq!(
                 Audit::from_tags(&tags(AUDIT_TAG, &without.join(" "))),
                 None,

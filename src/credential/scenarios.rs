@@ -2204,3 +2204,117 @@ async fn a_migration_adopts_a_service_account_of_that_name() {
     assert_ne!(w.current().version, key.version);
     assert!(w.opens_grafana(&w.current().key));
 }
+
+// ---- audits (issue 18) ----------------------------------------------------------------------
+
+impl World {
+    /// The record of the last clean audit on the secret.
+    fn audit_record(&self) -> Option<super::records::Audit> {
+        super::records::Audit::from_tags(&self.secrets.tags(SECRET))
+    }
+
+    /// As if the credential's audit interval had gone by.
+    async fn audit_now(&self) {
+        let mut record = self.audit_record().expect("an audit record");
+        record.next = self.now - minutes(1);
+        let value = record.tag_value().expect("fits");
+        self.secrets
+            .tag(SECRET, super::records::AUDIT_TAG, &value)
+            .await
+            .expect("tag");
+    }
+
+    fn listings(&self) -> u32 {
+        self.g.inner.calls(ops::LIST_TOKENS)
+    }
+
+    async fn delete_current_token(&self) {
+        let current = self.current();
+        self.grafana
+            .delete_token(WS, &self.sa_id(), &current.id)
+            .await
+            .expect("delete");
+    }
+}
+
+/// Without liveness checks, a token deleted behind the rotator's back is found by the next
+/// audit: until then the record stands for the tokens and nothing is listed.
+#[tokio::test]
+async fn a_token_deleted_by_hand_is_replaced_at_the_next_audit() {
+    let mut w = World::new(Kind::Token);
+    w.seed(0, days(1), &[AWSCURRENT]).await;
+    let r = w.pass().await;
+    assert_eq!(r.status, Status::Ok, "{r:?}");
+    let record = w.audit_record().expect("the clean audit is recorded");
+    assert_eq!(record.token_id, w.current().id);
+    let listed = w.listings();
+
+    w.delete_current_token().await;
+    let r = w.pass().await;
+    assert_eq!(r.status, Status::Ok, "{r:?}");
+    assert_eq!(w.listings(), listed, "a standing record lists nothing");
+    assert_eq!(w.verifier.calls(), vec![], "the current key was sent");
+
+    w.audit_now().await;
+    let r = w.pass().await;
+    assert_eq!(r.status, Status::Changed, "{r:?}");
+    assert!(did(&r, "rotate (missing_token)"), "{:?}", r.done);
+    assert!(w.opens_grafana(&w.current().key));
+    // The rotation removed the record before it began; the next clean audit writes it again.
+    assert_eq!(w.audit_record(), None);
+    w.pass().await;
+    assert_eq!(w.audit_record().map(|r| r.token_id), Some(w.current().id));
+}
+
+/// With liveness checks, a pass that trusts the record still proves the current key to the
+/// workspace's Grafana, so a token deleted by hand is replaced at once.
+#[tokio::test]
+async fn with_liveness_checks_a_token_deleted_by_hand_is_replaced_at_once() {
+    let mut w = World::new(Kind::Token).verifying();
+    w.cred.policy.liveness_checks = true;
+    w.seed(0, days(1), &[AWSCURRENT]).await;
+    w.pass().await;
+    assert!(w.audit_record().is_some());
+    let r = w.pass().await;
+    assert_eq!(r.status, Status::Ok, "{r:?}");
+
+    w.delete_current_token().await;
+    let r = w.pass().await;
+    assert_eq!(r.status, Status::Changed, "{r:?}");
+    assert!(did(&r, "rotate (missing_token)"), "{:?}", r.done);
+    assert!(w.opens_grafana(&w.current().key));
+}
+
+/// A rotation that fails half-way (the publish) has removed the record first: the next pass
+/// lists, finds what the failure left, and does not trust an audit that no longer holds.
+#[tokio::test]
+async fn a_rotation_that_fails_half_way_leaves_no_record() {
+    let mut w = World::new(Kind::Token);
+    w.seed(0, days(1), &[AWSCURRENT]).await;
+    w.pass().await;
+    assert!(w.audit_record().is_some());
+    // Due: the record's expiry says so too, as time would.
+    let mut record = w.audit_record().unwrap();
+    let soon = w.now + days(1);
+    record.expires_at = soon;
+    let sa = w.sa_id();
+    w.grafana
+        .set_token_expiry(WS, &sa, &record.token_id, Some(soon));
+    w.secrets
+        .tag(
+            SECRET,
+            super::records::AUDIT_TAG,
+            &record.tag_value().unwrap(),
+        )
+        .await
+        .unwrap();
+    w.secrets_fail(Fault::new(ops::PUT_SECRET_VALUE, 1, denied()).times(10));
+    let r = w.pass().await;
+    assert_eq!(r.status, Status::Failed, "{r:?}");
+    assert_eq!(w.audit_record(), None);
+    w.heal();
+    let listed = w.listings();
+    let r = w.pass().await;
+    assert!(w.listings() > listed, "the pass after the failure lists");
+    assert_eq!(r.status, Status::Changed, "{r:?}");
+}

@@ -679,8 +679,15 @@ impl KindOps for Tokens {
             CredentialKind::ApiKey { .. } => None,
         };
         if !audit && cred.migrated_from.is_none() {
-            if let Some(plan) =
-                from_record(services, cred, bootstrap, account.as_ref(), secret.as_ref(), now).await
+            if let Some(plan) = from_record(
+                services,
+                cred,
+                bootstrap,
+                account.as_ref(),
+                secret.as_ref(),
+                now,
+            )
+            .await
             {
                 return Ok(Decided {
                     plan,

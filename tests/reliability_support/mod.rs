@@ -524,12 +524,15 @@ pub async fn set_current_expiry(bed: &Bed, cred: &Cred, expires_in: i64) {
         .unwrap_or_else(|| panic!("{} has an AWSCURRENT version", cred.secret));
     let at = now_epoch() + expires_in;
     let ok = match cred.kind {
-        Kind::Token => bed.amg.set_token_expiry(
-            &cred.ws,
-            doc["serviceAccountId"].as_str().unwrap(),
-            doc["tokenId"].as_str().unwrap(),
-            at,
-        ),
+        Kind::Token => {
+            bed.set_token_expiry(
+                &cred.ws,
+                doc["serviceAccountId"].as_str().unwrap(),
+                doc["tokenId"].as_str().unwrap(),
+                at,
+            )
+            .await
+        }
         Kind::ApiKey => {
             let name = doc["keyName"].as_str().unwrap();
             let ok = bed.amg.set_api_key_expiry(&cred.ws, name, at);

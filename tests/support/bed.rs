@@ -187,24 +187,129 @@ impl Bed {
         })
     }
 
+    /// The tags of secret `name`; empty when it does not exist.
+    pub async fn secret_tags(&self, name: &str) -> BTreeMap<String, String> {
+        let Ok(d) = self.sm.describe_secret().secret_id(name).send().await else {
+            return BTreeMap::new();
+        };
+        d.tags()
+            .iter()
+            .filter_map(|t| Some((t.key()?.to_owned(), t.value()?.to_owned())))
+            .collect()
+    }
+
+    /// Writes tag `key` = `value` on secret `name`.
+    pub async fn tag_secret(&self, name: &str, key: &str, value: &str) {
+        self.sm
+            .tag_resource()
+            .secret_id(name)
+            .tags(
+                aws_sdk_secretsmanager::types::Tag::builder()
+                    .key(key)
+                    .value(value)
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("TagResource {name}: {e:?}"));
+    }
+
     /// The verification backoff the rotator recorded on secret `name`, if any.
     pub async fn verification_record(
         &self,
         name: &str,
     ) -> Option<amg_token_rotator::credential::records::VerifyBackoff> {
-        let d = self
-            .sm
-            .describe_secret()
-            .secret_id(name)
-            .send()
+        amg_token_rotator::credential::records::VerifyBackoff::from_tags(
+            &self.secret_tags(name).await,
+        )
+    }
+
+    /// The record of the last clean audit on secret `name`, if any.
+    pub async fn audit_record(
+        &self,
+        name: &str,
+    ) -> Option<amg_token_rotator::credential::records::Audit> {
+        amg_token_rotator::credential::records::Audit::from_tags(&self.secret_tags(name).await)
+    }
+
+    /// Sets a token's expiry in the emulator: what the passing of time does to a token, without
+    /// waiting for it. The rotator's record of its last audit (`records::Audit`), which holds
+    /// the expiry AMG reported, follows: it would have been read from AMG again by the time
+    /// that much time had passed. `false`: no such token.
+    pub async fn set_token_expiry(
+        &self,
+        workspace_id: &str,
+        service_account_id: &str,
+        token_id: &str,
+        expires_at_epoch: i64,
+    ) -> bool {
+        if !self
+            .amg
+            .set_token_expiry(workspace_id, service_account_id, token_id, expires_at_epoch)
+        {
+            return false;
+        }
+        let mut next = None;
+        loop {
+            let page = self
+                .sm
+                .list_secrets()
+                .set_next_token(next)
+                .max_results(100)
+                .send()
+                .await
+                .expect("ListSecrets");
+            for s in page.secret_list() {
+                let name = s.name().unwrap_or_default();
+                let tags = s
+                    .tags()
+                    .iter()
+                    .filter_map(|t| Some((t.key()?.to_owned(), t.value()?.to_owned())))
+                    .collect();
+                let Some(mut record) =
+                    amg_token_rotator::credential::records::Audit::from_tags(&tags)
+                else {
+                    continue;
+                };
+                if record.token_id != token_id {
+                    continue;
+                }
+                record.expires_at = chrono::DateTime::from_timestamp(expires_at_epoch, 0)
+                    .expect("an epoch in range");
+                let value = record
+                    .tag_value()
+                    .expect("a record the rotator wrote fits a tag");
+                self.tag_secret(
+                    name,
+                    amg_token_rotator::credential::records::AUDIT_TAG,
+                    &value,
+                )
+                .await;
+            }
+            next = page.next_token().map(str::to_owned);
+            if next.is_none() {
+                return true;
+            }
+        }
+    }
+
+    /// Makes the next audit of secret `name`'s credential come now, as if its interval had
+    /// gone by.
+    pub async fn audit_now(&self, name: &str) {
+        let mut record = self
+            .audit_record(name)
             .await
-            .ok()?;
-        let tags = d
-            .tags()
-            .iter()
-            .filter_map(|t| Some((t.key()?.to_owned(), t.value()?.to_owned())))
-            .collect();
-        amg_token_rotator::credential::records::VerifyBackoff::from_tags(&tags)
+            .unwrap_or_else(|| panic!("{name} has no audit record"));
+        record.next = chrono::Utc::now() - chrono::Duration::seconds(1);
+        let value = record
+            .tag_value()
+            .expect("a record the rotator wrote fits a tag");
+        self.tag_secret(
+            name,
+            amg_token_rotator::credential::records::AUDIT_TAG,
+            &value,
+        )
+        .await;
     }
 
     /// Moves the verification failure recorded on secret `name` `secs` seconds into the past,
@@ -215,18 +320,12 @@ impl Bed {
             .await
             .unwrap_or_else(|| panic!("{name} has no verification record"));
         record.at -= chrono::Duration::seconds(secs);
-        self.sm
-            .tag_resource()
-            .secret_id(name)
-            .tags(
-                aws_sdk_secretsmanager::types::Tag::builder()
-                    .key(amg_token_rotator::credential::records::VERIFICATION_TAG)
-                    .value(record.tag_value())
-                    .build(),
-            )
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("TagResource {name}: {e:?}"));
+        self.tag_secret(
+            name,
+            amg_token_rotator::credential::records::VERIFICATION_TAG,
+            &record.tag_value(),
+        )
+        .await;
     }
 
     /// The JSON document of the version carrying `stage`.

@@ -317,7 +317,10 @@ mod tests {
             "{p:?}"
         );
         let p = problems(&format!("{MINIMAL}audit_interval = \"often\"\n"));
-        assert!(p.iter().any(|p| p.key == "targets[0].audit_interval"), "{p:?}");
+        assert!(
+            p.iter().any(|p| p.key == "targets[0].audit_interval"),
+            "{p:?}"
+        );
     }
 
     #[test]
