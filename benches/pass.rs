@@ -14,7 +14,11 @@
 //!   the rotator's AMG rate set to R, then to 0.95 R: pass time against AMG calls ÷ R, and
 //!   throttled answers;
 //! - `daemon`: `run` on a minted fleet at the production rates: peak RSS through its start pass,
-//!   idle RSS, and the context switches of every thread over an idle window between passes.
+//!   idle RSS, and the context switches of every thread over an idle window between passes;
+//! - `economy`: the rotator at its defaults (AMG at 10 requests/s, audits every hour) through a
+//!   first pass, its first audit and a steady pass, against the same fleet run as a sequential
+//!   script runs it (one credential at a time, no client-side limit, every credential's tokens
+//!   listed on every pass); calls per pass and per day at a 5-minute schedule.
 //!
 //! Every loop is bounded in count and time; nothing leaves 127.0.0.1.
 
@@ -42,7 +46,8 @@ usage: scripts/bench [options]
   --idle-secs S      the daemon's idle window (default 10)
   --scopes S         the `scopes` scenario: S regions, each with 2 of the workspaces' size,
                      against one region of that size (default 20; 0 skips it)
-  --only LIST        scenarios to run, comma-separated: latency,cap,daemon,scopes (default all)";
+  --only LIST        scenarios to run, comma-separated: latency,cap,daemon,scopes,economy
+                     (default all)";
 
 #[derive(Debug, Clone)]
 struct Opts {
@@ -73,6 +78,7 @@ impl Opts {
                 "cap".into(),
                 "daemon".into(),
                 "scopes".into(),
+                "economy".into(),
             ],
         };
         let mut args = std::env::args().skip(1);
@@ -107,7 +113,7 @@ impl Opts {
         if let Some(bad) = o
             .only
             .iter()
-            .find(|s| !["latency", "cap", "daemon", "scopes"].contains(&s.as_str()))
+            .find(|s| !["latency", "cap", "daemon", "scopes", "economy"].contains(&s.as_str()))
         {
             return Err(format!("--only: unknown scenario {bad}"));
         }
@@ -481,6 +487,98 @@ async fn two_passes(
     (first, steady)
 }
 
+/// Calls in proportion to what is due (issue 18), at the production defaults, against the
+/// sequential peer.
+async fn economy(opts: &Opts) -> Vec<String> {
+    const PASSES_A_DAY: usize = 288; // every 5 minutes, the default schedule
+    const AUDITS_A_DAY: usize = 24; // audit_interval = 1h, the default
+    let n = opts.credentials();
+    println!(
+        "\n== economy: {} workspaces x {} accounts = {n} credentials, {} ms per AMG call; the rotator at its defaults (concurrency {}, AMG 10 requests/s), the peer sequential and unpaced",
+        opts.workspaces, opts.accounts, opts.latency_ms, opts.concurrency
+    );
+    let bed = Bed::start(fleet(opts, latency_faults(opts))).await;
+    let cfg = bed.config(&config(opts, opts.concurrency, false));
+    let production = [("AMG_ROTATOR__AWS__RETRY_BUDGET", "60s")];
+    let first = once(&bed, &cfg, &production).await;
+    let audit = once(&bed, &cfg, &production).await;
+    let steady = once(&bed, &cfg, &production).await;
+    let peer_bed = Bed::start(fleet(opts, latency_faults(opts))).await;
+    let peer_cfg = peer_bed.config(&config(opts, 1, false));
+    let peer_env = env_of(1, "0", "0");
+    let mut peer_env = borrow(&peer_env);
+    peer_env.push(("AMG_ROTATOR__DEFAULTS__AUDIT_INTERVAL", "0s"));
+    let peer_first = once(&peer_bed, &peer_cfg, &peer_env).await;
+    let peer_steady = once(&peer_bed, &peer_cfg, &peer_env).await;
+    let mut problems = Vec::new();
+    for (name, m) in [
+        ("first", &first),
+        ("audit", &audit),
+        ("steady", &steady),
+        ("peer first", &peer_first),
+        ("peer steady", &peer_steady),
+    ] {
+        if m.code != Some(0) || m.failed_lines > 0 {
+            problems.push(format!("economy: the {name} pass exited {:?}", m.code));
+        }
+    }
+    println!(
+        "  {:<12} {:>9} {:>6} {:>6} {:>10}  bound",
+        "pass", "wall", "AMG", "SM", "peak RSS"
+    );
+    for (name, m) in [
+        ("first", &first),
+        ("audit", &audit),
+        ("steady", &steady),
+        ("peer first", &peer_first),
+        ("peer steady", &peer_steady),
+    ] {
+        let bound = if name.starts_with("peer") {
+            format!(
+                "{} AMG calls x {} ms = {:.2} s",
+                m.amg_calls(),
+                opts.latency_ms,
+                m.amg_calls() as f64 * opts.latency_ms as f64 / 1000.0
+            )
+        } else {
+            format!(
+                "{} AMG calls / 10 per s = {:.2} s",
+                m.amg_calls(),
+                m.amg_calls() as f64 / 10.0
+            )
+        };
+        println!(
+            "  {:<12} {:>9} {:>6} {:>6} {:>10}  {bound}",
+            name,
+            secs(m.wall),
+            m.amg_calls(),
+            m.sm_calls(),
+            mib(m.peak_kib)
+        );
+    }
+    println!(
+        "  steady pass: {:.1}x faster than the peer's (goal >= 10x); {:.2} AMG calls per workspace (goal <= 1 plus the due and audited)",
+        peer_steady.wall.as_secs_f64() / steady.wall.as_secs_f64(),
+        steady.amg_calls() as f64 / opts.workspaces as f64
+    );
+    // A day: every pass a steady one, and each credential audited every hour (its listing,
+    // and the record of it).
+    let audit_amg = audit.amg_calls().saturating_sub(steady.amg_calls()) / n.max(1);
+    let audit_sm = audit.sm_calls().saturating_sub(steady.sm_calls()) / n.max(1);
+    let day_amg = PASSES_A_DAY * steady.amg_calls() + AUDITS_A_DAY * n * audit_amg;
+    let day_sm = PASSES_A_DAY * steady.sm_calls() + AUDITS_A_DAY * n * audit_sm;
+    println!(
+        "  a day at a 5-minute schedule: the rotator {day_amg} AMG and {day_sm} Secrets Manager calls; the peer {} and {}",
+        PASSES_A_DAY * peer_steady.amg_calls(),
+        PASSES_A_DAY * peer_steady.sm_calls()
+    );
+    print_calls("first pass", &first);
+    print_calls("first audit", &audit);
+    print_calls("steady pass", &steady);
+    print_calls("peer steady pass", &peer_steady);
+    problems
+}
+
 fn latency_faults(opts: &Opts) -> Faults {
     Faults {
         latency_ms: opts.latency_ms,
@@ -824,6 +922,9 @@ fn main() -> std::process::ExitCode {
         }
         if opts.runs("scopes") && opts.scopes > 1 {
             problems.extend(scopes(&opts).await);
+        }
+        if opts.runs("economy") {
+            problems.extend(economy(&opts).await);
         }
         problems
     });
