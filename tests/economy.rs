@@ -133,6 +133,18 @@ async fn a_steady_pass_costs_one_listing_per_workspace_and_one_read_per_credenti
         !first.keys().any(|op| op.starts_with("Delete")),
         "{first:?}"
     );
+    // Per new credential: a look, the secret made, the promotion recorded, and its first
+    // version written as AWSCURRENT, which needs no label move.
+    assert_eq!(
+        sm_ops(&bed),
+        counts(&[
+            ("DescribeSecret", credentials),
+            ("CreateSecret", credentials),
+            ("TagResource", credentials),
+            ("PutSecretValue", credentials),
+        ]),
+        "Secrets Manager calls of a first run"
+    );
 
     // Second pass: the first audit. Each credential's tokens are listed once, found clean,
     // and the audit is recorded on its secret.

@@ -3,7 +3,8 @@
 //! its own way (mint, delete, render the secret's value) is its `KindOps`.
 //!
 //! Rotate: mint → verify → PutSecretValue as AWSPENDING (a version ID derived from what was
-//! minted) → promote to AWSCURRENT (the old version becomes AWSPREVIOUS) → drop AWSPENDING.
+//! minted) → promote to AWSCURRENT (the old version becomes AWSPREVIOUS) → drop AWSPENDING; a
+//! secret's first version is written as AWSCURRENT at once (it would be anyway).
 //! Recreate: delete → mint the fixed name → verify → PutSecretValue as AWSCURRENT.
 //! Nothing is published before it is proven: a key that fails verification adds no secret
 //! version, is deleted again, and the failure is recorded on the secret (`records.rs`) so the
@@ -320,7 +321,20 @@ async fn rotate(
     }
     failpoint::hit("after_verify");
     let (version, value) = ops.publication(run, &minted)?;
-    let stage = if recreate { AWSCURRENT } else { AWSPENDING };
+    // A secret with no version yet (made by this pass, or empty): its first version is
+    // AWSCURRENT whatever it is written as, so it is written as such, recorded first as any
+    // promotion is, and there is nothing to promote or to clear (no describe, no label moves).
+    let first = !recreate && run.secret.as_ref().is_some_and(|s| s.versions.is_empty());
+    let stage = if recreate || first {
+        AWSCURRENT
+    } else {
+        AWSPENDING
+    };
+    let recorded = if first {
+        Some(record_promotion(run, &version).await)
+    } else {
+        None
+    };
     if let Err(failure) = publish(run.services.secrets, cred, &version, &value, stage).await {
         if failure.may_have_landed {
             // A credential a version may hold is not deleted: if the write landed, the next
@@ -336,6 +350,11 @@ async fn rotate(
     if recreate {
         run.current_version = Some(version);
         failpoint::hit("after_recreate_publish");
+    } else if let Some(at) = recorded {
+        run.current_version = Some(version);
+        run.outcome.promoted = Some(at);
+        failpoint::hit(points.after_pending);
+        failpoint::hit(points.after_promote);
     } else {
         failpoint::hit(points.after_pending);
         promote(run, &version, points.after_promote).await?;
@@ -551,6 +570,27 @@ async fn publish(
     }
 }
 
+/// Records on the secret that `version_id` is promoted now, just before its label moves (see
+/// `records::PROMOTED_TAG`); returns the time recorded. A record that cannot be written is
+/// reported, not fatal.
+async fn record_promotion(run: &Run<'_>, version_id: &str) -> DateTime<Utc> {
+    let cred = run.cred;
+    let name = &cred.secret.name;
+    let record = Promotion {
+        version: version_id.to_owned(),
+        at: Utc::now(),
+    };
+    if let Err(e) = run
+        .services
+        .secrets
+        .tag(name, PROMOTED_TAG, &record.tag_value())
+        .await
+    {
+        tracing::warn!(workspace = %cred.workspace.id, service_account = %cred.service_account, secret = %name, error = %e, "could not record the promotion on the secret; its superseded credential's grace is counted from the secret's LastChangedDate");
+    }
+    record.at
+}
+
 /// Moves AWSCURRENT to `version_id` (from the version it is on, which it then names), then
 /// drops AWSPENDING from it. `crash_point` names the test-only failpoint after the promotion.
 async fn promote(
@@ -571,13 +611,7 @@ async fn promote(
     }
     // The record first: a crash between the two leaves a record of a version that is not
     // current, which counts for nothing, never a promotion that looks older than it is.
-    let record = Promotion {
-        version: version_id.to_owned(),
-        at: Utc::now(),
-    };
-    if let Err(e) = secrets.tag(name, PROMOTED_TAG, &record.tag_value()).await {
-        tracing::warn!(workspace = %cred.workspace.id, service_account = %cred.service_account, secret = %name, error = %e, "could not record the promotion on the secret; its superseded credential's grace is counted from the secret's LastChangedDate");
-    }
+    let at = record_promotion(run, version_id).await;
     if run.current_version.as_deref() != Some(version_id) {
         secrets
             .move_stage(
@@ -590,7 +624,7 @@ async fn promote(
             .map_err(StepError::api("UpdateSecretVersionStage"))?;
     }
     run.current_version = Some(version_id.to_owned());
-    run.outcome.promoted = Some(record.at);
+    run.outcome.promoted = Some(at);
     tracing::info!(workspace = %cred.workspace.id, service_account = %cred.service_account, secret = %name, version_id, "promoted to AWSCURRENT");
     failpoint::hit(crash_point);
     // Tidy only: a label left here is cleared by the next pass.
