@@ -4,7 +4,10 @@
 //!
 //! One ListWorkspaces per region and role that a tag target uses or that names more than one
 //! workspace by ID, one DescribeWorkspace per other workspace named by ID (or missing from its
-//! listing), one ListWorkspaceServiceAccounts per usable workspace a token target selects. Nothing survives the pass: the next one rebuilds it.
+//! listing), one ListWorkspaceServiceAccounts per usable workspace a token target selects by
+//! pattern. A workspace whose token targets all name their service accounts exactly is listed
+//! only when one of its credentials needs it (`Deferred`): a credential whose audit record
+//! stands needs no listing at all. Nothing survives the pass: the next one rebuilds it.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
@@ -12,13 +15,54 @@ use std::fmt;
 use futures::StreamExt;
 
 use crate::aws::connect::Scope;
+use crate::aws::Grafana;
 use crate::aws::{ApiError, Connector, Services};
 use crate::config::{Config, Manages, Target, WorkspaceSelector};
-use crate::credential::CredentialKind;
+use crate::credential::{AccountView, CredentialKind};
 use crate::model::{ServiceAccount, Workspace};
 
 /// A region (`None`: the default) and a workspace ID.
 pub type WorkspaceKey = (Option<String>, String);
+/// A workspace ID in the scope (region and role) it is reached through.
+type WorkspaceAt = (Scope, String);
+
+/// The service accounts of a workspace discovery did not list, because every token target that
+/// selects it names its service accounts exactly: listed on demand, at most once per pass, and
+/// only if a credential needs them (its audit record does not stand, `credential::audit`).
+pub struct Deferred {
+    grafana: std::sync::Arc<dyn Grafana>,
+    workspace_id: String,
+    listed: tokio::sync::OnceCell<Result<Vec<ServiceAccount>, ApiError>>,
+}
+
+impl Deferred {
+    pub fn new(grafana: std::sync::Arc<dyn Grafana>, workspace_id: &str) -> Deferred {
+        Deferred {
+            grafana,
+            workspace_id: workspace_id.to_owned(),
+            listed: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// The service account named `name` (`None`: there is none), listing the workspace's
+    /// service accounts the first time any credential asks.
+    pub async fn account(&self, name: &str) -> Result<Option<ServiceAccount>, ApiError> {
+        let listed = self
+            .listed
+            .get_or_init(|| self.grafana.list_service_accounts(&self.workspace_id))
+            .await;
+        match listed {
+            Ok(list) => Ok(list.iter().find(|a| a.name == name).cloned()),
+            Err(e) => Err(e.clone()),
+        }
+    }
+}
+
+impl fmt::Debug for Deferred {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Deferred({})", self.workspace_id)
+    }
+}
 
 /// What AWS reported, once per pass.
 #[derive(Default)]
@@ -27,8 +71,10 @@ pub struct Inventory {
     pub listings: HashMap<Scope, Result<Vec<Workspace>, ApiError>>,
     /// DescribeWorkspace per workspace a target names by ID.
     pub described: HashMap<WorkspaceKey, Result<Workspace, ApiError>>,
-    /// ListWorkspaceServiceAccounts per usable workspace a token target selects.
+    /// ListWorkspaceServiceAccounts per usable workspace a token target selects by pattern.
     pub accounts: HashMap<WorkspaceKey, Result<Vec<ServiceAccount>, ApiError>>,
+    /// The workspaces whose token targets all name their service accounts exactly.
+    pub deferred: HashMap<WorkspaceKey, std::sync::Arc<Deferred>>,
 }
 
 /// Why a workspace (or a target) could not be examined.
@@ -98,9 +144,9 @@ pub struct Selected {
     pub workspace: Workspace,
     /// The service account's name, or the API key's base name.
     pub name: String,
-    /// The service account (`None`: it does not exist, or the kind has none), or why the
-    /// workspace could not be examined.
-    pub account: Result<Option<ServiceAccount>, Problem>,
+    /// The service account (listed, or to be listed on demand), or why the workspace could not
+    /// be examined.
+    pub account: Result<AccountView, Problem>,
     /// The API key (its base name) this service account's tokens replace, on a workspace that
     /// runs Grafana 12 or later: its secret is the key's (`migration`).
     pub migrated_from: Option<String>,
@@ -294,21 +340,31 @@ fn accounts_in(
     scope: &Scope,
     ws: &Workspace,
     inv: &Inventory,
-) -> Result<Vec<(String, Option<ServiceAccount>)>, Problem> {
+) -> Result<Vec<(String, AccountView)>, Problem> {
     if let CredentialKind::ApiKey { .. } = kind {
         // Keys cannot be listed: each configured key is a credential.
-        return Ok(target.exact_names().map(|n| (n.to_owned(), None)).collect());
+        return Ok(target
+            .exact_names()
+            .map(|n| (n.to_owned(), AccountView::Listed(None)))
+            .collect());
+    }
+    let key = (scope.0.clone(), ws.id.clone());
+    if let (None, Some(d)) = (inv.accounts.get(&key), inv.deferred.get(&key)) {
+        return Ok(target
+            .exact_service_accounts()
+            .map(|n| (n.to_owned(), AccountView::Deferred(d.clone())))
+            .collect());
     }
     let list = listed(scope, ws, inv)?;
-    let mut out: Vec<(String, Option<ServiceAccount>)> = list
+    let mut out: Vec<(String, AccountView)> = list
         .iter()
         .filter(|sa| target.matches_service_account(&sa.name))
-        .map(|sa| (sa.name.clone(), Some(sa.clone())))
+        .map(|sa| (sa.name.clone(), AccountView::Listed(Some(sa.clone()))))
         .collect();
     let present: BTreeSet<String> = out.iter().map(|(n, _)| n.clone()).collect();
     for name in target.exact_service_accounts() {
         if !present.contains(name) {
-            out.push((name.to_owned(), None));
+            out.push((name.to_owned(), AccountView::Listed(None)));
         }
     }
     Ok(out)
@@ -347,9 +403,9 @@ fn migrated(
                 _ => None,
             };
             match (named(&sa), grafanas) {
-                (Some(a), _) => (sa, Ok(Some(a))),
-                (None, Some(a)) => (a.name.clone(), Ok(Some(a))),
-                (None, None) => (sa, Ok(None)),
+                (Some(a), _) => (sa, Ok(AccountView::Listed(Some(a)))),
+                (None, Some(a)) => (a.name.clone(), Ok(AccountView::Listed(Some(a)))),
+                (None, None) => (sa, Ok(AccountView::Listed(None))),
             }
         }
         Err(problem) => (sa, Err(problem)),
@@ -466,7 +522,11 @@ pub async fn fetch(
         .collect()
         .await;
     inv.described.extend(described);
-    let wanted = account_calls(config, &inv);
+    let (wanted, deferred) = account_calls(config, &inv);
+    for (scope, id) in deferred {
+        let d = Deferred::new(scopes[&scope].grafana.clone(), &id);
+        inv.deferred.insert((scope.0, id), std::sync::Arc::new(d));
+    }
     let fetched: Vec<_> = futures::stream::iter(wanted)
         .map(|(scope, id)| {
             let s = scopes[&scope].clone();
@@ -521,11 +581,14 @@ fn workspace_calls(config: &Config) -> (Vec<(Scope, String)>, Vec<Scope>) {
     (named, lists.into_iter().collect())
 }
 
-/// The service-account listings the token targets need: each usable workspace they select,
-/// once per region.
-fn account_calls(config: &Config, inv: &Inventory) -> Vec<(Scope, String)> {
+/// The service-account listings the targets need: each usable workspace a token target selects
+/// by pattern (its accounts are known only from a listing) or where an API key becomes a
+/// service account, once per region; and the workspaces whose token targets all name their
+/// accounts exactly, whose listing is deferred (`Deferred`).
+fn account_calls(config: &Config, inv: &Inventory) -> (Vec<WorkspaceAt>, Vec<WorkspaceAt>) {
     let mut wanted = Vec::new();
     let mut seen = BTreeSet::new();
+    let mut deferred = BTreeSet::new();
     for target in &config.targets {
         let kind = kind_of(target);
         let scope = scope_of(config, target);
@@ -540,10 +603,21 @@ fn account_calls(config: &Config, inv: &Inventory) -> Vec<(Scope, String)> {
                     .exact_names()
                     .any(|key| migration_of(target, &ws, key).is_some()),
             };
-            if lists && seen.insert((scope.0.clone(), ws.id.clone())) {
+            let exact = matches!(kind, CredentialKind::Token { .. })
+                && target.exact_service_accounts().count() == target.service_account_patterns();
+            if !lists {
+                continue;
+            }
+            if exact {
+                deferred.insert((scope.clone(), ws.id));
+            } else if seen.insert((scope.clone(), ws.id.clone())) {
                 wanted.push((scope.clone(), ws.id));
             }
         }
     }
-    wanted
+    let deferred = deferred
+        .into_iter()
+        .filter(|key| !seen.contains(key))
+        .collect();
+    (wanted, deferred)
 }

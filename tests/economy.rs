@@ -89,6 +89,11 @@ concurrency = 4
 [log]
 format = "text"
 
+# The first audit's record sets the next at a hash-chosen share of the interval: a long one
+# keeps every share clear of the few seconds this test takes.
+[defaults]
+audit_interval = "7d"
+
 [[targets]]
 name = "by-id"
 workspace_ids = ["{WS1}", "{WS2}"]
@@ -255,7 +260,7 @@ async fn tokens_are_listed_only_for_the_audited_and_the_due() {
     const ACCOUNTS: usize = 6;
     let bed = Bed::start(Seed::new().with_workspace(fleet_workspace(WS1, ACCOUNTS))).await;
     let cfg = bed.config(&format!(
-        "[log]\nformat = \"text\"\n\n[defaults]\ngrace_period = \"1s\"\nquiet_period = \"1s\"\n\n[[targets]]\nworkspace_ids = [\"{WS1}\"]\nservice_accounts = [\"svc-*\"]\n"
+        "[log]\nformat = \"text\"\n\n[defaults]\ngrace_period = \"1s\"\nquiet_period = \"1s\"\naudit_interval = \"7d\"\n\n[[targets]]\nworkspace_ids = [\"{WS1}\"]\nservice_accounts = [\"svc-*\"]\n"
     ));
     let secret = |i: usize| format!("amg-token-rotator/{WS1}/svc-{i}");
     ok(&bed.once(&cfg).await);
@@ -300,7 +305,11 @@ async fn tokens_are_listed_only_for_the_audited_and_the_due() {
     );
     for i in [1, 4] {
         let next = bed.audit_record(&secret(i)).await.unwrap().next;
-        assert!(next >= before + chrono::Duration::minutes(59), "{next}");
+        // Recorded to the second.
+        assert!(
+            next >= before + chrono::Duration::days(7) - chrono::Duration::seconds(1),
+            "{next}"
+        );
     }
 
     // Everything falls due: time brings each token within rotate_before of its expiry (the
@@ -653,4 +662,75 @@ fn count_throttled(bed: &Bed, operation: &str) -> usize {
             c.operation == operation && c.error_type.as_deref() == Some("ThrottlingException")
         })
         .count()
+}
+
+/// Service accounts named exactly: a workspace whose credentials' records all stand is not even
+/// listed. A credential whose audit comes lists its own workspace's service accounts (once,
+/// however many of its credentials need them) and its tokens.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_workspace_named_accounts_are_listed_only_when_a_credential_needs_them() {
+    let seed = Seed::new()
+        .with_workspace(fleet_workspace(WS1, 3))
+        .with_workspace(fleet_workspace(WS2, 3));
+    let bed = Bed::start(seed).await;
+    let cfg = bed.config(&format!(
+        "[log]\nformat = \"text\"\n\n[defaults]\naudit_interval = \"7d\"\n\n[[targets]]\nworkspace_ids = [\"{WS1}\", \"{WS2}\"]\nservice_accounts = [\"svc-0\", \"svc-1\", \"svc-2\"]\n"
+    ));
+    // First run and first audit: each workspace listed once per pass, for all its credentials.
+    for _ in 0..2 {
+        bed.amg.clear_calls();
+        ok(&bed.once(&cfg).await);
+        let listed = by_target(&bed, "ListWorkspaceServiceAccounts");
+        assert_eq!(
+            listed.values().copied().collect::<Vec<_>>(),
+            [1, 1],
+            "{listed:?}"
+        );
+    }
+    bed.amg.clear_calls();
+    bed.proxy.clear_calls();
+    ok(&bed.once(&cfg).await);
+    assert_eq!(amg_ops(&bed), counts(&[("ListWorkspaces", 1)]), "steady");
+    assert_eq!(sm_ops(&bed), counts(&[("DescribeSecret", 6)]));
+
+    bed.audit_now(&format!("amg-token-rotator/{WS2}/svc-1"))
+        .await;
+    bed.audit_now(&format!("amg-token-rotator/{WS2}/svc-2"))
+        .await;
+    bed.amg.clear_calls();
+    ok(&bed.once(&cfg).await);
+    assert_eq!(
+        by_target(&bed, "ListWorkspaceServiceAccounts"),
+        BTreeMap::from([((WS2.to_owned(), String::new()), 1)])
+    );
+    assert_eq!(bed.count_calls("ListWorkspaceServiceAccountTokens"), 2);
+
+    // A service account deleted by hand: its tokens go with it. The record stands until the
+    // audit, which finds the account missing and reports it.
+    let sa = bed.service_account_id(WS1, "svc-0");
+    bed.grafana_client()
+        .delete_workspace_service_account()
+        .workspace_id(WS1)
+        .service_account_id(&sa)
+        .send()
+        .await
+        .expect("delete the service account");
+    let run = bed.once(&cfg).await;
+    assert!(
+        run.stdout
+            .lines()
+            .any(|l| l.starts_with("ok") && l.contains("svc-0")),
+        "{}",
+        run.stdout
+    );
+    bed.audit_now(&format!("amg-token-rotator/{WS1}/svc-0"))
+        .await;
+    let run = bed.once(&cfg).await;
+    assert!(
+        run.stdout
+            .lines()
+            .any(|l| l.contains("svc-0") && !l.starts_with("ok")),
+        "{}",
+        run.stdout
+    );
 }

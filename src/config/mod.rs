@@ -205,6 +205,14 @@ impl Target {
     }
 
     /// Service accounts named exactly (not by glob): their absence is a problem to report.
+    /// How many service-account names or patterns the target has (0 for API keys).
+    pub fn service_account_patterns(&self) -> usize {
+        match &self.manages {
+            Manages::ServiceAccounts { names, .. } => names.len(),
+            Manages::ApiKeys { .. } => 0,
+        }
+    }
+
     pub fn exact_service_accounts(&self) -> impl Iterator<Item = &str> {
         let names: &[String] = match &self.manages {
             Manages::ServiceAccounts { names, .. } => names,

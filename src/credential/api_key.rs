@@ -29,9 +29,7 @@ use super::{Credential, CredentialKind, StepError};
 use crate::aws::ApiError;
 use crate::config::Policy;
 use crate::failpoint;
-use crate::model::{
-    rfc3339, Key, SecretState, ServiceAccount, AWSCURRENT, AWSPENDING, AWSPREVIOUS,
-};
+use crate::model::{rfc3339, Key, SecretState, AWSCURRENT, AWSPENDING, AWSPREVIOUS};
 
 /// Version IDs of API-key secrets start with this.
 pub const KEY_VERSION_PREFIX: &str = "amgk1-";
@@ -421,7 +419,7 @@ impl KindOps for ApiKeys {
         &self,
         services: Services<'_>,
         cred: &Credential,
-        _account: Option<ServiceAccount>,
+        _account: super::AccountView,
         now: DateTime<Utc>,
         _audit: bool,
     ) -> Result<Decided, StepError> {

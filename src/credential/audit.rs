@@ -30,19 +30,40 @@ use super::records::{Audit, VerifyBackoff, AUDIT_TAG};
 use crate::config::Policy;
 use crate::model::{SecretState, ServiceAccount, Token, AWSCURRENT, AWSPENDING};
 
-/// The token a record stands for, when it may: see the module's rules. `None`: list.
+/// What the pass knows of a credential's service account before it reads the secret.
+#[derive(Debug, Clone, Copy)]
+pub enum Known<'a> {
+    /// Discovery listed the workspace's service accounts: this one, or `None` (missing).
+    Listed(Option<&'a ServiceAccount>),
+    /// Not listed (every target names its accounts exactly): only its name. A record stands
+    /// for its ID too; without one the workspace is listed.
+    Unlisted(&'a str),
+}
+
+/// The token a record stands for, and the service account it is of, when it may: see the
+/// module's rules. `None`: list.
 pub fn trusted(
     policy: &Policy,
     workspace_id: &str,
-    account: Option<&ServiceAccount>,
+    known: Known<'_>,
     secret: Option<&SecretState>,
     now: DateTime<Utc>,
-) -> Option<Token> {
+) -> Option<(Token, ServiceAccount)> {
     if policy.audit_interval.is_zero() {
         return None;
     }
-    let (account, secret) = (account?, secret?);
+    let secret = secret?;
     let record = Audit::from_tags(&secret.tags)?;
+    let account = match known {
+        Known::Listed(account) => account?.clone(),
+        // What a listing said at the audit; a deleted or disabled account is seen at the next.
+        Known::Unlisted(name) => ServiceAccount {
+            id: record.account_id.clone(),
+            name: name.to_owned(),
+            role: None,
+            is_disabled: false,
+        },
+    };
     let token = Token {
         id: record.token_id,
         name: record.token_name,
@@ -52,11 +73,12 @@ pub fn trusted(
     };
     let stands = record.next > now
         && !account.is_disabled
+        && account.id == record.account_id
         && secret.version_with(AWSCURRENT) == Some(record.version.as_str())
         && super::token::holds(&record.version, workspace_id, &account.id, &token)
         && secret.version_with(AWSPENDING).is_none()
         && VerifyBackoff::from_tags(&secret.tags).is_none();
-    stands.then_some(token)
+    stands.then_some((token, account))
 }
 
 /// What a pass that listed the tokens records, when the listing found the credential clean and
@@ -64,6 +86,7 @@ pub fn trusted(
 pub fn to_record(
     policy: &Policy,
     ids: (&str, &str),
+    account: Option<&ServiceAccount>,
     tokens: &[Token],
     secret: Option<&SecretState>,
     plan: &Plan,
@@ -72,7 +95,7 @@ pub fn to_record(
     if policy.audit_interval.is_zero() || !quiet(plan) {
         return None;
     }
-    let secret = secret?;
+    let (secret, account) = (secret?, account?);
     let version = secret.version_with(AWSCURRENT)?;
     let current = plan.current.as_ref()?;
     let expires_at = current.expires_at?;
@@ -93,6 +116,7 @@ pub fn to_record(
     let record = Audit {
         version: version.to_owned(),
         token_id: current.id.clone(),
+        account_id: account.id.clone(),
         token_name: current.name.clone(),
         expires_at,
         next,
@@ -194,6 +218,7 @@ mod tests {
         Audit {
             version: vid(),
             token_id: t.id,
+            account_id: "7".into(),
             token_name: t.name,
             expires_at: t.expires_at.unwrap(),
             next,
@@ -245,19 +270,35 @@ mod tests {
     fn a_record_stands_for_the_token_the_label_holds_until_its_audit() {
         let s = recorded(now() + ChronoDuration::minutes(30));
         assert_eq!(
-            trusted(&policy(), WS, Some(&account()), Some(&s), now()).map(|t| t.id),
+            trusted(
+                &policy(),
+                WS,
+                Known::Listed(Some(&account())),
+                Some(&s),
+                now()
+            )
+            .map(|(t, _)| t.id),
             Some("42".into())
         );
         // The audit has come.
         let due = recorded(now());
         assert_eq!(
-            trusted(&policy(), WS, Some(&account()), Some(&due), now()),
+            trusted(
+                &policy(),
+                WS,
+                Known::Listed(Some(&account())),
+                Some(&due),
+                now()
+            ),
             None
         );
         // Audits every pass.
         let mut every = policy();
         every.audit_interval = Duration::ZERO;
-        assert_eq!(trusted(&every, WS, Some(&account()), Some(&s), now()), None);
+        assert_eq!(
+            trusted(&every, WS, Known::Listed(Some(&account())), Some(&s), now()),
+            None
+        );
     }
 
     #[test]
@@ -313,7 +354,13 @@ mod tests {
         ];
         for (what, s) in cases {
             assert_eq!(
-                trusted(&policy(), WS, Some(&account()), Some(&s), now()),
+                trusted(
+                    &policy(),
+                    WS,
+                    Known::Listed(Some(&account())),
+                    Some(&s),
+                    now()
+                ),
                 None,
                 "{what}"
             );
@@ -324,16 +371,36 @@ mod tests {
             id: "8".into(),
             ..account()
         };
-        assert_eq!(trusted(&policy(), WS, Some(&other), Some(&s), now()), None);
+        assert_eq!(
+            trusted(&policy(), WS, Known::Listed(Some(&other)), Some(&s), now()),
+            None
+        );
         let disabled = ServiceAccount {
             is_disabled: true,
             ..account()
         };
         assert_eq!(
-            trusted(&policy(), WS, Some(&disabled), Some(&s), now()),
+            trusted(
+                &policy(),
+                WS,
+                Known::Listed(Some(&disabled)),
+                Some(&s),
+                now()
+            ),
             None
         );
-        assert_eq!(trusted(&policy(), WS, None, Some(&s), now()), None);
+        assert_eq!(
+            trusted(&policy(), WS, Known::Listed(None), Some(&s), now()),
+            None
+        );
+        // Unlisted: the record stands for the account's ID too.
+        let (_, a) = trusted(&policy(), WS, Known::Unlisted("ci"), Some(&s), now()).unwrap();
+        assert_eq!((a.id.as_str(), a.name.as_str()), ("7", "ci"));
+        let old = recorded(now() - ChronoDuration::minutes(1));
+        assert_eq!(
+            trusted(&policy(), WS, Known::Unlisted("ci"), Some(&old), now()),
+            None
+        );
     }
 
     #[test]
@@ -344,6 +411,7 @@ mod tests {
         let r = to_record(
             &policy(),
             ids,
+            Some(&account()),
             &[token()],
             Some(&bare),
             &clean_plan(),
@@ -369,6 +437,7 @@ mod tests {
             to_record(
                 &policy(),
                 ids,
+                Some(&account()),
                 &[other, token()],
                 Some(&bare),
                 &clean_plan(),
@@ -385,6 +454,7 @@ mod tests {
         assert!(to_record(
             &policy(),
             ids,
+            Some(&account()),
             &[foreign, token()],
             Some(&bare),
             &clean_plan(),
@@ -396,7 +466,15 @@ mod tests {
         busy.actions
             .push(crate::credential::plan::Action::CreateSecret);
         assert_eq!(
-            to_record(&policy(), ids, &[token()], Some(&bare), &busy, now()),
+            to_record(
+                &policy(),
+                ids,
+                Some(&account()),
+                &[token()],
+                Some(&bare),
+                &busy,
+                now()
+            ),
             None
         );
     }
@@ -409,6 +487,7 @@ mod tests {
             to_record(
                 &policy(),
                 ids,
+                Some(&account()),
                 &[token()],
                 Some(&standing),
                 &clean_plan(),
@@ -417,7 +496,16 @@ mod tests {
             None
         );
         let old = recorded(now() - ChronoDuration::minutes(5));
-        let r = to_record(&policy(), ids, &[token()], Some(&old), &clean_plan(), now()).unwrap();
+        let r = to_record(
+            &policy(),
+            ids,
+            Some(&account()),
+            &[token()],
+            Some(&old),
+            &clean_plan(),
+            now(),
+        )
+        .unwrap();
         assert_eq!(r.next, now() + ChronoDuration::hours(1));
     }
 

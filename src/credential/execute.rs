@@ -67,7 +67,7 @@ pub trait KindOps: Send + Sync {
         &self,
         services: Services<'_>,
         cred: &Credential,
-        account: Option<ServiceAccount>,
+        account: super::AccountView,
         now: DateTime<Utc>,
         audit: bool,
     ) -> Result<Decided, StepError>;

@@ -29,6 +29,16 @@ use crate::model::{Role, SecretSpec, ServiceAccount, Workspace};
 use execute::{Decided, KindOps, Services};
 use plan::{Blocker, CredRef, Plan};
 
+/// What discovery found of a credential's service account.
+#[derive(Debug, Clone)]
+pub enum AccountView {
+    /// Listed: this account, or `None` (it does not exist, or the kind has none).
+    Listed(Option<ServiceAccount>),
+    /// Not listed: the workspace's accounts are listed on demand, once per pass, when the
+    /// credential's audit record does not stand for its account (`audit.rs`).
+    Deferred(std::sync::Arc<crate::discover::Deferred>),
+}
+
 /// What a credential rotates: the kinds, as data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CredentialKind {
@@ -252,7 +262,7 @@ impl CredentialReport {
 pub async fn reconcile(
     services: Services<'_>,
     cred: &Credential,
-    account: Result<Option<ServiceAccount>, String>,
+    account: Result<AccountView, String>,
     report: CredentialReport,
     mode: Mode,
 ) -> CredentialReport {
@@ -320,7 +330,13 @@ pub async fn reconcile(
         if let Ok(again) = cred
             .kind
             .ops()
-            .decide(services, cred, decided.account.clone(), Utc::now(), true)
+            .decide(
+                services,
+                cred,
+                AccountView::Listed(decided.account.clone()),
+                Utc::now(),
+                true,
+            )
             .await
         {
             outcome.current = again.plan.current;

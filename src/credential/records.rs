@@ -27,7 +27,7 @@ pub const PROMOTED_TAG: &str = "amg-token-rotator:promoted";
 
 /// What the last audit of a token credential saw, when it was clean (only the current token
 /// left of the rotator's, nothing pending, nothing to retire): `version=VERSION_ID token=ID
-/// expires=EPOCH next=EPOCH name=TOKEN_NAME`. While AWSCURRENT stays on `version` and `next` has
+/// account=SERVICE_ACCOUNT_ID expires=EPOCH next=EPOCH name=TOKEN_NAME`. While AWSCURRENT stays on `version` and `next` has
 /// not come, a pass trusts it instead of listing the tokens (issue 18): the version ID is a hash
 /// of the token's ID and name, so a record can only stand for the token the label holds.
 /// Removed before any step that changes the credential, so a crash mid-rotation never leaves a
@@ -145,8 +145,9 @@ impl Promotion {
 pub struct Audit {
     /// The version AWSCURRENT was on.
     pub version: String,
-    /// The token that version holds: AMG's ID, name and expiry.
+    /// The token that version holds: AMG's ID, name and expiry, and its service account's ID.
     pub token_id: String,
+    pub account_id: String,
     pub token_name: String,
     pub expires_at: DateTime<Utc>,
     /// When the next audit is due.
@@ -156,12 +157,13 @@ pub struct Audit {
 impl Audit {
     pub fn from_tags(tags: &BTreeMap<String, String>) -> Option<Audit> {
         let value = tags.get(AUDIT_TAG)?;
-        let (mut version, mut token_id, mut expires_at, mut next, mut token_name) =
-            (None, None, None, None, None);
+        let (mut version, mut token_id, mut account_id, mut expires_at, mut next, mut token_name) =
+            (None, None, None, None, None, None);
         for part in value.split(' ') {
             match part.split_once('=')? {
                 ("version", v) if !v.is_empty() => version = Some(v.to_owned()),
                 ("token", v) if !v.is_empty() => token_id = Some(v.to_owned()),
+                ("account", v) if !v.is_empty() => account_id = Some(v.to_owned()),
                 ("expires", t) => expires_at = DateTime::from_timestamp(t.parse().ok()?, 0),
                 ("next", t) => next = DateTime::from_timestamp(t.parse().ok()?, 0),
                 ("name", v) if !v.is_empty() => token_name = Some(v.to_owned()),
@@ -171,6 +173,7 @@ impl Audit {
         Some(Audit {
             version: version?,
             token_id: token_id?,
+            account_id: account_id?,
             token_name: token_name?,
             expires_at: expires_at?,
             next: next?,
@@ -186,16 +189,22 @@ impl Audit {
                 && s.chars()
                     .all(|c| c.is_alphanumeric() || "_.:/=+-@".contains(c))
         };
-        if ![&self.version, &self.token_id, &self.token_name]
-            .iter()
-            .all(|s| fits(s))
+        if ![
+            &self.version,
+            &self.token_id,
+            &self.account_id,
+            &self.token_name,
+        ]
+        .iter()
+        .all(|s| fits(s))
         {
             return None;
         }
         let value = format!(
-            "version={} token={} expires={} next={} name={}",
+            "version={} token={} account={} expires={} next={} name={}",
             self.version,
             self.token_id,
+            self.account_id,
             self.expires_at.timestamp(),
             self.next.timestamp(),
             self.token_name
@@ -351,6 +360,7 @@ mod tests {
         Audit {
             version: format!("amgr2-{}", "0".repeat(40)),
             token_id: "17".into(),
+            account_id: "3".into(),
             token_name: "amg-rotator-ci-20261203T010203Z-0a1b2c3d".into(),
             expires_at: at(30 * 86_400),
             next: at(3600),
@@ -363,7 +373,9 @@ mod tests {
         let value = a.tag_value().unwrap();
         assert_eq!(Audit::from_tags(&tags(AUDIT_TAG, &value)), Some(a.clone()));
         // Each field is needed; a damaged one makes the whole record absent.
-        for field in ["version=", "token=", "expires=", "next=", "name="] {
+        for field in [
+            "version=", "token=", "account=", "expires=", "next=", "name=",
+        ] {
             let without: Vec<&str> = value.split(' ').filter(|p| !p.starts_with(field)).collect();
             assert_eq!(
                 Audit::from_tags(&tags(AUDIT_TAG, &without.join(" "))),

@@ -26,7 +26,8 @@ use futures::FutureExt;
 use super::execute::Services;
 use super::records::{self, VerifyBackoff, UNPUBLISHED_KEYS_TAG, VERIFICATION_TAG};
 use super::{
-    api_key, reconcile, token, Credential, CredentialKind, CredentialReport, Mode, Status,
+    api_key, reconcile, token, AccountView, Credential, CredentialKind, CredentialReport, Mode,
+    Status,
 };
 use crate::aws::fake::{
     ops, AccountSeed, Call, Failing, FakeGrafana, FakeSecrets, FakeVerifier, Fault, WorkspaceSeed,
@@ -227,12 +228,13 @@ impl World {
         self.verifier.set_now(self.now);
         self.cred.workspace = self.grafana.workspace(WS).expect("seeded");
         let account = match self.kind {
-            Kind::Token => Ok(self
-                .grafana
-                .service_accounts(WS)
-                .into_iter()
-                .find(|a| a.name == NAME)),
-            Kind::ApiKey => Ok(None),
+            Kind::Token => Ok(AccountView::Listed(
+                self.grafana
+                    .service_accounts(WS)
+                    .into_iter()
+                    .find(|a| a.name == NAME),
+            )),
+            Kind::ApiKey => Ok(AccountView::Listed(None)),
         };
         let report = CredentialReport::new(&self.cred.target, self.cred.kind, WS, NAME);
         let services = Services {

@@ -32,7 +32,7 @@ use super::plan::{
     DeleteReason, LeftBehind, Plan, RoleDrift, RotateReason, What,
 };
 use super::{audit, retire};
-use super::{Credential, CredentialKind, StepError};
+use super::{AccountView, Credential, CredentialKind, StepError};
 use crate::aws::ApiError;
 use crate::config::{Policy, Strategy};
 use crate::failpoint;
@@ -600,19 +600,19 @@ async fn from_record(
     services: Services<'_>,
     cred: &Credential,
     bootstrap: Option<Role>,
-    account: Option<&ServiceAccount>,
+    known: audit::Known<'_>,
     secret: Option<&SecretState>,
     now: DateTime<Utc>,
-) -> Option<Plan> {
+) -> Option<(Plan, ServiceAccount)> {
     let ws = &cred.workspace.id;
-    let token = audit::trusted(&cred.policy, ws, account, secret, now)?;
+    let (token, account) = audit::trusted(&cred.policy, ws, known, secret, now)?;
     let plan = plan(
         &cred.policy,
         bootstrap,
         &Observed {
             workspace_id: ws,
             service_account: &cred.service_account,
-            account,
+            account: Some(&account),
             tokens: std::slice::from_ref(&token),
             secret,
             migrating: false,
@@ -626,7 +626,7 @@ async fn from_record(
     if cred.policy.liveness_checks && !alive(services, cred).await {
         return None;
     }
-    Some(plan)
+    Some((plan, account))
 }
 
 /// The current key as Grafana sees it: `false` only when Grafana refuses it, or it cannot be
@@ -664,7 +664,7 @@ impl KindOps for Tokens {
         &self,
         services: Services<'_>,
         cred: &Credential,
-        account: Option<ServiceAccount>,
+        account: AccountView,
         now: DateTime<Utc>,
         audit: bool,
     ) -> Result<Decided, StepError> {
@@ -678,26 +678,30 @@ impl KindOps for Tokens {
             CredentialKind::Token { bootstrap } => bootstrap,
             CredentialKind::ApiKey { .. } => None,
         };
+        let known = match &account {
+            AccountView::Listed(a) => audit::Known::Listed(a.as_ref()),
+            AccountView::Deferred(_) => audit::Known::Unlisted(&cred.service_account),
+        };
         if !audit && cred.migrated_from.is_none() {
-            if let Some(plan) = from_record(
-                services,
-                cred,
-                bootstrap,
-                account.as_ref(),
-                secret.as_ref(),
-                now,
-            )
-            .await
+            if let Some((plan, account)) =
+                from_record(services, cred, bootstrap, known, secret.as_ref(), now).await
             {
                 return Ok(Decided {
                     plan,
                     secret,
-                    account,
+                    account: Some(account),
                     tokens: None,
                     record: None,
                 });
             }
         }
+        let account = match account {
+            AccountView::Listed(a) => a,
+            AccountView::Deferred(d) => d
+                .account(&cred.service_account)
+                .await
+                .map_err(StepError::api("ListWorkspaceServiceAccounts"))?,
+        };
         let tokens = match &account {
             Some(a) => services
                 .grafana
@@ -734,6 +738,7 @@ impl KindOps for Tokens {
         let record = audit::to_record(
             &cred.policy,
             (ws, &cred.service_account),
+            account.as_ref(),
             &tokens,
             secret.as_ref(),
             &plan,
