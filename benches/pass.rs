@@ -18,7 +18,9 @@
 //! - `economy`: the rotator at its defaults (AMG at 10 requests/s, audits every hour) through a
 //!   first pass, its first audit and a steady pass, against the same fleet run as a sequential
 //!   script runs it (one credential at a time, no client-side limit, every credential's tokens
-//!   listed on every pass); calls per pass and per day at a 5-minute schedule.
+//!   listed on every pass); calls per pass and per day at a 5-minute schedule;
+//! - `scale` (only when asked for): 200, 2,000 and 10,000 credentials with the rate limits
+//!   lifted: the three passes' wall time, calls and peak RSS, and RSS per credential.
 //!
 //! Every loop is bounded in count and time; nothing leaves 127.0.0.1.
 
@@ -46,8 +48,10 @@ usage: scripts/bench [options]
   --idle-secs S      the daemon's idle window (default 10)
   --scopes S         the `scopes` scenario: S regions, each with 2 of the workspaces' size,
                      against one region of that size (default 20; 0 skips it)
-  --only LIST        scenarios to run, comma-separated: latency,cap,daemon,scopes,economy
-                     (default all)";
+  --scale LIST       the `scale` scenario's fleet sizes in credentials, comma-separated
+                     (default 200,2000,10000; each a multiple of --accounts)
+  --only LIST        scenarios to run, comma-separated: latency,cap,daemon,scopes,economy,
+                     scale (default all but scale)";
 
 #[derive(Debug, Clone)]
 struct Opts {
@@ -59,6 +63,7 @@ struct Opts {
     concurrency: usize,
     idle_secs: u64,
     scopes: usize,
+    scale: Vec<usize>,
     only: Vec<String>,
 }
 
@@ -73,6 +78,7 @@ impl Opts {
             concurrency: 8,
             idle_secs: 10,
             scopes: 20,
+            scale: vec![200, 2000, 10_000],
             only: vec![
                 "latency".into(),
                 "cap".into(),
@@ -107,14 +113,18 @@ impl Opts {
                 "--idle-secs" => o.idle_secs = num(&v)?.clamp(1, 600),
                 "--scopes" => o.scopes = num(&v)?.min(REGIONS.len() as u64) as usize,
                 "--only" => o.only = v.split(',').map(|s| s.trim().to_owned()).collect(),
+                "--scale" => {
+                    o.scale = v
+                        .split(',')
+                        .map(|s| num(s.trim()).map(|n| n.clamp(1, 50_000) as usize))
+                        .collect::<Result<_, _>>()?
+                }
                 _ => return Err(format!("unknown option {a}")),
             }
         }
-        if let Some(bad) = o
-            .only
-            .iter()
-            .find(|s| !["latency", "cap", "daemon", "scopes", "economy"].contains(&s.as_str()))
-        {
+        if let Some(bad) = o.only.iter().find(|s| {
+            !["latency", "cap", "daemon", "scopes", "economy", "scale"].contains(&s.as_str())
+        }) {
             return Err(format!("--only: unknown scenario {bad}"));
         }
         Ok(o)
@@ -498,11 +508,22 @@ async fn economy(opts: &Opts) -> Vec<String> {
         opts.workspaces, opts.accounts, opts.latency_ms, opts.concurrency
     );
     let bed = Bed::start(fleet(opts, latency_faults(opts))).await;
-    let cfg = bed.config(&config(opts, opts.concurrency, false));
-    let production = [("AMG_ROTATOR__AWS__RETRY_BUDGET", "60s")];
+    // The service accounts by name (`svc-0` .. ): a workspace whose credentials' records all
+    // stand is not listed. The same fleet by pattern (`svc-*`) lists each workspace.
+    let names = (0..opts.accounts)
+        .map(|a| format!("\"svc-{a}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let by_name = config(opts, opts.concurrency, false).replace("\"svc-*\"", &names);
+    let cfg = bed.config(&by_name);
+    let globbed = bed.config(&config(opts, opts.concurrency, false));
+    // The production defaults (the bed lifts the AMG rate for the tests).
+    let production = env_of(opts.concurrency, "10", "40");
+    let production = borrow(&production);
     let first = once(&bed, &cfg, &production).await;
     let audit = once(&bed, &cfg, &production).await;
     let steady = once(&bed, &cfg, &production).await;
+    let steady_globbed = once(&bed, &globbed, &production).await;
     let peer_bed = Bed::start(fleet(opts, latency_faults(opts))).await;
     let peer_cfg = peer_bed.config(&config(opts, 1, false));
     let peer_env = env_of(1, "0", "0");
@@ -511,28 +532,24 @@ async fn economy(opts: &Opts) -> Vec<String> {
     let peer_first = once(&peer_bed, &peer_cfg, &peer_env).await;
     let peer_steady = once(&peer_bed, &peer_cfg, &peer_env).await;
     let mut problems = Vec::new();
-    for (name, m) in [
+    let passes = [
         ("first", &first),
         ("audit", &audit),
         ("steady", &steady),
+        ("steady svc-*", &steady_globbed),
         ("peer first", &peer_first),
         ("peer steady", &peer_steady),
-    ] {
+    ];
+    for (name, m) in passes {
         if m.code != Some(0) || m.failed_lines > 0 {
             problems.push(format!("economy: the {name} pass exited {:?}", m.code));
         }
     }
     println!(
-        "  {:<12} {:>9} {:>6} {:>6} {:>10}  bound",
+        "  {:<13} {:>9} {:>6} {:>6} {:>10}  bound",
         "pass", "wall", "AMG", "SM", "peak RSS"
     );
-    for (name, m) in [
-        ("first", &first),
-        ("audit", &audit),
-        ("steady", &steady),
-        ("peer first", &peer_first),
-        ("peer steady", &peer_steady),
-    ] {
+    for (name, m) in passes {
         let bound = if name.starts_with("peer") {
             format!(
                 "{} AMG calls x {} ms = {:.2} s",
@@ -548,7 +565,7 @@ async fn economy(opts: &Opts) -> Vec<String> {
             )
         };
         println!(
-            "  {:<12} {:>9} {:>6} {:>6} {:>10}  {bound}",
+            "  {:<13} {:>9} {:>6} {:>6} {:>10}  {bound}",
             name,
             secs(m.wall),
             m.amg_calls(),
@@ -556,26 +573,86 @@ async fn economy(opts: &Opts) -> Vec<String> {
             mib(m.peak_kib)
         );
     }
+    for (name, m) in [("by name", &steady), ("by pattern", &steady_globbed)] {
+        println!(
+            "  steady pass, service accounts {name}: {:.1}x faster than the peer's (goal >= 10x); {:.2} AMG calls per workspace (goal <= 1 plus the due and audited)",
+            peer_steady.wall.as_secs_f64() / m.wall.as_secs_f64(),
+            m.amg_calls() as f64 / opts.workspaces as f64
+        );
+    }
+    // A day: every pass a steady one, each credential audited every hour: its token listing,
+    // the record of it, and (by name) at most its workspace's service-account listing.
+    let count = |m: &Measure, op: &str| m.amg.get(op).copied().unwrap_or(0);
+    let base = steady.amg_calls()
+        - count(&steady, "ListWorkspaceServiceAccountTokens")
+        - count(&steady, "ListWorkspaceServiceAccounts");
+    let audits = AUDITS_A_DAY * n;
     println!(
-        "  steady pass: {:.1}x faster than the peer's (goal >= 10x); {:.2} AMG calls per workspace (goal <= 1 plus the due and audited)",
-        peer_steady.wall.as_secs_f64() / steady.wall.as_secs_f64(),
-        steady.amg_calls() as f64 / opts.workspaces as f64
-    );
-    // A day: every pass a steady one, and each credential audited every hour (its listing,
-    // and the record of it).
-    let audit_amg = audit.amg_calls().saturating_sub(steady.amg_calls()) / n.max(1);
-    let audit_sm = audit.sm_calls().saturating_sub(steady.sm_calls()) / n.max(1);
-    let day_amg = PASSES_A_DAY * steady.amg_calls() + AUDITS_A_DAY * n * audit_amg;
-    let day_sm = PASSES_A_DAY * steady.sm_calls() + AUDITS_A_DAY * n * audit_sm;
-    println!(
-        "  a day at a 5-minute schedule: the rotator {day_amg} AMG and {day_sm} Secrets Manager calls; the peer {} and {}",
+        "  a day at a 5-minute schedule: the rotator (by name) at most {} AMG calls, (by pattern) {}; {} Secrets Manager calls; the peer {} and {}",
+        PASSES_A_DAY * base + 2 * audits,
+        PASSES_A_DAY * (base + opts.workspaces) + audits,
+        PASSES_A_DAY * n + audits,
         PASSES_A_DAY * peer_steady.amg_calls(),
         PASSES_A_DAY * peer_steady.sm_calls()
     );
     print_calls("first pass", &first);
     print_calls("first audit", &audit);
     print_calls("steady pass", &steady);
+    print_calls("steady pass, svc-*", &steady_globbed);
     print_calls("peer steady pass", &peer_steady);
+    problems
+}
+
+/// The passes and the memory as the fleet grows, rates lifted (the engine's figures).
+async fn scale(opts: &Opts) -> Vec<String> {
+    println!(
+        "\n== scale: {} ms per AMG call, concurrency {}, client rate limits off; sizes {:?} credentials ({} accounts per workspace)",
+        opts.latency_ms, opts.concurrency, opts.scale, opts.accounts
+    );
+    println!(
+        "  {:>7} {:<7} {:>9} {:>7} {:>7} {:>10}",
+        "creds", "pass", "wall", "AMG", "SM", "peak RSS"
+    );
+    let mut problems = Vec::new();
+    let mut peaks = Vec::new();
+    for &n in &opts.scale {
+        let sized = Opts {
+            workspaces: n.div_ceil(opts.accounts),
+            ..opts.clone()
+        };
+        let bed = Bed::start(fleet(&sized, latency_faults(&sized))).await;
+        let cfg = bed.config(&config(&sized, opts.concurrency, false));
+        let env = env_of(opts.concurrency, "0", "0");
+        let env = borrow(&env);
+        let mut peak = 0;
+        for name in ["first", "audit", "steady"] {
+            let m = once(&bed, &cfg, &env).await;
+            if m.code != Some(0) || m.failed_lines > 0 {
+                problems.push(format!("scale {n}: the {name} pass exited {:?}", m.code));
+            }
+            println!(
+                "  {:>7} {:<7} {:>9} {:>7} {:>7} {:>10}",
+                sized.credentials(),
+                name,
+                secs(m.wall),
+                m.amg_calls(),
+                m.sm_calls(),
+                mib(m.peak_kib)
+            );
+            peak = peak.max(m.peak_kib);
+        }
+        peaks.push((sized.credentials(), peak));
+    }
+    if let Some(&(n0, p0)) = peaks.first() {
+        for &(n, p) in &peaks[1..] {
+            println!(
+                "  peak RSS {} at {n} vs {} at {n0}: {:.2} KiB more per credential (goal < 2 KiB)",
+                mib(p),
+                mib(p0),
+                (p as f64 - p0 as f64) / (n - n0) as f64
+            );
+        }
+    }
     problems
 }
 
@@ -925,6 +1002,9 @@ fn main() -> std::process::ExitCode {
         }
         if opts.runs("economy") {
             problems.extend(economy(&opts).await);
+        }
+        if opts.runs("scale") {
+            problems.extend(scale(&opts).await);
         }
         problems
     });
