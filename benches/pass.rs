@@ -516,13 +516,14 @@ async fn economy(opts: &Opts) -> Vec<String> {
         .join(", ");
     let by_name = config(opts, opts.concurrency, false).replace("\"svc-*\"", &names);
     let cfg = bed.config(&by_name);
-    let globbed = bed.config(&config(opts, opts.concurrency, false));
     // The production defaults (the bed lifts the AMG rate for the tests).
     let production = env_of(opts.concurrency, "10", "40");
     let production = borrow(&production);
     let first = once(&bed, &cfg, &production).await;
     let audit = once(&bed, &cfg, &production).await;
     let steady = once(&bed, &cfg, &production).await;
+    // One configuration file per bed: the pattern's replaces the names'.
+    let globbed = bed.config(&config(opts, opts.concurrency, false));
     let steady_globbed = once(&bed, &globbed, &production).await;
     let peer_bed = Bed::start(fleet(opts, latency_faults(opts))).await;
     let peer_cfg = peer_bed.config(&config(opts, 1, false));

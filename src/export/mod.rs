@@ -32,6 +32,10 @@ pub async fn export(
     if let Some(emf) = &settings.emf {
         out.emf_lines = emf::lines(emf, &metrics.credential_values(), now);
     }
+    // The text exposition is about 5 KiB a credential: made only for an exporter that sends it.
+    if settings.pushgateway.is_none() && settings.textfile.is_none() {
+        return out;
+    }
     let text = metrics.render();
     if let Some(push) = &settings.pushgateway {
         match pushgateway::push(push, &text).await {
