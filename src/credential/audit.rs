@@ -254,6 +254,17 @@ mod tests {
         )
     }
 
+    /// What `trusted` makes of `s` for the listed `account()`, now.
+    fn trust(s: &SecretState) -> Option<(Token, ServiceAccount)> {
+        trusted(
+            &policy(),
+            WS,
+            Known::Listed(Some(&account())),
+            Some(s),
+            now(),
+        )
+    }
+
     fn clean_plan() -> Plan {
         let t = token();
         let mut p = Plan::empty();
@@ -269,29 +280,10 @@ mod tests {
     #[test]
     fn a_record_stands_for_the_token_the_label_holds_until_its_audit() {
         let s = recorded(now() + ChronoDuration::minutes(30));
-        assert_eq!(
-            trusted(
-                &policy(),
-                WS,
-                Known::Listed(Some(&account())),
-                Some(&s),
-                now()
-            )
-            .map(|(t, _)| t.id),
-            Some("42".into())
-        );
+        assert_eq!(trust(&s).map(|(t, _)| t.id), Some("42".into()));
         // The audit has come.
         let due = recorded(now());
-        assert_eq!(
-            trusted(
-                &policy(),
-                WS,
-                Known::Listed(Some(&account())),
-                Some(&due),
-                now()
-            ),
-            None
-        );
+        assert_eq!(trust(&due), None);
         // Audits every pass.
         let mut every = policy();
         every.audit_interval = Duration::ZERO;
@@ -353,17 +345,7 @@ mod tests {
             ("no record", secret(&[(&v, AWSCURRENT)], &[])),
         ];
         for (what, s) in cases {
-            assert_eq!(
-                trusted(
-                    &policy(),
-                    WS,
-                    Known::Listed(Some(&account())),
-                    Some(&s),
-                    now()
-                ),
-                None,
-                "{what}"
-            );
+            assert_eq!(trust(&s), None, "{what}");
         }
         let s = recorded(next);
         // The service account was recreated (another ID) or disabled, or is gone.

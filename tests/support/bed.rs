@@ -276,15 +276,7 @@ impl Bed {
                 }
                 record.expires_at = chrono::DateTime::from_timestamp(expires_at_epoch, 0)
                     .expect("an epoch in range");
-                let value = record
-                    .tag_value()
-                    .expect("a record the rotator wrote fits a tag");
-                self.tag_secret(
-                    name,
-                    amg_token_rotator::credential::records::AUDIT_TAG,
-                    &value,
-                )
-                .await;
+                self.write_audit_record(name, &record).await;
             }
             next = page.next_token().map(str::to_owned);
             if next.is_none() {
@@ -301,6 +293,14 @@ impl Bed {
             .await
             .unwrap_or_else(|| panic!("{name} has no audit record"));
         record.next = chrono::Utc::now() - chrono::Duration::seconds(1);
+        self.write_audit_record(name, &record).await;
+    }
+
+    async fn write_audit_record(
+        &self,
+        name: &str,
+        record: &amg_token_rotator::credential::records::Audit,
+    ) {
         let value = record
             .tag_value()
             .expect("a record the rotator wrote fits a tag");
