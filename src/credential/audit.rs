@@ -40,15 +40,15 @@ pub enum Known<'a> {
     Unlisted(&'a str),
 }
 
-/// The token a record stands for, and the service account it is of, when it may: see the
-/// module's rules. `None`: list.
+/// The token a record stands for, and the service account it is of, and the account's tokens
+/// by state as the audit saw them, when it may: see the module's rules. `None`: list.
 pub fn trusted(
     policy: &Policy,
     workspace_id: &str,
     known: Known<'_>,
     secret: Option<&SecretState>,
     now: DateTime<Utc>,
-) -> Option<(Token, ServiceAccount)> {
+) -> Option<(Token, ServiceAccount, [usize; 3])> {
     if policy.audit_interval.is_zero() {
         return None;
     }
@@ -78,7 +78,7 @@ pub fn trusted(
         && super::token::holds(&record.version, workspace_id, &account.id, &token)
         && secret.version_with(AWSPENDING).is_none()
         && VerifyBackoff::from_tags(&secret.tags).is_none();
-    stands.then_some((token, account))
+    stands.then_some((token, account, record.held))
 }
 
 /// What a pass that listed the tokens records, when the listing found the credential clean and
@@ -120,15 +120,24 @@ pub fn to_record(
         token_name: current.name.clone(),
         expires_at,
         next,
+        held: held(tokens, now),
     };
     let unchanged = before.is_some_and(|b| {
         b.next > now
             && Audit {
                 next: b.next,
+                held: b.held,
                 ..record.clone()
             } == b
     });
     (!unchanged).then_some(record)
+}
+
+/// A service account's tokens by state: valid, expired, with no expiry (the quota metrics).
+pub fn held(tokens: &[Token], now: DateTime<Utc>) -> [usize; 3] {
+    let expired = tokens.iter().filter(|t| t.expired(now)).count();
+    let unknown = tokens.iter().filter(|t| t.expires_at.is_none()).count();
+    [tokens.len() - expired - unknown, expired, unknown]
 }
 
 /// A plan with nothing to do, wait for or report.
@@ -222,6 +231,7 @@ mod tests {
             token_name: t.name,
             expires_at: t.expires_at.unwrap(),
             next,
+            held: [1, 0, 0],
         }
     }
 
@@ -255,7 +265,7 @@ mod tests {
     }
 
     /// What `trusted` makes of `s` for the listed `account()`, now.
-    fn trust(s: &SecretState) -> Option<(Token, ServiceAccount)> {
+    fn trust(s: &SecretState) -> Option<(Token, ServiceAccount, [usize; 3])> {
         trusted(
             &policy(),
             WS,
@@ -280,7 +290,7 @@ mod tests {
     #[test]
     fn a_record_stands_for_the_token_the_label_holds_until_its_audit() {
         let s = recorded(now() + ChronoDuration::minutes(30));
-        assert_eq!(trust(&s).map(|(t, _)| t.id), Some("42".into()));
+        assert_eq!(trust(&s).map(|(t, _, _)| t.id), Some("42".into()));
         // The audit has come.
         let due = recorded(now());
         assert_eq!(trust(&due), None);
@@ -376,7 +386,8 @@ mod tests {
             None
         );
         // Unlisted: the record stands for the account's ID too.
-        let (_, a) = trusted(&policy(), WS, Known::Unlisted("ci"), Some(&s), now()).unwrap();
+        let (_, a, held) = trusted(&policy(), WS, Known::Unlisted("ci"), Some(&s), now()).unwrap();
+        assert_eq!(held, [1, 0, 0]);
         assert_eq!((a.id.as_str(), a.name.as_str()), ("7", "ci"));
         let old = recorded(now() - ChronoDuration::minutes(1));
         assert_eq!(

@@ -50,9 +50,10 @@ pub struct Decided {
     pub secret: Option<SecretState>,
     /// The service account, when the kind has one and it exists.
     pub account: Option<ServiceAccount>,
-    /// The service account's tokens, when this pass listed them (quota metrics); `None` also
-    /// when the record of the last audit stood for them (`audit.rs`).
-    pub tokens: Option<Vec<crate::model::Token>>,
+    /// The service account's tokens by state (valid, expired, no expiry) for the quota metrics:
+    /// as this pass listed them, or as the last audit did when its record stood for them
+    /// (`audit.rs`); `None` for a kind without a listing.
+    pub tokens: Option<[usize; 3]>,
     /// The record of a clean audit this pass should write on the secret.
     pub record: Option<super::records::Audit>,
 }

@@ -282,7 +282,7 @@ pub async fn reconcile(
         Ok(d) => d,
         Err(e) => return failed(services, report, &labels, Stage::Discover, e.to_string()),
     };
-    observe(services, cred, &decided, mode, now);
+    observe(services, cred, &decided, mode);
     let mut report = report;
     let plan = &decided.plan;
     report.expires_at = plan.current.as_ref().and_then(|c| c.expires_at);
@@ -367,18 +367,12 @@ async fn write_record(services: Services<'_>, cred: &Credential, record: &record
 }
 
 /// The metrics and logs of what was observed: tokens by state, role drift, left-behind tokens.
-fn observe(services: Services<'_>, cred: &Credential, d: &Decided, mode: Mode, now: DateTime<Utc>) {
+fn observe(services: Services<'_>, cred: &Credential, d: &Decided, mode: Mode) {
     let labels = cred.labels();
     let (ws, name) = (&cred.workspace.id, &cred.service_account);
     let apply = mode == Mode::Apply;
-    if let (Some(tokens), true) = (&d.tokens, apply) {
-        let expired = tokens.iter().filter(|t| t.expired(now)).count();
-        let unknown = tokens.iter().filter(|t| t.expires_at.is_none()).count();
-        services.metrics.set_tokens(
-            ws,
-            name,
-            [tokens.len() - expired - unknown, expired, unknown],
-        );
+    if let (Some(by_state), true) = (d.tokens, apply) {
+        services.metrics.set_tokens(ws, name, by_state);
     }
     if let CredentialKind::Token {
         bootstrap: Some(declared),

@@ -27,7 +27,8 @@ pub const PROMOTED_TAG: &str = "amg-token-rotator:promoted";
 
 /// What the last audit of a token credential saw, when it was clean (only the current token
 /// left of the rotator's, nothing pending, nothing to retire): `version=VERSION_ID token=ID
-/// account=SERVICE_ACCOUNT_ID expires=EPOCH next=EPOCH name=TOKEN_NAME`. While AWSCURRENT stays on `version` and `next` has
+/// account=SERVICE_ACCOUNT_ID expires=EPOCH next=EPOCH held=ACTIVE.EXPIRED.NO_EXPIRY
+/// name=TOKEN_NAME` (`held`: the account's tokens by state, for the quota metrics). While AWSCURRENT stays on `version` and `next` has
 /// not come, a pass trusts it instead of listing the tokens (issue 18): the version ID is a hash
 /// of the token's ID and name, so a record can only stand for the token the label holds.
 /// Removed before any step that changes the credential, so a crash mid-rotation never leaves a
@@ -152,6 +153,8 @@ pub struct Audit {
     pub expires_at: DateTime<Utc>,
     /// When the next audit is due.
     pub next: DateTime<Utc>,
+    /// The service account's tokens the audit saw: active, expired, with no expiry.
+    pub held: [usize; 3],
 }
 
 impl Audit {
@@ -159,6 +162,7 @@ impl Audit {
         let value = tags.get(AUDIT_TAG)?;
         let (mut version, mut token_id, mut account_id, mut expires_at, mut next, mut token_name) =
             (None, None, None, None, None, None);
+        let mut held = None;
         for part in value.split(' ') {
             match part.split_once('=')? {
                 ("version", v) if !v.is_empty() => version = Some(v.to_owned()),
@@ -167,6 +171,13 @@ impl Audit {
                 ("expires", t) => expires_at = DateTime::from_timestamp(t.parse().ok()?, 0),
                 ("next", t) => next = DateTime::from_timestamp(t.parse().ok()?, 0),
                 ("name", v) if !v.is_empty() => token_name = Some(v.to_owned()),
+                ("held", v) => {
+                    let n: Vec<usize> = v
+                        .split('.')
+                        .map(|n| n.parse().ok())
+                        .collect::<Option<_>>()?;
+                    held = <[usize; 3]>::try_from(n).ok();
+                }
                 _ => {}
             }
         }
@@ -177,6 +188,7 @@ impl Audit {
             token_name: token_name?,
             expires_at: expires_at?,
             next: next?,
+            held: held?,
         })
     }
 
@@ -201,12 +213,15 @@ impl Audit {
             return None;
         }
         let value = format!(
-            "version={} token={} account={} expires={} next={} name={}",
+            "version={} token={} account={} expires={} next={} held={}.{}.{} name={}",
             self.version,
             self.token_id,
             self.account_id,
             self.expires_at.timestamp(),
             self.next.timestamp(),
+            self.held[0],
+            self.held[1],
+            self.held[2],
             self.token_name
         );
         (value.chars().count() <= 256).then_some(value)
@@ -364,6 +379,7 @@ mod tests {
             token_name: "amg-rotator-ci-20261203T010203Z-0a1b2c3d".into(),
             expires_at: at(30 * 86_400),
             next: at(3600),
+            held: [2, 1, 0],
         }
     }
 
@@ -374,7 +390,7 @@ mod tests {
         assert_eq!(Audit::from_tags(&tags(AUDIT_TAG, &value)), Some(a.clone()));
         // Each field is needed; a damaged one makes the whole record absent.
         for field in [
-            "version=", "token=", "account=", "expires=", "next=", "name=",
+            "version=", "token=", "account=", "expires=", "next=", "held=", "name=",
         ] {
             let without: Vec<&str> = value.split(' ').filter(|p| !p.starts_with(field)).collect();
             assert_eq!(
@@ -383,7 +399,12 @@ mod tests {
                 "{field}"
             );
         }
-        for v in ["", "junk", &value.replace("expires=", "expires=x")] {
+        for v in [
+            "",
+            "junk",
+            &value.replace("expires=", "expires=x"),
+            &value.replace("held=2.1.0", "held=2.1"),
+        ] {
             assert_eq!(Audit::from_tags(&tags(AUDIT_TAG, v)), None, "{v}");
         }
     }

@@ -2320,3 +2320,33 @@ async fn a_rotation_that_fails_half_way_leaves_no_record() {
     assert!(w.listings() > listed, "the pass after the failure lists");
     assert_eq!(r.status, Status::Changed, "{r:?}");
 }
+
+/// A pass that trusts the record still reports the service account's tokens, as the audit saw
+/// them: a fresh process (a `once` that pushes its metrics) shows the quota gauge without
+/// listing anything.
+#[tokio::test]
+async fn a_pass_that_trusts_the_record_reports_the_audits_token_counts() {
+    let mut w = World::new(Kind::Token);
+    w.seed(0, days(1), &[AWSCURRENT]).await;
+    // A token made by hand, which the audit counts.
+    let sa = w.sa_id();
+    w.grafana
+        .create_token(WS, &sa, "made-by-hand", TTL, w.now)
+        .await
+        .expect("create");
+    w.pass().await;
+    assert!(w.audit_record().is_some());
+    w.metrics = Metrics::new();
+    let listed = w.listings();
+    let r = w.pass().await;
+    assert_eq!(r.status, Status::Ok, "{r:?}");
+    assert_eq!(w.listings(), listed, "the record stood");
+    assert_eq!(
+        w.metric("service_account_tokens", &[("state", "active")]),
+        Some(2.0)
+    );
+    assert_eq!(
+        w.metric("service_account_tokens", &[("state", "expired")]),
+        Some(0.0)
+    );
+}

@@ -603,9 +603,9 @@ async fn from_record(
     known: audit::Known<'_>,
     secret: Option<&SecretState>,
     now: DateTime<Utc>,
-) -> Option<(Plan, ServiceAccount)> {
+) -> Option<(Plan, ServiceAccount, [usize; 3])> {
     let ws = &cred.workspace.id;
-    let (token, account) = audit::trusted(&cred.policy, ws, known, secret, now)?;
+    let (token, account, held) = audit::trusted(&cred.policy, ws, known, secret, now)?;
     let plan = plan(
         &cred.policy,
         bootstrap,
@@ -626,7 +626,7 @@ async fn from_record(
     if cred.policy.liveness_checks && !alive(services, cred).await {
         return None;
     }
-    Some((plan, account))
+    Some((plan, account, held))
 }
 
 /// The current key as Grafana sees it: `false` only when Grafana refuses it, or it cannot be
@@ -683,14 +683,14 @@ impl KindOps for Tokens {
             AccountView::Deferred(_) => audit::Known::Unlisted(&cred.service_account),
         };
         if !audit && cred.migrated_from.is_none() {
-            if let Some((plan, account)) =
+            if let Some((plan, account, held)) =
                 from_record(services, cred, bootstrap, known, secret.as_ref(), now).await
             {
                 return Ok(Decided {
                     plan,
                     secret,
                     account: Some(account),
-                    tokens: None,
+                    tokens: Some(held),
                     record: None,
                 });
             }
@@ -748,7 +748,7 @@ impl KindOps for Tokens {
             plan,
             secret,
             account,
-            tokens: Some(tokens),
+            tokens: Some(audit::held(&tokens, now)),
             record,
         })
     }
