@@ -276,8 +276,10 @@ async fn scopes(opts: &Opts) -> Vec<String> {
         let bed = Bed::start(fleet(&fleet_opts, latency_faults(opts))).await;
         let cfg = bed.config(&scoped_config(s, PER_SCOPE));
         let first = once(&bed, &cfg, &env).await;
+        // The second pass is the first audit (every credential's tokens listed and recorded).
+        let audit = once(&bed, &cfg, &env).await;
         let steady = once(&bed, &cfg, &env).await;
-        for (name, m) in [("first", &first), ("steady", &steady)] {
+        for (name, m) in [("first", &first), ("audit", &audit), ("steady", &steady)] {
             println!(
                 "  {:<8} {:>8} {:>12} {:>12} {:>10} {:>12}",
                 s,
@@ -294,16 +296,22 @@ async fn scopes(opts: &Opts) -> Vec<String> {
                 ));
             }
         }
-        steady_walls.push((steady.wall, steady.amg_calls() / s));
+        steady_walls.push([
+            (audit.wall, audit.amg_calls() / s),
+            (steady.wall, steady.amg_calls() / s),
+        ]);
     }
-    if let [(one, calls), (many, _)] = steady_walls[..] {
-        let bound = calls as f64 / amg_token_rotator::aws::connect::DEFAULT_GRAFANA_RATE;
-        println!(
-            "  steady pass: {} scopes in {:.2}x one scope's time (goal <= 1.5x); one scope's bound: {calls} AMG calls / {} per s = {bound:.2} s",
-            opts.scopes,
-            many.as_secs_f64() / one.as_secs_f64(),
-            amg_token_rotator::aws::connect::DEFAULT_GRAFANA_RATE,
-        );
+    if let [one, many] = &steady_walls[..] {
+        for (i, name) in ["audit", "steady"].into_iter().enumerate() {
+            let ((one, calls), (many, _)) = (one[i], many[i]);
+            let bound = calls as f64 / amg_token_rotator::aws::connect::DEFAULT_GRAFANA_RATE;
+            println!(
+                "  {name} pass: {} scopes in {:.2}x one scope's time (goal <= 1.5x); one scope's bound: {calls} AMG calls / {} per s = {bound:.2} s",
+                opts.scopes,
+                many.as_secs_f64() / one.as_secs_f64(),
+                amg_token_rotator::aws::connect::DEFAULT_GRAFANA_RATE,
+            );
+        }
     }
     problems
 }
