@@ -429,6 +429,7 @@ impl KindOps for ApiKeys {
             account: None,
             tokens: None,
             record: None,
+            observed: None,
         };
         if !cred.workspace.supports_api_keys() {
             // Nothing to read or attempt: AMG refuses API keys there.

@@ -56,6 +56,8 @@ pub struct Decided {
     pub tokens: Option<[usize; 3]>,
     /// The record of a clean audit this pass should write on the secret.
     pub record: Option<super::records::Audit>,
+    /// How the tokens were observed (token credentials).
+    pub observed: Option<crate::daemon::metrics::Observation>,
 }
 
 /// What one kind of credential does its own way; the executor and `reconcile` do the rest.

@@ -24,7 +24,7 @@ use serde::Serialize;
 
 use crate::aws::ApiError;
 use crate::config::Policy;
-use crate::daemon::metrics::{CredentialLabels, Stage, StepOutcome};
+use crate::daemon::metrics::{CredentialLabels, Label, Stage, StepOutcome};
 use crate::model::{Role, SecretSpec, ServiceAccount, Workspace};
 use execute::{Decided, KindOps, Services};
 use plan::{Blocker, CredRef, Plan};
@@ -299,6 +299,7 @@ pub async fn reconcile(
         secret = %cred.secret.name,
         current = plan.current.as_ref().map(|t| t.name.as_str()).unwrap_or("-"),
         due_at = plan.due_at.map(crate::model::rfc3339).unwrap_or_default(),
+        observed = decided.observed.map(|o| o.label()).unwrap_or("-"),
         actions = %if decided_text.is_empty() { "none".to_owned() } else { decided_text.join("; ") },
         "decided"
     );
@@ -373,6 +374,9 @@ fn observe(services: Services<'_>, cred: &Credential, d: &Decided, mode: Mode) {
     let apply = mode == Mode::Apply;
     if let (Some(by_state), true) = (d.tokens, apply) {
         services.metrics.set_tokens(ws, name, by_state);
+    }
+    if let (Some(how), true) = (d.observed, apply) {
+        services.metrics.observed(how);
     }
     if let CredentialKind::Token {
         bootstrap: Some(declared),

@@ -2349,4 +2349,10 @@ async fn a_pass_that_trusts_the_record_reports_the_audits_token_counts() {
         w.metric("service_account_tokens", &[("state", "expired")]),
         Some(0.0)
     );
+    let text = w.metrics.render();
+    assert!(
+        text.contains("amg_rotator_token_credential_observations_total{source=\"record\"} 1"),
+        "{text}"
+    );
+    assert!(!text.contains("source=\"listing\""), "{text}");
 }

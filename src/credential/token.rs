@@ -35,6 +35,7 @@ use super::{audit, retire};
 use super::{AccountView, Credential, CredentialKind, StepError};
 use crate::aws::ApiError;
 use crate::config::{Policy, Strategy};
+use crate::daemon::metrics::Observation;
 use crate::failpoint;
 use crate::model::{
     secret_value, Key, NewToken, Role, SecretFormat, SecretState, ServiceAccount, Token,
@@ -692,6 +693,7 @@ impl KindOps for Tokens {
                     account: Some(account),
                     tokens: Some(held),
                     record: None,
+                    observed: Some(Observation::Record),
                 });
             }
         }
@@ -750,6 +752,7 @@ impl KindOps for Tokens {
             account,
             tokens: Some(audit::held(&tokens, now)),
             record,
+            observed: Some(Observation::Listing),
         })
     }
 

@@ -79,6 +79,7 @@ pub struct Metrics {
     aws_calls: IntCounterVec,
     aws_latency: HistogramVec,
     credential_failures: IntCounterVec,
+    observations: IntCounterVec,
     role_drift: IntGaugeVec,
     bootstraps: IntCounterVec,
     permissions: IntGaugeVec,
@@ -118,6 +119,24 @@ impl Label for StepOutcome {
             StepOutcome::Success => "success",
             StepOutcome::Failure => "failure",
             StepOutcome::Yielded => "yielded",
+        }
+    }
+}
+
+/// How a pass observed a token credential, for `token_credential_observations_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Observation {
+    /// Its tokens were listed.
+    Listing,
+    /// The record of its last clean audit stood for them.
+    Record,
+}
+
+impl Label for Observation {
+    fn label(&self) -> &'static str {
+        match self {
+            Observation::Listing => "listing",
+            Observation::Record => "record",
         }
     }
 }
@@ -346,6 +365,11 @@ const AWS_LATENCY: Family<HistogramVec> = Family::new(
     "Latency of one call to AWS, one attempt.",
 )
 .buckets(&[0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]);
+const OBSERVATIONS: Family<IntCounterVec> = Family::new(
+    "token_credential_observations_total",
+    &["source"],
+    "Token credentials observed by passes, by source: listing (their tokens listed: an audit, something due, no standing record) or record (the record of the last clean audit stood for them).",
+);
 const CREDENTIAL_FAILURES: Family<IntCounterVec> = Family::new(
     "credential_failures_total",
     &["workspace", "service_account", "kind", "stage"],
@@ -488,6 +512,7 @@ impl Metrics {
             aws_calls: r.add(&AWS_CALLS),
             aws_latency: r.add(&AWS_LATENCY),
             credential_failures: r.add(&CREDENTIAL_FAILURES),
+            observations: r.add(&OBSERVATIONS),
             role_drift: r.add(&ROLE_DRIFT),
             bootstraps: r.add(&BOOTSTRAPS),
             permissions: r.add(&PERMISSIONS),
@@ -596,6 +621,10 @@ impl Metrics {
         self.deletions
             .with_label_values(&[w, s, k, reason.label(), outcome.label()])
             .inc();
+    }
+
+    pub fn observed(&self, how: Observation) {
+        self.observations.with_label_values(&[how.label()]).inc();
     }
 
     pub fn credential_failure(&self, c: &CredentialLabels, stage: Stage) {
