@@ -121,9 +121,10 @@ pub enum Feature {
     /// Every target: the secret's life (src/credential/execute.rs), records kept as tags.
     PublishToSecrets,
     /// Reading a published key back: an API key's versions (AMG cannot list keys, so the
-    /// secret is their record, src/credential/api_key.rs), and with `verify` an AWSPENDING
-    /// version to prove before it is resumed (src/credential/execute.rs). A token target
-    /// without `verify` never reads a key it published.
+    /// secret is their record, src/credential/api_key.rs), with `verify` an AWSPENDING
+    /// version to prove before it is resumed (src/credential/execute.rs), and with
+    /// `liveness_checks` the current key to prove (src/credential/token.rs). A token target
+    /// with neither never reads a key it published.
     ReadPublishedKeys,
     /// `service_accounts` targets: ListSecrets names the secret a left-behind token was for
     /// (src/credential/token.rs); the action has no resource type.
@@ -419,7 +420,10 @@ fn target_needs(config: &Config, target: &Target, place: &Place, needs: &mut Nee
     }
     let secrets = secret_arns(target, place, &mut needs.warnings);
     needs.grant(Feature::PublishToSecrets, secrets.clone());
-    if target.policy.verify || matches!(target.manages, Manages::ApiKeys { .. }) {
+    if target.policy.verify
+        || target.policy.liveness_checks
+        || matches!(target.manages, Manages::ApiKeys { .. })
+    {
         needs.grant(Feature::ReadPublishedKeys, secrets.clone());
     }
     if let Some(key) = &target.policy.kms_key_id {
@@ -801,6 +805,22 @@ mod tests {
             kms["Condition"]["StringLike"]["kms:EncryptionContext:SecretARN"],
             "arn:aws:secretsmanager:${AWS_REGION}:${ACCOUNT_ID}:secret:amg-token-rotator/g-0123456789/*"
         );
+    }
+
+    /// A token target reads its published keys back only to prove them: `verify` (a pending
+    /// version) or `liveness_checks` (the current key, on passes that trust the audit record).
+    #[test]
+    fn token_targets_read_keys_back_only_to_prove_them() {
+        let base = "[[targets]]\nworkspace_ids = [\"g-0123456789\"]\nservice_accounts = [\"a\"]\n";
+        assert!(!sids(&own(base)).contains(&"ReadBackPublishedKeys".to_owned()));
+        for extra in ["verify = true\n", "liveness_checks = true\n"] {
+            let g = own(&format!("{base}{extra}"));
+            assert_eq!(
+                statement_of(&g, "ReadBackPublishedKeys")["Resource"],
+                "arn:aws:secretsmanager:${AWS_REGION}:${ACCOUNT_ID}:secret:amg-token-rotator/g-0123456789/*",
+                "{extra}"
+            );
+        }
     }
 
     #[test]
