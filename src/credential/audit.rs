@@ -275,6 +275,19 @@ mod tests {
         )
     }
 
+    /// What `to_record` makes of a listing of `tokens` for `secret` and `plan`, now.
+    fn record_of(tokens: &[Token], secret: &SecretState, plan: &Plan) -> Option<Audit> {
+        to_record(
+            &policy(),
+            (WS, "ci"),
+            Some(&account()),
+            tokens,
+            Some(secret),
+            plan,
+            now(),
+        )
+    }
+
     fn clean_plan() -> Plan {
         let t = token();
         let mut p = Plan::empty();
@@ -400,17 +413,7 @@ mod tests {
     fn a_clean_listing_is_recorded_and_anything_else_is_not() {
         let v = vid();
         let bare = secret(&[(&v, AWSCURRENT)], &[]);
-        let ids = (WS, "ci");
-        let r = to_record(
-            &policy(),
-            ids,
-            Some(&account()),
-            &[token()],
-            Some(&bare),
-            &clean_plan(),
-            now(),
-        )
-        .unwrap();
+        let r = record_of(&[token()], &bare, &clean_plan()).unwrap();
         assert_eq!(
             (r.version.as_str(), r.token_id.as_str()),
             (v.as_str(), "42")
@@ -426,79 +429,27 @@ mod tests {
             name: "amgrot-ci-20261101T000000Z-0a1b2c3d".into(),
             ..token()
         };
-        assert_eq!(
-            to_record(
-                &policy(),
-                ids,
-                Some(&account()),
-                &[other, token()],
-                Some(&bare),
-                &clean_plan(),
-                now()
-            ),
-            None
-        );
+        assert_eq!(record_of(&[other, token()], &bare, &clean_plan()), None);
         // A foreign token does not matter.
         let foreign = Token {
             id: "9".into(),
             name: "made-by-hand".into(),
             ..token()
         };
-        assert!(to_record(
-            &policy(),
-            ids,
-            Some(&account()),
-            &[foreign, token()],
-            Some(&bare),
-            &clean_plan(),
-            now()
-        )
-        .is_some());
+        assert!(record_of(&[foreign, token()], &bare, &clean_plan()).is_some());
         // Something to do: no record.
         let mut busy = clean_plan();
         busy.actions
             .push(crate::credential::plan::Action::CreateSecret);
-        assert_eq!(
-            to_record(
-                &policy(),
-                ids,
-                Some(&account()),
-                &[token()],
-                Some(&bare),
-                &busy,
-                now()
-            ),
-            None
-        );
+        assert_eq!(record_of(&[token()], &bare, &busy), None);
     }
 
     #[test]
     fn a_standing_record_is_not_rewritten_and_an_old_one_moves_a_whole_interval() {
-        let ids = (WS, "ci");
         let standing = recorded(now() + ChronoDuration::minutes(5));
-        assert_eq!(
-            to_record(
-                &policy(),
-                ids,
-                Some(&account()),
-                &[token()],
-                Some(&standing),
-                &clean_plan(),
-                now()
-            ),
-            None
-        );
+        assert_eq!(record_of(&[token()], &standing, &clean_plan()), None);
         let old = recorded(now() - ChronoDuration::minutes(5));
-        let r = to_record(
-            &policy(),
-            ids,
-            Some(&account()),
-            &[token()],
-            Some(&old),
-            &clean_plan(),
-            now(),
-        )
-        .unwrap();
+        let r = record_of(&[token()], &old, &clean_plan()).unwrap();
         assert_eq!(r.next, now() + ChronoDuration::hours(1));
     }
 
