@@ -603,8 +603,7 @@ fn account_calls(config: &Config, inv: &Inventory) -> (Vec<WorkspaceAt>, Vec<Wor
                     .exact_names()
                     .any(|key| migration_of(target, &ws, key).is_some()),
             };
-            let exact = matches!(kind, CredentialKind::Token { .. })
-                && target.exact_service_accounts().count() == target.service_account_patterns();
+            let exact = target.names_every_service_account();
             if !lists {
                 continue;
             }

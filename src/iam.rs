@@ -807,6 +807,18 @@ mod tests {
         );
     }
 
+    /// Several workspaces named by ID in one region and role are read from one ListWorkspaces
+    /// (src/discover.rs), so the policy grants it; a lone one is described only.
+    #[test]
+    fn several_workspaces_by_id_in_one_scope_are_listed() {
+        let one =
+            own("[[targets]]\nworkspace_ids = [\"g-0123456789\"]\nservice_accounts = [\"a\"]\n");
+        assert!(!sids(&one).contains(&"ListWorkspaces".to_owned()));
+        let two = own("[[targets]]\nworkspace_ids = [\"g-0123456789\", \"g-1123456789\"]\nservice_accounts = [\"a\"]\n");
+        assert_eq!(statement_of(&two, "ListWorkspaces")["Resource"], "*");
+        assert!(sids(&two).contains(&"DescribeWorkspacesById".to_owned()));
+    }
+
     /// A token target reads its published keys back only to prove them: `verify` (a pending
     /// version) or `liveness_checks` (the current key, on passes that trust the audit record).
     #[test]

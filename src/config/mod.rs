@@ -204,15 +204,16 @@ impl Target {
             .map(String::as_str)
     }
 
-    /// Service accounts named exactly (not by glob): their absence is a problem to report.
-    /// How many service-account names or patterns the target has (0 for API keys).
-    pub fn service_account_patterns(&self) -> usize {
+    /// A service-account target that names every account exactly (no glob): its accounts are
+    /// known without a listing.
+    pub fn names_every_service_account(&self) -> bool {
         match &self.manages {
-            Manages::ServiceAccounts { names, .. } => names.len(),
-            Manages::ApiKeys { .. } => 0,
+            Manages::ServiceAccounts { names, .. } => !names.iter().any(|p| is_glob(p)),
+            Manages::ApiKeys { .. } => false,
         }
     }
 
+    /// Service accounts named exactly (not by glob): their absence is a problem to report.
     pub fn exact_service_accounts(&self) -> impl Iterator<Item = &str> {
         let names: &[String] = match &self.manages {
             Manages::ServiceAccounts { names, .. } => names,

@@ -99,8 +99,9 @@ pub fn to_record(
     let version = secret.version_with(AWSCURRENT)?;
     let current = plan.current.as_ref()?;
     let expires_at = current.expires_at?;
-    let owned = |t: &Token| t.name.starts_with(&format!("{}-", policy.name_prefix));
-    let alone = tokens.iter().all(|t| t.id == current.id || !owned(t));
+    let alone = tokens
+        .iter()
+        .all(|t| t.id == current.id || !super::token::owned_by_name(policy, t));
     if !alone
         || secret.version_with(AWSPENDING).is_some()
         || VerifyBackoff::from_tags(&secret.tags).is_some()
@@ -140,18 +141,14 @@ pub fn held(tokens: &[Token], now: DateTime<Utc>) -> [usize; 3] {
     [tokens.len() - expired - unknown, expired, unknown]
 }
 
-/// A plan with nothing to do, wait for or report.
-fn quiet(plan: &Plan) -> bool {
+/// A plan with nothing to do, wait for or report: the only kind a listing records, and the only
+/// kind a plan made over a record may be (otherwise the pass lists).
+pub fn quiet(plan: &Plan) -> bool {
     plan.actions.is_empty()
         && plan.blocked.is_none()
         && plan.superseded.is_empty()
         && plan.left_behind.is_empty()
         && plan.migration.is_none()
-}
-
-/// Whether a plan made over a record may stand: it does nothing. Otherwise the pass lists.
-pub fn plan_stands(plan: &Plan) -> bool {
-    quiet(plan)
 }
 
 /// The record's tag on `secret`, if it carries one (the executor removes it first).

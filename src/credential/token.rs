@@ -200,7 +200,8 @@ fn name_part(prefix: &str, service_account: &str, tail: usize) -> String {
     format!("{}-{hash}", &service_account[..cut])
 }
 
-fn owned_by_name(policy: &Policy, t: &Token) -> bool {
+/// A token the rotator named (whichever secret it was minted for).
+pub(super) fn owned_by_name(policy: &Policy, t: &Token) -> bool {
     t.name.starts_with(&format!("{}-", policy.name_prefix))
 }
 
@@ -621,7 +622,7 @@ async fn from_record(
         },
         now,
     );
-    if !audit::plan_stands(&plan) {
+    if !audit::quiet(&plan) {
         return None;
     }
     if cred.policy.liveness_checks && !alive(services, cred).await {
