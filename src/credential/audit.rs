@@ -23,9 +23,8 @@
 //! Everything here is pure.
 
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
-use sha2::{Digest, Sha256};
 
-use super::plan::{std_to_chrono, Plan};
+use super::plan::{hash_share, std_to_chrono, Plan};
 use super::records::{Audit, VerifyBackoff, AUDIT_TAG};
 use crate::config::Policy;
 use crate::model::{SecretState, ServiceAccount, Token, AWSCURRENT, AWSPENDING};
@@ -163,13 +162,11 @@ fn first_share(
     (workspace_id, service_account): (&str, &str),
 ) -> ChronoDuration {
     let ms = interval.num_milliseconds().max(1) as u64;
-    let mut h = Sha256::new();
-    h.update(b"amg-token-rotator-audit\0");
-    h.update(workspace_id.as_bytes());
-    h.update([0u8]);
-    h.update(service_account.as_bytes());
-    let n = u64::from_be_bytes(h.finalize()[..8].try_into().expect("8 bytes"));
-    ChronoDuration::milliseconds((n % ms + 1) as i64)
+    let share = hash_share(
+        &["amg-token-rotator-audit", workspace_id, service_account],
+        ms,
+    );
+    ChronoDuration::milliseconds((share + 1) as i64)
 }
 
 #[cfg(test)]

@@ -487,13 +487,21 @@ pub fn spread_offset(policy: &Policy, workspace_id: &str, name: &str) -> ChronoD
     if spread == 0 {
         return ChronoDuration::zero();
     }
+    ChronoDuration::milliseconds(hash_share(&[workspace_id, name], spread) as i64)
+}
+
+/// A deterministic point in `[0, span)` from a hash of `parts` (each followed by a NUL but the
+/// last), spread evenly over the span: where in a window a credential falls.
+pub fn hash_share(parts: &[&str], span: u64) -> u64 {
     let mut h = Sha256::new();
-    h.update(workspace_id.as_bytes());
-    h.update([0u8]);
-    h.update(name.as_bytes());
-    let digest = h.finalize();
-    let n = u64::from_be_bytes(digest[..8].try_into().expect("8 bytes"));
-    ChronoDuration::milliseconds((n % spread) as i64)
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            h.update([0u8]);
+        }
+        h.update(part.as_bytes());
+    }
+    let n = u64::from_be_bytes(h.finalize()[..8].try_into().expect("8 bytes"));
+    n % span.max(1)
 }
 
 /// When a token expiring at `expires_at` falls due for rotation.
