@@ -133,7 +133,7 @@ pub fn to_record(
     (!unchanged).then_some(record)
 }
 
-/// A service account's tokens by state: valid, expired, with no expiry (the quota metrics).
+/// A service account's tokens by state: active, expired, with no expiry (the quota metrics).
 pub fn held(tokens: &[Token], now: DateTime<Utc>) -> [usize; 3] {
     let expired = tokens.iter().filter(|t| t.expired(now)).count();
     let unknown = tokens.iter().filter(|t| t.expires_at.is_none()).count();
@@ -416,6 +416,21 @@ mod tests {
         assert!(
             r.next > now() && r.next <= now() + ChronoDuration::hours(1),
             "{r:?}"
+        );
+        // Audits on every pass record nothing.
+        let mut every = policy();
+        every.audit_interval = Duration::ZERO;
+        assert_eq!(
+            to_record(
+                &every,
+                (WS, "ci"),
+                Some(&account()),
+                &[token()],
+                Some(&bare),
+                &clean_plan(),
+                now()
+            ),
+            None
         );
         // Another owned token is alive (superseded, an orphan): no record.
         let other = Token {

@@ -50,7 +50,7 @@ pub struct Decided {
     pub secret: Option<SecretState>,
     /// The service account, when the kind has one and it exists.
     pub account: Option<ServiceAccount>,
-    /// The service account's tokens by state (valid, expired, no expiry) for the quota metrics:
+    /// The service account's tokens by state (active, expired, no expiry) for the quota metrics:
     /// as this pass listed them, or as the last audit did when its record stood for them
     /// (`audit.rs`); `None` for a kind without a listing.
     pub tokens: Option<[usize; 3]>,
