@@ -126,9 +126,10 @@ pub enum Feature {
     /// `liveness_checks` the current key to prove (src/credential/token.rs). A token target
     /// with neither never reads a key it published.
     ReadPublishedKeys,
-    /// `service_accounts` targets: ListSecrets names the secret a left-behind token was for
-    /// (src/credential/token.rs); the action has no resource type.
-    NameSecretsOfLeftBehindTokens,
+    /// `service_accounts` targets: one ListSecrets a pass reads the rotator's secrets for the
+    /// credentials whose audit records stand (src/credential/census.rs), and names the secret a
+    /// left-behind token was for (src/credential/token.rs); the action has no resource type.
+    ListTheRotatorsSecrets,
     /// `kms_key_id`: Secrets Manager uses the key on the rotator's behalf.
     UseSecretsKmsKey,
     /// `[permissions] audit` (or enforce): ListPermissions (src/permissions.rs).
@@ -152,7 +153,7 @@ impl Feature {
             Feature::RotateLegacyApiKeys => "RotateLegacyApiKeys",
             Feature::PublishToSecrets => "PublishTokensToSecrets",
             Feature::ReadPublishedKeys => "ReadBackPublishedKeys",
-            Feature::NameSecretsOfLeftBehindTokens => "NameTheSecretsTokensWereLeftBehindFor",
+            Feature::ListTheRotatorsSecrets => "ListTheRotatorsSecrets",
             Feature::UseSecretsKmsKey => "UseTheSecretsKmsKeyThroughSecretsManager",
             Feature::AuditWorkspacePermissions => "AuditWorkspacePermissions",
             Feature::ApplyWorkspacePermissions => "ApplyWorkspacePermissions",
@@ -189,7 +190,7 @@ impl Feature {
                 "secretsmanager:UpdateSecretVersionStage",
             ],
             Feature::ReadPublishedKeys => &["secretsmanager:GetSecretValue"],
-            Feature::NameSecretsOfLeftBehindTokens => &["secretsmanager:ListSecrets"],
+            Feature::ListTheRotatorsSecrets => &["secretsmanager:ListSecrets"],
             // GenerateDataKey for each new version, Decrypt to read one; never Encrypt
             // (only UpdateSecret re-encrypts, and the rotator never calls it).
             Feature::UseSecretsKmsKey => &["kms:GenerateDataKey", "kms:Decrypt"],
@@ -402,7 +403,7 @@ fn target_needs(config: &Config, target: &Target, place: &Place, needs: &mut Nee
     match &target.manages {
         Manages::ServiceAccounts { bootstrap, .. } => {
             needs.grant(Feature::RotateServiceAccountTokens, workspaces.clone());
-            needs.grant(Feature::NameSecretsOfLeftBehindTokens, ["*".into()]);
+            needs.grant(Feature::ListTheRotatorsSecrets, ["*".into()]);
             if bootstrap.is_some() {
                 needs.grant(Feature::CreateMissingServiceAccounts, workspaces.clone());
             }
@@ -413,7 +414,7 @@ fn target_needs(config: &Config, target: &Target, place: &Place, needs: &mut Nee
             // whose tokens take its place: the token statements, unless the target opted out.
             if migrate_to.is_some() {
                 needs.grant(Feature::RotateServiceAccountTokens, workspaces.clone());
-                needs.grant(Feature::NameSecretsOfLeftBehindTokens, ["*".into()]);
+                needs.grant(Feature::ListTheRotatorsSecrets, ["*".into()]);
                 needs.grant(Feature::CreateMissingServiceAccounts, workspaces.clone());
             }
         }
@@ -673,7 +674,7 @@ mod tests {
                 "DescribeWorkspacesById",
                 "RotateServiceAccountTokens",
                 "PublishTokensToSecrets",
-                "NameTheSecretsTokensWereLeftBehindFor"
+                "ListTheRotatorsSecrets"
             ]
         );
         assert_eq!(

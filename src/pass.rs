@@ -15,6 +15,7 @@ use tokio::sync::watch;
 
 use crate::aws::{Connector, Services, Verifier};
 use crate::config::{render_template, secret_name_problem, Config, Target};
+use crate::credential::census::Census;
 use crate::credential::{self, execute, Credential, CredentialReport, Status};
 use crate::daemon::metrics::{Metrics, PassMode, PassOutcome, Stage};
 use crate::discover::{self, PassProblem, Selected};
@@ -159,7 +160,7 @@ impl Engine {
                 .or_default()
                 .push(w);
         }
-        let one = |w: Work| async move {
+        let one = |w: Work, census: Arc<Census>| async move {
             if *shutdown.borrow() {
                 return CredentialReport {
                     status: Status::Skipped,
@@ -170,6 +171,7 @@ impl Engine {
             let services = execute::Services {
                 grafana: w.services.grafana.as_ref(),
                 secrets: w.services.secrets.as_ref(),
+                census: &census,
                 verifier: self.verifier.as_ref(),
                 metrics: &self.metrics,
             };
@@ -183,8 +185,10 @@ impl Engine {
             .await
         };
         let scopes = by_scope.into_values().map(|scope| {
+            // One census of the scope's secrets a pass, shared by its credentials.
+            let census = Arc::new(Census::new());
             futures::stream::iter(scope)
-                .map(one)
+                .map(move |w| one(w, census.clone()))
                 .buffer_unordered(config.daemon.concurrency.max(1))
                 .collect::<Vec<_>>()
         });

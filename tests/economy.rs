@@ -2,10 +2,11 @@
 //! the Secrets Manager proxy's log (issue 8).
 //!
 //! A steady pass costs, per workspace, its share of one ListWorkspaces (or one describe, for a
-//! scope that names a single workspace) and one listing of service accounts, and per credential
-//! one DescribeSecret; a credential's tokens are listed only when it is due or audited (every
-//! `audit_interval`, issue 18), and an audit that finds it clean records so on the secret (one
-//! TagResource). Lists page only when a page of the largest size AWS allows (100) cannot hold
+//! scope that names a single workspace) and one listing of service accounts (none when its
+//! targets name their accounts exactly), and per region and role one ListSecrets a page of 100
+//! secrets; a credential's tokens are listed, and its secret described, only when it is due or
+//! audited (every `audit_interval`, issue 18), and an audit that finds it clean records so on
+//! the secret (one TagResource). Lists page only when a page of the largest size AWS allows (100) cannot hold
 //! them. Counts are exact. Nothing here asserts a duration: the rate-limit test counts
 //! throttled answers instead.
 
@@ -108,7 +109,7 @@ service_accounts = ["svc-*"]
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_steady_pass_costs_one_listing_per_workspace_and_one_read_per_credential() {
+async fn a_steady_pass_costs_one_listing_per_workspace_and_one_of_the_secrets() {
     const PER_WS: usize = 4;
     let seed = Seed::new()
         .with_workspace(fleet_workspace(WS1, PER_WS))
@@ -139,10 +140,12 @@ async fn a_steady_pass_costs_one_listing_per_workspace_and_one_read_per_credenti
         "{first:?}"
     );
     // Per new credential: a look, the secret made, the promotion recorded, and its first
-    // version written as AWSCURRENT, which needs no label move.
+    // version written as AWSCURRENT, which needs no label move. The census of the rotator's
+    // secrets (one ListSecrets) finds none.
     assert_eq!(
         sm_ops(&bed),
         counts(&[
+            ("ListSecrets", 1),
             ("DescribeSecret", credentials),
             ("CreateSecret", credentials),
             ("TagResource", credentials),
@@ -168,6 +171,7 @@ async fn a_steady_pass_costs_one_listing_per_workspace_and_one_read_per_credenti
     assert_eq!(
         sm_ops(&bed),
         counts(&[
+            ("ListSecrets", 1),
             ("DescribeSecret", credentials),
             ("TagResource", credentials)
         ]),
@@ -184,8 +188,8 @@ async fn a_steady_pass_costs_one_listing_per_workspace_and_one_read_per_credenti
     );
     assert_eq!(
         sm_ops(&bed),
-        counts(&[("DescribeSecret", credentials)]),
-        "a steady pass reads each secret's labels once and never a value"
+        counts(&[("ListSecrets", 1)]),
+        "a steady pass reads every secret's labels in one listing and never a value"
     );
     assert!(
         bed.amg.calls().iter().all(|c| c.status == 200),
@@ -280,7 +284,7 @@ async fn tokens_are_listed_only_for_the_audited_and_the_due() {
     bed.proxy.clear_calls();
     ok(&bed.once(&cfg).await);
     assert_eq!(bed.count_calls("ListWorkspaceServiceAccountTokens"), 0);
-    assert_eq!(sm_ops(&bed), counts(&[("DescribeSecret", ACCOUNTS)]));
+    assert_eq!(sm_ops(&bed), counts(&[("ListSecrets", 1)]));
 
     // The audits of svc-1 and svc-4 come: exactly they are listed, and recorded an interval on.
     bed.audit_now(&secret(1)).await;
@@ -301,7 +305,11 @@ async fn tokens_are_listed_only_for_the_audited_and_the_due() {
     assert_eq!(listed, audited);
     assert_eq!(
         sm_ops(&bed),
-        counts(&[("DescribeSecret", ACCOUNTS), ("TagResource", 2)])
+        counts(&[
+            ("ListSecrets", 1),
+            ("DescribeSecret", 2),
+            ("TagResource", 2)
+        ])
     );
     for i in [1, 4] {
         let next = bed.audit_record(&secret(i)).await.unwrap().next;
@@ -436,7 +444,11 @@ async fn lists_page_only_past_the_largest_page_whatever_the_default_page_size() 
     // The first audit: recorded on each secret.
     assert_eq!(
         sm_ops(&bed),
-        counts(&[("DescribeSecret", 4), ("TagResource", 4)])
+        counts(&[
+            ("ListSecrets", 1),
+            ("DescribeSecret", 4),
+            ("TagResource", 4)
+        ])
     );
 }
 
@@ -531,7 +543,10 @@ grafana_url = {:?}
     bed.amg.clear_calls();
     bed.proxy.clear_calls();
     ok(&bed.once(&cfg).await);
-    assert_eq!(sm_ops(&bed), counts(&[("DescribeSecret", 2)]));
+    assert_eq!(
+        sm_ops(&bed),
+        counts(&[("ListSecrets", 1), ("DescribeSecret", 2)])
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -691,7 +706,7 @@ async fn a_workspace_named_accounts_are_listed_only_when_a_credential_needs_them
     bed.proxy.clear_calls();
     ok(&bed.once(&cfg).await);
     assert_eq!(amg_ops(&bed), counts(&[("ListWorkspaces", 1)]), "steady");
-    assert_eq!(sm_ops(&bed), counts(&[("DescribeSecret", 6)]));
+    assert_eq!(sm_ops(&bed), counts(&[("ListSecrets", 1)]));
 
     bed.audit_now(&format!("amg-token-rotator/{WS2}/svc-1"))
         .await;
@@ -733,4 +748,22 @@ async fn a_workspace_named_accounts_are_listed_only_when_a_credential_needs_them
         "{}",
         run.stdout
     );
+}
+
+/// The census of the rotator's secrets pages as ListSecrets pages (100 a page, the most it
+/// allows): a steady pass over 101 credentials costs two ListSecrets and no DescribeSecret.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_census_of_the_secrets_pages_past_a_hundred() {
+    const ACCOUNTS: usize = 101;
+    let bed = Bed::start(Seed::new().with_workspace(fleet_workspace(WS1, ACCOUNTS))).await;
+    let cfg = bed.config(&format!(
+        "[aws]\ngrafana_requests_per_second = 0\nsecretsmanager_requests_per_second = 0\n\n[log]\nformat = \"text\"\n\n[defaults]\naudit_interval = \"7d\"\n\n[[targets]]\nworkspace_ids = [\"{WS1}\"]\nservice_accounts = [\"svc-*\"]\n"
+    ));
+    ok(&bed.once(&cfg).await);
+    ok(&bed.once(&cfg).await);
+    bed.amg.clear_calls();
+    bed.proxy.clear_calls();
+    ok(&bed.once(&cfg).await);
+    assert_eq!(sm_ops(&bed), counts(&[("ListSecrets", pages(ACCOUNTS))]));
+    assert_eq!(bed.count_calls("ListWorkspaceServiceAccountTokens"), 0);
 }

@@ -39,6 +39,8 @@ pub trait SecretStore: Send + Sync {
     async fn tag(&self, name: &str, key: &str, value: &str) -> Result<(), ApiError>;
     async fn untag(&self, name: &str, key: &str) -> Result<(), ApiError>;
     /// The secrets tagged `managed-by = amg-token-rotator` in this account and region, as
-    /// (name, ARN). Read only to name a secret a token was left behind for.
-    async fn list_managed(&self) -> Result<Vec<(String, String)>, ApiError>;
+    /// ListSecrets shows them (not those scheduled for deletion). Eventually consistent: it
+    /// "might not reflect changes from the last five minutes" (its API reference), so nothing is changed on
+    /// its word alone (`credential::census`).
+    async fn list_managed(&self) -> Result<Vec<SecretState>, ApiError>;
 }

@@ -1,5 +1,7 @@
 //! `SecretStore` on aws-sdk-secretsmanager: thin translations between SDK shapes and domain types.
 
+use std::collections::{BTreeMap, HashMap};
+
 use async_trait::async_trait;
 use aws_sdk_secretsmanager::types::Tag;
 use aws_sdk_secretsmanager::Client;
@@ -26,6 +28,18 @@ fn time(t: &aws_smithy_types::DateTime) -> DateTime<Utc> {
     DateTime::from_timestamp(t.secs(), t.subsec_nanos()).unwrap_or_default()
 }
 
+/// Version id → staging labels, as DescribeSecret and ListSecrets both give them.
+fn stages(map: Option<&HashMap<String, Vec<String>>>) -> BTreeMap<String, Vec<String>> {
+    map.map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        .unwrap_or_default()
+}
+
+fn tags(tags: &[Tag]) -> BTreeMap<String, String> {
+    tags.iter()
+        .filter_map(|t| Some((t.key()?.to_owned(), t.value()?.to_owned())))
+        .collect()
+}
+
 #[async_trait]
 impl SecretStore for AwsSecrets {
     async fn describe(&self, name: &str) -> Result<Option<SecretState>, ApiError> {
@@ -48,15 +62,8 @@ impl SecretStore for AwsSecrets {
         Ok(Some(SecretState {
             arn: out.arn().unwrap_or_default().to_owned(),
             name: out.name().unwrap_or(name).to_owned(),
-            versions: out
-                .version_ids_to_stages()
-                .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-                .unwrap_or_default(),
-            tags: out
-                .tags()
-                .iter()
-                .filter_map(|t| Some((t.key()?.to_owned(), t.value()?.to_owned())))
-                .collect(),
+            versions: stages(out.version_ids_to_stages()),
+            tags: tags(out.tags()),
             last_changed: out.last_changed_date().map(time),
             deleted: out.deleted_date().map(time),
             rotation_enabled: out.rotation_enabled().unwrap_or(false),
@@ -186,7 +193,7 @@ impl SecretStore for AwsSecrets {
         Ok(())
     }
 
-    async fn list_managed(&self) -> Result<Vec<(String, String)>, ApiError> {
+    async fn list_managed(&self) -> Result<Vec<SecretState>, ApiError> {
         use aws_sdk_secretsmanager::types::{Filter, FilterNameStringType};
         let filters = vec![
             Filter::builder()
@@ -200,8 +207,8 @@ impl SecretStore for AwsSecrets {
         ];
         let mut out = Vec::new();
         let mut next: Option<String> = None;
-        // Bounded: 100 pages of 100 are more secrets than one rotator manages.
-        for _ in 0..100 {
+        // Bounded: 1,000 pages of 100. A secret beyond them is only described instead.
+        for _ in 0..1000 {
             let page = self
                 .caller
                 .idempotent("ListSecrets", || async {
@@ -216,7 +223,15 @@ impl SecretStore for AwsSecrets {
                 })
                 .await?;
             out.extend(page.secret_list().iter().filter_map(|s| {
-                Some((s.name()?.to_owned(), s.arn().unwrap_or_default().to_owned()))
+                Some(SecretState {
+                    arn: s.arn().unwrap_or_default().to_owned(),
+                    name: s.name()?.to_owned(),
+                    versions: stages(s.secret_versions_to_stages()),
+                    tags: tags(s.tags()),
+                    last_changed: s.last_changed_date().map(time),
+                    deleted: s.deleted_date().map(time),
+                    rotation_enabled: s.rotation_enabled().unwrap_or(false),
+                })
             }));
             match page.next_token() {
                 Some(t) if next.as_deref() != Some(t) => next = Some(t.to_owned()),

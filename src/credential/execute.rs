@@ -102,6 +102,8 @@ pub trait KindOps: Send + Sync {
 pub struct Services<'a> {
     pub grafana: &'a dyn Grafana,
     pub secrets: &'a dyn SecretStore,
+    /// The scope's secrets as this pass's one ListSecrets shows them.
+    pub census: &'a super::census::Census,
     pub verifier: &'a dyn Verifier,
     pub metrics: &'a Metrics,
 }

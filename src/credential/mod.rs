@@ -8,6 +8,7 @@
 
 pub mod api_key;
 pub mod audit;
+pub mod census;
 pub mod execute;
 pub mod plan;
 pub mod records;

@@ -237,9 +237,12 @@ impl World {
             Kind::ApiKey => Ok(AccountView::Listed(None)),
         };
         let report = CredentialReport::new(&self.cred.target, self.cred.kind, WS, NAME);
+        // Each reconcile is a pass of its own: a census of its own.
+        let census = super::census::Census::new();
         let services = Services {
             grafana: &self.g,
             secrets: &self.s,
+            census: &census,
             verifier: &self.v,
             metrics: &self.metrics,
         };
@@ -2355,4 +2358,75 @@ async fn a_pass_that_trusts_the_record_reports_the_audits_token_counts() {
         "{text}"
     );
     assert!(!text.contains("source=\"listing\""), "{text}");
+}
+
+/// A pass that trusts the record reads the secret from the scope's one ListSecrets: no
+/// DescribeSecret, no AMG call.
+#[tokio::test]
+async fn a_pass_that_trusts_the_record_reads_the_secret_from_the_census() {
+    let mut w = World::new(Kind::Token);
+    w.seed(0, days(1), &[AWSCURRENT]).await;
+    w.pass().await;
+    assert!(w.audit_record().is_some());
+    let mark = w.mark();
+    let r = w.pass().await;
+    assert_eq!(r.status, Status::Ok, "{r:?}");
+    let calls: Vec<&str> = w.calls_since(mark).iter().map(|c| c.operation).collect();
+    assert_eq!(calls, vec![ops::LIST_SECRETS], "{calls:?}");
+}
+
+/// ListSecrets "might not reflect changes from the last five minutes" (its API reference). A
+/// stale listing that still shows a due token as current is read again with DescribeSecret
+/// before anything is done, so a token rotated a moment ago is not rotated a second time.
+#[tokio::test]
+async fn a_stale_census_is_described_again_before_any_action() {
+    let mut w = World::new(Kind::Token);
+    w.seed(0, days(1), &[AWSCURRENT]).await;
+    w.pass().await;
+    // Due: the record's expiry says so too, as time would.
+    let mut record = w.audit_record().expect("a record");
+    let soon = w.now + days(1);
+    record.expires_at = soon;
+    let sa = w.sa_id();
+    w.grafana
+        .set_token_expiry(WS, &sa, &record.token_id, Some(soon));
+    w.secrets
+        .tag(
+            SECRET,
+            super::records::AUDIT_TAG,
+            &record.tag_value().unwrap(),
+        )
+        .await
+        .unwrap();
+    // The listing stops here: it will show the due token as current, with its record.
+    w.secrets.freeze_listing();
+    let r = w.pass().await;
+    assert!(did(&r, "rotate"), "{:?}", r.done);
+    let rotated = w.current();
+    assert_ne!(rotated.id, record.token_id);
+
+    let mark = w.mark();
+    let r = w.pass().await;
+    assert_ne!(r.status, Status::Failed, "{r:?}");
+    assert_eq!(w.count_since(mark, ops::CREATE_TOKEN), 0, "{:?}", r.done);
+    assert_eq!(w.count_since(mark, ops::DESCRIBE_SECRET), 1);
+    assert_eq!(w.current().id, rotated.id);
+    assert!(w.opens_grafana(&w.current().key));
+}
+
+/// A policy without ListSecrets (one written before the census) costs economy, not the pass:
+/// the secret is described, and the record stands as before.
+#[tokio::test]
+async fn without_list_secrets_the_secret_is_described_and_the_record_still_stands() {
+    let mut w = World::new(Kind::Token);
+    w.seed(0, days(1), &[AWSCURRENT]).await;
+    w.pass().await;
+    assert!(w.audit_record().is_some());
+    w.secrets_fail(Fault::new(ops::LIST_SECRETS, 1, denied()).times(10));
+    let mark = w.mark();
+    let listed = w.listings();
+    let r = w.pass().await;
+    assert_eq!(r.status, Status::Ok, "{r:?}");
+    assert_eq!(w.count_since(mark, ops::DESCRIBE_SECRET), 1);
+    assert_eq!(w.listings(), listed, "the record stood");
 }

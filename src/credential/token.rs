@@ -594,20 +594,20 @@ fn key_of(format: SecretFormat, value: &str) -> Option<Key> {
     }
 }
 
-/// The plan made over the record of the last clean audit, when the record stands and the plan
-/// does nothing (`audit.rs`); `None`: the tokens are to be listed. With `liveness_checks`, the
-/// current key is proven to the workspace's Grafana first, and a key Grafana refuses (deleted
-/// behind the rotator's back) sends the pass to the listing at once.
+/// The plan made over the record of the last clean audit on `secret`, when the record stands
+/// and the plan does nothing (`audit.rs`); `None`: the tokens are to be listed. With
+/// `liveness_checks`, the current key is proven to the workspace's Grafana first, and a key
+/// Grafana refuses (deleted behind the rotator's back) sends the pass to the listing at once.
 async fn from_record(
     services: Services<'_>,
     cred: &Credential,
     bootstrap: Option<Role>,
     known: audit::Known<'_>,
-    secret: Option<&SecretState>,
+    secret: Option<SecretState>,
     now: DateTime<Utc>,
-) -> Option<(Plan, ServiceAccount, [usize; 3])> {
+) -> Option<Decided> {
     let ws = &cred.workspace.id;
-    let (token, account, held) = audit::trusted(&cred.policy, ws, known, secret, now)?;
+    let (token, account, held) = audit::trusted(&cred.policy, ws, known, secret.as_ref(), now)?;
     let plan = plan(
         &cred.policy,
         bootstrap,
@@ -616,7 +616,7 @@ async fn from_record(
             service_account: &cred.service_account,
             account: Some(&account),
             tokens: std::slice::from_ref(&token),
-            secret,
+            secret: secret.as_ref(),
             migrating: false,
             key_stem: None,
         },
@@ -628,7 +628,14 @@ async fn from_record(
     if cred.policy.liveness_checks && !alive(services, cred).await {
         return None;
     }
-    Some((plan, account, held))
+    Some(Decided {
+        plan,
+        secret,
+        account: Some(account),
+        tokens: Some(held),
+        record: None,
+        observed: Some(Observation::Record),
+    })
 }
 
 /// The current key as Grafana sees it: `false` only when Grafana refuses it, or it cannot be
@@ -671,11 +678,6 @@ impl KindOps for Tokens {
         audit: bool,
     ) -> Result<Decided, StepError> {
         let ws = &cred.workspace.id;
-        let secret = services
-            .secrets
-            .describe(&cred.secret.name)
-            .await
-            .map_err(StepError::api("DescribeSecret"))?;
         let bootstrap = match cred.kind {
             CredentialKind::Token { bootstrap } => bootstrap,
             CredentialKind::ApiKey { .. } => None,
@@ -684,18 +686,34 @@ impl KindOps for Tokens {
             AccountView::Listed(a) => audit::Known::Listed(a.as_ref()),
             AccountView::Deferred(_) => audit::Known::Unlisted(&cred.service_account),
         };
-        if !audit && cred.migrated_from.is_none() {
-            if let Some((plan, account, held)) =
-                from_record(services, cred, bootstrap, known, secret.as_ref(), now).await
-            {
-                return Ok(Decided {
-                    plan,
-                    secret,
-                    account: Some(account),
-                    tokens: Some(held),
-                    record: None,
-                    observed: Some(Observation::Record),
-                });
+        let records =
+            !audit && cred.migrated_from.is_none() && !cred.policy.audit_interval.is_zero();
+        // The census may say there is nothing to do; only DescribeSecret may say what to do.
+        let listed = match records {
+            true => {
+                services
+                    .census
+                    .take(services.secrets, &cred.secret.name)
+                    .await
+            }
+            false => None,
+        };
+        if let Some(listed) = &listed {
+            let d = from_record(services, cred, bootstrap, known, Some(listed.clone()), now);
+            if let Some(decided) = d.await {
+                return Ok(decided);
+            }
+        }
+        let secret = services
+            .secrets
+            .describe(&cred.secret.name)
+            .await
+            .map_err(StepError::api("DescribeSecret"))?;
+        // Fresher than the census: the record is asked again only if it may answer otherwise.
+        if records && listed != secret {
+            let d = from_record(services, cred, bootstrap, known, secret.clone(), now);
+            if let Some(decided) = d.await {
+                return Ok(decided);
             }
         }
         let account = match account {
@@ -1013,15 +1031,8 @@ async fn name_left_behind(services: Services<'_>, left: &mut [LeftBehind]) {
     for l in left.iter_mut() {
         l.secret = secrets
             .iter()
-            .find(|(name, arn)| {
-                let s = SecretState {
-                    arn: arn.clone(),
-                    name: name.clone(),
-                    ..SecretState::default()
-                };
-                l.mark.as_deref() == Some(secret_mark(&s).as_str())
-            })
-            .map(|(name, _)| name.clone());
+            .find(|s| l.mark.as_deref() == Some(secret_mark(s).as_str()))
+            .map(|s| s.name.clone());
     }
 }
 

@@ -411,7 +411,7 @@ impl<T: SecretStore> SecretStore for Failing<T> {
             .await
     }
 
-    async fn list_managed(&self) -> Result<Vec<(String, String)>, ApiError> {
+    async fn list_managed(&self) -> Result<Vec<SecretState>, ApiError> {
         self.call(ops::LIST_SECRETS, || self.inner.list_managed())
             .await
     }

@@ -59,6 +59,21 @@ struct State {
     /// that must work either way run both.
     label_moves_change_last_changed: bool,
     secrets: BTreeMap<String, Secret>,
+    /// What ListSecrets answers while set: the listing as it was (`freeze_listing`).
+    frozen_listing: Option<Vec<SecretState>>,
+}
+
+impl State {
+    fn listing(&self) -> Vec<SecretState> {
+        self.secrets
+            .iter()
+            .filter(|(_, secret)| {
+                secret.deleted.is_none()
+                    && secret.tags.get(MANAGED_BY.0).map(String::as_str) == Some(MANAGED_BY.1)
+            })
+            .map(|(name, secret)| secret.describe(name))
+            .collect()
+    }
 }
 
 #[derive(Clone)]
@@ -481,6 +496,7 @@ impl FakeSecrets {
                 version_limit: DEFAULT_VERSION_LIMIT,
                 label_moves_change_last_changed: true,
                 secrets: BTreeMap::new(),
+                frozen_listing: None,
             })),
             calls: CallLog::default(),
         }
@@ -667,6 +683,14 @@ impl FakeSecrets {
         self.calls.all()
     }
 
+    /// From now on ListSecrets answers with the listing as it is now, whatever changes after:
+    /// the stale view its API reference warns of ("might not reflect changes from the last
+    /// five minutes"). DescribeSecret stays current.
+    pub fn freeze_listing(&self) {
+        let mut s = self.state();
+        s.frozen_listing = Some(s.listing());
+    }
+
     pub fn count(&self, operation: &str) -> usize {
         self.calls.count(operation)
     }
@@ -749,18 +773,15 @@ impl SecretStore for FakeSecrets {
         })
     }
 
-    async fn list_managed(&self) -> Result<Vec<(String, String)>, ApiError> {
+    async fn list_managed(&self) -> Result<Vec<SecretState>, ApiError> {
         // ListSecrets leaves out secrets scheduled for deletion unless IncludePlannedDeletion is
-        // set (the model), and AwsSecrets does not set it.
+        // set (the model), and AwsSecrets does not set it. It "might not reflect changes from
+        // the last five minutes" (its API reference): a frozen listing is that stale view.
         self.run(ops::LIST_SECRETS, String::new(), |s| {
-            Ok(s.secrets
-                .iter()
-                .filter(|(_, secret)| {
-                    secret.deleted.is_none()
-                        && secret.tags.get(MANAGED_BY.0).map(String::as_str) == Some(MANAGED_BY.1)
-                })
-                .map(|(name, secret)| (name.clone(), secret.arn.clone()))
-                .collect())
+            if let Some(frozen) = &s.frozen_listing {
+                return Ok(frozen.clone());
+            }
+            Ok(s.listing())
         })
     }
 }
@@ -1166,13 +1187,26 @@ mod tests {
             .with_secret(SecretSeed::new("theirs").tag("managed-by", "terraform"))
             .with_secret(SecretSeed::new("untagged"));
         let listed = s.list_managed().await.unwrap();
+        assert_eq!(listed, vec![s.describe("mine").await.unwrap().unwrap()]);
         assert_eq!(
-            listed,
-            vec![(
-                "mine".to_string(),
-                "arn:aws:secretsmanager:us-east-1:123456789012:secret:mine-AbCdEf".to_string()
-            )]
+            listed[0].arn,
+            "arn:aws:secretsmanager:us-east-1:123456789012:secret:mine-AbCdEf"
         );
+    }
+
+    #[tokio::test]
+    async fn a_frozen_listing_shows_the_secret_as_it_was_while_describe_is_current() {
+        let s = FakeSecrets::new().with_secret(SecretSeed::new(NAME).managed().version(
+            V1,
+            "one",
+            &[AWSCURRENT],
+        ));
+        s.freeze_listing();
+        s.tag(NAME, "k", "v").await.unwrap();
+        let listed = s.list_managed().await.unwrap();
+        assert!(!listed[0].tags.contains_key("k"), "the listing is stale");
+        let described = s.describe(NAME).await.unwrap().unwrap();
+        assert_eq!(described.tags.get("k").map(String::as_str), Some("v"));
     }
 
     #[tokio::test]
