@@ -6,7 +6,6 @@
 use std::time::Duration;
 
 use super::check::{quote, show, Checker};
-use super::daemon::longest_gap;
 use crate::config::load::RawScope;
 use crate::config::{Strategy, MAX_TOKEN_TTL};
 
@@ -189,27 +188,23 @@ fn check_windows(c: &mut Checker, at: &str, s: &RawScope, t: &Timings) {
 }
 
 /// A warning, not a problem: passes further apart than the rotate-before window can let a token
-/// expire unrotated.
+/// expire unrotated. `pass_gap` is the schedule's longest gap (`daemon::longest_gap`).
 pub(super) fn warn_if_passes_too_sparse(
     c: &mut Checker,
     at: &str,
-    cron: Option<&croner::Cron>,
+    pass_gap: Option<Duration>,
     rotate_before: Duration,
 ) {
-    if let Some(cron) = cron {
-        if let Some(gap) = longest_gap(cron) {
-            if gap >= rotate_before {
-                c.warn(
-                    "daemon.schedule",
-                    "",
-                    format!(
-                        "passes can be {} apart, but {at} rotates {} before expiry: a token can pass its whole rotate-before window between two passes",
-                        show(gap),
-                        show(rotate_before)
-                    ),
-                );
-            }
-        }
+    if let Some(gap) = pass_gap.filter(|gap| *gap >= rotate_before) {
+        c.warn(
+            "daemon.schedule",
+            "",
+            format!(
+                "passes can be {} apart, but {at} rotates {} before expiry: a token can pass its whole rotate-before window between two passes",
+                show(gap),
+                show(rotate_before)
+            ),
+        );
     }
 }
 

@@ -12,14 +12,14 @@ pub(super) fn validate_target(
     c: &mut Checker,
     at: &str,
     s: &RawScope,
-    cron: Option<&croner::Cron>,
+    pass_gap: Option<std::time::Duration>,
 ) -> Target {
     let label = s.name.clone().unwrap_or_else(|| at.to_owned());
     let workspaces = workspaces(c, at, s);
     let credentials = credentials::credentials(c, at, s);
     let strategy = rotation::strategy(c, at, s);
     let timings = rotation::timings(c, at, s);
-    rotation::warn_if_passes_too_sparse(c, at, cron, timings.rotate_before);
+    rotation::warn_if_passes_too_sparse(c, at, pass_gap, timings.rotate_before);
     let name_prefix = names::name_prefix(c, at, s);
     let secret_name = names::secret_name(c, at, s);
     let secret_format = secret::secret_format(c, at, s);
