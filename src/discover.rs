@@ -482,17 +482,18 @@ pub async fn fetch(
     }
     let mut inv = Inventory::default();
     let (named, list) = workspace_calls(config);
-    let listed: Vec<_> = futures::stream::iter(list)
-        .map(|scope| {
+    let listed = per_scope(
+        list.into_iter().map(|scope| (scope, ())).collect(),
+        concurrency,
+        |scope, ()| {
             let s = scopes[&scope].clone();
             async move {
                 let r = s.grafana.list_workspaces().await;
                 (scope, r)
             }
-        })
-        .buffer_unordered(concurrency)
-        .collect()
-        .await;
+        },
+    )
+    .await;
     inv.listings.extend(listed);
     // A workspace named by ID is read from its scope's listing when there is one; described
     // when there is none, or the listing failed or does not hold it (so a missing workspace
@@ -510,36 +511,56 @@ pub async fn fetch(
             None => describe.push((scope, id)),
         }
     }
-    let described: Vec<_> = futures::stream::iter(describe)
-        .map(|(scope, id)| {
-            let s = scopes[&scope].clone();
-            async move {
-                let r = s.grafana.describe_workspace(&id).await;
-                ((scope.0, id), r)
-            }
-        })
-        .buffer_unordered(concurrency)
-        .collect()
-        .await;
+    let described = per_scope(describe, concurrency, |scope, id| {
+        let s = scopes[&scope].clone();
+        async move {
+            let r = s.grafana.describe_workspace(&id).await;
+            ((scope.0, id), r)
+        }
+    })
+    .await;
     inv.described.extend(described);
     let (wanted, deferred) = account_calls(config, &inv);
     for (scope, id) in deferred {
         let d = Deferred::new(scopes[&scope].grafana.clone(), &id);
         inv.deferred.insert((scope.0, id), std::sync::Arc::new(d));
     }
-    let fetched: Vec<_> = futures::stream::iter(wanted)
-        .map(|(scope, id)| {
-            let s = scopes[&scope].clone();
-            async move {
-                let r = s.grafana.list_service_accounts(&id).await;
-                ((scope.0, id), r)
-            }
-        })
-        .buffer_unordered(concurrency)
-        .collect()
-        .await;
+    let fetched = per_scope(wanted, concurrency, |scope, id| {
+        let s = scopes[&scope].clone();
+        async move {
+            let r = s.grafana.list_service_accounts(&id).await;
+            ((scope.0, id), r)
+        }
+    })
+    .await;
     inv.accounts.extend(fetched);
     (inv, scopes)
+}
+
+/// Runs `call` over `items`, `concurrency` at a time per scope and every scope at once, as the
+/// pass reconciles: each scope has its own limiters, so 20 regions are discovered in about the
+/// time of one, and a slow or throttled scope holds up only its own calls.
+async fn per_scope<I, T, F, Fut>(items: Vec<(Scope, I)>, concurrency: usize, call: F) -> Vec<T>
+where
+    F: Fn(Scope, I) -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    let mut by_scope: BTreeMap<Scope, Vec<I>> = BTreeMap::new();
+    for (scope, item) in items {
+        by_scope.entry(scope).or_default().push(item);
+    }
+    let call = &call;
+    let scopes = by_scope.into_iter().map(|(scope, items)| {
+        futures::stream::iter(items)
+            .map(move |item| call(scope.clone(), item))
+            .buffer_unordered(concurrency)
+            .collect::<Vec<_>>()
+    });
+    futures::future::join_all(scopes)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
 }
 
 /// The scopes whose workspaces a pass lists (ListWorkspaces), for the IAM policy.

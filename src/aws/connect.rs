@@ -57,13 +57,10 @@ impl Default for AwsSettings {
     }
 }
 
-/// Loads the SDK configuration: the standard chain, with the region and role a target names.
-/// The SDK's own retries are off: `Caller` retries, honouring `Retry-After`.
-pub async fn sdk_config(
-    settings: &AwsSettings,
-    region: Option<&str>,
-    role_arn: Option<&str>,
-) -> SdkConfig {
+/// Loads the SDK configuration once: the standard chain (credentials, region, endpoint
+/// overrides) and the HTTP client, which every scope shares. The SDK's own retries are off:
+/// `Caller` retries, honouring `Retry-After`.
+pub async fn base_config(settings: &AwsSettings) -> SdkConfig {
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .retry_config(RetryConfig::disabled())
         .timeout_config(
@@ -72,19 +69,35 @@ pub async fn sdk_config(
                 .operation_attempt_timeout(settings.attempt_timeout)
                 .build(),
         );
-    if let Some(r) = region.or(settings.region.as_deref()) {
+    if let Some(r) = settings.region.as_deref() {
         loader = loader.region(Region::new(r.to_owned()));
     }
-    let base = loader.load().await;
+    loader.load().await
+}
+
+/// The base configuration for the region and role a target names. Nothing is loaded again:
+/// one HTTP client and one credentials cache serve every scope, so a configuration of 20
+/// regions starts as fast as one.
+pub async fn scoped_config(
+    base: &SdkConfig,
+    region: Option<&str>,
+    role_arn: Option<&str>,
+) -> SdkConfig {
+    let mut regional = base.to_builder();
+    if let Some(r) = region {
+        regional.set_region(Some(Region::new(r.to_owned())));
+    }
+    let regional = regional.build();
     match role_arn {
-        None => base,
+        None => regional,
         Some(arn) => {
             let provider = aws_config::sts::AssumeRoleProvider::builder(arn)
                 .session_name("amg-token-rotator")
-                .configure(&base)
+                .configure(&regional)
                 .build()
                 .await;
-            base.into_builder()
+            regional
+                .into_builder()
                 .credentials_provider(
                     aws_credential_types::provider::SharedCredentialsProvider::new(provider),
                 )
@@ -110,6 +123,7 @@ pub trait Connector: Send + Sync {
 pub struct AwsConnector {
     settings: AwsSettings,
     metrics: Arc<Metrics>,
+    base: tokio::sync::OnceCell<SdkConfig>,
     cache: Mutex<HashMap<Scope, Services>>,
 }
 
@@ -118,6 +132,7 @@ impl AwsConnector {
         AwsConnector {
             settings,
             metrics,
+            base: tokio::sync::OnceCell::new(),
             cache: Mutex::new(HashMap::new()),
         }
     }
@@ -131,7 +146,8 @@ impl Connector for AwsConnector {
         if let Some(s) = cache.get(&key) {
             return s.clone();
         }
-        let sdk = sdk_config(&self.settings, region, role_arn).await;
+        let base = self.base.get_or_init(|| base_config(&self.settings)).await;
+        let sdk = scoped_config(base, region, role_arn).await;
         let policy = self.settings.retry;
         let scope = LimiterScope::new(sdk.region().map(|r| r.as_ref()), role_arn);
         let limiter = |service, rate| {
