@@ -590,7 +590,8 @@ async fn economy(opts: &Opts) -> Vec<String> {
         );
     }
     // A day: every pass a steady one, each credential audited every hour: its token listing,
-    // the record of it, and (by name) at most its workspace's service-account listing.
+    // the record of it, and (by name) at most its workspace's service-account listing; in
+    // Secrets Manager the census's pages every pass, and per audit a describe and the record.
     let count = |m: &Measure, op: &str| m.amg.get(op).copied().unwrap_or(0);
     let base = steady.amg_calls()
         - count(&steady, "ListWorkspaceServiceAccountTokens")
@@ -600,7 +601,7 @@ async fn economy(opts: &Opts) -> Vec<String> {
         "  a day at a 5-minute schedule: the rotator (by name) at most {} AMG calls, (by pattern) {}; {} Secrets Manager calls; the peer {} and {}",
         PASSES_A_DAY * base + 2 * audits,
         PASSES_A_DAY * (base + opts.workspaces) + audits,
-        PASSES_A_DAY * n + audits,
+        PASSES_A_DAY * steady.sm.get("ListSecrets").copied().unwrap_or(0) + 2 * audits,
         PASSES_A_DAY * peer_steady.amg_calls(),
         PASSES_A_DAY * peer_steady.sm_calls()
     );

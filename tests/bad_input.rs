@@ -490,7 +490,12 @@ async fn a_secret_with_foreign_content_is_left_untouched_and_reported() {
             .proxy
             .calls()
             .into_iter()
-            .filter(|op| !matches!(op.as_str(), "DescribeSecret" | "GetSecretValue"))
+            .filter(|op| {
+                !matches!(
+                    op.as_str(),
+                    "DescribeSecret" | "GetSecretValue" | "ListSecrets"
+                )
+            })
             .collect();
         assert!(
             writes.is_empty(),

@@ -102,7 +102,7 @@ async fn first_run_publishes_working_keys_and_a_second_pass_changes_nothing() {
     sm.dedup();
     assert_eq!(
         sm,
-        ["DescribeSecret", "TagResource"],
+        ["DescribeSecret", "ListSecrets", "TagResource"],
         "{:?}",
         bed.proxy.calls()
     );
@@ -110,7 +110,10 @@ async fn first_run_publishes_working_keys_and_a_second_pass_changes_nothing() {
     let run = bed.once(&cfg).await;
     assert_eq!(run.code, Some(0), "{}", run.all_output());
     assert!(
-        bed.proxy.calls().iter().all(|op| op == "DescribeSecret"),
+        bed.proxy
+            .calls()
+            .iter()
+            .all(|op| op == "ListSecrets" || op == "DescribeSecret"),
         "a healthy pass wrote to Secrets Manager: {:?}",
         bed.proxy.calls()
     );
