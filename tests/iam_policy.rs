@@ -27,7 +27,9 @@ const DEPLOYED: &[(&str, &str)] = &[
     ("config/example.toml", "deploy/iam/example.json"),
 ];
 
-/// The SDK crates the rotator uses and the IAM service prefix of each.
+/// The SDK crates the rotator uses and the IAM service prefix of each. `aws_sdk_dynamodb`
+/// (`src/coordination/table.rs`, issue 16) joins them with the `[coordination]` section that
+/// turns it on and the statement that grants it: until then no command reaches it.
 const SERVICES: &[(&str, &str)] = &[
     ("aws_sdk_grafana", "grafana"),
     ("aws_sdk_secretsmanager", "secretsmanager"),
