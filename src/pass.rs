@@ -9,7 +9,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
 use serde::{Serialize, Serializer};
 use tokio::sync::watch;
 
@@ -153,13 +152,11 @@ impl Engine {
         mode: Mode,
         shutdown: &watch::Receiver<bool>,
     ) -> Vec<CredentialReport> {
-        let mut by_scope: BTreeMap<crate::aws::connect::Scope, Vec<Work>> = BTreeMap::new();
-        for w in work {
-            by_scope
-                .entry(w.selected.scope.clone())
-                .or_default()
-                .push(w);
-        }
+        // One census of each scope's secrets a pass, shared by its credentials.
+        let censuses: BTreeMap<_, Arc<Census>> = work
+            .iter()
+            .map(|w| (w.selected.scope.clone(), Arc::new(Census::new())))
+            .collect();
         let one = |w: Work, census: Arc<Census>| async move {
             if *shutdown.borrow() {
                 return CredentialReport {
@@ -184,19 +181,14 @@ impl Engine {
             )
             .await
         };
-        let scopes = by_scope.into_values().map(|scope| {
-            // One census of the scope's secrets a pass, shared by its credentials.
-            let census = Arc::new(Census::new());
-            futures::stream::iter(scope)
-                .map(move |w| one(w, census.clone()))
-                .buffer_unordered(config.daemon.concurrency.max(1))
-                .collect::<Vec<_>>()
-        });
-        futures::future::join_all(scopes)
-            .await
+        let work = work
             .into_iter()
-            .flatten()
-            .collect()
+            .map(|w| (w.selected.scope.clone(), w))
+            .collect();
+        discover::per_scope(work, config.daemon.concurrency.max(1), |scope, w| {
+            one(w, censuses[&scope].clone())
+        })
+        .await
     }
 
     /// The permission audit of each managed workspace, when asked for.

@@ -115,30 +115,26 @@ impl LeaseTable for DynamoTable {
 
     async fn write(&self, shard: &str, write: &Write) -> Result<bool, ApiError> {
         match write {
-            Write::Create(r) => answer(
-                self.client
+            Write::Create(record) | Write::Replace { with: record, .. } => {
+                let put = self
+                    .client
                     .put_item()
                     .table_name(&self.table)
-                    .set_item(Some(item_of(shard, r)))
+                    .set_item(Some(item_of(shard, record)));
+                let put = match write {
+                    Write::Replace { expected, .. } => put
+                        .condition_expression("#rvn = :expected")
+                        .expression_attribute_names("#rvn", "rvn")
+                        .expression_attribute_values(":expected", s(expected)),
                     // `shard` is one of DynamoDB's reserved words: named through `#k`.
-                    .condition_expression("attribute_not_exists(#k)")
-                    .expression_attribute_names("#k", "shard")
-                    .send()
-                    .await,
-                |e| e.is_conditional_check_failed_exception(),
-            ),
-            Write::Replace { expected, with } => answer(
-                self.client
-                    .put_item()
-                    .table_name(&self.table)
-                    .set_item(Some(item_of(shard, with)))
-                    .condition_expression("#rvn = :expected")
-                    .expression_attribute_names("#rvn", "rvn")
-                    .expression_attribute_values(":expected", s(expected))
-                    .send()
-                    .await,
-                |e| e.is_conditional_check_failed_exception(),
-            ),
+                    _ => put
+                        .condition_expression("attribute_not_exists(#k)")
+                        .expression_attribute_names("#k", "shard"),
+                };
+                answer(put.send().await, |e| {
+                    e.is_conditional_check_failed_exception()
+                })
+            }
             Write::Delete { expected } => answer(
                 self.client
                     .delete_item()

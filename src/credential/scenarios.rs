@@ -2233,6 +2233,26 @@ impl World {
         self.g.inner.calls(ops::LIST_TOKENS)
     }
 
+    /// Brings the recorded token within a day of its expiry, in AMG and in the record (as time
+    /// would: an audit would have read it so), and returns the record as it was.
+    async fn make_due(&self) -> super::records::Audit {
+        let record = self.audit_record().expect("a record");
+        let soon = self.now + days(1);
+        let sa = self.sa_id();
+        self.grafana
+            .set_token_expiry(WS, &sa, &record.token_id, Some(soon));
+        let due = super::records::Audit {
+            expires_at: soon,
+            ..record.clone()
+        };
+        let value = due.tag_value().expect("fits");
+        self.secrets
+            .tag(SECRET, super::records::AUDIT_TAG, &value)
+            .await
+            .expect("tag");
+        record
+    }
+
     async fn delete_current_token(&self) {
         let current = self.current();
         self.grafana
@@ -2298,21 +2318,7 @@ async fn a_rotation_that_fails_half_way_leaves_no_record() {
     w.seed(0, days(1), &[AWSCURRENT]).await;
     w.pass().await;
     assert!(w.audit_record().is_some());
-    // Due: the record's expiry says so too, as time would.
-    let mut record = w.audit_record().unwrap();
-    let soon = w.now + days(1);
-    record.expires_at = soon;
-    let sa = w.sa_id();
-    w.grafana
-        .set_token_expiry(WS, &sa, &record.token_id, Some(soon));
-    w.secrets
-        .tag(
-            SECRET,
-            super::records::AUDIT_TAG,
-            &record.tag_value().unwrap(),
-        )
-        .await
-        .unwrap();
+    w.make_due().await;
     w.secrets_fail(Fault::new(ops::PUT_SECRET_VALUE, 1, denied()).times(10));
     let r = w.pass().await;
     assert_eq!(r.status, Status::Failed, "{r:?}");
@@ -2383,21 +2389,7 @@ async fn a_stale_census_is_described_again_before_any_action() {
     let mut w = World::new(Kind::Token);
     w.seed(0, days(1), &[AWSCURRENT]).await;
     w.pass().await;
-    // Due: the record's expiry says so too, as time would.
-    let mut record = w.audit_record().expect("a record");
-    let soon = w.now + days(1);
-    record.expires_at = soon;
-    let sa = w.sa_id();
-    w.grafana
-        .set_token_expiry(WS, &sa, &record.token_id, Some(soon));
-    w.secrets
-        .tag(
-            SECRET,
-            super::records::AUDIT_TAG,
-            &record.tag_value().unwrap(),
-        )
-        .await
-        .unwrap();
+    let record = w.make_due().await;
     // The listing stops here: it will show the due token as current, with its record.
     w.secrets.freeze_listing();
     let r = w.pass().await;
