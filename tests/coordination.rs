@@ -102,12 +102,18 @@ async fn conditional_writes_land_once_and_are_refused_after() {
         with: b.clone(),
     };
     assert!(t.write(shard, &take).await.unwrap());
-    assert_eq!(t.read(shard).await.unwrap(), Some(b));
+    assert_eq!(t.read(shard).await.unwrap(), Some(b.clone()));
+    let other = "eu-west-1/g-2222222222";
+    assert!(t.write(other, &Write::Create(b.clone())).await.unwrap());
+    let all = t.scan().await.unwrap();
+    assert_eq!(all.keys().collect::<Vec<_>>(), [other, shard]);
+    assert_eq!(all[shard], b);
     let release = Write::Delete {
         expected: "b#1".into(),
     };
     assert!(t.write(shard, &release).await.unwrap());
     assert_eq!(t.read(shard).await.unwrap(), None);
+    assert_eq!(t.scan().await.unwrap().len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]

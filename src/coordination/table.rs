@@ -8,7 +8,7 @@
 //! its retry would then be refused by its own rvn. `lease::Lease` counts an unknown answer as a
 //! refusal, which is safe (the lease is taken back a duration later).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -21,6 +21,8 @@ use crate::aws::ApiError;
 pub trait LeaseTable: Send + Sync {
     /// The shard's item as the table holds it now; `None` when there is none.
     async fn read(&self, shard: &str) -> Result<Option<Record>, ApiError>;
+    /// Every item, as one strongly consistent read shows them (a round of `shards::Shards`).
+    async fn scan(&self) -> Result<BTreeMap<String, Record>, ApiError>;
     /// Applies `write` to the shard's item if its condition holds: `Ok(true)` applied,
     /// `Ok(false)` refused by the condition, `Err` refused for another reason or unknown.
     async fn write(&self, shard: &str, write: &Write) -> Result<bool, ApiError>;
@@ -111,6 +113,35 @@ impl LeaseTable for DynamoTable {
                 ))
             }),
         }
+    }
+
+    async fn scan(&self) -> Result<BTreeMap<String, Record>, ApiError> {
+        let mut items = BTreeMap::new();
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        // Bounded: 100 pages of up to 1 MB. The table holds a shard per workspace and a member
+        // item per replica: a few hundred small items, one page.
+        for _ in 0..100 {
+            let page = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(ApiError::from_sdk)?;
+            for item in page.items() {
+                let key = item.get("shard").and_then(|v| v.as_s().ok());
+                if let (Some(key), Some(record)) = (key, record_of(item)) {
+                    items.insert(key.clone(), record);
+                }
+            }
+            match page.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => break,
+            }
+        }
+        Ok(items)
     }
 
     async fn write(&self, shard: &str, write: &Write) -> Result<bool, ApiError> {
