@@ -37,6 +37,19 @@ pub(super) struct RawConfig {
     pub(super) permissions: RawPermissions,
     #[serde(default)]
     pub(super) export: RawExport,
+    #[serde(default)]
+    pub(super) coordination: RawCoordination,
+}
+
+/// `[coordination]`: how several replicas share the work.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCoordination {
+    pub(super) mode: Option<String>,
+    pub(super) table: Option<String>,
+    pub(super) region: Option<String>,
+    pub(super) lease_duration: Option<String>,
+    pub(super) heartbeat: Option<String>,
 }
 
 /// `[export]`: where `once` sends the metrics of its pass.

@@ -302,6 +302,26 @@ pub struct PermissionSettings {
     pub bindings: Vec<DeclaredBindings>,
 }
 
+/// `[coordination]`: one replica (`Off`), or several sharing the work through leases in a
+/// DynamoDB table (`src/coordination`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Coordination {
+    #[default]
+    Off,
+    DynamoDb(LeaseSettings),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseSettings {
+    pub table: String,
+    /// The table's region; `None`: `[aws] region`, or the standard chain's.
+    pub region: Option<String>,
+    /// How long a replica that stops renewing keeps its shards.
+    pub lease_duration: std::time::Duration,
+    /// How often a replica renews what it holds.
+    pub heartbeat: std::time::Duration,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub daemon: DaemonSettings,
@@ -310,6 +330,7 @@ pub struct Config {
     pub targets: Vec<Target>,
     pub permissions: PermissionSettings,
     pub export: ExportSettings,
+    pub coordination: Coordination,
     /// Things that work but are probably not what the user meant.
     pub warnings: Vec<Problem>,
 }

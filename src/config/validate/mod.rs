@@ -4,12 +4,13 @@
 //! Every validator writes to one `Checker`, which collects each problem with its key, value and
 //! reason instead of stopping at the first; on a bad value a validator records it and carries on
 //! with the default. The sections are checked in the order of the file ([daemon], [log], [aws],
-//! [defaults], each [[targets]] entry, [permissions], [export]), and that order is the order of the
+//! [defaults], each [[targets]] entry, [permissions], [export], [coordination]), and that order is the order of the
 //! messages: tests compare them exactly. Validators never read the file or the environment
 //! (that is `load`'s job) and never talk to AWS.
 
 mod aws;
 mod check;
+mod coordination;
 mod credentials;
 mod daemon;
 mod export;
@@ -53,6 +54,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
 
     let permissions = permissions::validate_permissions(&mut c, &raw.permissions);
     let export = export::export_section(&mut c, &raw.export);
+    let coordination = coordination::coordination_section(&mut c, &raw.coordination);
 
     if c.problems.is_empty() {
         Ok(Config {
@@ -62,6 +64,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             targets,
             permissions,
             export,
+            coordination,
             warnings: c.warnings,
         })
     } else {
