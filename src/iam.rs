@@ -141,6 +141,9 @@ pub enum Feature {
     IdentityCenterLookupsForUpdatePermissions,
     /// Targets with `role_arn`, in the rotator's own policy.
     AssumeTargetRoles,
+    /// `[coordination] mode = "dynamodb"`, in the rotator's own policy: the lease table's
+    /// items (src/coordination/table.rs).
+    CoordinateReplicas,
 }
 
 impl Feature {
@@ -161,6 +164,7 @@ impl Feature {
                 "IdentityCenterLookupsForUpdatePermissions"
             }
             Feature::AssumeTargetRoles => "AssumeTheTargetsRoles",
+            Feature::CoordinateReplicas => "CoordinateReplicasThroughTheLeaseTable",
         }
     }
 
@@ -208,6 +212,14 @@ impl Feature {
                 "sso-directory:DescribeGroup",
             ],
             Feature::AssumeTargetRoles => &["sts:AssumeRole"],
+            // A consistent Scan reads the table in a round; conditional writes take, renew
+            // and release; GetItem reads one item.
+            Feature::CoordinateReplicas => &[
+                "dynamodb:GetItem",
+                "dynamodb:Scan",
+                "dynamodb:PutItem",
+                "dynamodb:DeleteItem",
+            ],
         }
     }
 }
@@ -307,6 +319,26 @@ pub fn generate(config: &Config, opts: &Options) -> Result<Generated, IamError> 
             .collect();
         if !roles.is_empty() {
             needs.grant(Feature::AssumeTargetRoles, roles);
+        }
+        if let crate::config::Coordination::DynamoDb(lease) = &config.coordination {
+            let region = lease
+                .region
+                .clone()
+                .or_else(|| config.aws.region.clone())
+                .unwrap_or_else(|| REGION_PLACEHOLDER.to_owned());
+            let place = Place {
+                partition: partition_of_region(&region).to_owned(),
+                account: opts
+                    .account_id
+                    .as_deref()
+                    .unwrap_or(ACCOUNT_PLACEHOLDER)
+                    .to_owned(),
+                region,
+            };
+            needs.grant(
+                Feature::CoordinateReplicas,
+                [place.arn("dynamodb", &format!("table/{}", lease.table))],
+            );
         }
     }
     let statements = needs

@@ -112,18 +112,40 @@ async fn main() -> ExitCode {
         }
     };
     let metrics = Arc::new(Metrics::new());
+    // `plan` changes nothing, so it needs no lease.
+    let coordinator = match cli.command {
+        Command::Plan { .. } => None,
+        _ => amg_token_rotator::coordination::from_config(&cfg).await,
+    };
     let engine = Arc::new(Engine {
         connector: Arc::new(AwsConnector::new(cfg.aws.clone(), metrics.clone())),
         verifier: Arc::new(HttpVerifier::new(Duration::from_secs(10))),
         metrics: metrics.clone(),
+        coordinator: coordinator.clone(),
     });
-    match cli.command {
-        Command::CheckConfig | Command::IamPolicy { .. } => unreachable!("handled above"),
-        Command::Once => one_pass(&engine, &cfg, Mode::Apply, None, &shutdown).await,
-        Command::Plan { output } => {
-            one_pass(&engine, &cfg, Mode::Plan, Some(output), &shutdown).await
+    let work = async {
+        match cli.command {
+            Command::CheckConfig | Command::IamPolicy { .. } => unreachable!("handled above"),
+            Command::Once => one_pass(&engine, &cfg, Mode::Apply, None, &shutdown).await,
+            Command::Plan { output } => {
+                one_pass(&engine, &cfg, Mode::Plan, Some(output), &shutdown).await
+            }
+            Command::Run => {
+                run(
+                    cli.config,
+                    cfg.clone(),
+                    engine.clone(),
+                    metrics,
+                    shutdown,
+                    reloads,
+                )
+                .await
+            }
         }
-        Command::Run => run(cli.config, cfg, engine, metrics, shutdown, reloads).await,
+    };
+    match coordinator {
+        Some(c) => c.around(work).await,
+        None => work.await,
     }
 }
 

@@ -14,6 +14,8 @@ use tokio::sync::watch;
 
 use crate::aws::{Connector, Services, Verifier};
 use crate::config::{render_template, secret_name_problem, Config, Target};
+use crate::coordination::guard::Guarded;
+use crate::coordination::Coordinator;
 use crate::credential::census::Census;
 use crate::credential::{self, execute, Credential, CredentialReport, Status};
 use crate::daemon::metrics::{Metrics, PassMode, PassOutcome, Stage};
@@ -77,6 +79,30 @@ pub struct Engine {
     pub connector: Arc<dyn Connector>,
     pub verifier: Arc<dyn Verifier>,
     pub metrics: Arc<Metrics>,
+    /// With `[coordination]`: the leases that say which workspaces this replica works on.
+    pub coordinator: Option<Arc<Coordinator>>,
+}
+
+/// The shard of a selected credential's workspace.
+fn shard(s: &Selected) -> String {
+    crate::coordination::shard_of(s.scope.0.as_deref(), &s.workspace.id)
+}
+
+/// With several replicas: claims this replica's share of the shards the pass discovered, and
+/// keeps the credentials of the shards it holds. The others are another replica's: not
+/// planned, not reported, not exported here. A round that fails keeps what is still held.
+async fn held_only(c: &Coordinator, selected: Vec<Selected>) -> Vec<Selected> {
+    let shards: BTreeSet<String> = selected.iter().map(shard).collect();
+    let all = shards.len();
+    if let Err(e) = c.claim(shards).await {
+        tracing::warn!(replica = %c.me(), error = %e, "could not read the lease table; this pass works only on the shards still held");
+    }
+    let held = c.held();
+    tracing::info!(replica = %c.me(), held = held.len(), shards = all, members = c.members(), "shards of this pass");
+    selected
+        .into_iter()
+        .filter(|s| held.contains(&shard(s)))
+        .collect()
 }
 
 /// A claimed credential, ready to reconcile.
@@ -102,6 +128,10 @@ impl Engine {
         });
         let (inventory, scopes) = discover::fetch(config, self.connector.as_ref()).await;
         let (selected, mut problems) = discover::select(config, &inventory);
+        let selected = match (&self.coordinator, mode) {
+            (Some(c), Mode::Apply) => held_only(c, selected).await,
+            _ => selected,
+        };
         let managed: BTreeMap<String, Services> = selected
             .iter()
             .filter(|s| crate::config::is_workspace_id(&s.workspace.id))
@@ -165,9 +195,16 @@ impl Engine {
                     ..w.report
                 };
             }
+            // With several replicas, every change first asks whether the shard is still held.
+            let lease = match (&self.coordinator, mode) {
+                (Some(c), Mode::Apply) => Some((c.clone(), shard(&w.selected))),
+                _ => None,
+            };
+            let grafana = Guarded::new(w.services.grafana.as_ref(), lease.clone());
+            let secrets = Guarded::new(w.services.secrets.as_ref(), lease);
             let services = execute::Services {
-                grafana: w.services.grafana.as_ref(),
-                secrets: w.services.secrets.as_ref(),
+                grafana: &grafana,
+                secrets: &secrets,
                 census: &census,
                 verifier: self.verifier.as_ref(),
                 metrics: &self.metrics,

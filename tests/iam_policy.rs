@@ -27,10 +27,9 @@ const DEPLOYED: &[(&str, &str)] = &[
     ("config/example.toml", "deploy/iam/example.json"),
 ];
 
-/// The SDK crates the rotator uses and the IAM service prefix of each. `aws_sdk_dynamodb`
-/// (`src/coordination/table.rs`, issue 16) joins them with the `[coordination]` section that
-/// turns it on and the statement that grants it: until then no command reaches it.
+/// The SDK crates the rotator uses and the IAM service prefix of each.
 const SERVICES: &[(&str, &str)] = &[
+    ("aws_sdk_dynamodb", "dynamodb"),
     ("aws_sdk_grafana", "grafana"),
     ("aws_sdk_secretsmanager", "secretsmanager"),
     ("aws_sdk_sts", "sts"),
@@ -349,6 +348,8 @@ enum Use {
     Enforce,
     /// `role_arn`: connect.rs assumes the role.
     AssumeRole,
+    /// `[coordination] mode = "dynamodb"`: coordination/table.rs reads and writes leases.
+    Coordinate,
 }
 
 /// The feature that makes each action needed. An action the scan finds that is not here fails
@@ -376,6 +377,10 @@ const FEATURE_OF: &[(&str, Use)] = &[
     ("grafana:ListPermissions", Use::Audit),
     ("grafana:UpdatePermissions", Use::Enforce),
     ("sts:AssumeRole", Use::AssumeRole),
+    ("dynamodb:GetItem", Use::Coordinate),
+    ("dynamodb:Scan", Use::Coordinate),
+    ("dynamodb:PutItem", Use::Coordinate),
+    ("dynamodb:DeleteItem", Use::Coordinate),
 ];
 
 fn feature_of(action: &str) -> Result<Use, String> {
@@ -426,6 +431,7 @@ const ASSUMING: &str = "[[targets]]\nworkspace_ids = [\"g-1111111111\"]\nservice
 const BOOTSTRAP: &str = "service_account_role = \"EDITOR\"\n";
 const KMS: &str = "kms_key_id = \"arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab\"\n";
 const AUDIT: &str = "[permissions]\naudit = true\n";
+const COORDINATION: &str = "[coordination]\nmode = \"dynamodb\"\n";
 const ENFORCE: &str = "[permissions]\nenforce = true\n[[permissions.bindings]]\nrole = \"ADMIN\"\ngroups = [\"admins\"]\n";
 
 /// Each configuration, and the features it turns on.
@@ -466,6 +472,10 @@ fn cases() -> Vec<(String, Vec<Use>)> {
             vec![ById, Tokens, Publish, AssumeRole],
         ),
         (ASSUMING.into(), vec![AssumeRole]),
+        (
+            format!("{COORDINATION}{BY_ID}"),
+            vec![ById, Tokens, Publish, Coordinate],
+        ),
         (every_feature(), every_use()),
     ]
 }
@@ -473,13 +483,16 @@ fn cases() -> Vec<(String, Vec<Use>)> {
 fn every_use() -> Vec<Use> {
     use Use::*;
     vec![
-        ById, ByTag, Tokens, Bootstrap, ApiKeys, Publish, ReadBack, Kms, Audit, Enforce, AssumeRole,
+        ById, ByTag, Tokens, Bootstrap, ApiKeys, Publish, ReadBack, Kms, Audit, Enforce,
+        AssumeRole, Coordinate,
     ]
 }
 
 /// Every feature on, in the rotator's own targets (and one assumed role for AssumeRole).
 fn every_feature() -> String {
-    format!("[defaults]\n{BOOTSTRAP}{KMS}{BY_ID}{BY_TAG}{API_KEYS}{ASSUMING}{ENFORCE}")
+    format!(
+        "{COORDINATION}[defaults]\n{BOOTSTRAP}{KMS}{BY_ID}{BY_TAG}{API_KEYS}{ASSUMING}{ENFORCE}"
+    )
 }
 
 #[test]

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::Client;
 
 use super::lease::{Record, Write};
 use crate::aws::ApiError;
@@ -30,12 +31,12 @@ pub trait LeaseTable: Send + Sync {
 
 /// The table on DynamoDB.
 pub struct DynamoTable {
-    client: aws_sdk_dynamodb::Client,
+    client: Client,
     table: String,
 }
 
 impl DynamoTable {
-    pub fn new(client: aws_sdk_dynamodb::Client, table: &str) -> DynamoTable {
+    pub fn new(client: Client, table: &str) -> DynamoTable {
         DynamoTable {
             client,
             table: table.to_owned(),

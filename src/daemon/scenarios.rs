@@ -104,6 +104,7 @@ impl Harness {
                 }),
                 verifier: Arc::new(FakeVerifier::accepting()),
                 metrics: metrics.clone(),
+                coordinator: None,
             }),
             metrics,
             health: health.clone(),

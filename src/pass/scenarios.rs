@@ -130,6 +130,7 @@ impl Cloud {
             connector: Arc::new(self.clone()),
             verifier,
             metrics: Arc::new(Metrics::new()),
+            coordinator: None,
         };
         engine
             .pass(&configuration(config), Mode::Apply, &shutdown)
