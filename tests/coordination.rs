@@ -151,3 +151,176 @@ async fn a_lease_passes_to_another_replica_only_when_its_holder_stops_renewing()
     assert_eq!(round(&t, &mut a, shard, 24_001).await, Some(true));
     assert!(a.holds(24_001));
 }
+
+// ---- three daemons against one bed ------------------------------------------------------------
+
+const WORKSPACES: usize = 6;
+
+fn workspace_ids() -> Vec<String> {
+    (0..WORKSPACES)
+        .map(|i| format!("g-70000000{i:02}"))
+        .collect()
+}
+
+fn replicated_config(bed: &support::Bed) -> std::path::PathBuf {
+    let ids = workspace_ids()
+        .iter()
+        .map(|id| format!("{id:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    bed.config(&format!(
+        "[daemon]\nschedule = \"*/2 * * * * *\"\n\n[log]\nformat = \"json\"\n\n\
+         [coordination]\nmode = \"dynamodb\"\ntable = \"{TABLE}\"\nlease_duration = \"10s\"\nheartbeat = \"2s\"\n\n\
+         [[targets]]\nworkspace_ids = [{ids}]\nservice_accounts = [\"svc\"]\n"
+    ))
+}
+
+/// The shards a daemon's last pass worked on, from its log.
+fn held(d: &support::Daemon) -> Option<u64> {
+    d.events_with("shards of this pass")
+        .last()
+        .and_then(|e| e["held"].as_u64())
+}
+
+/// Whether every workspace's secret has a current version naming a token created after
+/// `after` (epoch seconds).
+async fn all_current_since(bed: &support::Bed, after: i64) -> bool {
+    for ws in workspace_ids() {
+        let name = format!("amg-token-rotator/{ws}/svc");
+        let Some(versions) = bed.versions(&name).await else {
+            return false;
+        };
+        if !versions
+            .values()
+            .any(|s| s.iter().any(|l| l == "AWSCURRENT"))
+        {
+            return false;
+        }
+        let newest = bed.tokens(&ws, "svc").iter().map(|t| t.created_at).max();
+        if newest.is_none_or(|c| c < after) {
+            return false;
+        }
+    }
+    true
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_replicas_share_the_work_rotate_each_token_once_and_hand_over() {
+    use amg_emulator::{Role, Seed, ServiceAccountSeed, WorkspaceSeed};
+    use std::time::Duration;
+    use support::eventually;
+
+    let mut seed = Seed::new();
+    for id in workspace_ids() {
+        seed = seed.with_workspace(
+            WorkspaceSeed::new(&id)
+                .with_service_account(ServiceAccountSeed::new("svc", Role::Editor)),
+        );
+    }
+    let bed = support::Bed::start(seed).await;
+    let _table = table(&bed.moto).await;
+    let cfg = replicated_config(&bed);
+    let dynamodb = bed.moto.endpoint();
+    let env = [("AWS_ENDPOINT_URL_DYNAMODB", dynamodb.as_str())];
+    let mut daemons = Vec::new();
+    for _ in 0..3 {
+        daemons.push(bed.daemon(&cfg, &env).await);
+    }
+
+    // Every credential minted once, whoever minted it, and the shards split two each.
+    let started = chrono::Utc::now().timestamp() - 1;
+    let converged = eventually(
+        Duration::from_secs(60),
+        Duration::from_millis(250),
+        || async { all_current_since(&bed, started).await.then_some(()) },
+    )
+    .await;
+    assert!(converged.is_some(), "{}", daemons[0].logs());
+    let split = eventually(
+        Duration::from_secs(40),
+        Duration::from_millis(250),
+        || async {
+            let h: Vec<Option<u64>> = daemons.iter().map(held).collect();
+            (h == [Some(2), Some(2), Some(2)]).then_some(h)
+        },
+    )
+    .await;
+    assert!(
+        split.is_some(),
+        "held: {:?}",
+        daemons.iter().map(held).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        bed.count_calls("CreateWorkspaceServiceAccountToken"),
+        WORKSPACES
+    );
+
+    // kill -9 one replica, and bring every token due: the two others rotate everything, its
+    // shards once their leases ran out, each token exactly once.
+    let mut victim = daemons.remove(0);
+    victim.signal("KILL");
+    let _ = victim.wait_exit(Duration::from_secs(10)).await;
+    let now = chrono::Utc::now().timestamp();
+    for ws in workspace_ids() {
+        let sa = bed.service_account_id(&ws, "svc");
+        for t in bed.tokens(&ws, "svc") {
+            assert!(bed.set_token_expiry(&ws, &sa, &t.id, now + 600).await);
+        }
+    }
+    let rotated = eventually(
+        Duration::from_secs(60),
+        Duration::from_millis(250),
+        || async { all_current_since(&bed, now).await.then_some(()) },
+    )
+    .await;
+    assert!(
+        rotated.is_some(),
+        "{}\n{}",
+        daemons[0].logs(),
+        daemons[1].logs()
+    );
+    // A few more passes: nothing is rotated twice.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        bed.count_calls("CreateWorkspaceServiceAccountToken"),
+        2 * WORKSPACES
+    );
+
+    // SIGTERM one of the two: it releases what it holds, and the last takes everything.
+    let mut leaving = daemons.remove(0);
+    let pid = leaving.pid;
+    leaving.signal("TERM");
+    assert_eq!(
+        leaving.wait_exit(Duration::from_secs(30)).await,
+        Ok(Some(0))
+    );
+    assert!(
+        !leaving.events_with("leases released").is_empty(),
+        "{}",
+        leaving.logs()
+    );
+    let owners: Vec<String> = _table
+        .scan()
+        .await
+        .unwrap()
+        .into_values()
+        .map(|r| r.owner)
+        .collect();
+    assert!(
+        !owners.iter().any(|o| o.contains(&format!("-{pid}-"))),
+        "the leaving replica's items are gone: {owners:?}"
+    );
+    let all = eventually(
+        Duration::from_secs(30),
+        Duration::from_millis(250),
+        || async { (held(&daemons[0]) == Some(WORKSPACES as u64)).then_some(()) },
+    )
+    .await;
+    assert!(all.is_some(), "{}", daemons[0].logs());
+    // No replica worked on a shard it did not hold: nothing failed, nothing was refused.
+    for d in [&leaving, &daemons[0]] {
+        for text in ["credential failed", "action failed", "not sent"] {
+            assert!(d.events_with(text).is_empty(), "{text}:\n{}", d.logs());
+        }
+    }
+}
