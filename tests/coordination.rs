@@ -324,3 +324,94 @@ async fn three_replicas_share_the_work_rotate_each_token_once_and_hand_over() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replica_cut_off_from_dynamodb_stops_changing_anything_within_a_lease() {
+    use amg_emulator::{Role, Seed, ServiceAccountSeed, WorkspaceSeed};
+    use std::time::Duration;
+    use support::{eventually, SmProxy};
+
+    let mut seed = Seed::new();
+    for id in workspace_ids() {
+        seed = seed.with_workspace(
+            WorkspaceSeed::new(&id)
+                .with_service_account(ServiceAccountSeed::new("svc", Role::Editor)),
+        );
+    }
+    let bed = support::Bed::start(seed).await;
+    let table = table(&bed.moto).await;
+    let cfg = replicated_config(&bed);
+    // Replica a reaches DynamoDB through a proxy the test can cut; b reaches it directly.
+    let cut = SmProxy::start(bed.moto.endpoint()).await;
+    let through_proxy = cut.endpoint();
+    let a = bed
+        .daemon(
+            &cfg,
+            &[("AWS_ENDPOINT_URL_DYNAMODB", through_proxy.as_str())],
+        )
+        .await;
+    let direct = bed.moto.endpoint();
+    let b = bed
+        .daemon(&cfg, &[("AWS_ENDPOINT_URL_DYNAMODB", direct.as_str())])
+        .await;
+    let split = eventually(
+        Duration::from_secs(60),
+        Duration::from_millis(250),
+        || async { (held(&a) == Some(3) && held(&b) == Some(3)).then_some(()) },
+    )
+    .await;
+    assert!(split.is_some(), "{}\n{}", a.logs(), b.logs());
+    let minted = bed.count_calls("CreateWorkspaceServiceAccountToken");
+    assert_eq!(minted, WORKSPACES);
+
+    // Cut a off. Within a lease duration it holds nothing, and b holds everything.
+    cut.fail("*", u32::MAX, 500, "InternalServerError");
+    let alone = eventually(
+        Duration::from_secs(40),
+        Duration::from_millis(250),
+        || async { (held(&a) == Some(0) && held(&b) == Some(WORKSPACES as u64)).then_some(()) },
+    )
+    .await;
+    assert!(alone.is_some(), "{}\n{}", a.logs(), b.logs());
+    let owners: std::collections::BTreeSet<String> = table
+        .scan()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with("member/"))
+        .map(|(_, r)| r.owner)
+        .collect();
+    assert!(
+        owners.len() == 1 && owners.iter().all(|o| o.contains(&format!("-{}-", b.pid))),
+        "{owners:?}"
+    );
+
+    // Everything due: b rotates each token once; a, still running, changes nothing.
+    let now = chrono::Utc::now().timestamp();
+    for ws in workspace_ids() {
+        let sa = bed.service_account_id(&ws, "svc");
+        for t in bed.tokens(&ws, "svc") {
+            assert!(bed.set_token_expiry(&ws, &sa, &t.id, now + 600).await);
+        }
+    }
+    let rotated = eventually(
+        Duration::from_secs(40),
+        Duration::from_millis(250),
+        || async { all_current_since(&bed, now).await.then_some(()) },
+    )
+    .await;
+    assert!(rotated.is_some(), "{}", b.logs());
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        bed.count_calls("CreateWorkspaceServiceAccountToken"),
+        2 * WORKSPACES
+    );
+    assert!(
+        !a.events_with("could not read the lease table").is_empty(),
+        "{}",
+        a.logs()
+    );
+    for text in ["credential failed", "action failed"] {
+        assert!(a.events_with(text).is_empty(), "{text}:\n{}", a.logs());
+    }
+}
