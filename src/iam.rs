@@ -852,6 +852,21 @@ mod tests {
         assert!(sids(&two).contains(&"DescribeWorkspacesById".to_owned()));
     }
 
+    /// With `[coordination]`, the rotator's own policy reaches the lease table, in the table's
+    /// region; a role's policy does not (the rotator's own identity writes the leases).
+    #[test]
+    fn coordination_grants_the_lease_table_only() {
+        let base = "[[targets]]\nworkspace_ids = [\"g-0123456789\"]\nservice_accounts = [\"a\"]\n";
+        assert!(!sids(&own(base)).contains(&"CoordinateReplicasThroughTheLeaseTable".to_owned()));
+        let g = own(&format!(
+            "[coordination]\nmode = \"dynamodb\"\ntable = \"leases\"\nregion = \"eu-west-1\"\n{base}"
+        ));
+        assert_eq!(
+            statement_of(&g, "CoordinateReplicasThroughTheLeaseTable")["Resource"],
+            "arn:aws:dynamodb:eu-west-1:${ACCOUNT_ID}:table/leases"
+        );
+    }
+
     /// A token target reads its published keys back only to prove them: `verify` (a pending
     /// version) or `liveness_checks` (the current key, on passes that trust the audit record).
     #[test]
