@@ -254,6 +254,9 @@ async fn three_replicas_share_the_work_rotate_each_token_once_and_hand_over() {
         bed.count_calls("CreateWorkspaceServiceAccountToken"),
         WORKSPACES
     );
+    for d in &daemons {
+        assert_eq!(d.get("/readyz").await.map(|(status, _)| status), Some(200));
+    }
 
     // kill -9 one replica, and bring every token due: the two others rotate everything, its
     // shards once their leases ran out, each token exactly once.
