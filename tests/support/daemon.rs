@@ -90,6 +90,19 @@ impl Daemon {
         Some((status, r.text().await.ok()?))
     }
 
+    /// As `get`, on a connection of its own: the client's pooled one may be the oldest the
+    /// daemon closes when too many are open (as a prober's next request would reconnect).
+    pub async fn get_fresh(&self, path: &str) -> Option<(u16, String)> {
+        let r = reqwest::Client::new()
+            .get(self.url(path))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .ok()?;
+        let status = r.status().as_u16();
+        Some((status, r.text().await.ok()?))
+    }
+
     pub async fn scrape(&self) -> Scrape {
         let (status, body) = self.get("/metrics").await.expect("/metrics answers");
         assert_eq!(status, 200, "{body}");
