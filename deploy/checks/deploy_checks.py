@@ -7,14 +7,19 @@ and must refuse it, so a validator that silently accepts everything fails the ch
 passing it.
 
   kubernetes      kustomize build (kubectl's built-in kustomize, when kubectl is installed) of
-                  deploy/kubernetes/base and deploy/kubernetes/cronjob; every object validated
-                  strictly against the Kubernetes OpenAPI schemas (kubernetes-validate) or, for
-                  ServiceMonitor and PrometheusRule, against the prometheus-operator CRD schemas
+                  deploy/kubernetes/base, deploy/kubernetes/cronjob and
+                  deploy/kubernetes/replicated; every object validated strictly against the
+                  Kubernetes OpenAPI schemas (kubernetes-validate) or, for ServiceMonitor and
+                  PrometheusRule, against the prometheus-operator CRD schemas
                   (cloudcoil-models-prometheus-operator); then the properties the rotator needs
-                  (one replica, Recreate, probes on /healthz and /readyz, hardening, ports that
-                  agree, a NetworkPolicy that covers every pod and whose peers can match, the
-                  PrometheusRule = alerts.yml; the CronJob pushes to a Pushgateway as one fixed
-                  group, and may reach it).
+                  (coordination off: one replica and Recreate; [coordination] mode = "dynamodb":
+                  at least two replicas, RollingUpdate with maxUnavailable 0, one
+                  PodDisruptionBudget that keeps a pod and lets one go, a spread across nodes;
+                  probes on /healthz and /readyz, hardening, ports that agree, a NetworkPolicy
+                  that covers every pod and whose peers can match, the PrometheusRule =
+                  alerts.yml; the CronJob pushes to a Pushgateway as one fixed group, and may
+                  reach it). The replicated overlay is also broken one way at a time, and each
+                  break must be refused.
   prometheusrule  regenerate deploy/kubernetes/base/prometheusrule.yaml from
                   deploy/prometheus/alerts.yml (--write), or check that they agree.
   systemd         what systemd-analyze cannot know of amg-token-rotator-once.service: `once`
@@ -259,6 +264,8 @@ def k8s_properties(name: str, docs: list[dict[str, Any]], p: Problems) -> None:
 
     templates = list(pod_templates(docs))
     p.check(bool(templates), name, "no Deployment or CronJob")
+    # [coordination] mode of each pod template, as the rotator would read it (file, then env).
+    modes: dict[str, str] = {}
     for where, meta, spec in templates:
         where = f"{name} {where}"
         labels = meta.get("labels", {})
@@ -303,6 +310,8 @@ def k8s_properties(name: str, docs: list[dict[str, Any]], p: Problems) -> None:
                     config = tomllib.loads(config_maps[cm_name]["data"][key])
                 except tomllib.TOMLDecodeError as e:
                     p.add(where, f"ConfigMap {cm_name} {key} is not TOML: {e}")
+        env = {e["name"]: e for e in c.get("env", [])}
+        modes[where] = coordination_mode(config, env)
         daemon = config.get("daemon", {})
         shutdown = duration_seconds(daemon.get("shutdown_timeout", f"{DEFAULT_SHUTDOWN_TIMEOUT_S}s"))
         p.check(spec.get("terminationGracePeriodSeconds", 30) > shutdown, where,
@@ -320,9 +329,20 @@ def k8s_properties(name: str, docs: list[dict[str, Any]], p: Problems) -> None:
                 allowed = [pt.get("port") for rule in np["spec"].get("ingress", []) for pt in rule.get("ports", [])]
                 p.check(listen_port in allowed, name, f"NetworkPolicy/{np['metadata']['name']} does not admit port {listen_port} (Prometheus)")
     for d in by_kind.get("Deployment", []):
-        p.check(d["spec"].get("replicas") == 1, name, "the Deployment does not have exactly one replica")
-        p.check(d["spec"].get("strategy", {}).get("type") == "Recreate", name, "the Deployment strategy is not Recreate")
         pod_labels = d["spec"]["template"]["metadata"]["labels"]
+        if modes.get(f"{name} Deployment/{d['metadata']['name']}") == "dynamodb":
+            replicated_deployment(name, d, by_kind.get("PodDisruptionBudget", []), p)
+        else:
+            # Coordination off: each replica would rotate every credential on its own.
+            replicas = d["spec"].get("replicas")
+            if isinstance(replicas, int) and replicas > 1:
+                p.add(name, f"the Deployment has {replicas} replicas and its configuration (config.toml under {COORDINATION_ENV}) "
+                      "has no [coordination] mode = \"dynamodb\": "
+                      "they would race over the same credentials")
+            else:
+                p.check(replicas == 1, name, "the Deployment does not have exactly one replica")
+            p.check(d["spec"].get("strategy", {}).get("type") == "Recreate", name,
+                    "the Deployment strategy is not Recreate: without [coordination] an upgrade would run two rotators at once")
         container_ports = {pt.get("name"): pt["containerPort"] for pt in d["spec"]["template"]["spec"]["containers"][0].get("ports", [])}
         services = [s for s in by_kind.get("Service", []) if labels_match(s["spec"].get("selector", {}), pod_labels)]
         p.check(bool(services), name, "no Service selects the Deployment's pods")
@@ -359,6 +379,79 @@ def k8s_properties(name: str, docs: list[dict[str, Any]], p: Problems) -> None:
                     f"own labels {selector} (kustomize's includeSelectors added them): use matchExpressions")
     p.check(not (by_kind.get("Deployment") and by_kind.get("CronJob")), name,
             "both a Deployment and a CronJob: two rotators would race")
+
+
+COORDINATION_ENV = "AMG_ROTATOR__COORDINATION__MODE"
+
+
+def coordination_mode(config: dict[str, Any], env: dict[str, dict[str, Any]]) -> str:
+    """[coordination] mode as the rotator reads it: the file, under AMG_ROTATOR__COORDINATION__MODE
+    when the container sets it. A value from elsewhere (valueFrom) cannot be known here: "unknown",
+    which counts as off, the safe reading."""
+    if COORDINATION_ENV in env:
+        return str(env[COORDINATION_ENV].get("value", "unknown"))
+    return str(config.get("coordination", {}).get("mode", "off"))
+
+
+def scaled(value: Any, total: int) -> int | None:
+    """An IntOrString of a PodDisruptionBudget as a number of pods (percentages round up, as the
+    disruption controller rounds them); None when it is neither."""
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and re.fullmatch(r"\d+%", value):
+        return -(-int(value[:-1]) * total // 100)
+    return None
+
+
+def replicated_deployment(name: str, d: dict[str, Any], budgets: list[dict[str, Any]], p: Problems) -> None:
+    """A Deployment whose config has [coordination] mode = "dynamodb": each workspace is changed
+    only by the replica holding its lease, so several replicas are safe, and then they should be
+    several in fact: at least two, an upgrade that adds a pod before it removes one, a budget
+    that lets a drain evict one pod but not both, and the pods on different nodes if they can."""
+    spec = d["spec"]
+    template = spec["template"]
+    labels = template["metadata"].get("labels", {})
+    replicas = spec.get("replicas", 1)
+    p.check(isinstance(replicas, int) and replicas >= 2, name,
+            f"coordination is on but the Deployment has {replicas} replica(s): need at least 2, so that one pod lost does not stop rotation")
+    strategy = spec.get("strategy", {})
+    rolling = strategy.get("rollingUpdate", {})
+    p.check(strategy.get("type") == "RollingUpdate" and rolling.get("maxUnavailable") in (0, "0%"), name,
+            f"coordination is on but the strategy is {strategy}: need RollingUpdate with maxUnavailable 0, so an upgrade "
+            "starts a new pod before it stops an old one")
+    p.check(rolling.get("maxSurge", "25%") not in (0, "0%"), name, "maxSurge 0 with maxUnavailable 0: an upgrade could never proceed")
+    selecting = [b for b in budgets if labels_match(b["spec"].get("selector", {}).get("matchLabels", {}), labels)]
+    p.check(bool(selecting), name, "coordination is on but no PodDisruptionBudget selects the Deployment's pods: a drain may evict them all at once")
+    # The eviction API refuses to evict a pod that more than one budget selects.
+    p.check(len(selecting) <= 1, name, f"{len(selecting)} PodDisruptionBudgets select the Deployment's pods: evictions would fail")
+    for b in selecting:
+        where = f"{name} PodDisruptionBudget/{b['metadata']['name']}"
+        total = replicas if isinstance(replicas, int) else 1
+        if "minAvailable" in b["spec"]:
+            kept = scaled(b["spec"]["minAvailable"], total)
+            p.check(kept is not None and kept >= 1, where, f"minAvailable {b['spec']['minAvailable']}: need at least 1 pod kept")
+            p.check(kept is None or kept < total, where, f"minAvailable {b['spec']['minAvailable']} of {total} pods: no pod could ever be evicted (drains hang)")
+        elif "maxUnavailable" in b["spec"]:
+            gone = scaled(b["spec"]["maxUnavailable"], total)
+            p.check(gone is not None and gone <= 1, where, f"maxUnavailable {b['spec']['maxUnavailable']}: need at most 1, so one pod keeps rotating")
+            p.check(gone is None or gone >= 1, where, f"maxUnavailable {b['spec']['maxUnavailable']}: no pod could ever be evicted (drains hang)")
+        else:
+            p.add(where, "neither minAvailable nor maxUnavailable")
+    pod = template["spec"]
+    spreads = [c.get("labelSelector", {}).get("matchLabels", {}) for c in pod.get("topologySpreadConstraints", [])
+               if c.get("topologyKey") == "kubernetes.io/hostname"]
+    anti = pod.get("affinity", {}).get("podAntiAffinity", {})
+    terms = anti.get("requiredDuringSchedulingIgnoredDuringExecution", []) + [
+        w.get("podAffinityTerm", {}) for w in anti.get("preferredDuringSchedulingIgnoredDuringExecution", [])]
+    spreads += [t.get("labelSelector", {}).get("matchLabels", {}) for t in terms if t.get("topologyKey") == "kubernetes.io/hostname"]
+    p.check(any(s and labels_match(s, labels) for s in spreads), name,
+            "no topologySpreadConstraints or podAntiAffinity over kubernetes.io/hostname selects the pods: both replicas may share one node's fate")
+    # Each replica names itself after HOSTNAME, the pod's name unless the pod says otherwise.
+    p.check("hostname" not in pod, name, "spec.hostname is set: every replica would have the same HOSTNAME (its name in the lease table)")
+    for c in pod["containers"]:
+        host = next((e for e in c.get("env", []) if e["name"] == "HOSTNAME"), None)
+        p.check(host is None or host.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "metadata.name", name,
+                f"container {c['name']} sets HOSTNAME to {host}: every replica would have the same name in the lease table")
 
 
 def network_peers(np: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -461,6 +554,80 @@ def cmd_prometheusrule(args: argparse.Namespace) -> None:
     p.exit("PrometheusRule")
 
 
+def replicated_config(directory: Path, p: Problems) -> None:
+    """The replicated overlay's config.toml is the base's plus [coordination]: the two are kept
+    apart only because a ConfigMap generator replaces a whole file."""
+    base = tomllib.loads((ROOT / "deploy/kubernetes/base/config.toml").read_text())
+    mine = tomllib.loads((directory / "config.toml").read_text())
+    coordination = mine.pop("coordination", {})
+    p.check(coordination.get("mode") == "dynamodb", rel(directory / "config.toml"), "no [coordination] mode = \"dynamodb\"")
+    p.check("coordination" not in base, "deploy/kubernetes/base/config.toml", "has [coordination]: the base is the one-replica default")
+    p.check(mine == base, rel(directory / "config.toml"),
+            "differs from deploy/kubernetes/base/config.toml in more than [coordination]: change both together")
+
+
+def refused(name: str, docs: list[dict[str, Any]], expect: str) -> bool:
+    """Whether k8s_properties finds a problem containing `expect` in `docs`."""
+    q = Problems()
+    k8s_properties(name, docs, q)
+    return any(expect in item for item in q.items)
+
+
+def replicated_negative_controls(name: str, docs: list[dict[str, Any]], p: Problems) -> None:
+    """The replicated overlay, broken one way at a time: each must be refused for that reason.
+    And the built overlay itself must pass, or the controls prove nothing."""
+    def broken(change: Any) -> list[dict[str, Any]]:
+        out = copy.deepcopy(docs)
+        change(out)
+        return [d for d in out if d is not None]
+
+    def deployment(ds: list[dict[str, Any]]) -> dict[str, Any]:
+        return next(d for d in ds if d and d["kind"] == "Deployment")
+
+    def drop_pdb(ds: list[dict[str, Any]]) -> None:
+        ds[:] = [d for d in ds if d["kind"] != "PodDisruptionBudget"]
+
+    def recreate(ds: list[dict[str, Any]]) -> None:
+        deployment(ds)["spec"]["strategy"] = {"type": "Recreate"}
+
+    def one_replica(ds: list[dict[str, Any]]) -> None:
+        deployment(ds)["spec"]["replicas"] = 1
+
+    def pdb_blocks(ds: list[dict[str, Any]]) -> None:
+        next(d for d in ds if d["kind"] == "PodDisruptionBudget")["spec"]["minAvailable"] = 2
+
+    def no_spread(ds: list[dict[str, Any]]) -> None:
+        deployment(ds)["spec"]["template"]["spec"].pop("topologySpreadConstraints", None)
+
+    def fixed_hostname(ds: list[dict[str, Any]]) -> None:
+        deployment(ds)["spec"]["template"]["spec"]["hostname"] = "rotator"
+
+    def no_coordination(ds: list[dict[str, Any]]) -> None:
+        for d in ds:
+            if d["kind"] == "ConfigMap" and "config.toml" in d.get("data", {}):
+                text = d["data"]["config.toml"]
+                d["data"]["config.toml"] = text[: text.index("[coordination]")]
+
+    clean = Problems()
+    k8s_properties(name, docs, clean)
+    p.check(not clean.items, name, f"the overlay itself is refused, so its controls prove nothing: {clean.items}")
+    for change, expect in ((drop_pdb, "no PodDisruptionBudget selects"),
+                           (recreate, "need RollingUpdate with maxUnavailable 0"),
+                           (one_replica, "need at least 2"),
+                           (pdb_blocks, "no pod could ever be evicted"),
+                           (no_spread, "both replicas may share one node's fate"),
+                           (fixed_hostname, "spec.hostname is set"),
+                           (no_coordination, "they would race")):
+        p.check(refused(name, broken(change), expect), f"{name} check",
+                f"accepted the overlay broken by {change.__name__} (expected a complaint: {expect!r})")
+    base = kustomize_build(ROOT / "deploy/kubernetes/base") or []
+    for d in base:
+        if d["kind"] == "Deployment":
+            d["spec"]["replicas"] = 2
+    p.check(refused("deploy/kubernetes/base", base, "they would race"), "deploy/kubernetes/base check",
+            "accepted the base (coordination off) with 2 replicas")
+
+
 def cmd_kubernetes(args: argparse.Namespace) -> None:
     import kubernetes_validate
 
@@ -469,7 +636,7 @@ def cmd_kubernetes(args: argparse.Namespace) -> None:
     p.exit("negative controls")
     ok("negative controls: a Deployment with 'replica', a ServiceMonitor endpoint with 'prot' and a rule without 'expr' are refused")
     versions = ", ".join(K8S_VERSIONS + [kubernetes_validate.latest_version()])
-    for variant in ("base", "cronjob"):
+    for variant in ("base", "cronjob", "replicated"):
         directory = ROOT / "deploy/kubernetes" / variant
         files = kustomization_files(directory, p)
         p.exit(f"{rel(directory)}/kustomization.yaml")
@@ -491,11 +658,24 @@ def cmd_kubernetes(args: argparse.Namespace) -> None:
             else:
                 schema = "prometheus-operator v0.80 CRD schema" if d.get("apiVersion", "").startswith("monitoring.coreos.com") else f"Kubernetes {versions} schemas"
                 ok(f"{rel(directory)} {what}: valid ({schema}, strict)")
+        if built and variant == "replicated":
+            replicated_negative_controls(rel(directory), docs, p)
+            p.exit("negative controls")
+            ok(f"negative controls: {rel(directory)} without its PodDisruptionBudget, with Recreate, with one replica, with a "
+               "budget that blocks every eviction, without a spread across nodes, with spec.hostname, and without [coordination] (its two replicas would "
+               "race), and the base with 2 replicas, are each refused")
         if built:
             k8s_properties(rel(directory), docs, p)
             p.exit(rel(directory))
             ok(f"{rel(directory)}: replicas, strategy, probes, hardening, ports, selectors, NetworkPolicy coverage and peers, namespace, image tag"
-               + (", the Pushgateway URL, a fixed instance and egress to it, a PrometheusRule" if variant == "cronjob" else ""))
+               + (", the Pushgateway URL, a fixed instance and egress to it, a PrometheusRule" if variant == "cronjob" else "")
+               + (": [coordination] mode = \"dynamodb\", so >= 2 replicas, RollingUpdate with maxUnavailable 0, one "
+                  "PodDisruptionBudget that keeps a pod and lets one go, a spread across nodes, no fixed hostname" if variant == "replicated" else
+                  ": coordination off, so exactly 1 replica and Recreate" if variant == "base" else ""))
+        if variant == "replicated":
+            replicated_config(directory, p)
+            p.exit(rel(directory))
+            ok(f"{rel(directory)}/config.toml is deploy/kubernetes/base/config.toml plus [coordination] and nothing else")
     check_prometheus_rule(p, write=False)
     p.exit("Kubernetes")
 
