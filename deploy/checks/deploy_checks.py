@@ -30,7 +30,10 @@ passing it.
                   of ecs RegisterTaskDefinition / CreateService, scheduler CreateSchedule and (each
                   alarm of alarms.json) cloudwatch PutMetricAlarm, with botocore's own
                   ParamValidator; then the Fargate properties the rotator needs, and that the once
-                  task emits EMF lines into CloudWatch Logs which the alarms read.
+                  task emits EMF lines into CloudWatch Logs which the alarms read; a service runs
+                  one task unless its task definition sets AMG_ROTATOR__COORDINATION__MODE=dynamodb,
+                  and then at least two, replaced one new before one old (service-replicated.json);
+                  its services broken one way at a time must each be refused.
   dockerfile      what hadolint cannot know: COPY sources exist and pass the dockerignore, the
                   runtime user is not root, the ports and the health probe match.
   render          substitute the ${PLACEHOLDER}s of a policy with example values (for parliament).
@@ -807,7 +810,9 @@ def cmd_systemd(args: argparse.Namespace) -> None:
 ECS_FILES = {
     "task-definition.json": ("ecs", "RegisterTaskDefinition"),
     "task-definition-once.json": ("ecs", "RegisterTaskDefinition"),
+    "task-definition-replicated.json": ("ecs", "RegisterTaskDefinition"),
     "service.json": ("ecs", "CreateService"),
+    "service-replicated.json": ("ecs", "CreateService"),
     "schedule-once.json": ("scheduler", "CreateSchedule"),
 }
 FARGATE_MEMORY = {"256": {"512", "1024", "2048"}, "512": {str(m) for m in range(1024, 4097, 1024)},
@@ -875,6 +880,64 @@ def emf_task(where: str, env: dict[str, str], rotator: dict[str, Any], alarms: l
             "no alarm treats missing data as breaching: runs that stop reporting would go unseen")
 
 
+def ecs_service_problems(svc: dict[str, Any], task_defs: dict[str, dict[str, Any]]) -> list[str]:
+    """What is wrong with a daemon service: one task unless its task definition turns
+    coordination on, and then several, replaced one new before one old."""
+    p = Problems()
+    family = str(svc.get("taskDefinition", "")).rsplit("/", 1)[-1].split(":")[0]
+    td = task_defs.get(family)
+    if td is None:
+        return [f"taskDefinition {svc.get('taskDefinition')!r} is none of the daemon's task definitions {sorted(task_defs)}"]
+    rotator = next((c for c in td["containerDefinitions"] if c["name"] == "amg-token-rotator"), {})
+    # The config.toml comes from an SSM parameter this check cannot read: only the variable,
+    # which the config layers over the file, says that coordination is on.
+    mode = coordination_mode({}, {e["name"]: e for e in rotator.get("environment", [])})
+    count = svc.get("desiredCount")
+    dc = svc.get("deploymentConfiguration", {})
+    low, high = dc.get("minimumHealthyPercent", 100), dc.get("maximumPercent", 200)
+    p.check(svc.get("launchType") == "FARGATE", "", "not Fargate")
+    breaker = dc.get("deploymentCircuitBreaker", {})
+    p.check(breaker.get("enable") is True and breaker.get("rollback") is True, "", "no deployment circuit breaker with rollback")
+    if mode != "dynamodb":
+        if isinstance(count, int) and count > 1:
+            p.add("", f"desiredCount {count} on {family}, whose rotator does not set {COORDINATION_ENV}=dynamodb: they would race over the same credentials")
+        else:
+            p.check(count == 1, "", "not one task")
+        p.check(high == 100 and low == 0, "",
+                "a deployment may run two rotators at once: need maximumPercent 100, minimumHealthyPercent 0 (coordination off)")
+    else:
+        p.check(isinstance(count, int) and count >= 2, "", f"coordination is on but desiredCount is {count}: need at least 2")
+        n = count if isinstance(count, int) else 1
+        # ECS rounds minimumHealthyPercent up and maximumPercent down.
+        p.check(low >= 100, "", f"minimumHealthyPercent {low}: a deployment would stop a rotator before its replacement is healthy; need 100")
+        p.check(high * n // 100 > n, "", f"maximumPercent {high} of {n} tasks leaves no room for a new task beside the old ones: a deployment with minimumHealthyPercent 100 could not start")
+    return [item.removeprefix(": ") for item in p.items]
+
+
+def ecs_negative_controls(docs: dict[str, dict[str, Any]], task_defs: dict[str, dict[str, Any]], p: Problems) -> None:
+    """The services broken one way at a time: each must be refused for that reason, and the
+    files as written must pass, or the controls prove nothing."""
+    def refused(svc: dict[str, Any], tds: dict[str, dict[str, Any]], expect: str) -> bool:
+        return any(expect in e for e in ecs_service_problems(svc, tds))
+
+    for name in ("service.json", "service-replicated.json"):
+        p.check(not ecs_service_problems(docs[name], task_defs), f"deploy/ecs/{name}", "refused as written, so its controls prove nothing")
+    uncoordinated = copy.deepcopy(task_defs)
+    for td in uncoordinated.values():
+        for c in td["containerDefinitions"]:
+            c["environment"] = [e for e in c.get("environment", []) if e["name"] != COORDINATION_ENV]
+    replicated = docs["service-replicated.json"]
+    cases = [("service-replicated.json without the variable", replicated, uncoordinated, "they would race"),
+             ("service.json with desiredCount 2", {**docs["service.json"], "desiredCount": 2}, task_defs, "they would race")]
+    for key, value, expect in (("minimumHealthyPercent", 0, "need 100"), ("maximumPercent", 100, "no room for a new task")):
+        svc = copy.deepcopy(replicated)
+        svc["deploymentConfiguration"][key] = value
+        cases.append((f"service-replicated.json with {key} {value}", svc, task_defs, expect))
+    cases.append(("service-replicated.json with one task", {**replicated, "desiredCount": 1}, task_defs, "need at least 2"))
+    for what, svc, tds, expect in cases:
+        p.check(refused(svc, tds, expect), "ECS check", f"accepted {what} (expected a complaint: {expect!r})")
+
+
 def cmd_ecs(args: argparse.Namespace) -> None:
     import botocore
 
@@ -917,7 +980,7 @@ def cmd_ecs(args: argparse.Namespace) -> None:
         if not errors:
             ok(f"{rel(ECS_ALARMS)}[{i}] {alarm['AlarmName']}: valid cloudwatch PutMetricAlarm input (botocore {botocore.__version__})")
 
-    for name in ("task-definition.json", "task-definition-once.json"):
+    for name in ("task-definition.json", "task-definition-once.json", "task-definition-replicated.json"):
         td, where = docs[name], f"deploy/ecs/{name}"
         once = name.endswith("once.json")
         p.check(td.get("networkMode") == "awsvpc", where, "networkMode is not awsvpc")
@@ -956,20 +1019,39 @@ def cmd_ecs(args: argparse.Namespace) -> None:
             hc = rotator.get("healthCheck", {}).get("command", [])
             p.check(hc[:2] == ["CMD", "/usr/local/bin/healthcheck"], where, f"health check {hc} is not the image's probe")
             p.check(any(pm.get("containerPort") == DEFAULT_LISTEN_PORT for pm in rotator.get("portMappings", [])), where, f"no port {DEFAULT_LISTEN_PORT}")
-    svc, where = docs["service.json"], "deploy/ecs/service.json"
-    p.check(svc.get("taskDefinition") == docs["task-definition.json"]["family"], where, "taskDefinition is not the daemon's family")
-    p.check(svc.get("desiredCount") == 1 and svc.get("launchType") == "FARGATE", where, "not one Fargate task")
-    dc = svc.get("deploymentConfiguration", {})
-    p.check(dc.get("maximumPercent") == 100 and dc.get("minimumHealthyPercent") == 0, where,
-            "a deployment may run two rotators at once: need maximumPercent 100, minimumHealthyPercent 0")
+    task_defs = {docs[n]["family"]: docs[n] for n in ("task-definition.json", "task-definition-replicated.json")}
+    ecs_negative_controls(docs, task_defs, p)
+    p.exit("negative controls")
+    ok("negative controls: service-replicated.json on the uncoordinated task definition (2 tasks would race), service.json "
+       "with desiredCount 2, service-replicated.json with minimumHealthyPercent 0 or maximumPercent 100 or one task, are each refused")
+    # The replicated variant is the daemon's task definition with coordination turned on, and
+    # nothing else: a difference would be one the single task lacks or the other way round.
+    replicated = copy.deepcopy(docs["task-definition-replicated.json"])
+    where = "deploy/ecs/task-definition-replicated.json"
+    p.check(replicated.pop("family") != docs["task-definition.json"]["family"], where,
+            "the same family as task-definition.json: whichever was registered last would be what both services run")
+    for c in replicated["containerDefinitions"]:
+        if "environment" in c:
+            c["environment"] = [e for e in c["environment"] if e["name"] != COORDINATION_ENV]
+    single = {k: v for k, v in docs["task-definition.json"].items() if k != "family"}
+    p.check(replicated == single, where, f"differs from task-definition.json in more than its family and {COORDINATION_ENV}")
+    for name in ("service.json", "service-replicated.json"):
+        for problem in ecs_service_problems(docs[name], task_defs):
+            p.add(f"deploy/ecs/{name}", problem)
+    p.check(docs["service.json"]["serviceName"] == docs["service-replicated.json"]["serviceName"], "deploy/ecs/service-replicated.json",
+            "not the same serviceName as service.json: one cluster could run both, the single rotator beside the replicas")
     sched, where = docs["schedule-once.json"], "deploy/ecs/schedule-once.json"
     ecs = sched["Target"].get("EcsParameters", {})
     p.check(ecs.get("TaskDefinitionArn", "").rsplit("/", 1)[-1].split(":")[0] == docs["task-definition-once.json"]["family"], where, "does not run the once task definition")
     p.check(ecs.get("TaskCount") == 1 and ecs.get("LaunchType") == "FARGATE", where, "not one Fargate task")
     p.exit("ECS")
     ok("deploy/ecs: awsvpc, Fargate sizes, task and execution roles, CloudWatch logs, read-only roots, dropped capabilities, "
-       "health check, one task at a time (service and schedule); the once task's EMF namespace, which the alarms query "
+       "health check, one task at a time (service.json and the schedule); the once task's EMF namespace, which the alarms query "
        "(each metric, the default dimensions, one alarm breaching on missing data); no [export] on the daemon")
+    ok("deploy/ecs/service.json: coordination off, so 1 task, maximumPercent 100 / minimumHealthyPercent 0; "
+       f"service-replicated.json: {COORDINATION_ENV}=dynamodb in its task definition, so >= 2 tasks, minimumHealthyPercent 100 "
+       "and room for one more; both with the circuit breaker and rollback, under one serviceName; "
+       "task-definition-replicated.json = task-definition.json but for its family and the variable")
 
 
 # ---------------------------------------------------------------------------------------------
