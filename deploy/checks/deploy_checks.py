@@ -34,6 +34,10 @@ passing it.
                   one task unless its task definition sets AMG_ROTATOR__COORDINATION__MODE=dynamodb,
                   and then at least two, replaced one new before one old (service-replicated.json);
                   its services broken one way at a time must each be refused.
+  dynamodb        deploy/dynamodb/create-table.json against botocore's model of dynamodb
+                  CreateTable; the key and billing the rotator's lease table needs; table.yaml
+                  (CloudFormation) declares the same table; and its name is the one the
+                  replicated configuration uses.
   dockerfile      what hadolint cannot know: COPY sources exist and pass the dockerignore, the
                   runtime user is not root, the ports and the health probe match.
   render          substitute the ${PLACEHOLDER}s of a policy with example values (for parliament).
@@ -1055,6 +1059,103 @@ def cmd_ecs(args: argparse.Namespace) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# DynamoDB.
+
+DYNAMODB = ROOT / "deploy/dynamodb"
+# What src/coordination/table.rs reads and writes: items keyed by `shard` alone, a string.
+LEASE_TABLE = {
+    "AttributeDefinitions": [{"AttributeName": "shard", "AttributeType": "S"}],
+    "KeySchema": [{"AttributeName": "shard", "KeyType": "HASH"}],
+    "BillingMode": "PAY_PER_REQUEST",
+}
+DEFAULT_LEASE_TABLE = "amg-token-rotator-leases"
+
+
+class CloudFormationLoader(yaml.SafeLoader):
+    """YAML with CloudFormation's short forms (!Ref X, !GetAtt A.B, !Sub ...) read as the long
+    forms ({"Ref": "X"}, {"Fn::GetAtt": ["A", "B"]}, {"Fn::Sub": ...})."""
+
+
+def _cfn_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
+    if isinstance(node, yaml.ScalarNode):
+        value: Any = loader.construct_scalar(node)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)
+    if suffix == "Ref":
+        return {"Ref": value}
+    if suffix == "GetAtt" and isinstance(value, str):
+        value = value.split(".", 1)
+    return {f"Fn::{suffix}": value}
+
+
+CloudFormationLoader.add_multi_constructor("!", _cfn_tag)
+
+
+def lease_table_problems(params: dict[str, Any]) -> list[str]:
+    """What the rotator needs of a CreateTable input (or a Table's properties), beyond its schema."""
+    problems = [f"{key} is {params.get(key)!r}, not {want!r}" for key, want in LEASE_TABLE.items() if params.get(key) != want]
+    if "ProvisionedThroughput" in params:
+        problems.append("ProvisionedThroughput with on-demand billing")
+    return problems
+
+
+def cmd_dynamodb(args: argparse.Namespace) -> None:
+    import botocore
+
+    p = Problems()
+    path = DYNAMODB / "create-table.json"
+    params = json.loads(path.read_text())
+    broken = copy.deepcopy(params)
+    broken["AttributeDefinitions"][0]["AttributeType"] = "STRING"
+    broken["BillingMode"] = "ON_DEMAND"
+    broken["KeySchema"] = {"AttributeName": "shard", "KeyType": "HASH"}
+    errors = aws_errors("dynamodb", "CreateTable", broken)
+    p.check(any("STRING" in e for e in errors) and any("ON_DEMAND" in e for e in errors) and any("KeySchema" in e for e in errors),
+            "botocore", "accepted a CreateTable input with a map for the KeySchema list, AttributeType 'STRING' and BillingMode 'ON_DEMAND'")
+    wrong = {**params, "KeySchema": [{"AttributeName": "shard", "KeyType": "HASH"}, {"AttributeName": "owner", "KeyType": "RANGE"}],
+             "BillingMode": "PROVISIONED"}
+    p.check(len(lease_table_problems(wrong)) == 2, "lease table check", "accepted a sort key and provisioned billing")
+    p.exit("negative controls")
+    ok("negative controls: a CreateTable input with a map for a list and unknown enum values is refused (botocore); "
+       "a lease table with a sort key or provisioned billing is refused")
+
+    errors = aws_errors("dynamodb", "CreateTable", params)
+    for e in errors:
+        p.add(rel(path), e)
+    if not errors:
+        ok(f"{rel(path)}: valid dynamodb CreateTable input (botocore {botocore.__version__}: keys, types, required, enums)")
+    for problem in lease_table_problems(params):
+        p.add(rel(path), problem)
+
+    template_path = DYNAMODB / "table.yaml"
+    template = yaml.load(template_path.read_text(), Loader=CloudFormationLoader)
+    tables = {k: r for k, r in template.get("Resources", {}).items() if r.get("Type") == "AWS::DynamoDB::Table"}
+    p.check(len(tables) == 1, rel(template_path), f"{len(tables)} AWS::DynamoDB::Table resources, not one")
+    name_param = template.get("Parameters", {}).get("TableName", {})
+    default = name_param.get("Default")
+    for key, table in tables.items():
+        props = table.get("Properties", {})
+        for problem in lease_table_problems(props):
+            p.add(f"{rel(template_path)} {key}", problem)
+        p.check(props.get("TableName") == {"Ref": "TableName"}, f"{rel(template_path)} {key}", "TableName is not !Ref TableName")
+    p.check(default == params.get("TableName"), rel(template_path), f"parameter TableName defaults to {default!r}, create-table.json creates {params.get('TableName')!r}")
+    pattern = name_param.get("AllowedPattern")
+    p.check(pattern is None or bool(re.fullmatch(pattern, str(default))), rel(template_path), f"the default {default!r} does not match AllowedPattern {pattern!r}")
+
+    # The table the replicated configurations name: the overlay's config.toml, and the ECS
+    # variant, which sets only the mode (so the SSM config.toml's table, by default the default).
+    config = tomllib.loads((ROOT / "deploy/kubernetes/replicated/config.toml").read_text())
+    used = config.get("coordination", {}).get("table", DEFAULT_LEASE_TABLE)
+    p.check(used == params.get("TableName") == DEFAULT_LEASE_TABLE, rel(path),
+            f"TableName {params.get('TableName')!r}: deploy/kubernetes/replicated/config.toml uses {used!r}, the default is {DEFAULT_LEASE_TABLE!r}")
+    p.exit("DynamoDB")
+    ok(f"{rel(path)} and {rel(template_path)}: one table, partition key shard (S), no sort key, PAY_PER_REQUEST; "
+       f"named {DEFAULT_LEASE_TABLE}, as deploy/kubernetes/replicated/config.toml and the default coordination.table")
+
+
+# ---------------------------------------------------------------------------------------------
 # Dockerfile.
 
 
@@ -1111,6 +1212,7 @@ def main() -> None:
     pr.set_defaults(run=cmd_prometheusrule)
     sub.add_parser("systemd").set_defaults(run=cmd_systemd)
     sub.add_parser("ecs").set_defaults(run=cmd_ecs)
+    sub.add_parser("dynamodb").set_defaults(run=cmd_dynamodb)
     sub.add_parser("dockerfile").set_defaults(run=cmd_dockerfile)
     rd = sub.add_parser("render")
     rd.add_argument("src")
