@@ -7,14 +7,19 @@ and must refuse it, so a validator that silently accepts everything fails the ch
 passing it.
 
   kubernetes      kustomize build (kubectl's built-in kustomize, when kubectl is installed) of
-                  deploy/kubernetes/base and deploy/kubernetes/cronjob; every object validated
-                  strictly against the Kubernetes OpenAPI schemas (kubernetes-validate) or, for
-                  ServiceMonitor and PrometheusRule, against the prometheus-operator CRD schemas
+                  deploy/kubernetes/base, deploy/kubernetes/cronjob and
+                  deploy/kubernetes/replicated; every object validated strictly against the
+                  Kubernetes OpenAPI schemas (kubernetes-validate) or, for ServiceMonitor and
+                  PrometheusRule, against the prometheus-operator CRD schemas
                   (cloudcoil-models-prometheus-operator); then the properties the rotator needs
-                  (one replica, Recreate, probes on /healthz and /readyz, hardening, ports that
-                  agree, a NetworkPolicy that covers every pod and whose peers can match, the
-                  PrometheusRule = alerts.yml; the CronJob pushes to a Pushgateway as one fixed
-                  group, and may reach it).
+                  (coordination off: one replica and Recreate; [coordination] mode = "dynamodb":
+                  at least two replicas, RollingUpdate with maxUnavailable 0, one
+                  PodDisruptionBudget that keeps a pod and lets one go, a spread across nodes;
+                  probes on /healthz and /readyz, hardening, ports that agree, a NetworkPolicy
+                  that covers every pod and whose peers can match, the PrometheusRule =
+                  alerts.yml; the CronJob pushes to a Pushgateway as one fixed group, and may
+                  reach it). The replicated overlay is also broken one way at a time, and each
+                  break must be refused.
   prometheusrule  regenerate deploy/kubernetes/base/prometheusrule.yaml from
                   deploy/prometheus/alerts.yml (--write), or check that they agree.
   systemd         what systemd-analyze cannot know of amg-token-rotator-once.service: `once`
@@ -25,7 +30,14 @@ passing it.
                   of ecs RegisterTaskDefinition / CreateService, scheduler CreateSchedule and (each
                   alarm of alarms.json) cloudwatch PutMetricAlarm, with botocore's own
                   ParamValidator; then the Fargate properties the rotator needs, and that the once
-                  task emits EMF lines into CloudWatch Logs which the alarms read.
+                  task emits EMF lines into CloudWatch Logs which the alarms read; a service runs
+                  one task unless its task definition sets AMG_ROTATOR__COORDINATION__MODE=dynamodb,
+                  and then at least two, replaced one new before one old (service-replicated.json);
+                  its services broken one way at a time must each be refused.
+  dynamodb        deploy/dynamodb/create-table.json against botocore's model of dynamodb
+                  CreateTable; the key and billing the rotator's lease table needs; table.yaml
+                  (CloudFormation) declares the same table; and its name is the one the
+                  replicated configuration uses.
   dockerfile      what hadolint cannot know: COPY sources exist and pass the dockerignore, the
                   runtime user is not root, the ports and the health probe match.
   render          substitute the ${PLACEHOLDER}s of a policy with example values (for parliament).
@@ -259,6 +271,8 @@ def k8s_properties(name: str, docs: list[dict[str, Any]], p: Problems) -> None:
 
     templates = list(pod_templates(docs))
     p.check(bool(templates), name, "no Deployment or CronJob")
+    # [coordination] mode of each pod template, as the rotator would read it (file, then env).
+    modes: dict[str, str] = {}
     for where, meta, spec in templates:
         where = f"{name} {where}"
         labels = meta.get("labels", {})
@@ -303,6 +317,8 @@ def k8s_properties(name: str, docs: list[dict[str, Any]], p: Problems) -> None:
                     config = tomllib.loads(config_maps[cm_name]["data"][key])
                 except tomllib.TOMLDecodeError as e:
                     p.add(where, f"ConfigMap {cm_name} {key} is not TOML: {e}")
+        env = {e["name"]: e for e in c.get("env", [])}
+        modes[where] = coordination_mode(config, env)
         daemon = config.get("daemon", {})
         shutdown = duration_seconds(daemon.get("shutdown_timeout", f"{DEFAULT_SHUTDOWN_TIMEOUT_S}s"))
         p.check(spec.get("terminationGracePeriodSeconds", 30) > shutdown, where,
@@ -320,9 +336,20 @@ def k8s_properties(name: str, docs: list[dict[str, Any]], p: Problems) -> None:
                 allowed = [pt.get("port") for rule in np["spec"].get("ingress", []) for pt in rule.get("ports", [])]
                 p.check(listen_port in allowed, name, f"NetworkPolicy/{np['metadata']['name']} does not admit port {listen_port} (Prometheus)")
     for d in by_kind.get("Deployment", []):
-        p.check(d["spec"].get("replicas") == 1, name, "the Deployment does not have exactly one replica")
-        p.check(d["spec"].get("strategy", {}).get("type") == "Recreate", name, "the Deployment strategy is not Recreate")
         pod_labels = d["spec"]["template"]["metadata"]["labels"]
+        if modes.get(f"{name} Deployment/{d['metadata']['name']}") == "dynamodb":
+            replicated_deployment(name, d, by_kind.get("PodDisruptionBudget", []), p)
+        else:
+            # Coordination off: each replica would rotate every credential on its own.
+            replicas = d["spec"].get("replicas")
+            if isinstance(replicas, int) and replicas > 1:
+                p.add(name, f"the Deployment has {replicas} replicas and its configuration (config.toml under {COORDINATION_ENV}) "
+                      "has no [coordination] mode = \"dynamodb\": "
+                      "they would race over the same credentials")
+            else:
+                p.check(replicas == 1, name, "the Deployment does not have exactly one replica")
+            p.check(d["spec"].get("strategy", {}).get("type") == "Recreate", name,
+                    "the Deployment strategy is not Recreate: without [coordination] an upgrade would run two rotators at once")
         container_ports = {pt.get("name"): pt["containerPort"] for pt in d["spec"]["template"]["spec"]["containers"][0].get("ports", [])}
         services = [s for s in by_kind.get("Service", []) if labels_match(s["spec"].get("selector", {}), pod_labels)]
         p.check(bool(services), name, "no Service selects the Deployment's pods")
@@ -359,6 +386,79 @@ def k8s_properties(name: str, docs: list[dict[str, Any]], p: Problems) -> None:
                     f"own labels {selector} (kustomize's includeSelectors added them): use matchExpressions")
     p.check(not (by_kind.get("Deployment") and by_kind.get("CronJob")), name,
             "both a Deployment and a CronJob: two rotators would race")
+
+
+COORDINATION_ENV = "AMG_ROTATOR__COORDINATION__MODE"
+
+
+def coordination_mode(config: dict[str, Any], env: dict[str, dict[str, Any]]) -> str:
+    """[coordination] mode as the rotator reads it: the file, under AMG_ROTATOR__COORDINATION__MODE
+    when the container sets it. A value from elsewhere (valueFrom) cannot be known here: "unknown",
+    which counts as off, the safe reading."""
+    if COORDINATION_ENV in env:
+        return str(env[COORDINATION_ENV].get("value", "unknown"))
+    return str(config.get("coordination", {}).get("mode", "off"))
+
+
+def scaled(value: Any, total: int) -> int | None:
+    """An IntOrString of a PodDisruptionBudget as a number of pods (percentages round up, as the
+    disruption controller rounds them); None when it is neither."""
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and re.fullmatch(r"\d+%", value):
+        return -(-int(value[:-1]) * total // 100)
+    return None
+
+
+def replicated_deployment(name: str, d: dict[str, Any], budgets: list[dict[str, Any]], p: Problems) -> None:
+    """A Deployment whose config has [coordination] mode = "dynamodb": each workspace is changed
+    only by the replica holding its lease, so several replicas are safe, and then they should be
+    several in fact: at least two, an upgrade that adds a pod before it removes one, a budget
+    that lets a drain evict one pod but not both, and the pods on different nodes if they can."""
+    spec = d["spec"]
+    template = spec["template"]
+    labels = template["metadata"].get("labels", {})
+    replicas = spec.get("replicas", 1)
+    p.check(isinstance(replicas, int) and replicas >= 2, name,
+            f"coordination is on but the Deployment has {replicas} replica(s): need at least 2, so that one pod lost does not stop rotation")
+    strategy = spec.get("strategy", {})
+    rolling = strategy.get("rollingUpdate", {})
+    p.check(strategy.get("type") == "RollingUpdate" and rolling.get("maxUnavailable") in (0, "0%"), name,
+            f"coordination is on but the strategy is {strategy}: need RollingUpdate with maxUnavailable 0, so an upgrade "
+            "starts a new pod before it stops an old one")
+    p.check(rolling.get("maxSurge", "25%") not in (0, "0%"), name, "maxSurge 0 with maxUnavailable 0: an upgrade could never proceed")
+    selecting = [b for b in budgets if labels_match(b["spec"].get("selector", {}).get("matchLabels", {}), labels)]
+    p.check(bool(selecting), name, "coordination is on but no PodDisruptionBudget selects the Deployment's pods: a drain may evict them all at once")
+    # The eviction API refuses to evict a pod that more than one budget selects.
+    p.check(len(selecting) <= 1, name, f"{len(selecting)} PodDisruptionBudgets select the Deployment's pods: evictions would fail")
+    for b in selecting:
+        where = f"{name} PodDisruptionBudget/{b['metadata']['name']}"
+        total = replicas if isinstance(replicas, int) else 1
+        if "minAvailable" in b["spec"]:
+            kept = scaled(b["spec"]["minAvailable"], total)
+            p.check(kept is not None and kept >= 1, where, f"minAvailable {b['spec']['minAvailable']}: need at least 1 pod kept")
+            p.check(kept is None or kept < total, where, f"minAvailable {b['spec']['minAvailable']} of {total} pods: no pod could ever be evicted (drains hang)")
+        elif "maxUnavailable" in b["spec"]:
+            gone = scaled(b["spec"]["maxUnavailable"], total)
+            p.check(gone is not None and gone <= 1, where, f"maxUnavailable {b['spec']['maxUnavailable']}: need at most 1, so one pod keeps rotating")
+            p.check(gone is None or gone >= 1, where, f"maxUnavailable {b['spec']['maxUnavailable']}: no pod could ever be evicted (drains hang)")
+        else:
+            p.add(where, "neither minAvailable nor maxUnavailable")
+    pod = template["spec"]
+    spreads = [c.get("labelSelector", {}).get("matchLabels", {}) for c in pod.get("topologySpreadConstraints", [])
+               if c.get("topologyKey") == "kubernetes.io/hostname"]
+    anti = pod.get("affinity", {}).get("podAntiAffinity", {})
+    terms = anti.get("requiredDuringSchedulingIgnoredDuringExecution", []) + [
+        w.get("podAffinityTerm", {}) for w in anti.get("preferredDuringSchedulingIgnoredDuringExecution", [])]
+    spreads += [t.get("labelSelector", {}).get("matchLabels", {}) for t in terms if t.get("topologyKey") == "kubernetes.io/hostname"]
+    p.check(any(s and labels_match(s, labels) for s in spreads), name,
+            "no topologySpreadConstraints or podAntiAffinity over kubernetes.io/hostname selects the pods: both replicas may share one node's fate")
+    # Each replica names itself after HOSTNAME, the pod's name unless the pod says otherwise.
+    p.check("hostname" not in pod, name, "spec.hostname is set: every replica would have the same HOSTNAME (its name in the lease table)")
+    for c in pod["containers"]:
+        host = next((e for e in c.get("env", []) if e["name"] == "HOSTNAME"), None)
+        p.check(host is None or host.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "metadata.name", name,
+                f"container {c['name']} sets HOSTNAME to {host}: every replica would have the same name in the lease table")
 
 
 def network_peers(np: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -461,6 +561,80 @@ def cmd_prometheusrule(args: argparse.Namespace) -> None:
     p.exit("PrometheusRule")
 
 
+def replicated_config(directory: Path, p: Problems) -> None:
+    """The replicated overlay's config.toml is the base's plus [coordination]: the two are kept
+    apart only because a ConfigMap generator replaces a whole file."""
+    base = tomllib.loads((ROOT / "deploy/kubernetes/base/config.toml").read_text())
+    mine = tomllib.loads((directory / "config.toml").read_text())
+    coordination = mine.pop("coordination", {})
+    p.check(coordination.get("mode") == "dynamodb", rel(directory / "config.toml"), "no [coordination] mode = \"dynamodb\"")
+    p.check("coordination" not in base, "deploy/kubernetes/base/config.toml", "has [coordination]: the base is the one-replica default")
+    p.check(mine == base, rel(directory / "config.toml"),
+            "differs from deploy/kubernetes/base/config.toml in more than [coordination]: change both together")
+
+
+def refused(name: str, docs: list[dict[str, Any]], expect: str) -> bool:
+    """Whether k8s_properties finds a problem containing `expect` in `docs`."""
+    q = Problems()
+    k8s_properties(name, docs, q)
+    return any(expect in item for item in q.items)
+
+
+def replicated_negative_controls(name: str, docs: list[dict[str, Any]], p: Problems) -> None:
+    """The replicated overlay, broken one way at a time: each must be refused for that reason.
+    And the built overlay itself must pass, or the controls prove nothing."""
+    def broken(change: Any) -> list[dict[str, Any]]:
+        out = copy.deepcopy(docs)
+        change(out)
+        return [d for d in out if d is not None]
+
+    def deployment(ds: list[dict[str, Any]]) -> dict[str, Any]:
+        return next(d for d in ds if d and d["kind"] == "Deployment")
+
+    def drop_pdb(ds: list[dict[str, Any]]) -> None:
+        ds[:] = [d for d in ds if d["kind"] != "PodDisruptionBudget"]
+
+    def recreate(ds: list[dict[str, Any]]) -> None:
+        deployment(ds)["spec"]["strategy"] = {"type": "Recreate"}
+
+    def one_replica(ds: list[dict[str, Any]]) -> None:
+        deployment(ds)["spec"]["replicas"] = 1
+
+    def pdb_blocks(ds: list[dict[str, Any]]) -> None:
+        next(d for d in ds if d["kind"] == "PodDisruptionBudget")["spec"]["minAvailable"] = 2
+
+    def no_spread(ds: list[dict[str, Any]]) -> None:
+        deployment(ds)["spec"]["template"]["spec"].pop("topologySpreadConstraints", None)
+
+    def fixed_hostname(ds: list[dict[str, Any]]) -> None:
+        deployment(ds)["spec"]["template"]["spec"]["hostname"] = "rotator"
+
+    def no_coordination(ds: list[dict[str, Any]]) -> None:
+        for d in ds:
+            if d["kind"] == "ConfigMap" and "config.toml" in d.get("data", {}):
+                text = d["data"]["config.toml"]
+                d["data"]["config.toml"] = text[: text.index("[coordination]")]
+
+    clean = Problems()
+    k8s_properties(name, docs, clean)
+    p.check(not clean.items, name, f"the overlay itself is refused, so its controls prove nothing: {clean.items}")
+    for change, expect in ((drop_pdb, "no PodDisruptionBudget selects"),
+                           (recreate, "need RollingUpdate with maxUnavailable 0"),
+                           (one_replica, "need at least 2"),
+                           (pdb_blocks, "no pod could ever be evicted"),
+                           (no_spread, "both replicas may share one node's fate"),
+                           (fixed_hostname, "spec.hostname is set"),
+                           (no_coordination, "they would race")):
+        p.check(refused(name, broken(change), expect), f"{name} check",
+                f"accepted the overlay broken by {change.__name__} (expected a complaint: {expect!r})")
+    base = kustomize_build(ROOT / "deploy/kubernetes/base") or []
+    for d in base:
+        if d["kind"] == "Deployment":
+            d["spec"]["replicas"] = 2
+    p.check(refused("deploy/kubernetes/base", base, "they would race"), "deploy/kubernetes/base check",
+            "accepted the base (coordination off) with 2 replicas")
+
+
 def cmd_kubernetes(args: argparse.Namespace) -> None:
     import kubernetes_validate
 
@@ -469,7 +643,7 @@ def cmd_kubernetes(args: argparse.Namespace) -> None:
     p.exit("negative controls")
     ok("negative controls: a Deployment with 'replica', a ServiceMonitor endpoint with 'prot' and a rule without 'expr' are refused")
     versions = ", ".join(K8S_VERSIONS + [kubernetes_validate.latest_version()])
-    for variant in ("base", "cronjob"):
+    for variant in ("base", "cronjob", "replicated"):
         directory = ROOT / "deploy/kubernetes" / variant
         files = kustomization_files(directory, p)
         p.exit(f"{rel(directory)}/kustomization.yaml")
@@ -491,11 +665,24 @@ def cmd_kubernetes(args: argparse.Namespace) -> None:
             else:
                 schema = "prometheus-operator v0.80 CRD schema" if d.get("apiVersion", "").startswith("monitoring.coreos.com") else f"Kubernetes {versions} schemas"
                 ok(f"{rel(directory)} {what}: valid ({schema}, strict)")
+        if built and variant == "replicated":
+            replicated_negative_controls(rel(directory), docs, p)
+            p.exit("negative controls")
+            ok(f"negative controls: {rel(directory)} without its PodDisruptionBudget, with Recreate, with one replica, with a "
+               "budget that blocks every eviction, without a spread across nodes, with spec.hostname, and without [coordination] (its two replicas would "
+               "race), and the base with 2 replicas, are each refused")
         if built:
             k8s_properties(rel(directory), docs, p)
             p.exit(rel(directory))
             ok(f"{rel(directory)}: replicas, strategy, probes, hardening, ports, selectors, NetworkPolicy coverage and peers, namespace, image tag"
-               + (", the Pushgateway URL, a fixed instance and egress to it, a PrometheusRule" if variant == "cronjob" else ""))
+               + (", the Pushgateway URL, a fixed instance and egress to it, a PrometheusRule" if variant == "cronjob" else "")
+               + (": [coordination] mode = \"dynamodb\", so >= 2 replicas, RollingUpdate with maxUnavailable 0, one "
+                  "PodDisruptionBudget that keeps a pod and lets one go, a spread across nodes, no fixed hostname" if variant == "replicated" else
+                  ": coordination off, so exactly 1 replica and Recreate" if variant == "base" else ""))
+        if variant == "replicated":
+            replicated_config(directory, p)
+            p.exit(rel(directory))
+            ok(f"{rel(directory)}/config.toml is deploy/kubernetes/base/config.toml plus [coordination] and nothing else")
     check_prometheus_rule(p, write=False)
     p.exit("Kubernetes")
 
@@ -627,7 +814,9 @@ def cmd_systemd(args: argparse.Namespace) -> None:
 ECS_FILES = {
     "task-definition.json": ("ecs", "RegisterTaskDefinition"),
     "task-definition-once.json": ("ecs", "RegisterTaskDefinition"),
+    "task-definition-replicated.json": ("ecs", "RegisterTaskDefinition"),
     "service.json": ("ecs", "CreateService"),
+    "service-replicated.json": ("ecs", "CreateService"),
     "schedule-once.json": ("scheduler", "CreateSchedule"),
 }
 FARGATE_MEMORY = {"256": {"512", "1024", "2048"}, "512": {str(m) for m in range(1024, 4097, 1024)},
@@ -695,6 +884,64 @@ def emf_task(where: str, env: dict[str, str], rotator: dict[str, Any], alarms: l
             "no alarm treats missing data as breaching: runs that stop reporting would go unseen")
 
 
+def ecs_service_problems(svc: dict[str, Any], task_defs: dict[str, dict[str, Any]]) -> list[str]:
+    """What is wrong with a daemon service: one task unless its task definition turns
+    coordination on, and then several, replaced one new before one old."""
+    p = Problems()
+    family = str(svc.get("taskDefinition", "")).rsplit("/", 1)[-1].split(":")[0]
+    td = task_defs.get(family)
+    if td is None:
+        return [f"taskDefinition {svc.get('taskDefinition')!r} is none of the daemon's task definitions {sorted(task_defs)}"]
+    rotator = next((c for c in td["containerDefinitions"] if c["name"] == "amg-token-rotator"), {})
+    # The config.toml comes from an SSM parameter this check cannot read: only the variable,
+    # which the config layers over the file, says that coordination is on.
+    mode = coordination_mode({}, {e["name"]: e for e in rotator.get("environment", [])})
+    count = svc.get("desiredCount")
+    dc = svc.get("deploymentConfiguration", {})
+    low, high = dc.get("minimumHealthyPercent", 100), dc.get("maximumPercent", 200)
+    p.check(svc.get("launchType") == "FARGATE", "", "not Fargate")
+    breaker = dc.get("deploymentCircuitBreaker", {})
+    p.check(breaker.get("enable") is True and breaker.get("rollback") is True, "", "no deployment circuit breaker with rollback")
+    if mode != "dynamodb":
+        if isinstance(count, int) and count > 1:
+            p.add("", f"desiredCount {count} on {family}, whose rotator does not set {COORDINATION_ENV}=dynamodb: they would race over the same credentials")
+        else:
+            p.check(count == 1, "", "not one task")
+        p.check(high == 100 and low == 0, "",
+                "a deployment may run two rotators at once: need maximumPercent 100, minimumHealthyPercent 0 (coordination off)")
+    else:
+        p.check(isinstance(count, int) and count >= 2, "", f"coordination is on but desiredCount is {count}: need at least 2")
+        n = count if isinstance(count, int) else 1
+        # ECS rounds minimumHealthyPercent up and maximumPercent down.
+        p.check(low >= 100, "", f"minimumHealthyPercent {low}: a deployment would stop a rotator before its replacement is healthy; need 100")
+        p.check(high * n // 100 > n, "", f"maximumPercent {high} of {n} tasks leaves no room for a new task beside the old ones: a deployment with minimumHealthyPercent 100 could not start")
+    return [item.removeprefix(": ") for item in p.items]
+
+
+def ecs_negative_controls(docs: dict[str, dict[str, Any]], task_defs: dict[str, dict[str, Any]], p: Problems) -> None:
+    """The services broken one way at a time: each must be refused for that reason, and the
+    files as written must pass, or the controls prove nothing."""
+    def refused(svc: dict[str, Any], tds: dict[str, dict[str, Any]], expect: str) -> bool:
+        return any(expect in e for e in ecs_service_problems(svc, tds))
+
+    for name in ("service.json", "service-replicated.json"):
+        p.check(not ecs_service_problems(docs[name], task_defs), f"deploy/ecs/{name}", "refused as written, so its controls prove nothing")
+    uncoordinated = copy.deepcopy(task_defs)
+    for td in uncoordinated.values():
+        for c in td["containerDefinitions"]:
+            c["environment"] = [e for e in c.get("environment", []) if e["name"] != COORDINATION_ENV]
+    replicated = docs["service-replicated.json"]
+    cases = [("service-replicated.json without the variable", replicated, uncoordinated, "they would race"),
+             ("service.json with desiredCount 2", {**docs["service.json"], "desiredCount": 2}, task_defs, "they would race")]
+    for key, value, expect in (("minimumHealthyPercent", 0, "need 100"), ("maximumPercent", 100, "no room for a new task")):
+        svc = copy.deepcopy(replicated)
+        svc["deploymentConfiguration"][key] = value
+        cases.append((f"service-replicated.json with {key} {value}", svc, task_defs, expect))
+    cases.append(("service-replicated.json with one task", {**replicated, "desiredCount": 1}, task_defs, "need at least 2"))
+    for what, svc, tds, expect in cases:
+        p.check(refused(svc, tds, expect), "ECS check", f"accepted {what} (expected a complaint: {expect!r})")
+
+
 def cmd_ecs(args: argparse.Namespace) -> None:
     import botocore
 
@@ -737,7 +984,7 @@ def cmd_ecs(args: argparse.Namespace) -> None:
         if not errors:
             ok(f"{rel(ECS_ALARMS)}[{i}] {alarm['AlarmName']}: valid cloudwatch PutMetricAlarm input (botocore {botocore.__version__})")
 
-    for name in ("task-definition.json", "task-definition-once.json"):
+    for name in ("task-definition.json", "task-definition-once.json", "task-definition-replicated.json"):
         td, where = docs[name], f"deploy/ecs/{name}"
         once = name.endswith("once.json")
         p.check(td.get("networkMode") == "awsvpc", where, "networkMode is not awsvpc")
@@ -776,20 +1023,136 @@ def cmd_ecs(args: argparse.Namespace) -> None:
             hc = rotator.get("healthCheck", {}).get("command", [])
             p.check(hc[:2] == ["CMD", "/usr/local/bin/healthcheck"], where, f"health check {hc} is not the image's probe")
             p.check(any(pm.get("containerPort") == DEFAULT_LISTEN_PORT for pm in rotator.get("portMappings", [])), where, f"no port {DEFAULT_LISTEN_PORT}")
-    svc, where = docs["service.json"], "deploy/ecs/service.json"
-    p.check(svc.get("taskDefinition") == docs["task-definition.json"]["family"], where, "taskDefinition is not the daemon's family")
-    p.check(svc.get("desiredCount") == 1 and svc.get("launchType") == "FARGATE", where, "not one Fargate task")
-    dc = svc.get("deploymentConfiguration", {})
-    p.check(dc.get("maximumPercent") == 100 and dc.get("minimumHealthyPercent") == 0, where,
-            "a deployment may run two rotators at once: need maximumPercent 100, minimumHealthyPercent 0")
+    task_defs = {docs[n]["family"]: docs[n] for n in ("task-definition.json", "task-definition-replicated.json")}
+    ecs_negative_controls(docs, task_defs, p)
+    p.exit("negative controls")
+    ok("negative controls: service-replicated.json on the uncoordinated task definition (2 tasks would race), service.json "
+       "with desiredCount 2, service-replicated.json with minimumHealthyPercent 0 or maximumPercent 100 or one task, are each refused")
+    # The replicated variant is the daemon's task definition with coordination turned on, and
+    # nothing else: a difference would be one the single task lacks or the other way round.
+    replicated = copy.deepcopy(docs["task-definition-replicated.json"])
+    where = "deploy/ecs/task-definition-replicated.json"
+    p.check(replicated.pop("family") != docs["task-definition.json"]["family"], where,
+            "the same family as task-definition.json: whichever was registered last would be what both services run")
+    for c in replicated["containerDefinitions"]:
+        if "environment" in c:
+            c["environment"] = [e for e in c["environment"] if e["name"] != COORDINATION_ENV]
+    single = {k: v for k, v in docs["task-definition.json"].items() if k != "family"}
+    p.check(replicated == single, where, f"differs from task-definition.json in more than its family and {COORDINATION_ENV}")
+    for name in ("service.json", "service-replicated.json"):
+        for problem in ecs_service_problems(docs[name], task_defs):
+            p.add(f"deploy/ecs/{name}", problem)
+    p.check(docs["service.json"]["serviceName"] == docs["service-replicated.json"]["serviceName"], "deploy/ecs/service-replicated.json",
+            "not the same serviceName as service.json: one cluster could run both, the single rotator beside the replicas")
     sched, where = docs["schedule-once.json"], "deploy/ecs/schedule-once.json"
     ecs = sched["Target"].get("EcsParameters", {})
     p.check(ecs.get("TaskDefinitionArn", "").rsplit("/", 1)[-1].split(":")[0] == docs["task-definition-once.json"]["family"], where, "does not run the once task definition")
     p.check(ecs.get("TaskCount") == 1 and ecs.get("LaunchType") == "FARGATE", where, "not one Fargate task")
     p.exit("ECS")
     ok("deploy/ecs: awsvpc, Fargate sizes, task and execution roles, CloudWatch logs, read-only roots, dropped capabilities, "
-       "health check, one task at a time (service and schedule); the once task's EMF namespace, which the alarms query "
+       "health check, one task at a time (service.json and the schedule); the once task's EMF namespace, which the alarms query "
        "(each metric, the default dimensions, one alarm breaching on missing data); no [export] on the daemon")
+    ok("deploy/ecs/service.json: coordination off, so 1 task, maximumPercent 100 / minimumHealthyPercent 0; "
+       f"service-replicated.json: {COORDINATION_ENV}=dynamodb in its task definition, so >= 2 tasks, minimumHealthyPercent 100 "
+       "and room for one more; both with the circuit breaker and rollback, under one serviceName; "
+       "task-definition-replicated.json = task-definition.json but for its family and the variable")
+
+
+# ---------------------------------------------------------------------------------------------
+# DynamoDB.
+
+DYNAMODB = ROOT / "deploy/dynamodb"
+# What src/coordination/table.rs reads and writes: items keyed by `shard` alone, a string.
+LEASE_TABLE = {
+    "AttributeDefinitions": [{"AttributeName": "shard", "AttributeType": "S"}],
+    "KeySchema": [{"AttributeName": "shard", "KeyType": "HASH"}],
+    "BillingMode": "PAY_PER_REQUEST",
+}
+DEFAULT_LEASE_TABLE = "amg-token-rotator-leases"
+
+
+class CloudFormationLoader(yaml.SafeLoader):
+    """YAML with CloudFormation's short forms (!Ref X, !GetAtt A.B, !Sub ...) read as the long
+    forms ({"Ref": "X"}, {"Fn::GetAtt": ["A", "B"]}, {"Fn::Sub": ...})."""
+
+
+def _cfn_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
+    if isinstance(node, yaml.ScalarNode):
+        value: Any = loader.construct_scalar(node)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)
+    if suffix == "Ref":
+        return {"Ref": value}
+    if suffix == "GetAtt" and isinstance(value, str):
+        value = value.split(".", 1)
+    return {f"Fn::{suffix}": value}
+
+
+CloudFormationLoader.add_multi_constructor("!", _cfn_tag)
+
+
+def lease_table_problems(params: dict[str, Any]) -> list[str]:
+    """What the rotator needs of a CreateTable input (or a Table's properties), beyond its schema."""
+    problems = [f"{key} is {params.get(key)!r}, not {want!r}" for key, want in LEASE_TABLE.items() if params.get(key) != want]
+    if "ProvisionedThroughput" in params:
+        problems.append("ProvisionedThroughput with on-demand billing")
+    return problems
+
+
+def cmd_dynamodb(args: argparse.Namespace) -> None:
+    import botocore
+
+    p = Problems()
+    path = DYNAMODB / "create-table.json"
+    params = json.loads(path.read_text())
+    broken = copy.deepcopy(params)
+    broken["AttributeDefinitions"][0]["AttributeType"] = "STRING"
+    broken["BillingMode"] = "ON_DEMAND"
+    broken["KeySchema"] = {"AttributeName": "shard", "KeyType": "HASH"}
+    errors = aws_errors("dynamodb", "CreateTable", broken)
+    p.check(any("STRING" in e for e in errors) and any("ON_DEMAND" in e for e in errors) and any("KeySchema" in e for e in errors),
+            "botocore", "accepted a CreateTable input with a map for the KeySchema list, AttributeType 'STRING' and BillingMode 'ON_DEMAND'")
+    wrong = {**params, "KeySchema": [{"AttributeName": "shard", "KeyType": "HASH"}, {"AttributeName": "owner", "KeyType": "RANGE"}],
+             "BillingMode": "PROVISIONED"}
+    p.check(len(lease_table_problems(wrong)) == 2, "lease table check", "accepted a sort key and provisioned billing")
+    p.exit("negative controls")
+    ok("negative controls: a CreateTable input with a map for a list and unknown enum values is refused (botocore); "
+       "a lease table with a sort key or provisioned billing is refused")
+
+    errors = aws_errors("dynamodb", "CreateTable", params)
+    for e in errors:
+        p.add(rel(path), e)
+    if not errors:
+        ok(f"{rel(path)}: valid dynamodb CreateTable input (botocore {botocore.__version__}: keys, types, required, enums)")
+    for problem in lease_table_problems(params):
+        p.add(rel(path), problem)
+
+    template_path = DYNAMODB / "table.yaml"
+    template = yaml.load(template_path.read_text(), Loader=CloudFormationLoader)
+    tables = {k: r for k, r in template.get("Resources", {}).items() if r.get("Type") == "AWS::DynamoDB::Table"}
+    p.check(len(tables) == 1, rel(template_path), f"{len(tables)} AWS::DynamoDB::Table resources, not one")
+    name_param = template.get("Parameters", {}).get("TableName", {})
+    default = name_param.get("Default")
+    for key, table in tables.items():
+        props = table.get("Properties", {})
+        for problem in lease_table_problems(props):
+            p.add(f"{rel(template_path)} {key}", problem)
+        p.check(props.get("TableName") == {"Ref": "TableName"}, f"{rel(template_path)} {key}", "TableName is not !Ref TableName")
+    p.check(default == params.get("TableName"), rel(template_path), f"parameter TableName defaults to {default!r}, create-table.json creates {params.get('TableName')!r}")
+    pattern = name_param.get("AllowedPattern")
+    p.check(pattern is None or bool(re.fullmatch(pattern, str(default))), rel(template_path), f"the default {default!r} does not match AllowedPattern {pattern!r}")
+
+    # The table the replicated configurations name: the overlay's config.toml, and the ECS
+    # variant, which sets only the mode (so the SSM config.toml's table, by default the default).
+    config = tomllib.loads((ROOT / "deploy/kubernetes/replicated/config.toml").read_text())
+    used = config.get("coordination", {}).get("table", DEFAULT_LEASE_TABLE)
+    p.check(used == params.get("TableName") == DEFAULT_LEASE_TABLE, rel(path),
+            f"TableName {params.get('TableName')!r}: deploy/kubernetes/replicated/config.toml uses {used!r}, the default is {DEFAULT_LEASE_TABLE!r}")
+    p.exit("DynamoDB")
+    ok(f"{rel(path)} and {rel(template_path)}: one table, partition key shard (S), no sort key, PAY_PER_REQUEST; "
+       f"named {DEFAULT_LEASE_TABLE}, as deploy/kubernetes/replicated/config.toml and the default coordination.table")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -849,6 +1212,7 @@ def main() -> None:
     pr.set_defaults(run=cmd_prometheusrule)
     sub.add_parser("systemd").set_defaults(run=cmd_systemd)
     sub.add_parser("ecs").set_defaults(run=cmd_ecs)
+    sub.add_parser("dynamodb").set_defaults(run=cmd_dynamodb)
     sub.add_parser("dockerfile").set_defaults(run=cmd_dockerfile)
     rd = sub.add_parser("render")
     rd.add_argument("src")
