@@ -25,6 +25,10 @@ const DEPLOYED: &[(&str, &str)] = &[
         "deploy/iam/policy.json",
     ),
     ("config/example.toml", "deploy/iam/example.json"),
+    (
+        "deploy/kubernetes/replicated/config.toml",
+        "deploy/iam/policy-replicated.json",
+    ),
 ];
 
 /// The SDK crates the rotator uses and the IAM service prefix of each.
