@@ -175,6 +175,23 @@ fn replicated_config(bed: &support::Bed) -> std::path::PathBuf {
     ))
 }
 
+/// A bed of `WORKSPACES` workspaces of one service account each, the lease table on its moto,
+/// and the replicas' configuration.
+async fn replicated_bed() -> (support::Bed, DynamoTable, std::path::PathBuf) {
+    use amg_emulator::{Role, Seed, ServiceAccountSeed, WorkspaceSeed};
+    let mut seed = Seed::new();
+    for id in workspace_ids() {
+        seed = seed.with_workspace(
+            WorkspaceSeed::new(&id)
+                .with_service_account(ServiceAccountSeed::new("svc", Role::Editor)),
+        );
+    }
+    let bed = support::Bed::start(seed).await;
+    let table = table(&bed.moto).await;
+    let cfg = replicated_config(&bed);
+    (bed, table, cfg)
+}
+
 /// The shards a daemon's last pass worked on, from its log.
 fn held(d: &support::Daemon) -> Option<u64> {
     d.events_with("shards of this pass")
@@ -206,20 +223,10 @@ async fn all_current_since(bed: &support::Bed, after: i64) -> bool {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn three_replicas_share_the_work_rotate_each_token_once_and_hand_over() {
-    use amg_emulator::{Role, Seed, ServiceAccountSeed, WorkspaceSeed};
     use std::time::Duration;
     use support::eventually;
 
-    let mut seed = Seed::new();
-    for id in workspace_ids() {
-        seed = seed.with_workspace(
-            WorkspaceSeed::new(&id)
-                .with_service_account(ServiceAccountSeed::new("svc", Role::Editor)),
-        );
-    }
-    let bed = support::Bed::start(seed).await;
-    let _table = table(&bed.moto).await;
-    let cfg = replicated_config(&bed);
+    let (bed, table, cfg) = replicated_bed().await;
     let dynamodb = bed.moto.endpoint();
     let env = [("AWS_ENDPOINT_URL_DYNAMODB", dynamodb.as_str())];
     let mut daemons = Vec::new();
@@ -302,7 +309,7 @@ async fn three_replicas_share_the_work_rotate_each_token_once_and_hand_over() {
         "{}",
         leaving.logs()
     );
-    let owners: Vec<String> = _table
+    let owners: Vec<String> = table
         .scan()
         .await
         .unwrap()
@@ -330,20 +337,10 @@ async fn three_replicas_share_the_work_rotate_each_token_once_and_hand_over() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_replica_cut_off_from_dynamodb_stops_changing_anything_within_a_lease() {
-    use amg_emulator::{Role, Seed, ServiceAccountSeed, WorkspaceSeed};
     use std::time::Duration;
     use support::{eventually, SmProxy};
 
-    let mut seed = Seed::new();
-    for id in workspace_ids() {
-        seed = seed.with_workspace(
-            WorkspaceSeed::new(&id)
-                .with_service_account(ServiceAccountSeed::new("svc", Role::Editor)),
-        );
-    }
-    let bed = support::Bed::start(seed).await;
-    let table = table(&bed.moto).await;
-    let cfg = replicated_config(&bed);
+    let (bed, table, cfg) = replicated_bed().await;
     // Replica a reaches DynamoDB through a proxy the test can cut; b reaches it directly.
     let cut = SmProxy::start(bed.moto.endpoint()).await;
     let through_proxy = cut.endpoint();
