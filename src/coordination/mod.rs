@@ -40,6 +40,9 @@ pub struct Coordinator {
     heartbeat: Duration,
     epoch: Instant,
     state: Mutex<State>,
+    /// One round at a time: two interleaved rounds would each renew from the same read, and
+    /// the second, refused by the first's new version, would give up a lease still held.
+    rounds: tokio::sync::Mutex<()>,
 }
 
 struct State {
@@ -67,6 +70,7 @@ impl Coordinator {
                 work: BTreeSet::new(),
                 held: BTreeSet::new(),
             }),
+            rounds: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -110,6 +114,7 @@ impl Coordinator {
     }
 
     async fn round(&self, claim: bool) -> Result<(), ApiError> {
+        let _one = self.rounds.lock().await;
         let table = self.table.scan().await?;
         // Read after the scan answered: a later sight only makes a takeover wait longer; and
         // before the writes are sent, so a holder counts its lease from no later than its send.
@@ -169,6 +174,7 @@ impl Coordinator {
     /// Releases every shard and this replica's member item; nothing is held after, whatever
     /// the answers.
     pub async fn release_all(&self) {
+        let _one = self.rounds.lock().await;
         let writes = self.state.lock().expect("state").shards.release_all();
         let answers =
             futures::future::join_all(writes.iter().map(|(key, w)| self.table.write(key, w))).await;
@@ -208,4 +214,66 @@ fn replica_name() -> String {
         .map(|d| d.as_millis())
         .unwrap_or_default();
     format!("{host}-{}-{started}", std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lease::{Record, Write};
+    use super::*;
+    use async_trait::async_trait;
+    use std::collections::BTreeMap;
+
+    /// The table in memory, applying writes as DynamoDB does; a scan takes a while, so rounds
+    /// started together would interleave.
+    #[derive(Default)]
+    struct Slow {
+        items: Mutex<BTreeMap<String, Record>>,
+    }
+
+    #[async_trait]
+    impl LeaseTable for Slow {
+        async fn read(&self, shard: &str) -> Result<Option<Record>, ApiError> {
+            Ok(self.items.lock().unwrap().get(shard).cloned())
+        }
+        async fn scan(&self) -> Result<BTreeMap<String, Record>, ApiError> {
+            let items = self.items.lock().unwrap().clone();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            Ok(items)
+        }
+        async fn write(&self, shard: &str, write: &Write) -> Result<bool, ApiError> {
+            let mut items = self.items.lock().unwrap();
+            let mut item = items.get(shard).cloned();
+            let applied = write.apply(&mut item);
+            match item {
+                Some(r) => items.insert(shard.to_owned(), r),
+                None => items.remove(shard),
+            };
+            Ok(applied)
+        }
+    }
+
+    fn settings() -> LeaseSettings {
+        LeaseSettings {
+            table: "t".into(),
+            region: None,
+            lease_duration: Duration::from_secs(30),
+            heartbeat: Duration::from_secs(10),
+        }
+    }
+
+    /// A heartbeat that comes while a pass claims does not cost the lease: rounds take turns.
+    #[tokio::test]
+    async fn a_renewal_during_a_claim_keeps_the_lease() {
+        let c = Coordinator::new("r", Arc::new(Slow::default()), &settings());
+        let shard = shard_of(Some("us-east-1"), "g-0123456789");
+        c.claim([shard.clone()].into()).await.unwrap();
+        assert!(c.holds(&shard));
+        let (a, b) = tokio::join!(c.renew(), c.claim([shard.clone()].into()));
+        a.unwrap();
+        b.unwrap();
+        assert!(c.holds(&shard), "held after two rounds at once");
+        c.release_all().await;
+        assert!(!c.holds(&shard));
+        assert_eq!(c.held(), BTreeSet::new());
+    }
 }
