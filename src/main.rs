@@ -115,7 +115,7 @@ async fn main() -> ExitCode {
     // `plan` changes nothing, so it needs no lease.
     let coordinator = match cli.command {
         Command::Plan { .. } => None,
-        _ => amg_token_rotator::coordination::from_config(&cfg).await,
+        _ => amg_token_rotator::coordination::from_config(&cfg, metrics.clone()).await,
     };
     let engine = Arc::new(Engine {
         connector: Arc::new(AwsConnector::new(cfg.aws.clone(), metrics.clone())),

@@ -261,9 +261,18 @@ async fn three_replicas_share_the_work_rotate_each_token_once_and_hand_over() {
         bed.count_calls("CreateWorkspaceServiceAccountToken"),
         WORKSPACES
     );
+    let mut exported = 0.0;
     for d in &daemons {
         assert_eq!(d.get("/readyz").await.map(|(status, _)| status), Some(200));
+        let s = d.scrape().await;
+        assert_eq!(s.sum("amg_rotator_coordination_shard_held", &[]), 2.0);
+        assert_eq!(s.sum("amg_rotator_coordination_members", &[]), 3.0);
+        exported += s.sum("amg_rotator_coordination_shard_held", &[]);
     }
+    assert_eq!(
+        exported, WORKSPACES as f64,
+        "each shard exported by one replica"
+    );
 
     // kill -9 one replica, and bring every token due: the two others rotate everything, its
     // shards once their leases ran out, each token exactly once.

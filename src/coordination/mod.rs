@@ -24,6 +24,7 @@ use tokio::sync::watch;
 
 use crate::aws::ApiError;
 use crate::config::LeaseSettings;
+use crate::daemon::metrics::Metrics;
 use shards::Shards;
 use table::LeaseTable;
 
@@ -36,6 +37,7 @@ pub fn shard_of(region: Option<&str>, workspace_id: &str) -> String {
 /// One replica's coordination: its view of the shards, and the table.
 pub struct Coordinator {
     me: String,
+    metrics: Arc<Metrics>,
     table: Arc<dyn LeaseTable>,
     heartbeat: Duration,
     epoch: Instant,
@@ -56,12 +58,18 @@ struct State {
 impl Coordinator {
     /// `me` names this replica in the table; it must differ between replicas and between a
     /// replica's restarts (a host name and a process start are enough).
-    pub fn new(me: &str, table: Arc<dyn LeaseTable>, settings: &LeaseSettings) -> Coordinator {
+    pub fn new(
+        me: &str,
+        table: Arc<dyn LeaseTable>,
+        settings: &LeaseSettings,
+        metrics: Arc<Metrics>,
+    ) -> Coordinator {
         // What a holder gives up of its lease: clock-rate differences and a step begun just
         // before the end. A tenth, at least a second.
         let safety = (settings.lease_duration / 10).max(Duration::from_secs(1));
         Coordinator {
             me: me.to_owned(),
+            metrics,
             table,
             heartbeat: settings.heartbeat,
             epoch: Instant::now(),
@@ -115,7 +123,14 @@ impl Coordinator {
 
     async fn round(&self, claim: bool) -> Result<(), ApiError> {
         let _one = self.rounds.lock().await;
-        let table = self.table.scan().await?;
+        let table = match self.table.scan().await {
+            Ok(t) => t,
+            Err(e) => {
+                self.metrics.lease_round_failed();
+                self.record_holdings();
+                return Err(e);
+            }
+        };
         // Read after the scan answered: a later sight only makes a takeover wait longer; and
         // before the writes are sent, so a holder counts its lease from no later than its send.
         let now = self.now();
@@ -126,22 +141,37 @@ impl Coordinator {
         };
         let answers =
             futures::future::join_all(writes.iter().map(|(key, w)| self.table.write(key, w))).await;
-        let mut state = self.state.lock().expect("state");
-        for ((key, w), answer) in writes.iter().zip(answers) {
-            if let Err(e) = &answer {
-                tracing::warn!(replica = %self.me, key = %key, error = %e, "lease write unanswered; counted as refused");
+        {
+            let mut state = self.state.lock().expect("state");
+            for ((key, w), answer) in writes.iter().zip(answers) {
+                if let Err(e) = &answer {
+                    tracing::warn!(replica = %self.me, key = %key, error = %e, "lease write unanswered; counted as refused");
+                }
+                state.shards.written(key, w, now, answer.ok());
             }
-            state.shards.written(key, w, now, answer.ok());
         }
-        let held: BTreeSet<String> = state.shards.held(self.now()).into_iter().collect();
-        for shard in held.difference(&state.held) {
+        self.record_holdings();
+        Ok(())
+    }
+
+    /// Logs and exports what changed hands since the last look: a lease that ran out without a
+    /// round (DynamoDB unreachable) is given up too.
+    fn record_holdings(&self) {
+        let now = self.now();
+        let mut state = self.state.lock().expect("state");
+        let held: BTreeSet<String> = state.shards.held(now).into_iter().collect();
+        let gained: Vec<&String> = held.difference(&state.held).collect();
+        let lost: Vec<&String> = state.held.difference(&held).collect();
+        for shard in &gained {
             tracing::info!(replica = %self.me, shard = %shard, "holding shard");
         }
-        for shard in state.held.difference(&held) {
+        for shard in &lost {
             tracing::info!(replica = %self.me, shard = %shard, "shard given up");
         }
+        let members = state.shards.members(now).len();
+        self.metrics
+            .set_coordination(&gained, &lost, state.work.len(), members);
         state.held = held;
-        Ok(())
     }
 
     /// Renews every `heartbeat` until `stop` turns. The caller releases (`release_all`) once
@@ -180,13 +210,17 @@ impl Coordinator {
             futures::future::join_all(writes.iter().map(|(key, w)| self.table.write(key, w))).await;
         let released = answers.iter().filter(|a| matches!(a, Ok(true))).count();
         tracing::info!(replica = %self.me, released, "leases released");
-        self.state.lock().expect("state").held.clear();
+        drop(_one);
+        self.record_holdings();
     }
 }
 
 /// The coordinator `[coordination]` asks for, on the DynamoDB client of the standard chain
 /// (its region: `coordination.region`, else `[aws] region`, else the chain's); `None` when off.
-pub async fn from_config(config: &crate::config::Config) -> Option<Arc<Coordinator>> {
+pub async fn from_config(
+    config: &crate::config::Config,
+    metrics: Arc<Metrics>,
+) -> Option<Arc<Coordinator>> {
     let crate::config::Coordination::DynamoDb(settings) = &config.coordination else {
         return None;
     };
@@ -197,6 +231,7 @@ pub async fn from_config(config: &crate::config::Config) -> Option<Arc<Coordinat
         &replica_name(),
         Arc::new(table),
         settings,
+        metrics,
     )))
 }
 
@@ -264,7 +299,8 @@ mod tests {
     /// A heartbeat that comes while a pass claims does not cost the lease: rounds take turns.
     #[tokio::test]
     async fn a_renewal_during_a_claim_keeps_the_lease() {
-        let c = Coordinator::new("r", Arc::new(Slow::default()), &settings());
+        let metrics = Arc::new(Metrics::new());
+        let c = Coordinator::new("r", Arc::new(Slow::default()), &settings(), metrics.clone());
         let shard = shard_of(Some("us-east-1"), "g-0123456789");
         c.claim([shard.clone()].into()).await.unwrap();
         assert!(c.holds(&shard));
@@ -272,8 +308,25 @@ mod tests {
         a.unwrap();
         b.unwrap();
         assert!(c.holds(&shard), "held after two rounds at once");
+        let text = metrics.render();
+        assert!(
+            text.contains(&format!(
+                "amg_rotator_coordination_shard_held{{shard=\"{shard}\"}} 1"
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains("amg_rotator_coordination_handovers_total{change=\"taken\"} 1"),
+            "{text}"
+        );
         c.release_all().await;
         assert!(!c.holds(&shard));
         assert_eq!(c.held(), BTreeSet::new());
+        let text = metrics.render();
+        assert!(!text.contains("coordination_shard_held{"), "{text}");
+        assert!(
+            text.contains("amg_rotator_coordination_handovers_total{change=\"given_up\"} 1"),
+            "{text}"
+        );
     }
 }

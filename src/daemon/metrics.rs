@@ -86,6 +86,11 @@ pub struct Metrics {
     permission_drift: IntGaugeVec,
     permission_updates: IntCounterVec,
     rate_limit: GaugeVec,
+    shard_held: IntGaugeVec,
+    shards: IntGauge,
+    members: IntGauge,
+    handovers: IntCounterVec,
+    lease_round_failures: IntCounter,
     /// Credentials seen in the last pass, so the series of one that left the config are removed.
     known: Mutex<BTreeSet<CredentialLabels>>,
     /// The (declared, actual) roles of each (workspace, service account) whose drift is
@@ -405,6 +410,31 @@ const RATE_LIMIT: Family<GaugeVec> = Family::new(
     &["service", "account", "region"],
     "The client-side request rate the rotator currently allows itself, per service, account (default: its own credentials') and region; lowered after throttling.",
 );
+const SHARD_HELD: Family<IntGaugeVec> = Family::new(
+    "coordination_shard_held",
+    &["shard"],
+    "1 for each shard (region/workspace) this replica holds the lease of ([coordination]); a shard it does not hold has no series here.",
+);
+const SHARDS: Family<IntGauge> = Family::new(
+    "coordination_shards",
+    &[],
+    "Shards (workspaces) of the work, as this replica's last pass discovered them.",
+);
+const MEMBERS: Family<IntGauge> = Family::new(
+    "coordination_members",
+    &[],
+    "Replicas alive as this one sees them in the lease table, itself included.",
+);
+const HANDOVERS: Family<IntCounterVec> = Family::new(
+    "coordination_handovers_total",
+    &["change"],
+    "Shards this replica took (taken) or stopped holding (given_up: handed back, released, or lost when it could not renew).",
+);
+const LEASE_ROUND_FAILURES: Family<IntCounter> = Family::new(
+    "coordination_round_failures_total",
+    &[],
+    "Rounds against the lease table that failed to read it: what is held runs out a lease duration after the last good one.",
+);
 const BUILD_INFO: Family<IntGaugeVec> = Family::new(
     "build_info",
     &["version"],
@@ -519,6 +549,11 @@ impl Metrics {
             permission_drift: r.add(&PERMISSION_DRIFT),
             permission_updates: r.add(&PERMISSION_UPDATES),
             rate_limit: r.add(&RATE_LIMIT),
+            shard_held: r.add(&SHARD_HELD),
+            shards: r.add(&SHARDS),
+            members: r.add(&MEMBERS),
+            handovers: r.add(&HANDOVERS),
+            lease_round_failures: r.add(&LEASE_ROUND_FAILURES),
             known: Mutex::new(BTreeSet::new()),
             drifting: Mutex::new(BTreeMap::new()),
             secrets: Mutex::new(BTreeMap::new()),
@@ -805,6 +840,31 @@ impl Metrics {
         if outcome == PassOutcome::Success {
             self.last_success.set(now.timestamp() as f64);
         }
+    }
+
+    /// What a round against the lease table left: the shards held (gained and lost since the
+    /// last round are counted as handovers), of how many, among how many members.
+    pub fn set_coordination(
+        &self,
+        gained: &[&String],
+        lost: &[&String],
+        shards: usize,
+        members: usize,
+    ) {
+        for shard in gained {
+            self.shard_held.with_label_values(&[shard.as_str()]).set(1);
+            self.handovers.with_label_values(&["taken"]).inc();
+        }
+        for shard in lost {
+            let _ = self.shard_held.remove_label_values(&[shard.as_str()]);
+            self.handovers.with_label_values(&["given_up"]).inc();
+        }
+        self.shards.set(i64::try_from(shards).unwrap_or(i64::MAX));
+        self.members.set(i64::try_from(members).unwrap_or(i64::MAX));
+    }
+
+    pub fn lease_round_failed(&self) {
+        self.lease_round_failures.inc();
     }
 
     pub fn pass_delayed(&self) {
