@@ -14,11 +14,11 @@ use serde::{Serialize, Serializer};
 use tokio::sync::watch;
 
 use crate::aws::{Connector, Services, Verifier};
-use crate::config::{render_template, secret_name_problem, Config, Target};
+use crate::config::{render_template, secret_name_problem, Config, Policy, Target};
 use crate::credential::{self, execute, Credential, CredentialReport, Status};
 use crate::daemon::metrics::{Metrics, PassMode, PassOutcome, Stage};
 use crate::discover::{self, PassProblem, Selected};
-use crate::model::{SecretSpec, Workspace};
+use crate::model::{SecretSpec, SecretTags, Workspace};
 use crate::permissions::PermissionReport;
 
 pub use crate::credential::Mode;
@@ -79,13 +79,18 @@ pub struct Engine {
     pub metrics: Arc<Metrics>,
 }
 
-/// A claimed credential, ready to reconcile.
+/// A claimed credential, ready to reconcile. Held for every credential until its turn: what
+/// its selection found is moved in, not copied, and what its target decides (policy, tags) is
+/// shared with the target's other credentials.
 struct Work {
     cred: Credential,
     services: Services,
-    selected: Selected,
+    account: Result<credential::AccountView, discover::Problem>,
     report: CredentialReport,
 }
+
+/// The claimed credentials by scope, each scope's in selection order.
+type ByScope = BTreeMap<crate::aws::connect::Scope, Vec<Work>>;
 
 impl Engine {
     /// Runs one pass over every target of `config`.
@@ -148,17 +153,10 @@ impl Engine {
     async fn reconcile_all(
         &self,
         config: &Config,
-        work: Vec<Work>,
+        by_scope: ByScope,
         mode: Mode,
         shutdown: &watch::Receiver<bool>,
     ) -> Vec<CredentialReport> {
-        let mut by_scope: BTreeMap<crate::aws::connect::Scope, Vec<Work>> = BTreeMap::new();
-        for w in work {
-            by_scope
-                .entry(w.selected.scope.clone())
-                .or_default()
-                .push(w);
-        }
         let one = |w: Work| async move {
             if *shutdown.borrow() {
                 return CredentialReport {
@@ -176,7 +174,7 @@ impl Engine {
             credential::reconcile(
                 services,
                 &w.cred,
-                w.selected.account.map_err(|p| p.to_string()),
+                w.account.map_err(|p| p.to_string()),
                 w.report,
                 mode,
             )
@@ -248,12 +246,19 @@ fn claim(
     config: &Config,
     selected: Vec<Selected>,
     scopes: &std::collections::HashMap<crate::aws::connect::Scope, Services>,
-) -> (Vec<Work>, Vec<CredentialReport>) {
+) -> (ByScope, Vec<CredentialReport>) {
     let mut claimed: BTreeMap<(String, String), String> = BTreeMap::new();
     let mut secrets_claimed: BTreeMap<(String, String, String), String> = BTreeMap::new();
-    let (mut work, mut reports) = (Vec::new(), Vec::new());
+    let (mut work, mut reports) = (ByScope::new(), Vec::new());
+    // One copy of each target's policy and secret tags, however many credentials it selects.
+    let shared: Vec<(Arc<Policy>, SecretTags)> = config
+        .targets
+        .iter()
+        .map(|t| (Arc::new(t.policy.clone()), Arc::new(secret_tags(&t.policy))))
+        .collect();
     for s in selected {
         let target = &config.targets[s.target];
+        let (policy, tags) = &shared[s.target];
         let mut report = CredentialReport::new(&target.label, s.kind, &s.workspace.id, &s.name);
         let key = (s.workspace.id.clone(), s.name.clone());
         if let Some(first) = claimed.get(&key) {
@@ -264,7 +269,7 @@ fn claim(
         claimed.insert(key, target.label.clone());
         // A migrated API key keeps the key's secret.
         let secret_of = s.migrated_from.as_deref().unwrap_or(&s.name);
-        let secret = match secret_spec(target, &s.workspace, secret_of) {
+        let secret = match secret_spec(target, &s.workspace, secret_of, tags) {
             Ok(spec) => spec,
             Err(e) => {
                 report.error = Some(e);
@@ -287,24 +292,26 @@ fn claim(
             continue;
         }
         secrets_claimed.insert(where_, format!("{}/{}", s.workspace.id, s.name));
-        work.push(Work {
+        let migrates_to = match s.kind {
+            crate::credential::CredentialKind::ApiKey { .. } => {
+                crate::discover::migration_name(target, &s.workspace, &s.name)
+            }
+            crate::credential::CredentialKind::Token { .. } => None,
+        };
+        let services = scopes[&s.scope].clone();
+        work.entry(s.scope).or_default().push(Work {
             cred: Credential {
                 target: target.label.clone(),
                 kind: s.kind,
-                workspace: s.workspace.clone(),
-                service_account: s.name.clone(),
+                workspace: s.workspace,
+                service_account: s.name,
                 secret,
-                policy: target.policy.clone(),
-                migrated_from: s.migrated_from.clone(),
-                migrates_to: match s.kind {
-                    crate::credential::CredentialKind::ApiKey { .. } => {
-                        crate::discover::migration_name(target, &s.workspace, &s.name)
-                    }
-                    crate::credential::CredentialKind::Token { .. } => None,
-                },
+                policy: policy.clone(),
+                migrated_from: s.migrated_from,
+                migrates_to,
             },
-            services: scopes[&s.scope].clone(),
-            selected: s,
+            services,
+            account: s.account,
             report,
         });
     }
@@ -321,11 +328,20 @@ fn account_of(role_arn: Option<&str>) -> String {
         .to_owned()
 }
 
-/// The secret a credential publishes to, from its target's template.
+/// The tags of every secret a target's credentials publish to.
+fn secret_tags(p: &Policy) -> BTreeMap<String, String> {
+    let mut tags = p.secret_tags.clone();
+    tags.entry("managed-by".into())
+        .or_insert_with(|| "amg-token-rotator".into());
+    tags
+}
+
+/// The secret a credential publishes to, from its target's template; `tags` are its target's.
 fn secret_spec(
     target: &Target,
     ws: &Workspace,
     service_account: &str,
+    tags: &SecretTags,
 ) -> Result<SecretSpec, String> {
     let p = &target.policy;
     // The endpoint names the workspace's region: `<id>.grafana-workspace.<region>.amazonaws.com`.
@@ -353,14 +369,11 @@ fn secret_spec(
             p.secret_name
         ));
     }
-    let mut tags = p.secret_tags.clone();
-    tags.entry("managed-by".into())
-        .or_insert_with(|| "amg-token-rotator".into());
     Ok(SecretSpec {
         name,
         format: p.secret_format,
         kms_key_id: p.kms_key_id.clone(),
         description: p.secret_description.clone(),
-        tags,
+        tags: tags.clone(),
     })
 }

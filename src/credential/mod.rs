@@ -77,7 +77,8 @@ pub struct Credential {
     /// The service account's name, or the API key's base name.
     pub service_account: String,
     pub secret: SecretSpec,
-    pub policy: Policy,
+    /// The target's: one copy shared by all its credentials.
+    pub policy: std::sync::Arc<Policy>,
     /// The API key (its base name) whose secret this token credential took over when the
     /// workspace moved to Grafana 12 or later (`discover::migration_of`).
     pub migrated_from: Option<String>,
