@@ -80,17 +80,29 @@ pub struct Engine {
 }
 
 /// A claimed credential, ready to reconcile. Held for every credential until its turn: what
-/// its selection found is moved in, not copied, and what its target decides (policy, tags) is
-/// shared with the target's other credentials.
+/// its selection found is moved in, not copied, what its target decides (policy, tags) is
+/// shared with the target's other credentials, and its report is made when its turn comes.
 struct Work {
     cred: Credential,
     services: Services,
     account: Result<credential::AccountView, discover::Problem>,
-    report: CredentialReport,
 }
 
-/// The claimed credentials by scope, each scope's in selection order.
-type ByScope = BTreeMap<crate::aws::connect::Scope, Vec<Work>>;
+/// The claimed credentials by scope, each scope's in selection order. Boxed, so each one's
+/// memory is freed when it is done rather than with the whole scope's list at the pass's end.
+type ByScope = BTreeMap<crate::aws::connect::Scope, Vec<Box<Work>>>;
+
+/// A credential's report before it is examined (status Failed until it is).
+fn new_report(cred: &Credential) -> CredentialReport {
+    let mut report = CredentialReport::new(
+        &cred.target,
+        cred.kind,
+        &cred.workspace.id,
+        &cred.service_account,
+    );
+    report.secret_name = Some(cred.secret.name.clone());
+    report
+}
 
 impl Engine {
     /// Runs one pass over every target of `config`.
@@ -112,8 +124,10 @@ impl Engine {
             .filter(|s| crate::config::is_workspace_id(&s.workspace.id))
             .map(|s| (s.workspace.id.clone(), scopes[&s.scope].clone()))
             .collect();
-        let (work, mut reports) = claim(config, selected, &scopes);
-        reports.extend(self.reconcile_all(config, work, mode, shutdown).await);
+        let (work, unclaimed) = claim(config, selected, &scopes);
+        let mut reports = self
+            .reconcile_all(config, work, unclaimed, mode, shutdown)
+            .await;
         reports.sort_by(|a, b| {
             (&a.workspace_id, &a.service_account).cmp(&(&b.workspace_id, &b.service_account))
         });
@@ -149,20 +163,22 @@ impl Engine {
     /// and role: each has its own AMG and Secrets Manager rate limiters and quotas), all scopes
     /// at once, so N accounts take about as long as the slowest one and a throttled or slow
     /// scope holds up only its own credentials. Once `shutdown` turns, credentials not yet
-    /// started are skipped.
+    /// started are skipped. Each credential's report is added to `reports`.
     async fn reconcile_all(
         &self,
         config: &Config,
         by_scope: ByScope,
+        mut reports: Vec<CredentialReport>,
         mode: Mode,
         shutdown: &watch::Receiver<bool>,
     ) -> Vec<CredentialReport> {
-        let one = |w: Work| async move {
+        let one = |w: Box<Work>| async move {
+            let report = new_report(&w.cred);
             if *shutdown.borrow() {
                 return CredentialReport {
                     status: Status::Skipped,
                     summary: "skipped: shutting down".into(),
-                    ..w.report
+                    ..report
                 };
             }
             let services = execute::Services {
@@ -175,22 +191,21 @@ impl Engine {
                 services,
                 &w.cred,
                 w.account.map_err(|p| p.to_string()),
-                w.report,
+                report,
                 mode,
             )
             .await
         };
-        let scopes = by_scope.into_values().map(|scope| {
+        reports.reserve_exact(by_scope.values().map(Vec::len).sum());
+        let mut done = futures::stream::select_all(by_scope.into_values().map(|scope| {
             futures::stream::iter(scope)
                 .map(one)
                 .buffer_unordered(config.daemon.concurrency.max(1))
-                .collect::<Vec<_>>()
-        });
-        futures::future::join_all(scopes)
-            .await
-            .into_iter()
-            .flatten()
-            .collect()
+        }));
+        while let Some(report) = done.next().await {
+            reports.push(report);
+        }
+        reports
     }
 
     /// The permission audit of each managed workspace, when asked for.
@@ -299,7 +314,7 @@ fn claim(
             crate::credential::CredentialKind::Token { .. } => None,
         };
         let services = scopes[&s.scope].clone();
-        work.entry(s.scope).or_default().push(Work {
+        work.entry(s.scope).or_default().push(Box::new(Work {
             cred: Credential {
                 target: target.label.clone(),
                 kind: s.kind,
@@ -312,8 +327,7 @@ fn claim(
             },
             services,
             account: s.account,
-            report,
-        });
+        }));
     }
     (work, reports)
 }

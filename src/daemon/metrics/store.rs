@@ -97,7 +97,11 @@ impl Series {
     pub(super) fn count(&mut self, which: Count) {
         match self.counters.iter_mut().find(|(c, _)| *c == which) {
             Some((_, n)) => *n += 1,
-            None => self.counters.push((which, 1)),
+            None => {
+                // A credential has a counter or two: grow by one, not by Vec's first four.
+                self.counters.reserve_exact(1);
+                self.counters.push((which, 1));
+            }
         }
     }
 }
