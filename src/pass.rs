@@ -119,6 +119,8 @@ impl Engine {
         });
         let (inventory, scopes) = discover::fetch(config, self.connector.as_ref()).await;
         let (selected, mut problems) = discover::select(config, &inventory);
+        // What was listed is in the selection now: its memory serves the pass's reports.
+        drop(inventory);
         let managed: BTreeMap<String, Services> = selected
             .iter()
             .filter(|s| crate::config::is_workspace_id(&s.workspace.id))

@@ -374,7 +374,7 @@ fn observe(services: Services<'_>, cred: &Credential, d: &Decided, mode: Mode) {
     let (ws, name) = (&cred.workspace.id, &cred.service_account);
     let apply = mode == Mode::Apply;
     if let (Some(by_state), true) = (d.tokens, apply) {
-        services.metrics.set_tokens(ws, name, by_state);
+        services.metrics.set_tokens(&labels, by_state);
     }
     if let (Some(how), true) = (d.observed, apply) {
         services.metrics.observed(how);

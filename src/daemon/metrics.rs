@@ -644,11 +644,11 @@ impl Metrics {
         self.store.lock().series(c).count(which);
     }
 
-    /// Tokens of a service account by state: `active`, `expired`, `no_expiry` (AMG reports none).
-    pub fn set_tokens(&self, workspace: &str, service_account: &str, by_state: [usize; 3]) {
-        self.store
-            .lock()
-            .set_tokens(workspace, service_account, by_state);
+    /// Tokens of a token credential's service account by state: `active`, `expired`,
+    /// `no_expiry` (AMG reports none).
+    pub fn set_tokens(&self, c: &CredentialLabels, by_state: [usize; 3]) {
+        let by_state = by_state.map(|n| u32::try_from(n).unwrap_or(u32::MAX));
+        self.store.lock().series(c).tokens = Some(by_state);
     }
 
     /// What the retirement of a credential's superseded tokens looks like after a pass: when

@@ -28,8 +28,6 @@ impl Shared {
 #[derive(Default)]
 pub(super) struct Store {
     credentials: BTreeMap<CredentialLabels, Series>,
-    /// `service_account_tokens` by (workspace, service account): its series carry no kind.
-    tokens: BTreeMap<(String, String), [usize; 3]>,
 }
 
 /// One credential's values; `None`: that series is not exported.
@@ -45,6 +43,9 @@ pub(super) struct Series {
     secret: Option<Box<str>>,
     promotion: Option<i64>,
     superseded_last_used: Option<i64>,
+    /// `service_account_tokens` by state: a token credential's (its series carry no kind; a
+    /// service account has one credential, `pass::claim`).
+    pub(super) tokens: Option<[u32; 3]>,
     /// Counters, which stay when the credential goes, as a counter's series do.
     counters: Vec<(Count, u64)>,
 }
@@ -74,6 +75,7 @@ impl Series {
             && self.left_behind.is_none()
             && self.superseded.is_none()
             && self.secret.is_none()
+            && self.tokens.is_none()
             && self.counters.is_empty()
     }
 
@@ -122,14 +124,8 @@ impl Store {
         self.credentials.get_mut(c).expect("inserted above")
     }
 
-    pub(super) fn set_tokens(&mut self, workspace: &str, service_account: &str, n: [usize; 3]) {
-        let key = (workspace.to_owned(), service_account.to_owned());
-        self.tokens.insert(key, n);
-    }
-
     /// The credentials of this pass are `current`: the gauges of those known from the last
-    /// pass and not in it go (their counters stay), with their accounts' token counts. Returns
-    /// the credentials gone.
+    /// pass and not in it go (their counters stay). Returns the credentials gone.
     pub(super) fn retain(&mut self, current: BTreeSet<CredentialLabels>) -> Vec<CredentialLabels> {
         let mut gone = Vec::new();
         for (c, s) in &mut self.credentials {
@@ -139,10 +135,6 @@ impl Store {
                 gone.push(c.clone());
             }
             s.known = keep;
-        }
-        for c in &gone {
-            let account = (c.workspace.clone(), c.service_account.clone());
-            self.tokens.remove(&account);
         }
         self.credentials.retain(|_, s| s.known || !s.is_empty());
         for c in current {
@@ -255,9 +247,9 @@ impl Store {
     }
 
     pub(super) fn tokens(&self, out: Out<'_>) {
-        for ((w, a), by_state) in &self.tokens {
-            for (state, n) in TOKEN_STATES.iter().zip(by_state) {
-                out(&[w, a, state], *n as f64);
+        for (c, s) in &self.credentials {
+            for (state, n) in TOKEN_STATES.iter().zip(s.tokens.iter().flatten()) {
+                out(&[&c.workspace, &c.service_account, state], *n as f64);
             }
         }
     }
