@@ -879,6 +879,40 @@ mod tests {
     }
 
     #[test]
+    fn a_credential_gone_keeps_its_counters_and_a_renamed_secret_moves_its_series() {
+        let m = Metrics::new();
+        let a = CredentialLabels {
+            workspace: "g-0123456789".into(),
+            service_account: "a".into(),
+            kind: "token",
+        };
+        let at = chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        m.rotation(&a, StepOutcome::Success, &Succeeded);
+        m.rotation(&a, StepOutcome::Success, &Succeeded);
+        m.set_tokens(&a, [2, 1, 0]);
+        m.set_retirement(&a, "old", Some(at), Some(1), Some(at));
+        m.retain_credentials([a.clone()].into());
+        m.set_promotion(&a, "new", at);
+        let text = m.render();
+        assert!(text.contains("amg_rotator_credential_promotion_timestamp_seconds{kind=\"token\",secret=\"new\",service_account=\"a\",workspace=\"g-0123456789\"} 1700000000\n"), "{text}");
+        assert!(!text.contains("secret=\"old\""), "{text}");
+        assert!(text.contains("amg_rotator_service_account_tokens{service_account=\"a\",state=\"expired\",workspace=\"g-0123456789\"} 1\n"), "{text}");
+
+        m.retain_credentials(BTreeSet::new());
+        let text = m.render();
+        let series: Vec<_> = text
+            .lines()
+            .filter(|l| l.contains("service_account=\"a\""))
+            .collect();
+        assert_eq!(
+            series,
+            ["amg_rotator_rotations_total{kind=\"token\",outcome=\"success\",reason=\"success\",service_account=\"a\",workspace=\"g-0123456789\"} 2"],
+            "{text}"
+        );
+        assert!(text.contains("# TYPE amg_rotator_service_account_tokens gauge\n"));
+    }
+
+    #[test]
     fn idle_families_are_named_with_help_and_type() {
         let m = Metrics::new();
         let text = m.render();
