@@ -537,10 +537,10 @@ pub async fn fetch(
     (inv, scopes)
 }
 
-/// Runs `call` over `items`, `concurrency` at a time per scope and every scope at once (the
-/// discovery's calls, the pass's credentials): each scope has its own limiters, so 20 regions
-/// take about the time of one, and a slow or throttled scope holds up only its own work.
-pub async fn per_scope<I, T, F, Fut>(items: Vec<(Scope, I)>, concurrency: usize, call: F) -> Vec<T>
+/// Runs `call` over `items`, `concurrency` at a time per scope and every scope at once, as the
+/// pass reconciles: each scope has its own limiters, so 20 regions are discovered in about the
+/// time of one, and a slow or throttled scope holds up only its own calls.
+async fn per_scope<I, T, F, Fut>(items: Vec<(Scope, I)>, concurrency: usize, call: F) -> Vec<T>
 where
     F: Fn(Scope, I) -> Fut,
     Fut: std::future::Future<Output = T>,

@@ -237,6 +237,9 @@ impl SecretState {
     }
 }
 
+/// The tags a target puts on its secrets: one map, shared by all its credentials' specs.
+pub type SecretTags = std::sync::Arc<BTreeMap<String, String>>;
+
 /// Where a credential's secret lives and how it is written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SecretSpec {
@@ -244,7 +247,7 @@ pub struct SecretSpec {
     pub format: SecretFormat,
     pub kms_key_id: Option<String>,
     pub description: String,
-    pub tags: BTreeMap<String, String>,
+    pub tags: SecretTags,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

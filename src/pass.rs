@@ -9,18 +9,19 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
 use serde::{Serialize, Serializer};
 use tokio::sync::watch;
 
 use crate::aws::{Connector, Services, Verifier};
-use crate::config::{render_template, secret_name_problem, Config, Target};
+use crate::config::{render_template, secret_name_problem, Config, Policy, Target};
 use crate::coordination::guard::Guarded;
 use crate::coordination::Coordinator;
 use crate::credential::census::Census;
 use crate::credential::{self, execute, Credential, CredentialReport, Status};
 use crate::daemon::metrics::{Metrics, PassMode, PassOutcome, Stage};
 use crate::discover::{self, PassProblem, Selected};
-use crate::model::{SecretSpec, Workspace};
+use crate::model::{SecretSpec, SecretTags, Workspace};
 use crate::permissions::PermissionReport;
 
 pub use crate::credential::Mode;
@@ -105,12 +106,31 @@ async fn held_only(c: &Coordinator, selected: Vec<Selected>) -> Vec<Selected> {
         .collect()
 }
 
-/// A claimed credential, ready to reconcile.
+/// A claimed credential, ready to reconcile. Held for every credential until its turn: what
+/// its selection found is moved in, not copied, what its target decides (policy, tags) is
+/// shared with the target's other credentials, and its report is made when its turn comes.
 struct Work {
     cred: Credential,
     services: Services,
-    selected: Selected,
-    report: CredentialReport,
+    account: Result<credential::AccountView, discover::Problem>,
+    /// Its workspace's shard, whose lease every change asks for (`[coordination]`).
+    shard: String,
+}
+
+/// The claimed credentials by scope, each scope's in selection order. Boxed, so each one's
+/// memory is freed when it is done rather than with the whole scope's list at the pass's end.
+type ByScope = BTreeMap<crate::aws::connect::Scope, Vec<Box<Work>>>;
+
+/// A credential's report before it is examined (status Failed until it is).
+fn new_report(cred: &Credential) -> CredentialReport {
+    let mut report = CredentialReport::new(
+        &cred.target,
+        cred.kind,
+        &cred.workspace.id,
+        &cred.service_account,
+    );
+    report.secret_name = Some(cred.secret.name.clone());
+    report
 }
 
 impl Engine {
@@ -132,13 +152,17 @@ impl Engine {
             (Some(c), Mode::Apply) => held_only(c, selected).await,
             _ => selected,
         };
+        // What was listed is in the selection now: its memory serves the pass's reports.
+        drop(inventory);
         let managed: BTreeMap<String, Services> = selected
             .iter()
             .filter(|s| crate::config::is_workspace_id(&s.workspace.id))
             .map(|s| (s.workspace.id.clone(), scopes[&s.scope].clone()))
             .collect();
-        let (work, mut reports) = claim(config, selected, &scopes);
-        reports.extend(self.reconcile_all(config, work, mode, shutdown).await);
+        let (work, unclaimed) = claim(config, selected, &scopes);
+        let mut reports = self
+            .reconcile_all(config, work, unclaimed, mode, shutdown)
+            .await;
         reports.sort_by(|a, b| {
             (&a.workspace_id, &a.service_account).cmp(&(&b.workspace_id, &b.service_account))
         });
@@ -174,30 +198,27 @@ impl Engine {
     /// and role: each has its own AMG and Secrets Manager rate limiters and quotas), all scopes
     /// at once, so N accounts take about as long as the slowest one and a throttled or slow
     /// scope holds up only its own credentials. Once `shutdown` turns, credentials not yet
-    /// started are skipped.
+    /// started are skipped. Each credential's report is added to `reports`.
     async fn reconcile_all(
         &self,
         config: &Config,
-        work: Vec<Work>,
+        by_scope: ByScope,
+        mut reports: Vec<CredentialReport>,
         mode: Mode,
         shutdown: &watch::Receiver<bool>,
     ) -> Vec<CredentialReport> {
-        // One census of each scope's secrets a pass, shared by its credentials.
-        let censuses: BTreeMap<_, Arc<Census>> = work
-            .iter()
-            .map(|w| (w.selected.scope.clone(), Arc::new(Census::new())))
-            .collect();
-        let one = |w: Work, census: Arc<Census>| async move {
+        let one = |w: Box<Work>, census: Arc<Census>| async move {
+            let report = new_report(&w.cred);
             if *shutdown.borrow() {
                 return CredentialReport {
                     status: Status::Skipped,
                     summary: "skipped: shutting down".into(),
-                    ..w.report
+                    ..report
                 };
             }
             // With several replicas, every change first asks whether the shard is still held.
             let lease = match (&self.coordinator, mode) {
-                (Some(c), Mode::Apply) => Some((c.clone(), shard(&w.selected))),
+                (Some(c), Mode::Apply) => Some((c.clone(), w.shard.clone())),
                 _ => None,
             };
             let grafana = Guarded::new(w.services.grafana.as_ref(), lease.clone());
@@ -212,20 +233,24 @@ impl Engine {
             credential::reconcile(
                 services,
                 &w.cred,
-                w.selected.account.map_err(|p| p.to_string()),
-                w.report,
+                w.account.map_err(|p| p.to_string()),
+                report,
                 mode,
             )
             .await
         };
-        let work = work
-            .into_iter()
-            .map(|w| (w.selected.scope.clone(), w))
-            .collect();
-        discover::per_scope(work, config.daemon.concurrency.max(1), |scope, w| {
-            one(w, censuses[&scope].clone())
-        })
-        .await
+        reports.reserve_exact(by_scope.values().map(Vec::len).sum());
+        let mut done = futures::stream::select_all(by_scope.into_values().map(|scope| {
+            // One census of the scope's secrets a pass, shared by its credentials.
+            let census = Arc::new(Census::new());
+            futures::stream::iter(scope)
+                .map(move |w| one(w, census.clone()))
+                .buffer_unordered(config.daemon.concurrency.max(1))
+        }));
+        while let Some(report) = done.next().await {
+            reports.push(report);
+        }
+        reports
     }
 
     /// The permission audit of each managed workspace, when asked for.
@@ -281,12 +306,19 @@ fn claim(
     config: &Config,
     selected: Vec<Selected>,
     scopes: &std::collections::HashMap<crate::aws::connect::Scope, Services>,
-) -> (Vec<Work>, Vec<CredentialReport>) {
+) -> (ByScope, Vec<CredentialReport>) {
     let mut claimed: BTreeMap<(String, String), String> = BTreeMap::new();
     let mut secrets_claimed: BTreeMap<(String, String, String), String> = BTreeMap::new();
-    let (mut work, mut reports) = (Vec::new(), Vec::new());
+    let (mut work, mut reports) = (ByScope::new(), Vec::new());
+    // One copy of each target's policy and secret tags, however many credentials it selects.
+    let shared: Vec<(Arc<Policy>, SecretTags)> = config
+        .targets
+        .iter()
+        .map(|t| (Arc::new(t.policy.clone()), Arc::new(secret_tags(&t.policy))))
+        .collect();
     for s in selected {
         let target = &config.targets[s.target];
+        let (policy, tags) = &shared[s.target];
         let mut report = CredentialReport::new(&target.label, s.kind, &s.workspace.id, &s.name);
         let key = (s.workspace.id.clone(), s.name.clone());
         if let Some(first) = claimed.get(&key) {
@@ -297,7 +329,7 @@ fn claim(
         claimed.insert(key, target.label.clone());
         // A migrated API key keeps the key's secret.
         let secret_of = s.migrated_from.as_deref().unwrap_or(&s.name);
-        let secret = match secret_spec(target, &s.workspace, secret_of) {
+        let secret = match secret_spec(target, &s.workspace, secret_of, tags) {
             Ok(spec) => spec,
             Err(e) => {
                 report.error = Some(e);
@@ -320,26 +352,29 @@ fn claim(
             continue;
         }
         secrets_claimed.insert(where_, format!("{}/{}", s.workspace.id, s.name));
-        work.push(Work {
+        let migrates_to = match s.kind {
+            crate::credential::CredentialKind::ApiKey { .. } => {
+                crate::discover::migration_name(target, &s.workspace, &s.name)
+            }
+            crate::credential::CredentialKind::Token { .. } => None,
+        };
+        let services = scopes[&s.scope].clone();
+        let shard = shard(&s);
+        work.entry(s.scope).or_default().push(Box::new(Work {
             cred: Credential {
                 target: target.label.clone(),
                 kind: s.kind,
-                workspace: s.workspace.clone(),
-                service_account: s.name.clone(),
+                workspace: s.workspace,
+                service_account: s.name,
                 secret,
-                policy: target.policy.clone(),
-                migrated_from: s.migrated_from.clone(),
-                migrates_to: match s.kind {
-                    crate::credential::CredentialKind::ApiKey { .. } => {
-                        crate::discover::migration_name(target, &s.workspace, &s.name)
-                    }
-                    crate::credential::CredentialKind::Token { .. } => None,
-                },
+                policy: policy.clone(),
+                migrated_from: s.migrated_from,
+                migrates_to,
             },
-            services: scopes[&s.scope].clone(),
-            selected: s,
-            report,
-        });
+            services,
+            account: s.account,
+            shard,
+        }));
     }
     (work, reports)
 }
@@ -354,11 +389,20 @@ fn account_of(role_arn: Option<&str>) -> String {
         .to_owned()
 }
 
-/// The secret a credential publishes to, from its target's template.
+/// The tags of every secret a target's credentials publish to.
+fn secret_tags(p: &Policy) -> BTreeMap<String, String> {
+    let mut tags = p.secret_tags.clone();
+    tags.entry("managed-by".into())
+        .or_insert_with(|| "amg-token-rotator".into());
+    tags
+}
+
+/// The secret a credential publishes to, from its target's template; `tags` are its target's.
 fn secret_spec(
     target: &Target,
     ws: &Workspace,
     service_account: &str,
+    tags: &SecretTags,
 ) -> Result<SecretSpec, String> {
     let p = &target.policy;
     // The endpoint names the workspace's region: `<id>.grafana-workspace.<region>.amazonaws.com`.
@@ -386,14 +430,11 @@ fn secret_spec(
             p.secret_name
         ));
     }
-    let mut tags = p.secret_tags.clone();
-    tags.entry("managed-by".into())
-        .or_insert_with(|| "amg-token-rotator".into());
     Ok(SecretSpec {
         name,
         format: p.secret_format,
         kms_key_id: p.kms_key_id.clone(),
         description: p.secret_description.clone(),
-        tags,
+        tags: tags.clone(),
     })
 }

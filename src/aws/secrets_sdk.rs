@@ -93,7 +93,7 @@ impl SecretStore for AwsSecrets {
         Ok(SecretState {
             arn: out.arn().unwrap_or_default().to_owned(),
             name: out.name().unwrap_or(&spec.name).to_owned(),
-            tags: spec.tags.clone(),
+            tags: spec.tags.as_ref().clone(),
             ..SecretState::default()
         })
     }

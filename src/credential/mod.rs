@@ -78,7 +78,8 @@ pub struct Credential {
     /// The service account's name, or the API key's base name.
     pub service_account: String,
     pub secret: SecretSpec,
-    pub policy: Policy,
+    /// The target's: one copy shared by all its credentials.
+    pub policy: std::sync::Arc<Policy>,
     /// The API key (its base name) whose secret this token credential took over when the
     /// workspace moved to Grafana 12 or later (`discover::migration_of`).
     pub migrated_from: Option<String>,
@@ -374,7 +375,7 @@ fn observe(services: Services<'_>, cred: &Credential, d: &Decided, mode: Mode) {
     let (ws, name) = (&cred.workspace.id, &cred.service_account);
     let apply = mode == Mode::Apply;
     if let (Some(by_state), true) = (d.tokens, apply) {
-        services.metrics.set_tokens(ws, name, by_state);
+        services.metrics.set_tokens(&labels, by_state);
     }
     if let (Some(how), true) = (d.observed, apply) {
         services.metrics.observed(how);

@@ -179,9 +179,11 @@ impl World {
                 format: SecretFormat::Json,
                 kms_key_id: None,
                 description: "rotated by amg-token-rotator".into(),
-                tags: [("managed-by".to_string(), "amg-token-rotator".to_string())].into(),
+                tags: std::sync::Arc::new(
+                    [("managed-by".to_string(), "amg-token-rotator".to_string())].into(),
+                ),
             },
-            policy: policy(),
+            policy: policy().into(),
             migrated_from: None,
             migrates_to: None,
         };
@@ -199,14 +201,19 @@ impl World {
         }
     }
 
+    /// The credential's policy, to change for one scenario (it is shared, so copied first).
+    fn policy_mut(&mut self) -> &mut Policy {
+        std::sync::Arc::make_mut(&mut self.cred.policy)
+    }
+
     /// New keys are proven against the workspace's Grafana before they are published.
     fn verifying(mut self) -> World {
-        self.cred.policy.verify = true;
+        self.policy_mut().verify = true;
         self
     }
 
     fn recreating(mut self) -> World {
-        self.cred.policy.strategy = Strategy::Recreate;
+        self.policy_mut().strategy = Strategy::Recreate;
         self
     }
 
@@ -750,7 +757,7 @@ async fn a_due_credential_is_replaced_and_its_predecessor_kept_through_grace(kin
     assert!(w.live().contains(&old.name));
 
     // The grace period is over (shortened: `reconcile` reads the wall clock).
-    w.cred.policy.grace_period = Duration::ZERO;
+    w.policy_mut().grace_period = Duration::ZERO;
     let r = w.pass().await;
     assert_eq!(r.status, Status::Changed, "{r:?}");
     assert!(did(&r, "superseded"), "{:?}", r.done);
@@ -925,7 +932,7 @@ async fn an_ambiguous_create_takes_the_next_name_and_its_credential_is_swept_lat
     assert!(w.live().contains(&lost));
 
     // Older than orphan_margin (shortened: `reconcile` reads the wall clock), it is swept.
-    w.cred.policy.orphan_margin = Duration::ZERO;
+    w.policy_mut().orphan_margin = Duration::ZERO;
     let r = w.pass().await;
     assert_eq!(r.status, Status::Changed, "{r:?}");
     assert!(did(&r, "(orphan)"), "{:?}", r.done);
@@ -1127,7 +1134,7 @@ async fn a_key_name_held_by_an_unpublished_key_is_recorded_and_the_next_generati
     assert!((seen - w.now).num_seconds().abs() <= 5);
 
     // Still unpublished once older than orphan_margin (shortened): deleted, off the record.
-    w.cred.policy.orphan_margin = Duration::ZERO;
+    w.policy_mut().orphan_margin = Duration::ZERO;
     let r = w.pass().await;
     assert_eq!(r.status, Status::Changed, "{r:?}");
     assert!(
@@ -1538,7 +1545,7 @@ async fn a_refused_api_key_publish_counts_as_a_failed_rotation() {
 #[tokio::test]
 async fn a_failed_cleanup_counts_in_its_own_stage() {
     let mut w = World::new(Kind::Token);
-    w.cred.policy.grace_period = Duration::ZERO;
+    w.policy_mut().grace_period = Duration::ZERO;
     let old = w.seed(1, days(2), &[AWSPREVIOUS]).await;
     w.seed(1, days(1), &[AWSCURRENT]).await;
     w.grafana_fails(Fault::new(ops::DELETE_TOKEN, 1, throttled()));
@@ -1794,7 +1801,7 @@ async fn a_superseded_token_still_in_use_is_kept_until_the_maximum_overlap() {
     let old = w.seed(1, days(25), &[AWSCURRENT]).await;
     w.pass().await;
     consumer_uses(&w, &old.key);
-    w.cred.policy.grace_period = Duration::ZERO;
+    w.policy_mut().grace_period = Duration::ZERO;
     let r = w.pass().await;
     assert_eq!(r.status, Status::Ok, "{r:?}");
     assert!(w.live().contains(&old.name), "kept past grace");
@@ -1815,7 +1822,7 @@ async fn a_superseded_token_still_in_use_is_kept_until_the_maximum_overlap() {
     let gauge = "superseded_token_last_used_timestamp_seconds";
     assert_eq!(w.metric(gauge, &[("secret", SECRET)]), Some(last_used));
 
-    w.cred.policy.max_overlap = Duration::ZERO;
+    w.policy_mut().max_overlap = Duration::ZERO;
     let r = w.pass().await;
     assert!(did(&r, "superseded"), "{:?}", r.done);
     assert!(!w.live().contains(&old.name));
@@ -1838,7 +1845,7 @@ async fn a_superseded_token_goes_after_the_quiet_period_once_consumers_moved() {
     let old = w.seed(1, days(25), &[AWSCURRENT]).await;
     w.pass().await;
     consumer_uses(&w, &w.current().key);
-    w.cred.policy.grace_period = Duration::ZERO;
+    w.policy_mut().grace_period = Duration::ZERO;
     let r = w.pass().await;
     assert!(w.live().contains(&old.name));
     let s = fate(&r);
@@ -1854,7 +1861,7 @@ async fn a_superseded_token_goes_after_the_quiet_period_once_consumers_moved() {
         s.detail
     );
 
-    w.cred.policy.quiet_period = Duration::ZERO;
+    w.policy_mut().quiet_period = Duration::ZERO;
     let r = w.pass().await;
     assert!(!w.live().contains(&old.name));
     let s = fate(&r);
@@ -1872,7 +1879,7 @@ async fn without_usage_data_a_superseded_token_goes_after_grace() {
     let mut w = World::new(Kind::Token);
     let old = w.seed(1, days(25), &[AWSCURRENT]).await;
     w.pass().await;
-    w.cred.policy.grace_period = Duration::ZERO;
+    w.policy_mut().grace_period = Duration::ZERO;
     let r = w.pass().await;
     assert!(!w.live().contains(&old.name));
     let s = fate(&r);
@@ -1937,7 +1944,7 @@ async fn without_a_record_the_secrets_last_change_stands_in() {
 #[tokio::test]
 async fn a_current_api_key_grafana_refuses_is_replaced_at_once() {
     let mut w = World::new(Kind::ApiKey).verifying();
-    w.cred.policy.liveness_checks = true;
+    w.policy_mut().liveness_checks = true;
     let current = w.seed(1, days(1), &[AWSCURRENT]).await;
     w.grafana
         .delete_api_key(WS, &current.name)
@@ -2021,7 +2028,7 @@ async fn a_refused_token_create_is_not_retried() {
 async fn a_raw_pending_token_is_read_back_proven_and_promoted() {
     let mut w = World::new(Kind::Token).verifying();
     w.cred.secret.format = SecretFormat::Raw;
-    w.cred.policy.secret_format = SecretFormat::Raw;
+    w.policy_mut().secret_format = SecretFormat::Raw;
     w.seed(1, days(25), &[AWSCURRENT]).await;
     w.secrets_fail(Fault::new(ops::UPDATE_SECRET_VERSION_STAGE, 1, throttled()));
     let r = w.pass().await;
@@ -2296,7 +2303,7 @@ async fn a_token_deleted_by_hand_is_replaced_at_the_next_audit() {
 #[tokio::test]
 async fn with_liveness_checks_a_token_deleted_by_hand_is_replaced_at_once() {
     let mut w = World::new(Kind::Token).verifying();
-    w.cred.policy.liveness_checks = true;
+    w.policy_mut().liveness_checks = true;
     w.seed(0, days(1), &[AWSCURRENT]).await;
     w.pass().await;
     assert!(w.audit_record().is_some());

@@ -7,17 +7,27 @@
 //! The families are a table, one `Family` row each (name, labels, help; its collector type is
 //! its kind), which `Metrics::new` registers in catalog order. The README's metrics table and
 //! the tests that compare it with a scrape depend on every row: change one only with both.
+//!
+//! The series of each credential live in one small struct per credential (`store`), rendered
+//! when scraped, so a fleet's metrics cost a few hundred bytes a credential rather than the
+//! `prometheus` crate's 600 bytes a series; the families of a bounded set of series (passes,
+//! AWS calls, permissions) are the crate's own collectors.
+
+mod store;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::marker::PhantomData;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use prometheus::core::Collector;
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricType;
 use prometheus::{
     Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
+
+use store::{Count, Read, Shared, Stored};
 
 /// Identifies one managed credential in metric labels.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -61,15 +71,9 @@ pub struct MetricInfo {
 /// The families of the table below, in catalog order (and `build_info`, which only `new` sets).
 pub struct Metrics {
     registry: Registry,
-    expiry: GaugeVec,
-    credential_healthy: IntGaugeVec,
-    rotations: IntCounterVec,
-    deletions: IntCounterVec,
-    tokens: IntGaugeVec,
-    left_behind: IntGaugeVec,
-    superseded: IntGaugeVec,
-    superseded_last_used: GaugeVec,
-    promotion: GaugeVec,
+    /// The series of every credential: expiry, health, rotations, deletions, tokens, left
+    /// behind, superseded, their last use, promotion, failures.
+    store: Shared,
     pass_duration: HistogramVec,
     passes: IntCounterVec,
     last_success: Gauge,
@@ -78,7 +82,6 @@ pub struct Metrics {
     passes_delayed: IntCounter,
     aws_calls: IntCounterVec,
     aws_latency: HistogramVec,
-    credential_failures: IntCounterVec,
     observations: IntCounterVec,
     role_drift: IntGaugeVec,
     bootstraps: IntCounterVec,
@@ -91,14 +94,10 @@ pub struct Metrics {
     members: IntGauge,
     handovers: IntCounterVec,
     lease_round_failures: IntCounter,
-    /// Credentials seen in the last pass, so the series of one that left the config are removed.
-    known: Mutex<BTreeSet<CredentialLabels>>,
     /// The (declared, actual) roles of each (workspace, service account) whose drift is
     /// exported, so the series goes when the drift ends however it ends (the account
     /// recreated, or the declared role changed to match).
     drifting: Mutex<BTreeMap<(String, String), (String, String)>>,
-    /// The secret label each credential's retirement series carry, so they go when it changes.
-    secrets: Mutex<BTreeMap<CredentialLabels, String>>,
     /// Every registered family, in registration order.
     catalog: Vec<MetricInfo>,
 }
@@ -243,8 +242,8 @@ const TOKEN_STATES: [&str; 3] = ["active", "expired", "no_expiry"];
 const NAMESPACE: &str = "amg_rotator";
 
 /// One row of the families' table: what a scrape and the README show of a family. `C`, the
-/// collector, is its kind: `IntCounterVec` and `IntCounter` are counters, `HistogramVec` a
-/// histogram, the others gauges.
+/// collector, is its kind: `IntCounterVec`, `IntCounter` and `StoredCounter` are counters,
+/// `HistogramVec` a histogram, the others gauges.
 struct Family<C> {
     /// Without the `amg_rotator_` namespace.
     name: &'static str,
@@ -284,47 +283,47 @@ impl<C> Family<C> {
 // The table, in catalog order. A new family is a row here, a field of `Metrics`, its line in
 // `Metrics::new`, and a row in the README.
 
-const EXPIRY: Family<GaugeVec> = Family::new(
+const EXPIRY: Family<StoredGauge> = Family::new(
     "credential_expiry_timestamp_seconds",
     &CREDENTIAL,
     "Unix time at which the token or key behind the credential's AWSCURRENT secret version expires.",
 );
-const CREDENTIAL_HEALTHY: Family<IntGaugeVec> = Family::new(
+const CREDENTIAL_HEALTHY: Family<StoredGauge> = Family::new(
     "credential_healthy",
     &CREDENTIAL,
     "1 when the last pass left the credential valid and not due, 0 when it failed or needs attention.",
 );
-const ROTATIONS: Family<IntCounterVec> = Family::new(
+const ROTATIONS: Family<StoredCounter> = Family::new(
     "rotations_total",
     &["workspace", "service_account", "kind", "outcome", "reason"],
     "Rotations attempted, by outcome (success, failure, yielded: another rotator was doing it) and reason (first_run, due, expired, missing_token, resumed, recreate).",
 );
-const DELETIONS: Family<IntCounterVec> = Family::new(
+const DELETIONS: Family<StoredCounter> = Family::new(
     "token_deletions_total",
     &["workspace", "service_account", "kind", "reason", "outcome"],
     "Tokens or keys deleted, by reason (superseded, orphan, expired_owned, expired_foreign, recreate, rollback) and outcome.",
 );
-const TOKENS: Family<IntGaugeVec> = Family::new(
+const TOKENS: Family<StoredGauge> = Family::new(
     "service_account_tokens",
     &["workspace", "service_account", "state"],
     "Tokens a managed service account holds, by state (active, expired, no_expiry); expired ones still count against AMG's quota, and no_expiry ones (made in Grafana's UI) are never taken for expired.",
 );
-const LEFT_BEHIND: Family<IntGaugeVec> = Family::new(
+const LEFT_BEHIND: Family<StoredGauge> = Family::new(
     "left_behind_tokens",
     &CREDENTIAL,
     "Live tokens the rotator minted for another secret (secret_name, a workspace or service-account name, the region or the role changed) that this credential's service account still holds; kept until they expire. Retire the old secret, then delete them.",
 );
-const SUPERSEDED: Family<IntGaugeVec> = Family::new(
+const SUPERSEDED: Family<StoredGauge> = Family::new(
     "superseded_tokens",
     &CREDENTIAL,
     "Superseded tokens the service account still holds after the pass: kept while the grace period runs or their consumers still use them (AMG's lastUsedAt), at most max_overlap after the promotion.",
 );
-const SUPERSEDED_LAST_USED: Family<GaugeVec> = Family::new(
+const SUPERSEDED_LAST_USED: Family<StoredGauge> = Family::new(
     "superseded_token_last_used_timestamp_seconds",
     &["workspace", "service_account", "kind", "secret"],
     "Unix time at which a superseded token still held was last used (AMG's lastUsedAt; the latest of them). Later than the promotion: consumers still use the old token and should re-read the secret.",
 );
-const PROMOTION: Family<GaugeVec> = Family::new(
+const PROMOTION: Family<StoredGauge> = Family::new(
     "credential_promotion_timestamp_seconds",
     &["workspace", "service_account", "kind", "secret"],
     "Unix time at which the version AWSCURRENT holds was promoted: the rotator's record on the secret, else the secret's LastChangedDate.",
@@ -375,7 +374,7 @@ const OBSERVATIONS: Family<IntCounterVec> = Family::new(
     &["source"],
     "Token credentials observed by passes, by source: listing (their tokens listed: an audit, something due, no standing record) or record (the record of the last clean audit stood for them).",
 );
-const CREDENTIAL_FAILURES: Family<IntCounterVec> = Family::new(
+const CREDENTIAL_FAILURES: Family<StoredCounter> = Family::new(
     "credential_failures_total",
     &["workspace", "service_account", "kind", "stage"],
     "Passes in which a credential could not be brought to a valid state, by stage (discover, plan, rotate, cleanup, config).",
@@ -441,6 +440,22 @@ const BUILD_INFO: Family<IntGaugeVec> = Family::new(
     "Always 1; the labels name the running build.",
 );
 
+/// The kinds of the families whose series live in the store.
+struct StoredGauge;
+struct StoredCounter;
+
+trait StoredKind {
+    const KIND: MetricType;
+}
+
+impl StoredKind for StoredGauge {
+    const KIND: MetricType = MetricType::GAUGE;
+}
+
+impl StoredKind for StoredCounter {
+    const KIND: MetricType = MetricType::COUNTER;
+}
+
 /// A collector made from its row: the small helper of each kind.
 trait FromFamily: Collector + Clone + Sized + 'static {
     fn from_family(family: &Family<Self>) -> prometheus::Result<Self>;
@@ -500,6 +515,20 @@ struct Registrar {
 impl Registrar {
     fn add<C: FromFamily>(&mut self, family: &Family<C>) -> C {
         let collector = C::from_family(family).expect("every row makes a valid family");
+        self.register(collector.clone());
+        collector
+    }
+
+    /// A family whose series `read` takes from the store.
+    fn stored<K: StoredKind>(&mut self, family: &Family<K>, store: &Shared, read: Read) {
+        let labels = family.labels.iter().map(|l| l.to_string()).collect();
+        let name = format!("{NAMESPACE}_{}", family.name);
+        let desc = Desc::new(name, family.help.to_owned(), labels, Default::default())
+            .expect("every row makes a valid family");
+        self.register(Stored::new(desc, K::KIND, store, read));
+    }
+
+    fn register<C: Collector + 'static>(&mut self, collector: C) {
         for (desc, collected) in collector.desc().into_iter().zip(collector.collect()) {
             self.catalog.push(MetricInfo {
                 name: desc.fq_name.clone(),
@@ -509,9 +538,8 @@ impl Registrar {
             });
         }
         self.registry
-            .register(Box::new(collector.clone()))
+            .register(Box::new(collector))
             .expect("metric names are unique");
-        collector
     }
 }
 
@@ -521,42 +549,66 @@ impl Metrics {
             registry: Registry::new(),
             catalog: Vec::new(),
         };
-        // Struct fields are evaluated in the order written: this order is the catalog's.
+        // Registered in the order written: this order is the catalog's.
+        let store = Shared::default();
+        r.stored(&EXPIRY, &store, store::Store::expiry);
+        r.stored(&CREDENTIAL_HEALTHY, &store, store::Store::healthy);
+        r.stored(&ROTATIONS, &store, store::Store::rotations);
+        r.stored(&DELETIONS, &store, store::Store::deletions);
+        r.stored(&TOKENS, &store, store::Store::tokens);
+        r.stored(&LEFT_BEHIND, &store, store::Store::left_behind);
+        r.stored(&SUPERSEDED, &store, store::Store::superseded);
+        r.stored(
+            &SUPERSEDED_LAST_USED,
+            &store,
+            store::Store::superseded_last_used,
+        );
+        r.stored(&PROMOTION, &store, store::Store::promotion);
+        let pass_duration = r.add(&PASS_DURATION);
+        let passes = r.add(&PASSES);
+        let last_success = r.add(&LAST_SUCCESS);
+        let last_pass_end = r.add(&LAST_PASS_END);
+        let pass_in_progress = r.add(&PASS_IN_PROGRESS);
+        let passes_delayed = r.add(&PASSES_DELAYED);
+        let aws_calls = r.add(&AWS_CALLS);
+        let aws_latency = r.add(&AWS_LATENCY);
+        r.stored(&CREDENTIAL_FAILURES, &store, store::Store::failures);
+        let observations = r.add(&OBSERVATIONS);
+        let role_drift = r.add(&ROLE_DRIFT);
+        let bootstraps = r.add(&BOOTSTRAPS);
+        let permissions = r.add(&PERMISSIONS);
+        let permission_drift = r.add(&PERMISSION_DRIFT);
+        let permission_updates = r.add(&PERMISSION_UPDATES);
+        let rate_limit = r.add(&RATE_LIMIT);
+        let shard_held = r.add(&SHARD_HELD);
+        let shards = r.add(&SHARDS);
+        let members = r.add(&MEMBERS);
+        let handovers = r.add(&HANDOVERS);
+        let lease_round_failures = r.add(&LEASE_ROUND_FAILURES);
         let mut metrics = Metrics {
             registry: r.registry.clone(),
-            expiry: r.add(&EXPIRY),
-            credential_healthy: r.add(&CREDENTIAL_HEALTHY),
-            rotations: r.add(&ROTATIONS),
-            deletions: r.add(&DELETIONS),
-            tokens: r.add(&TOKENS),
-            left_behind: r.add(&LEFT_BEHIND),
-            superseded: r.add(&SUPERSEDED),
-            superseded_last_used: r.add(&SUPERSEDED_LAST_USED),
-            promotion: r.add(&PROMOTION),
-            pass_duration: r.add(&PASS_DURATION),
-            passes: r.add(&PASSES),
-            last_success: r.add(&LAST_SUCCESS),
-            last_pass_end: r.add(&LAST_PASS_END),
-            pass_in_progress: r.add(&PASS_IN_PROGRESS),
-            passes_delayed: r.add(&PASSES_DELAYED),
-            aws_calls: r.add(&AWS_CALLS),
-            aws_latency: r.add(&AWS_LATENCY),
-            credential_failures: r.add(&CREDENTIAL_FAILURES),
-            observations: r.add(&OBSERVATIONS),
-            role_drift: r.add(&ROLE_DRIFT),
-            bootstraps: r.add(&BOOTSTRAPS),
-            permissions: r.add(&PERMISSIONS),
-            permission_drift: r.add(&PERMISSION_DRIFT),
-            permission_updates: r.add(&PERMISSION_UPDATES),
-            rate_limit: r.add(&RATE_LIMIT),
-            shard_held: r.add(&SHARD_HELD),
-            shards: r.add(&SHARDS),
-            members: r.add(&MEMBERS),
-            handovers: r.add(&HANDOVERS),
-            lease_round_failures: r.add(&LEASE_ROUND_FAILURES),
-            known: Mutex::new(BTreeSet::new()),
+            store,
+            pass_duration,
+            passes,
+            last_success,
+            last_pass_end,
+            pass_in_progress,
+            passes_delayed,
+            aws_calls,
+            aws_latency,
+            observations,
+            role_drift,
+            bootstraps,
+            permissions,
+            permission_drift,
+            permission_updates,
+            rate_limit,
+            shard_held,
+            shards,
+            members,
+            handovers,
+            lease_round_failures,
             drifting: Mutex::new(BTreeMap::new()),
-            secrets: Mutex::new(BTreeMap::new()),
             catalog: Vec::new(),
         };
         let build_info: IntGaugeVec = r.add(&BUILD_INFO);
@@ -602,60 +654,25 @@ impl Metrics {
     /// Each credential's expiry gauge and health gauge as `/metrics` shows them, for the
     /// exporters that are not Prometheus (`export::emf`).
     pub fn credential_values(&self) -> Vec<CredentialValues> {
-        let mut by_labels: BTreeMap<[String; 3], CredentialValues> = BTreeMap::new();
-        let mut visit = |collector: &dyn Collector, set: &dyn Fn(&mut CredentialValues, f64)| {
-            for family in collector.collect() {
-                for m in family.get_metric() {
-                    let value = m.get_gauge().value();
-                    let mut key: [String; 3] = Default::default();
-                    for pair in m.get_label() {
-                        if let Some(i) = CREDENTIAL.iter().position(|n| *n == pair.name()) {
-                            key[i] = pair.value().to_owned();
-                        }
-                    }
-                    let entry = by_labels.entry(key.clone()).or_insert_with(|| {
-                        let [workspace, service_account, kind] = key;
-                        CredentialValues {
-                            workspace,
-                            service_account,
-                            kind,
-                            expires_at: None,
-                            healthy: None,
-                        }
-                    });
-                    set(entry, value);
-                }
-            }
-        };
-        visit(&self.expiry, &|c, v| c.expires_at = Some(v as i64));
-        visit(&self.credential_healthy, &|c, v| c.healthy = Some(v != 0.0));
-        by_labels.into_values().collect()
+        self.store.lock().credential_values()
     }
 
     pub fn set_expiry(&self, c: &CredentialLabels, expires_at: chrono::DateTime<chrono::Utc>) {
-        self.expiry
-            .with_label_values(&c.values())
-            .set(expires_at.timestamp() as f64);
+        self.store.lock().series(c).expiry = Some(expires_at.timestamp());
     }
 
     pub fn set_healthy(&self, c: &CredentialLabels, healthy: bool) {
-        self.credential_healthy
-            .with_label_values(&c.values())
-            .set(healthy as i64);
+        self.store.lock().series(c).healthy = Some(healthy);
     }
 
     pub fn rotation(&self, c: &CredentialLabels, outcome: StepOutcome, reason: &dyn Label) {
-        let [w, s, k] = c.values();
-        self.rotations
-            .with_label_values(&[w, s, k, outcome.label(), reason.label()])
-            .inc();
+        let which = Count::Rotation(outcome.label(), reason.label());
+        self.store.lock().series(c).count(which);
     }
 
     pub fn deletion(&self, c: &CredentialLabels, reason: &dyn Label, outcome: StepOutcome) {
-        let [w, s, k] = c.values();
-        self.deletions
-            .with_label_values(&[w, s, k, reason.label(), outcome.label()])
-            .inc();
+        let which = Count::Deletion(reason.label(), outcome.label());
+        self.store.lock().series(c).count(which);
     }
 
     pub fn observed(&self, how: Observation) {
@@ -663,19 +680,15 @@ impl Metrics {
     }
 
     pub fn credential_failure(&self, c: &CredentialLabels, stage: Stage) {
-        let [w, s, k] = c.values();
-        self.credential_failures
-            .with_label_values(&[w, s, k, stage.label()])
-            .inc();
+        let which = Count::Failure(stage.label());
+        self.store.lock().series(c).count(which);
     }
 
-    /// Tokens of a service account by state: `active`, `expired`, `no_expiry` (AMG reports none).
-    pub fn set_tokens(&self, workspace: &str, service_account: &str, by_state: [usize; 3]) {
-        for (state, n) in TOKEN_STATES.iter().zip(by_state) {
-            self.tokens
-                .with_label_values(&[workspace, service_account, state])
-                .set(n as i64);
-        }
+    /// Tokens of a token credential's service account by state: `active`, `expired`,
+    /// `no_expiry` (AMG reports none).
+    pub fn set_tokens(&self, c: &CredentialLabels, by_state: [usize; 3]) {
+        let by_state = by_state.map(|n| u32::try_from(n).unwrap_or(u32::MAX));
+        self.store.lock().series(c).tokens = Some(by_state);
     }
 
     /// What the retirement of a credential's superseded tokens looks like after a pass: when
@@ -689,30 +702,14 @@ impl Metrics {
         held: Option<usize>,
         last_used: Option<chrono::DateTime<chrono::Utc>>,
     ) {
-        self.track_secret(c, secret);
-        let [w, s, k] = c.values();
-        let labels = [w, s, k, secret];
-        match promoted {
-            Some(at) => self
-                .promotion
-                .with_label_values(&labels)
-                .set(at.timestamp() as f64),
-            None => {
-                let _ = self.promotion.remove_label_values(&labels);
-            }
-        }
+        let mut store = self.store.lock();
+        let series = store.series(c);
+        series.set_secret(secret);
+        series.set_promotion(promoted.map(|at| at.timestamp()));
         if let Some(n) = held {
-            self.superseded.with_label_values(&c.values()).set(n as i64);
+            series.superseded = Some(n);
         }
-        match last_used {
-            Some(at) => self
-                .superseded_last_used
-                .with_label_values(&labels)
-                .set(at.timestamp() as f64),
-            None => {
-                let _ = self.superseded_last_used.remove_label_values(&labels);
-            }
-        }
+        series.set_superseded_last_used(last_used.map(|at| at.timestamp()));
     }
 
     /// A promotion this pass made, as soon as it is made.
@@ -722,32 +719,14 @@ impl Metrics {
         secret: &str,
         at: chrono::DateTime<chrono::Utc>,
     ) {
-        self.track_secret(c, secret);
-        let [w, s, k] = c.values();
-        self.promotion
-            .with_label_values(&[w, s, k, secret])
-            .set(at.timestamp() as f64);
-    }
-
-    /// The credential's retirement series carry `secret`: those of another (a renamed secret)
-    /// go.
-    fn track_secret(&self, c: &CredentialLabels, secret: &str) {
-        let mut secrets = self.secrets.lock().expect("metrics lock");
-        if let Some(old) = secrets.insert(c.clone(), secret.to_owned()) {
-            if old != secret {
-                let [w, s, k] = c.values();
-                let _ = self.promotion.remove_label_values(&[w, s, k, &old]);
-                let _ = self
-                    .superseded_last_used
-                    .remove_label_values(&[w, s, k, &old]);
-            }
-        }
+        let mut store = self.store.lock();
+        let series = store.series(c);
+        series.set_secret(secret);
+        series.set_promotion(Some(at.timestamp()));
     }
 
     pub fn set_left_behind(&self, c: &CredentialLabels, n: usize) {
-        self.left_behind
-            .with_label_values(&c.values())
-            .set(n as i64);
+        self.store.lock().series(c).left_behind = Some(n);
     }
 
     /// Exports the drift of a service account's role while it lasts: one series per account,
@@ -871,37 +850,19 @@ impl Metrics {
         self.passes_delayed.inc();
     }
 
-    /// Forgets the per-credential series of credentials no longer managed.
+    /// Forgets the per-credential series of credentials no longer managed (their counters
+    /// stay, as counters do).
     pub fn retain_credentials(&self, current: BTreeSet<CredentialLabels>) {
-        let mut known = self.known.lock().expect("metrics lock");
-        for gone in known.difference(&current) {
-            let _ = self.expiry.remove_label_values(&gone.values());
-            let _ = self.credential_healthy.remove_label_values(&gone.values());
-            let _ = self.left_behind.remove_label_values(&gone.values());
-            let _ = self.superseded.remove_label_values(&gone.values());
-            if let Some(secret) = self.secrets.lock().expect("metrics lock").remove(gone) {
-                let [w, s, k] = gone.values();
-                let _ = self.promotion.remove_label_values(&[w, s, k, &secret]);
-                let _ = self
-                    .superseded_last_used
-                    .remove_label_values(&[w, s, k, &secret]);
-            }
-            for state in TOKEN_STATES {
-                let _ = self.tokens.remove_label_values(&[
-                    &gone.workspace,
-                    &gone.service_account,
-                    state,
-                ]);
-            }
-            let account = (gone.workspace.clone(), gone.service_account.clone());
-            let mut drifting = self.drifting.lock().expect("metrics lock");
+        let gone = self.store.lock().retain(current);
+        let mut drifting = self.drifting.lock().expect("metrics lock");
+        for gone in gone {
+            let account = (gone.workspace, gone.service_account);
             if let Some((declared, actual)) = drifting.remove(&account) {
                 let _ = self
                     .role_drift
                     .remove_label_values(&[&account.0, &account.1, &declared, &actual]);
             }
         }
-        *known = current;
     }
 
     /// What a pass that could not discover everything (a workspace or a target failed) does
@@ -909,13 +870,7 @@ impl Metrics {
     /// this one may be behind that failure, so their series stay, marked unhealthy, rather than
     /// vanish from the alerts while an outage lasts.
     pub fn keep_unseen_unhealthy(&self, seen: BTreeSet<CredentialLabels>) {
-        let mut known = self.known.lock().expect("metrics lock");
-        for missing in known.difference(&seen) {
-            self.credential_healthy
-                .with_label_values(&missing.values())
-                .set(0);
-        }
-        known.extend(seen);
+        self.store.lock().keep_unseen_unhealthy(seen);
     }
 }
 
@@ -986,6 +941,40 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("amg_rotator_credential_expiry_timestamp_seconds{kind=\"token\",service_account=\"a\""), "{text}");
+    }
+
+    #[test]
+    fn a_credential_gone_keeps_its_counters_and_a_renamed_secret_moves_its_series() {
+        let m = Metrics::new();
+        let a = CredentialLabels {
+            workspace: "g-0123456789".into(),
+            service_account: "a".into(),
+            kind: "token",
+        };
+        let at = chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        m.rotation(&a, StepOutcome::Success, &Succeeded);
+        m.rotation(&a, StepOutcome::Success, &Succeeded);
+        m.set_tokens(&a, [2, 1, 0]);
+        m.set_retirement(&a, "old", Some(at), Some(1), Some(at));
+        m.retain_credentials([a.clone()].into());
+        m.set_promotion(&a, "new", at);
+        let text = m.render();
+        assert!(text.contains("amg_rotator_credential_promotion_timestamp_seconds{kind=\"token\",secret=\"new\",service_account=\"a\",workspace=\"g-0123456789\"} 1700000000\n"), "{text}");
+        assert!(!text.contains("secret=\"old\""), "{text}");
+        assert!(text.contains("amg_rotator_service_account_tokens{service_account=\"a\",state=\"expired\",workspace=\"g-0123456789\"} 1\n"), "{text}");
+
+        m.retain_credentials(BTreeSet::new());
+        let text = m.render();
+        let series: Vec<_> = text
+            .lines()
+            .filter(|l| l.contains("service_account=\"a\""))
+            .collect();
+        assert_eq!(
+            series,
+            ["amg_rotator_rotations_total{kind=\"token\",outcome=\"success\",reason=\"success\",service_account=\"a\",workspace=\"g-0123456789\"} 2"],
+            "{text}"
+        );
+        assert!(text.contains("# TYPE amg_rotator_service_account_tokens gauge\n"));
     }
 
     #[test]

@@ -272,7 +272,7 @@ impl State {
             spec.name.clone(),
             Secret {
                 arn: arn.clone(),
-                tags: spec.tags.clone(),
+                tags: spec.tags.as_ref().clone(),
                 versions: Vec::new(),
                 last_changed: Some(self.now),
                 deleted: None,
@@ -284,7 +284,7 @@ impl State {
         Ok(SecretState {
             arn,
             name: spec.name.clone(),
-            tags: spec.tags.clone(),
+            tags: spec.tags.as_ref().clone(),
             ..SecretState::default()
         })
     }
@@ -803,7 +803,9 @@ mod tests {
             format: SecretFormat::Json,
             kms_key_id: None,
             description: "d".into(),
-            tags: [("managed-by".to_string(), "amg-token-rotator".to_string())].into(),
+            tags: std::sync::Arc::new(
+                [("managed-by".to_string(), "amg-token-rotator".to_string())].into(),
+            ),
         }
     }
 
