@@ -33,15 +33,21 @@ impl Census {
     }
 
     /// The secret `name` as the listing shows it, listing the scope's secrets the first time
-    /// any credential asks. `None`: not listed (new, not tagged as the rotator's, beyond the
-    /// pages read, or the listing failed): the caller describes it.
+    /// any credential asks. `None`: not listed (new, not tagged as the rotator's, without an
+    /// audit record, beyond the pages read, or the listing failed): the caller describes it.
     pub async fn take(&self, secrets: &dyn SecretStore, name: &str) -> Option<SecretState> {
         let listed = self
             .listed
             .get_or_init(|| async {
                 match secrets.list_managed().await {
+                    // Only a secret with a record can be decided from the census: the others
+                    // are described anyway, so they are not kept (the first audits cost no
+                    // memory here).
                     Ok(list) => Some(Mutex::new(
-                        list.into_iter().map(|s| (s.name.clone(), s)).collect(),
+                        list.into_iter()
+                            .filter(|s| super::audit::carries_record(Some(s)))
+                            .map(|s| (s.name.clone(), s))
+                            .collect(),
                     )),
                     Err(e) => {
                         tracing::warn!(error = %e, "could not list the rotator's secrets; each is described instead");
@@ -63,15 +69,26 @@ mod tests {
 
     #[tokio::test]
     async fn one_listing_serves_every_credential_of_the_scope_once() {
+        let recorded = |name: &str| {
+            SecretSeed::new(name)
+                .managed()
+                .tag(super::super::records::AUDIT_TAG, "any")
+        };
         let s = FakeSecrets::new()
-            .with_secret(SecretSeed::new("a").managed())
-            .with_secret(SecretSeed::new("b").managed())
-            .with_secret(SecretSeed::new("theirs"));
+            .with_secret(recorded("a"))
+            .with_secret(recorded("b"))
+            .with_secret(SecretSeed::new("unrecorded").managed())
+            .with_secret(SecretSeed::new("theirs").tag(super::super::records::AUDIT_TAG, "any"));
         let census = Census::new();
         assert_eq!(census.take(&s, "a").await.map(|s| s.name), Some("a".into()));
         assert_eq!(census.take(&s, "b").await.map(|s| s.name), Some("b".into()));
         assert_eq!(census.take(&s, "a").await, None, "each entry is taken once");
         assert_eq!(census.take(&s, "theirs").await, None, "not the rotator's");
+        assert_eq!(
+            census.take(&s, "unrecorded").await,
+            None,
+            "nothing to trust"
+        );
         assert_eq!(s.count(ops::LIST_SECRETS), 1);
         assert_eq!(s.count(ops::DESCRIBE_SECRET), 0);
     }
