@@ -192,6 +192,18 @@ async fn replicated_bed() -> (support::Bed, DynamoTable, std::path::PathBuf) {
     (bed, table, cfg)
 }
 
+/// Brings every token within ten minutes of its expiry, as time would; returns the time it did.
+async fn make_all_due(bed: &support::Bed) -> i64 {
+    let now = chrono::Utc::now().timestamp();
+    for ws in workspace_ids() {
+        let sa = bed.service_account_id(&ws, "svc");
+        for t in bed.tokens(&ws, "svc") {
+            assert!(bed.set_token_expiry(&ws, &sa, &t.id, now + 600).await);
+        }
+    }
+    now
+}
+
 /// The shards a daemon's last pass worked on, from its log.
 fn held(d: &support::Daemon) -> Option<u64> {
     d.events_with("shards of this pass")
@@ -279,13 +291,7 @@ async fn three_replicas_share_the_work_rotate_each_token_once_and_hand_over() {
     let mut victim = daemons.remove(0);
     victim.signal("KILL");
     let _ = victim.wait_exit(Duration::from_secs(10)).await;
-    let now = chrono::Utc::now().timestamp();
-    for ws in workspace_ids() {
-        let sa = bed.service_account_id(&ws, "svc");
-        for t in bed.tokens(&ws, "svc") {
-            assert!(bed.set_token_expiry(&ws, &sa, &t.id, now + 600).await);
-        }
-    }
+    let now = make_all_due(&bed).await;
     let rotated = eventually(
         Duration::from_secs(60),
         Duration::from_millis(250),
@@ -396,13 +402,7 @@ async fn a_replica_cut_off_from_dynamodb_stops_changing_anything_within_a_lease(
     );
 
     // Everything due: b rotates each token once; a, still running, changes nothing.
-    let now = chrono::Utc::now().timestamp();
-    for ws in workspace_ids() {
-        let sa = bed.service_account_id(&ws, "svc");
-        for t in bed.tokens(&ws, "svc") {
-            assert!(bed.set_token_expiry(&ws, &sa, &t.id, now + 600).await);
-        }
-    }
+    let now = make_all_due(&bed).await;
     let rotated = eventually(
         Duration::from_secs(40),
         Duration::from_millis(250),
