@@ -126,7 +126,9 @@ impl Coordinator {
         let table = match self.table.scan().await {
             Ok(t) => t,
             Err(e) => {
+                // It cannot renew: it stops starting steps now, not when the leases run out.
                 self.metrics.lease_round_failed();
+                self.state.lock().expect("state").shards.give_up();
                 self.record_holdings();
                 return Err(e);
             }
@@ -263,6 +265,8 @@ mod tests {
     #[derive(Default)]
     struct Slow {
         items: Mutex<BTreeMap<String, Record>>,
+        /// Scans answer as an unreachable table would.
+        down: std::sync::atomic::AtomicBool,
     }
 
     #[async_trait]
@@ -271,6 +275,12 @@ mod tests {
             Ok(self.items.lock().unwrap().get(shard).cloned())
         }
         async fn scan(&self) -> Result<BTreeMap<String, Record>, ApiError> {
+            if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(ApiError::Unavailable {
+                    message: "could not reach the service".into(),
+                    retry_after: None,
+                });
+            }
             let items = self.items.lock().unwrap().clone();
             tokio::time::sleep(Duration::from_millis(20)).await;
             Ok(items)
@@ -327,6 +337,26 @@ mod tests {
         assert!(
             text.contains("amg_rotator_coordination_handovers_total{change=\"given_up\"} 1"),
             "{text}"
+        );
+    }
+
+    /// A round that cannot read the table stops every change at once, not when the leases run
+    /// out; the next good round takes the shards back once they stood still a duration.
+    #[tokio::test]
+    async fn a_round_that_cannot_read_the_table_gives_up_at_once() {
+        let table = Arc::new(Slow::default());
+        let c = Coordinator::new("r", table.clone(), &settings(), Arc::new(Metrics::new()));
+        let shard = shard_of(None, "g-0123456789");
+        c.claim([shard.clone()].into()).await.unwrap();
+        assert!(c.holds(&shard));
+        table.down.store(true, std::sync::atomic::Ordering::SeqCst);
+        assert!(c.renew().await.is_err());
+        assert!(!c.holds(&shard), "a lease it cannot renew is not trusted");
+        table.down.store(false, std::sync::atomic::Ordering::SeqCst);
+        c.claim([shard.clone()].into()).await.unwrap();
+        assert!(
+            !c.holds(&shard),
+            "its own item is taken back only a duration later"
         );
     }
 }

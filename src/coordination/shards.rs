@@ -155,6 +155,15 @@ impl Shards {
         }
     }
 
+    /// Stops trusting every shard held, at once: the table could not be read, so the leases
+    /// cannot be renewed. The items stay (another replica, or this one, takes each over a lease
+    /// duration after its last renewal); nothing more is changed here meanwhile.
+    pub fn give_up(&mut self) {
+        for lease in self.leases.values_mut() {
+            let _ = lease.release();
+        }
+    }
+
     /// The writes that release everything held (on SIGTERM): another replica may take each at
     /// once. Nothing is held after, whatever the answers.
     pub fn release_all(&mut self) -> Vec<(String, Write)> {
