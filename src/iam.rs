@@ -213,13 +213,10 @@ impl Feature {
             ],
             Feature::AssumeTargetRoles => &["sts:AssumeRole"],
             // A consistent Scan reads the table in a round; conditional writes take, renew
-            // and release; GetItem reads one item.
-            Feature::CoordinateReplicas => &[
-                "dynamodb:GetItem",
-                "dynamodb:Scan",
-                "dynamodb:PutItem",
-                "dynamodb:DeleteItem",
-            ],
+            // and release.
+            Feature::CoordinateReplicas => {
+                &["dynamodb:Scan", "dynamodb:PutItem", "dynamodb:DeleteItem"]
+            }
         }
     }
 }

@@ -18,6 +18,11 @@ const TABLE: &str = "amg-token-rotator-leases";
 const D: Duration = Duration::from_secs(10);
 const SAFETY: Duration = Duration::from_secs(1);
 
+/// One shard's item, as a round reads it (one consistent Scan).
+async fn read(t: &DynamoTable, shard: &str) -> Option<Record> {
+    t.scan().await.expect("scan").remove(shard)
+}
+
 async fn table(moto: &Moto) -> DynamoTable {
     let conf = aws_sdk_dynamodb::Config::builder()
         .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
@@ -55,7 +60,7 @@ async fn table(moto: &Moto) -> DynamoTable {
 
 /// Reads, asks the lease for its write and sends it, as a replica's heartbeat does.
 async fn round(t: &DynamoTable, lease: &mut Lease, shard: &str, now: u64) -> Option<bool> {
-    let item = t.read(shard).await.expect("read");
+    let item = read(t, shard).await;
     let write = lease.next(item.as_ref(), now)?;
     let applied = t.write(shard, &write).await.expect("write");
     lease.written(&write, now, Some(applied));
@@ -67,14 +72,14 @@ async fn conditional_writes_land_once_and_are_refused_after() {
     let moto = Moto::start().await;
     let t = table(&moto).await;
     let shard = "us-east-1/g-0123456789";
-    assert_eq!(t.read(shard).await.unwrap(), None);
+    assert_eq!(read(&t, shard).await, None);
     let a = Record {
         owner: "a".into(),
         rvn: "a#1".into(),
         duration: D,
     };
     assert!(t.write(shard, &Write::Create(a.clone())).await.unwrap());
-    assert_eq!(t.read(shard).await.unwrap(), Some(a.clone()));
+    assert_eq!(read(&t, shard).await, Some(a.clone()));
     let b = Record {
         owner: "b".into(),
         rvn: "b#1".into(),
@@ -96,13 +101,13 @@ async fn conditional_writes_land_once_and_are_refused_after() {
         expected: "b#1".into(),
     };
     assert!(!t.write(shard, &delete_stale).await.unwrap());
-    assert_eq!(t.read(shard).await.unwrap(), Some(a));
+    assert_eq!(read(&t, shard).await, Some(a));
     let take = Write::Replace {
         expected: "a#1".into(),
         with: b.clone(),
     };
     assert!(t.write(shard, &take).await.unwrap());
-    assert_eq!(t.read(shard).await.unwrap(), Some(b.clone()));
+    assert_eq!(read(&t, shard).await, Some(b.clone()));
     let other = "eu-west-1/g-2222222222";
     assert!(t.write(other, &Write::Create(b.clone())).await.unwrap());
     let all = t.scan().await.unwrap();
@@ -112,7 +117,7 @@ async fn conditional_writes_land_once_and_are_refused_after() {
         expected: "b#1".into(),
     };
     assert!(t.write(shard, &release).await.unwrap());
-    assert_eq!(t.read(shard).await.unwrap(), None);
+    assert_eq!(read(&t, shard).await, None);
     assert_eq!(t.scan().await.unwrap().len(), 1);
 }
 
@@ -141,7 +146,7 @@ async fn a_lease_passes_to_another_replica_only_when_its_holder_stops_renewing()
         Some(true)
     );
     assert!(b.holds(last_seen + 10_000));
-    assert_eq!(t.read(shard).await.unwrap().unwrap().owner, "b");
+    assert_eq!(read(&t, shard).await.unwrap().owner, "b");
     // a comes back: its renewal finds b's rvn and a knows it has lost the shard.
     assert_eq!(round(&t, &mut a, shard, 24_000).await, None);
     assert!(!a.holds(24_000));

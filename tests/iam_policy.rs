@@ -381,7 +381,6 @@ const FEATURE_OF: &[(&str, Use)] = &[
     ("grafana:ListPermissions", Use::Audit),
     ("grafana:UpdatePermissions", Use::Enforce),
     ("sts:AssumeRole", Use::AssumeRole),
-    ("dynamodb:GetItem", Use::Coordinate),
     ("dynamodb:Scan", Use::Coordinate),
     ("dynamodb:PutItem", Use::Coordinate),
     ("dynamodb:DeleteItem", Use::Coordinate),

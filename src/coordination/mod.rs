@@ -271,9 +271,6 @@ mod tests {
 
     #[async_trait]
     impl LeaseTable for Slow {
-        async fn read(&self, shard: &str) -> Result<Option<Record>, ApiError> {
-            Ok(self.items.lock().unwrap().get(shard).cloned())
-        }
         async fn scan(&self) -> Result<BTreeMap<String, Record>, ApiError> {
             if self.down.load(std::sync::atomic::Ordering::SeqCst) {
                 return Err(ApiError::Unavailable {

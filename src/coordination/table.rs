@@ -1,5 +1,5 @@
 //! The lease table: one item per shard, on DynamoDB (`DynamoTable`). An item is `shard` (S, the
-//! partition key), `owner` (S), `rvn` (S) and `lease_ms` (N, the duration its owner promised). Reads are strongly consistent (GetItem with
+//! partition key), `owner` (S), `rvn` (S) and `lease_ms` (N, the duration its owner promised). Reads are strongly consistent (Scan with
 //! ConsistentRead), and every write is conditional (`lease::Write`): a create only where no item
 //! is, a replace or delete only while the item's rvn is the one expected. DynamoDB applies each
 //! atomically or refuses it with ConditionalCheckFailedException.
@@ -20,8 +20,6 @@ use crate::aws::ApiError;
 
 #[async_trait]
 pub trait LeaseTable: Send + Sync {
-    /// The shard's item as the table holds it now; `None` when there is none.
-    async fn read(&self, shard: &str) -> Result<Option<Record>, ApiError>;
     /// Every item, as one strongly consistent read shows them (a round of `shards::Shards`).
     async fn scan(&self) -> Result<BTreeMap<String, Record>, ApiError>;
     /// Applies `write` to the shard's item if its condition holds: `Ok(true)` applied,
@@ -95,27 +93,6 @@ where
 
 #[async_trait]
 impl LeaseTable for DynamoTable {
-    async fn read(&self, shard: &str) -> Result<Option<Record>, ApiError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("shard", s(shard))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(ApiError::from_sdk)?;
-        match out.item() {
-            None => Ok(None),
-            Some(item) => record_of(item).map(Some).ok_or_else(|| {
-                ApiError::Invalid(format!(
-                    "the lease item of shard {shard} in table {} lacks owner, rvn or lease_ms: not written by amg-token-rotator; delete it",
-                    self.table
-                ))
-            }),
-        }
-    }
-
     async fn scan(&self) -> Result<BTreeMap<String, Record>, ApiError> {
         let mut items = BTreeMap::new();
         let mut start: Option<HashMap<String, AttributeValue>> = None;
