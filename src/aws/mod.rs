@@ -19,5 +19,5 @@ pub mod verify;
 pub use connect::{AwsConnector, AwsSettings, Connector, Services};
 pub use error::ApiError;
 pub use grafana::Grafana;
-pub use secrets::SecretStore;
+pub use secrets::{SecretPage, SecretStore};
 pub use verify::Verifier;

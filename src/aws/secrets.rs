@@ -38,9 +38,17 @@ pub trait SecretStore: Send + Sync {
     /// Sets one tag on the secret (the rotator's records: `records.rs`). Adds no version.
     async fn tag(&self, name: &str, key: &str, value: &str) -> Result<(), ApiError>;
     async fn untag(&self, name: &str, key: &str) -> Result<(), ApiError>;
-    /// The secrets tagged `managed-by = amg-token-rotator` in this account and region, as
-    /// ListSecrets shows them (not those scheduled for deletion). Eventually consistent: it
-    /// "might not reflect changes from the last five minutes" (its API reference), so nothing is changed on
-    /// its word alone (`credential::census`).
-    async fn list_managed(&self) -> Result<Vec<SecretState>, ApiError>;
+    /// One page (at most 100) of the secrets tagged `managed-by = amg-token-rotator` in this
+    /// account and region, as ListSecrets shows them (not those scheduled for deletion), from
+    /// `page` (`None`: the first). A page at a time, so a caller keeps only what it needs of
+    /// each. Eventually consistent: it "might not reflect changes from the last five minutes"
+    /// (its API reference), so nothing is changed on its word alone (`credential::census`).
+    async fn list_managed(&self, page: Option<String>) -> Result<SecretPage, ApiError>;
+}
+
+/// One ListSecrets page: its secrets, and the token of the next page when there is one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SecretPage {
+    pub secrets: Vec<SecretState>,
+    pub next: Option<String>,
 }

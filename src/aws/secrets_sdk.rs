@@ -8,7 +8,7 @@ use aws_sdk_secretsmanager::Client;
 use chrono::{DateTime, Utc};
 use zeroize::Zeroizing;
 
-use super::secrets::SecretStore;
+use super::secrets::{SecretPage, SecretStore};
 use crate::aws::caller::Caller;
 use crate::aws::error::ApiError;
 use crate::model::{SecretSpec, SecretState};
@@ -193,7 +193,7 @@ impl SecretStore for AwsSecrets {
         Ok(())
     }
 
-    async fn list_managed(&self) -> Result<Vec<SecretState>, ApiError> {
+    async fn list_managed(&self, page: Option<String>) -> Result<SecretPage, ApiError> {
         use aws_sdk_secretsmanager::types::{Filter, FilterNameStringType};
         let filters = vec![
             Filter::builder()
@@ -205,24 +205,23 @@ impl SecretStore for AwsSecrets {
                 .values("amg-token-rotator")
                 .build(),
         ];
-        let mut out = Vec::new();
-        let mut next: Option<String> = None;
-        // Bounded: 1,000 pages of 100. A secret beyond them is only described instead.
-        for _ in 0..1000 {
-            let page = self
-                .caller
-                .idempotent("ListSecrets", || async {
-                    self.client
-                        .list_secrets()
-                        .set_filters(Some(filters.clone()))
-                        .max_results(100)
-                        .set_next_token(next.clone())
-                        .send()
-                        .await
-                        .map_err(ApiError::from_sdk)
-                })
-                .await?;
-            out.extend(page.secret_list().iter().filter_map(|s| {
+        let out = self
+            .caller
+            .idempotent("ListSecrets", || async {
+                self.client
+                    .list_secrets()
+                    .set_filters(Some(filters.clone()))
+                    .max_results(100)
+                    .set_next_token(page.clone())
+                    .send()
+                    .await
+                    .map_err(ApiError::from_sdk)
+            })
+            .await?;
+        let secrets = out
+            .secret_list()
+            .iter()
+            .filter_map(|s| {
                 Some(SecretState {
                     arn: s.arn().unwrap_or_default().to_owned(),
                     name: s.name()?.to_owned(),
@@ -232,12 +231,11 @@ impl SecretStore for AwsSecrets {
                     deleted: s.deleted_date().map(time),
                     rotation_enabled: s.rotation_enabled().unwrap_or(false),
                 })
-            }));
-            match page.next_token() {
-                Some(t) if next.as_deref() != Some(t) => next = Some(t.to_owned()),
-                _ => break,
-            }
-        }
-        Ok(out)
+            })
+            .collect();
+        Ok(SecretPage {
+            secrets,
+            next: out.next_token().map(str::to_owned),
+        })
     }
 }

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use zeroize::Zeroizing;
 
 use super::Coordinator;
-use crate::aws::{ApiError, Grafana, SecretStore};
+use crate::aws::{ApiError, Grafana, SecretPage, SecretStore};
 use crate::model::{
     Binding, NewApiKey, NewToken, PermissionChange, PermissionError, Role, SecretSpec, SecretState,
     ServiceAccount, Token, Workspace,
@@ -171,7 +171,7 @@ impl<T: SecretStore + ?Sized> SecretStore for Guarded<'_, T> {
         self.check("UntagResource")?;
         self.inner.untag(name, key).await
     }
-    async fn list_managed(&self) -> Result<Vec<SecretState>, ApiError> {
-        self.inner.list_managed().await
+    async fn list_managed(&self, page: Option<String>) -> Result<SecretPage, ApiError> {
+        self.inner.list_managed(page).await
     }
 }

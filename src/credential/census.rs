@@ -11,20 +11,115 @@
 //! does not stand, or stands over a token the plan then finds due, and either sends the
 //! credential to DescribeSecret.
 
-use std::collections::HashMap;
 use std::sync::Mutex;
 
+use chrono::{DateTime, Utc};
 use tokio::sync::OnceCell;
 
 use crate::aws::SecretStore;
 use crate::model::SecretState;
 
+/// ListSecrets pages read at most, of 100: a secret beyond them is described instead.
+const MAX_PAGES: usize = 1000;
+
+/// The tags a decision over the record reads: the rotator's records (`records.rs`). The
+/// user's tags and `managed-by` are written at CreateSecret and never read back.
+fn is_record(key: &str) -> bool {
+    key.starts_with("amg-token-rotator:")
+}
+
+/// What the census keeps of a listed secret that carries an audit record: what a decision over
+/// the record reads (versions and their labels, the rotator's own tags, the dates, rotation),
+/// each in a slice sized to fit. A `SecretState` holds two maps and the user's tags besides,
+/// about three times as much; the census holds one entry per credential of the scope at once
+/// (docs/PERFORMANCE.md), so it is read page by page into these.
+struct Entry {
+    arn: Box<str>,
+    versions: Box<[(Box<str>, Box<[Box<str>]>)]>,
+    tags: Box<[(Box<str>, Box<str>)]>,
+    last_changed: Option<DateTime<Utc>>,
+    deleted: Option<DateTime<Utc>>,
+    rotation_enabled: bool,
+}
+
+impl Entry {
+    fn of(s: SecretState) -> (Box<str>, Option<Entry>) {
+        let entry = Entry {
+            arn: s.arn.into(),
+            versions: s
+                .versions
+                .into_iter()
+                .map(|(id, stages)| (id.into(), stages.into_iter().map(Into::into).collect()))
+                .collect(),
+            tags: s
+                .tags
+                .into_iter()
+                .filter(|(k, _)| is_record(k))
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+            last_changed: s.last_changed,
+            deleted: s.deleted,
+            rotation_enabled: s.rotation_enabled,
+        };
+        (s.name.into(), Some(entry))
+    }
+
+    fn into_state(self, name: &str) -> SecretState {
+        SecretState {
+            arn: self.arn.into(),
+            name: name.to_owned(),
+            versions: self
+                .versions
+                .into_vec()
+                .into_iter()
+                .map(|(id, stages)| {
+                    (
+                        id.into(),
+                        stages.into_vec().into_iter().map(Into::into).collect(),
+                    )
+                })
+                .collect(),
+            tags: self
+                .tags
+                .into_vec()
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+            last_changed: self.last_changed,
+            deleted: self.deleted,
+            rotation_enabled: self.rotation_enabled,
+        }
+    }
+}
+
+/// Whether `listed` (from the census) shows `described` as it is: everything the census keeps
+/// is the same. `false` sends a decision over the record to the fresher read.
+pub fn shows(listed: &SecretState, described: &SecretState) -> bool {
+    let records = |s: &SecretState| {
+        s.tags
+            .iter()
+            .filter(|(k, _)| is_record(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect::<Vec<_>>()
+    };
+    listed.arn == described.arn
+        && listed.name == described.name
+        && listed.versions == described.versions
+        && listed.last_changed == described.last_changed
+        && listed.deleted == described.deleted
+        && listed.rotation_enabled == described.rotation_enabled
+        && records(listed) == records(described)
+}
+
+/// A listed secret by name; its entry is `None` once taken.
+type Slot = (Box<str>, Option<Entry>);
+
 /// One scope's census, for one pass.
 #[derive(Default)]
 pub struct Census {
-    /// By secret name; `None` when the listing failed (every credential is described, as
+    /// Sorted by name; `None` when the listing failed (every credential is described, as
     /// without a census). Each entry is taken once, so the census shrinks as the pass goes.
-    listed: OnceCell<Option<Mutex<HashMap<String, SecretState>>>>,
+    listed: OnceCell<Option<Mutex<Vec<Slot>>>>,
 }
 
 impl Census {
@@ -32,23 +127,16 @@ impl Census {
         Census::default()
     }
 
-    /// The secret `name` as the listing shows it, listing the scope's secrets the first time
-    /// any credential asks. `None`: not listed (new, not tagged as the rotator's, without an
-    /// audit record, beyond the pages read, or the listing failed): the caller describes it.
+    /// The secret `name` as the listing shows it (with the rotator's own tags only), listing
+    /// the scope's secrets the first time any credential asks. `None`: not listed (new, not
+    /// tagged as the rotator's, without an audit record, beyond the pages read, or the listing
+    /// failed): the caller describes it.
     pub async fn take(&self, secrets: &dyn SecretStore, name: &str) -> Option<SecretState> {
         let listed = self
             .listed
             .get_or_init(|| async {
-                match secrets.list_managed().await {
-                    // Only a secret with a record can be decided from the census: the others
-                    // are described anyway, so they are not kept (the first audits cost no
-                    // memory here).
-                    Ok(list) => Some(Mutex::new(
-                        list.into_iter()
-                            .filter(|s| super::audit::carries_record(Some(s)))
-                            .map(|s| (s.name.clone(), s))
-                            .collect(),
-                    )),
+                match list(secrets).await {
+                    Ok(entries) => Some(Mutex::new(entries)),
                     Err(e) => {
                         tracing::warn!(error = %e, "could not list the rotator's secrets; each is described instead");
                         None
@@ -57,8 +145,49 @@ impl Census {
             })
             .await
             .as_ref()?;
-        listed.lock().expect("census lock").remove(name)
+        let mut entries = listed.lock().expect("census lock");
+        let at = entries.binary_search_by(|(n, _)| (**n).cmp(name)).ok()?;
+        entries[at].1.take().map(|e| e.into_state(name))
     }
+}
+
+/// Every page of the scope's listing, keeping only the secrets that carry an audit record:
+/// the others are described anyway, so they cost no memory here.
+async fn list(secrets: &dyn SecretStore) -> Result<Vec<Slot>, crate::aws::ApiError> {
+    let mut entries = Vec::new();
+    each_managed(secrets, |s| {
+        if super::audit::carries_record(Some(&s)) {
+            entries.push(Entry::of(s));
+        }
+        true
+    })
+    .await?;
+    entries.sort_unstable_by(|(a, _), (b, _)| a.cmp(b));
+    entries.shrink_to_fit();
+    Ok(entries)
+}
+
+/// Reads the rotator's secrets of the scope page by page, handing each to `each` as its page
+/// arrives, until `each` says it has seen enough (`false`) or the pages end (at most
+/// `MAX_PAGES`; a repeated page token ends them too).
+pub async fn each_managed(
+    secrets: &dyn SecretStore,
+    mut each: impl FnMut(SecretState) -> bool,
+) -> Result<(), crate::aws::ApiError> {
+    let mut page: Option<String> = None;
+    for _ in 0..MAX_PAGES {
+        let listed = secrets.list_managed(page.clone()).await?;
+        for s in listed.secrets {
+            if !each(s) {
+                return Ok(());
+            }
+        }
+        match listed.next {
+            Some(t) if page.as_deref() != Some(t.as_str()) => page = Some(t),
+            _ => break,
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -91,6 +220,57 @@ mod tests {
         );
         assert_eq!(s.count(ops::LIST_SECRETS), 1);
         assert_eq!(s.count(ops::DESCRIBE_SECRET), 0);
+    }
+
+    #[tokio::test]
+    async fn every_page_is_read_once_and_only_the_rotators_tags_are_kept() {
+        let mut s = FakeSecrets::new();
+        for i in 0..250 {
+            s = s.with_secret(
+                SecretSeed::new(&format!("s{i:03}"))
+                    .managed()
+                    .tag(super::super::records::AUDIT_TAG, "any")
+                    .tag("team", "platform")
+                    .version(
+                        "amgrot-v1-00000000000000000000000000000001",
+                        "v",
+                        &["AWSCURRENT"],
+                    ),
+            );
+        }
+        let census = Census::new();
+        let last = census.take(&s, "s249").await.expect("on the third page");
+        assert_eq!(s.count(ops::LIST_SECRETS), 3, "250 secrets: three pages");
+        let described = s.describe("s249").await.unwrap().unwrap();
+        assert_eq!(
+            (&last.arn, &last.versions),
+            (&described.arn, &described.versions)
+        );
+        assert_eq!(
+            last.tags.keys().collect::<Vec<_>>(),
+            [super::super::records::AUDIT_TAG]
+        );
+        assert!(described.tags.contains_key("team"));
+        assert!(
+            shows(&last, &described),
+            "the user's tags are not the census's to show"
+        );
+        s.tag("s249", super::super::records::AUDIT_TAG, "other")
+            .await
+            .unwrap();
+        let changed = s.describe("s249").await.unwrap().unwrap();
+        assert!(
+            !shows(&last, &changed),
+            "a record changed since the listing"
+        );
+        assert!(census.take(&s, "s000").await.is_some());
+        assert!(census.take(&s, "s125").await.is_some());
+        assert!(census.take(&s, "s125").await.is_none(), "taken once");
+        assert!(
+            census.take(&s, "s126").await.is_some(),
+            "a taken neighbour hides nothing"
+        );
+        assert_eq!(s.count(ops::LIST_SECRETS), 3, "listed once a pass");
     }
 
     #[tokio::test]

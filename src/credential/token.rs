@@ -710,7 +710,11 @@ impl KindOps for Tokens {
             .await
             .map_err(StepError::api("DescribeSecret"))?;
         // Fresher than the census: the record is asked again only if it may answer otherwise.
-        if records && listed != secret {
+        let shown = match (&listed, &secret) {
+            (Some(listed), Some(described)) => super::census::shows(listed, described),
+            (listed, described) => listed.is_none() && described.is_none(),
+        };
+        if records && !shown {
             let d = from_record(services, cred, bootstrap, known, secret.clone(), now);
             if let Some(decided) = d.await {
                 return Ok(decided);
@@ -1016,23 +1020,24 @@ async fn with_amg_times(run: &Run<'_>, mut token: NewToken) -> NewToken {
 
 /// Names the secrets that tokens were left behind for, from the marks in their names: the
 /// rotator's secrets in this account and region (one ListSecrets, only when a credential has
-/// such tokens). A lookup that fails leaves them unnamed; the tokens are kept either way.
+/// such tokens, read page by page until every mark is named). A lookup that fails leaves the
+/// rest unnamed; the tokens are kept either way.
 async fn name_left_behind(services: Services<'_>, left: &mut [LeftBehind]) {
     if left.iter().all(|l| l.mark.is_none()) {
         return;
     }
-    let secrets = match services.secrets.list_managed().await {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(error = %e, "could not list the rotator's secrets to name the ones tokens were left behind for");
-            return;
+    let named = super::census::each_managed(services.secrets, |s| {
+        let mark = secret_mark(&s);
+        for l in left
+            .iter_mut()
+            .filter(|l| l.mark.as_deref() == Some(mark.as_str()))
+        {
+            l.secret = Some(s.name.clone());
         }
-    };
-    for l in left.iter_mut() {
-        l.secret = secrets
-            .iter()
-            .find(|s| l.mark.as_deref() == Some(secret_mark(s).as_str()))
-            .map(|s| s.name.clone());
+        left.iter().any(|l| l.mark.is_some() && l.secret.is_none())
+    });
+    if let Err(e) = named.await {
+        tracing::warn!(error = %e, "could not list the rotator's secrets to name the ones tokens were left behind for");
     }
 }
 

@@ -28,7 +28,7 @@ use super::ops;
 use super::verifier::{answered, failed};
 use crate::aws::error::ApiError;
 use crate::aws::grafana::Grafana;
-use crate::aws::secrets::SecretStore;
+use crate::aws::secrets::{SecretPage, SecretStore};
 use crate::aws::verify::org_url;
 use crate::aws::verify::{Verifier, VerifyError};
 use crate::model::{
@@ -411,8 +411,8 @@ impl<T: SecretStore> SecretStore for Failing<T> {
             .await
     }
 
-    async fn list_managed(&self) -> Result<Vec<SecretState>, ApiError> {
-        self.call(ops::LIST_SECRETS, || self.inner.list_managed())
+    async fn list_managed(&self, page: Option<String>) -> Result<SecretPage, ApiError> {
+        self.call(ops::LIST_SECRETS, || self.inner.list_managed(page))
             .await
     }
 }

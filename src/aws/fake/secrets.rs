@@ -24,8 +24,11 @@ use zeroize::Zeroizing;
 
 use super::{epoch, ops, Call, CallLog};
 use crate::aws::error::ApiError;
-use crate::aws::secrets::SecretStore;
+use crate::aws::secrets::{SecretPage, SecretStore};
 use crate::model::{SecretSpec, SecretState, AWSCURRENT, AWSPREVIOUS};
+
+/// The secrets one `list_managed` page holds at most (ListSecrets' MaxResults, as asked).
+pub const LIST_PAGE: usize = 100;
 
 /// The tag `list_managed` looks for (the rotator's own, `pass.rs`).
 pub const MANAGED_BY: (&str, &str) = ("managed-by", "amg-token-rotator");
@@ -773,15 +776,27 @@ impl SecretStore for FakeSecrets {
         })
     }
 
-    async fn list_managed(&self) -> Result<Vec<SecretState>, ApiError> {
+    async fn list_managed(&self, page: Option<String>) -> Result<SecretPage, ApiError> {
         // ListSecrets leaves out secrets scheduled for deletion unless IncludePlannedDeletion is
         // set (the model), and AwsSecrets does not set it. It "might not reflect changes from
         // the last five minutes" (its API reference): a frozen listing is that stale view.
-        self.run(ops::LIST_SECRETS, String::new(), |s| {
-            if let Some(frozen) = &s.frozen_listing {
-                return Ok(frozen.clone());
-            }
-            Ok(s.listing())
+        // Pages of 100, the MaxResults AwsSecrets asks for; a token is where its page starts.
+        self.run(ops::LIST_SECRETS, page.clone().unwrap_or_default(), |s| {
+            let all = match &s.frozen_listing {
+                Some(frozen) => frozen.clone(),
+                None => s.listing(),
+            };
+            let from = match &page {
+                None => 0,
+                Some(t) => t
+                    .parse::<usize>()
+                    .map_err(|_| ApiError::Invalid(format!("InvalidNextTokenException: {t:?}")))?,
+            };
+            let to = (from + LIST_PAGE).min(all.len());
+            Ok(SecretPage {
+                secrets: all.get(from..to).unwrap_or_default().to_vec(),
+                next: (to < all.len()).then(|| to.to_string()),
+            })
         })
     }
 }
@@ -1188,12 +1203,40 @@ mod tests {
             .with_secret(SecretSeed::new("gone").managed().deleted())
             .with_secret(SecretSeed::new("theirs").tag("managed-by", "terraform"))
             .with_secret(SecretSeed::new("untagged"));
-        let listed = s.list_managed().await.unwrap();
+        let listed = s.list_managed(None).await.unwrap();
+        assert_eq!(listed.next, None, "one page");
+        let listed = listed.secrets;
         assert_eq!(listed, vec![s.describe("mine").await.unwrap().unwrap()]);
         assert_eq!(
             listed[0].arn,
             "arn:aws:secretsmanager:us-east-1:123456789012:secret:mine-AbCdEf"
         );
+    }
+
+    #[tokio::test]
+    async fn the_listing_comes_in_pages_of_a_hundred_each_naming_the_next() {
+        let mut s = FakeSecrets::new();
+        for i in 0..(2 * LIST_PAGE + 1) {
+            s = s.with_secret(SecretSeed::new(&format!("s{i:03}")).managed());
+        }
+        let first = s.list_managed(None).await.unwrap();
+        let second = s.list_managed(first.next.clone()).await.unwrap();
+        let third = s.list_managed(second.next.clone()).await.unwrap();
+        assert_eq!(
+            (
+                first.secrets.len(),
+                second.secrets.len(),
+                third.secrets.len()
+            ),
+            (100, 100, 1)
+        );
+        assert_eq!(third.next, None);
+        assert_eq!(second.secrets[0].name, "s100");
+        assert!(matches!(
+            s.list_managed(Some("not a token".into())).await,
+            Err(ApiError::Invalid(_))
+        ));
+        assert_eq!(s.count(ops::LIST_SECRETS), 4, "a page is a call");
     }
 
     #[tokio::test]
@@ -1205,7 +1248,7 @@ mod tests {
         ));
         s.freeze_listing();
         s.tag(NAME, "k", "v").await.unwrap();
-        let listed = s.list_managed().await.unwrap();
+        let listed = s.list_managed(None).await.unwrap().secrets;
         assert!(!listed[0].tags.contains_key("k"), "the listing is stale");
         let described = s.describe(NAME).await.unwrap().unwrap();
         assert_eq!(described.tags.get("k").map(String::as_str), Some("v"));
