@@ -208,7 +208,7 @@ async fn one_pass(
             for line in &exported.emf_lines {
                 println!("{line}");
             }
-            print!("{}", report::summary_lines(&report));
+            report::write_summary(&mut report::Lines::new(|l| println!("{l}")), &report);
             for line in &exported.summary {
                 println!("{line}");
             }

@@ -19,9 +19,10 @@ fn status_word(s: Status) -> &'static str {
     }
 }
 
-/// One line per credential, as `once` prints them, then the totals.
-pub fn summary_lines(report: &PassReport) -> String {
-    let mut out = String::new();
+/// One line per credential, as `once` prints them, then the totals. Written as they are made:
+/// into `Lines`, a pass of 10,000 credentials is printed or logged without a copy of it all
+/// (about 270 bytes a credential) in memory.
+pub fn write_summary(out: &mut impl Write, report: &PassReport) {
     for c in &report.credentials {
         let _ = writeln!(
             out,
@@ -37,19 +38,50 @@ pub fn summary_lines(report: &PassReport) -> String {
             }
         );
     }
-    left_behind_lines(&mut out, report);
-    superseded_lines(&mut out, report);
-    migration_lines(&mut out, report);
+    left_behind_lines(out, report);
+    superseded_lines(out, report);
+    migration_lines(out, report);
     for p in &report.problems {
         let _ = writeln!(out, "FAILED   {p}");
     }
-    permission_lines(&mut out, report, false);
+    permission_lines(out, report, false);
     let _ = writeln!(out, "{}", totals(report));
-    out
+}
+
+/// A `fmt::Write` that hands each finished line (without its newline) to `line`, holding only
+/// the line being written.
+pub struct Lines<F: FnMut(&str)> {
+    pending: String,
+    line: F,
+}
+
+impl<F: FnMut(&str)> Lines<F> {
+    pub fn new(line: F) -> Self {
+        Lines {
+            pending: String::new(),
+            line,
+        }
+    }
+}
+
+impl<F: FnMut(&str)> Write for Lines<F> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        for piece in s.split_inclusive('\n') {
+            match piece.strip_suffix('\n') {
+                Some(end) => {
+                    self.pending.push_str(end);
+                    (self.line)(&self.pending);
+                    self.pending.clear();
+                }
+                None => self.pending.push_str(piece),
+            }
+        }
+        Ok(())
+    }
 }
 
 /// One line per token a credential's service account holds for another secret.
-fn left_behind_lines(out: &mut String, report: &PassReport) {
+fn left_behind_lines(out: &mut impl Write, report: &PassReport) {
     for c in &report.credentials {
         for lb in c.plan.iter().flat_map(|p| &p.left_behind) {
             let _ = writeln!(
@@ -66,7 +98,7 @@ fn left_behind_lines(out: &mut String, report: &PassReport) {
 /// One line per superseded token still alive at the start of the pass: the rule that decided
 /// its fate, and for one kept because it is still used, that its consumers have not moved.
 /// One line per credential an API key's move to Grafana 12 concerns.
-fn migration_lines(out: &mut String, report: &PassReport) {
+fn migration_lines(out: &mut impl Write, report: &PassReport) {
     for c in &report.credentials {
         if let Some(m) = c.plan.as_ref().and_then(|p| p.migration.as_ref()) {
             let _ = writeln!(
@@ -78,7 +110,7 @@ fn migration_lines(out: &mut String, report: &PassReport) {
     }
 }
 
-fn superseded_lines(out: &mut String, report: &PassReport) {
+fn superseded_lines(out: &mut impl Write, report: &PassReport) {
     for c in &report.credentials {
         for s in c.plan.iter().flat_map(|p| &p.superseded) {
             let _ = writeln!(
@@ -91,7 +123,7 @@ fn superseded_lines(out: &mut String, report: &PassReport) {
 }
 
 /// One line per audited workspace, and one per refused entry.
-fn permission_lines(out: &mut String, report: &PassReport, planning: bool) {
+fn permission_lines(out: &mut impl Write, report: &PassReport, planning: bool) {
     for p in &report.permissions {
         let counts = p
             .counts
@@ -233,4 +265,50 @@ pub fn plan_table(report: &PassReport) -> String {
     permission_lines(&mut out, report, true);
     let _ = writeln!(out, "{}", totals(report));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::credential::{CredentialKind, CredentialReport};
+
+    #[test]
+    fn lines_are_handed_on_whole_however_they_were_written() {
+        let mut got = Vec::new();
+        let mut lines = Lines::new(|l| got.push(l.to_owned()));
+        for piece in ["ok   g-1", " sa", "\nchanged g-2 sa\n", "\n", "unfinished"] {
+            lines.write_str(piece).unwrap();
+        }
+        drop(lines);
+        assert_eq!(got, ["ok   g-1 sa", "changed g-2 sa", ""]);
+    }
+
+    #[test]
+    fn the_summary_names_each_credential_then_the_totals() {
+        let mut ok =
+            CredentialReport::new("t", CredentialKind::Token { bootstrap: None }, "g-1", "sa");
+        ok.status = Status::Ok;
+        ok.secret_name = Some("amg/g-1/sa".into());
+        ok.summary = "healthy".into();
+        let failed =
+            CredentialReport::new("t", CredentialKind::Token { bootstrap: None }, "g-2", "sa");
+        let now = chrono::Utc::now();
+        let report = PassReport {
+            started_at: now,
+            finished_at: now,
+            credentials: vec![ok, failed],
+            problems: Vec::new(),
+            permissions: Vec::new(),
+        };
+        let mut got = Vec::new();
+        write_summary(&mut Lines::new(|l| got.push(l.to_owned())), &report);
+        assert_eq!(
+            got,
+            [
+                "ok       g-1 sa -> amg/g-1/sa: healthy",
+                "FAILED   g-2 sa -> -: ",
+                "2 credentials: 1 ok, 0 changed, 0 pending, 0 blocked, 1 failed, 0 skipped; 0 other problems",
+            ]
+        );
+    }
 }

@@ -221,8 +221,10 @@ pub struct CredentialReport {
     pub status: Status,
     /// One line for people.
     pub summary: String,
+    /// Boxed: a report is held for every credential until the pass ends, most of them while
+    /// their turn has not come and they have no plan yet.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub plan: Option<Plan>,
+    pub plan: Option<Box<Plan>>,
     pub done: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -290,7 +292,7 @@ pub async fn reconcile(
     report.expires_at = plan.current.as_ref().and_then(|c| c.expires_at);
     if let Some(blocker) = &plan.blocked {
         let mut report = blocked(services, report, &labels, blocker, mode);
-        report.plan = Some(decided.plan);
+        report.plan = Some(decided.plan.kept());
         return report;
     }
     let decided_text: Vec<String> = plan.actions.iter().map(|a| a.to_string()).collect();
@@ -312,7 +314,7 @@ pub async fn reconcile(
             Status::Pending
         };
         report.summary = summary_line(&decided_text, plan.current.as_ref(), "would");
-        report.plan = Some(decided.plan);
+        report.plan = Some(decided.plan.kept());
         return report;
     }
     if let Some(record) = &decided.record {
@@ -345,7 +347,7 @@ pub async fn reconcile(
             outcome.current = again.plan.current;
         }
     }
-    performed(services, cred, &decided, outcome, report, now)
+    performed(services, cred, decided, outcome, report, now)
 }
 
 /// Writes the record of a clean audit on the secret. A failure costs only economy: the next
@@ -458,7 +460,7 @@ fn no_promotion_record_once(secret: &str, plan: &Plan) {
 fn performed(
     services: Services<'_>,
     cred: &Credential,
-    decided: &Decided,
+    decided: Decided,
     outcome: Outcome,
     mut report: CredentialReport,
     now: DateTime<Utc>,
@@ -506,7 +508,7 @@ fn performed(
     services
         .metrics
         .set_healthy(&labels, outcome.error.is_none() && healthy_after);
-    report.plan = Some(decided.plan.clone());
+    report.plan = Some(decided.plan.kept());
     report
 }
 

@@ -434,6 +434,16 @@ impl Plan {
         self.actions.is_empty() && self.blocked.is_none()
     }
 
+    /// The plan as a report keeps it until the pass ends, boxed and with its lists sized to
+    /// fit (an action is 136 bytes, and a list grows four at a time).
+    pub fn kept(mut self) -> Box<Plan> {
+        self.actions.shrink_to_fit();
+        self.notes.shrink_to_fit();
+        self.left_behind.shrink_to_fit();
+        self.superseded.shrink_to_fit();
+        Box::new(self)
+    }
+
     pub fn blocked(blocker: Blocker) -> Plan {
         Plan {
             blocked: Some(blocker),

@@ -258,8 +258,9 @@ impl Daemon {
                     (report.finished_at - report.started_at).num_milliseconds() as f64 / 1000.0,
                 "pass finished"
             );
-            for line in report::summary_lines(&report).lines() {
-                tracing::debug!(line, "pass summary");
+            if tracing::enabled!(tracing::Level::DEBUG) {
+                let mut lines = report::Lines::new(|line| tracing::debug!(line, "pass summary"));
+                report::write_summary(&mut lines, &report);
             }
             if *shutdown.borrow() {
                 break;
