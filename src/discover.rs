@@ -11,6 +11,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
+use std::sync::Arc;
 
 use futures::StreamExt;
 
@@ -141,7 +142,8 @@ pub struct Selected {
     pub target: usize,
     pub kind: CredentialKind,
     pub scope: Scope,
-    pub workspace: Workspace,
+    /// Shared by the workspace's credentials.
+    pub workspace: Arc<Workspace>,
     /// The service account's name, or the API key's base name.
     pub name: String,
     /// The service account (listed, or to be listed on demand), or why the workspace could not
@@ -278,7 +280,7 @@ pub fn select(config: &Config, inv: &Inventory) -> (Vec<Selected>, Vec<PassProbl
                 continue;
             }
         };
-        let mut select_one = |ws: Workspace, name: &str, account| {
+        let mut select_one = |ws: Arc<Workspace>, name: &str, account| {
             found.push(Selected {
                 target: ti,
                 kind,
@@ -292,8 +294,8 @@ pub fn select(config: &Config, inv: &Inventory) -> (Vec<Selected>, Vec<PassProbl
         for ws in workspaces {
             // A workspace-level problem fails each exactly named credential, so it is seen;
             // a target that names only globs reports it as a pass problem.
-            let problem = match ws {
-                Err((id, problem)) => Some((placeholder(&id), problem)),
+            let problem = match ws.map(Arc::new) {
+                Err((id, problem)) => Some((Arc::new(placeholder(&id)), problem)),
                 Ok(ws) => match unusable(&ws, kind) {
                     Some(problem) => Some((ws, problem)),
                     None => match accounts_in(target, kind, &scope, &ws, inv) {
@@ -376,7 +378,7 @@ fn migrated(
     ti: usize,
     target: &Target,
     scope: &Scope,
-    ws: &Workspace,
+    ws: &Arc<Workspace>,
     key: &str,
     sa: String,
     inv: &Inventory,

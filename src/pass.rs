@@ -13,6 +13,7 @@ use futures::StreamExt;
 use serde::{Serialize, Serializer};
 use tokio::sync::watch;
 
+use crate::aws::connect::Scope;
 use crate::aws::{Connector, Services, Verifier};
 use crate::config::{render_template, secret_name_problem, Config, Policy, Target};
 use crate::coordination::guard::Guarded;
@@ -111,15 +112,13 @@ async fn held_only(c: &Coordinator, selected: Vec<Selected>) -> Vec<Selected> {
 /// shared with the target's other credentials, and its report is made when its turn comes.
 struct Work {
     cred: Credential,
-    services: Services,
     account: Result<credential::AccountView, discover::Problem>,
-    /// Its workspace's shard, whose lease every change asks for (`[coordination]`).
-    shard: String,
 }
 
-/// The claimed credentials by scope, each scope's in selection order. Boxed, so each one's
-/// memory is freed when it is done rather than with the whole scope's list at the pass's end.
-type ByScope = BTreeMap<crate::aws::connect::Scope, Vec<Box<Work>>>;
+/// The claimed credentials by scope, with the scope's services, each scope's in selection
+/// order. Boxed, so each one's memory is freed when it is done rather than with the whole
+/// scope's list at the pass's end.
+type ByScope = BTreeMap<crate::aws::connect::Scope, (Services, Vec<Box<Work>>)>;
 
 /// The order of a pass's reports: by workspace and service account, then what tells two
 /// credentials of one service account apart.
@@ -218,7 +217,7 @@ impl Engine {
         mode: Mode,
         shutdown: &watch::Receiver<bool>,
     ) -> Vec<CredentialReport> {
-        let one = |w: Box<Work>, census: Arc<Census>| async move {
+        let one = |w: Box<Work>, scope: Arc<(Scope, Services, Census)>| async move {
             let report = new_report(&w.cred);
             if *shutdown.borrow() {
                 return CredentialReport {
@@ -227,17 +226,21 @@ impl Engine {
                     ..report
                 };
             }
+            let (at, scoped, census) = scope.as_ref();
             // With several replicas, every change first asks whether the shard is still held.
             let lease = match (&self.coordinator, mode) {
-                (Some(c), Mode::Apply) => Some((c.clone(), w.shard.clone())),
+                (Some(c), Mode::Apply) => Some((
+                    c.clone(),
+                    crate::coordination::shard_of(at.0.as_deref(), &w.cred.workspace.id),
+                )),
                 _ => None,
             };
-            let grafana = Guarded::new(w.services.grafana.as_ref(), lease.clone());
-            let secrets = Guarded::new(w.services.secrets.as_ref(), lease);
+            let grafana = Guarded::new(scoped.grafana.as_ref(), lease.clone());
+            let secrets = Guarded::new(scoped.secrets.as_ref(), lease);
             let services = execute::Services {
                 grafana: &grafana,
                 secrets: &secrets,
-                census: &census,
+                census,
                 verifier: self.verifier.as_ref(),
                 metrics: &self.metrics,
             };
@@ -250,14 +253,15 @@ impl Engine {
             )
             .await
         };
-        reports.reserve_exact(by_scope.values().map(Vec::len).sum());
-        let mut done = futures::stream::select_all(by_scope.into_values().map(|scope| {
-            // One census of the scope's secrets a pass, shared by its credentials.
-            let census = Arc::new(Census::new());
-            futures::stream::iter(scope)
-                .map(move |w| one(w, census.clone()))
-                .buffer_unordered(config.daemon.concurrency.max(1))
-        }));
+        reports.reserve_exact(by_scope.values().map(|(_, w)| w.len()).sum());
+        let mut done =
+            futures::stream::select_all(by_scope.into_iter().map(|(at, (services, work))| {
+                // One census of the scope's secrets a pass, shared by its credentials.
+                let scope = Arc::new((at, services, Census::new()));
+                futures::stream::iter(work)
+                    .map(move |w| one(w, scope.clone()))
+                    .buffer_unordered(config.daemon.concurrency.max(1))
+            }));
         while let Some(report) = done.next().await {
             reports.push(report);
         }
@@ -369,9 +373,10 @@ fn claim(
             }
             crate::credential::CredentialKind::Token { .. } => None,
         };
-        let services = scopes[&s.scope].clone();
-        let shard = shard(&s);
-        work.entry(s.scope).or_default().push(Box::new(Work {
+        let scoped = work
+            .entry(s.scope)
+            .or_insert_with_key(|at| (scopes[at].clone(), Vec::new()));
+        scoped.1.push(Box::new(Work {
             cred: Credential {
                 target: target.label.clone(),
                 kind: s.kind,
@@ -382,9 +387,7 @@ fn claim(
                 migrated_from: s.migrated_from,
                 migrates_to,
             },
-            services,
             account: s.account,
-            shard,
         }));
     }
     (work, reports)

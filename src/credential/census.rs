@@ -35,7 +35,7 @@ fn is_record(key: &str) -> bool {
 /// (docs/PERFORMANCE.md), so it is read page by page into these.
 struct Entry {
     arn: Box<str>,
-    versions: Box<[(Box<str>, Box<[Box<str>]>)]>,
+    versions: Box<[(Box<str>, Stages)]>,
     tags: Box<[(Box<str>, Box<str>)]>,
     last_changed: Option<DateTime<Utc>>,
     deleted: Option<DateTime<Utc>>,
@@ -110,6 +110,9 @@ pub fn shows(listed: &SecretState, described: &SecretState) -> bool {
         && listed.rotation_enabled == described.rotation_enabled
         && records(listed) == records(described)
 }
+
+/// A version's staging labels.
+type Stages = Box<[Box<str>]>;
 
 /// A listed secret by name; its entry is `None` once taken.
 type Slot = (Box<str>, Option<Entry>);

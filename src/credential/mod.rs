@@ -74,7 +74,8 @@ impl CredentialKind {
 pub struct Credential {
     pub target: String,
     pub kind: CredentialKind,
-    pub workspace: Workspace,
+    /// Shared by the workspace's credentials.
+    pub workspace: std::sync::Arc<Workspace>,
     /// The service account's name, or the API key's base name.
     pub service_account: String,
     pub secret: SecretSpec,

@@ -172,7 +172,7 @@ impl World {
                 Kind::Token => CredentialKind::Token { bootstrap: None },
                 Kind::ApiKey => CredentialKind::ApiKey { role: ROLE },
             },
-            workspace: grafana.workspace(WS).expect("seeded"),
+            workspace: grafana.workspace(WS).expect("seeded").into(),
             service_account: NAME.into(),
             secret: SecretSpec {
                 name: SECRET.into(),
@@ -233,7 +233,7 @@ impl World {
         self.now = chrono::Utc::now();
         self.secrets.set_now(self.now);
         self.verifier.set_now(self.now);
-        self.cred.workspace = self.grafana.workspace(WS).expect("seeded");
+        self.cred.workspace = self.grafana.workspace(WS).expect("seeded").into();
         let account = match self.kind {
             Kind::Token => Ok(AccountView::Listed(
                 self.grafana
