@@ -253,7 +253,8 @@ impl Engine {
             )
             .await
         };
-        reports.reserve_exact(by_scope.values().map(|(_, w)| w.len()).sum());
+        // Not reserved up front: the reports grow as the work they replace is freed, and the
+        // pass's peak (the claimed work and the scopes' censuses, at its start) holds none.
         let mut done =
             futures::stream::select_all(by_scope.into_iter().map(|(at, (services, work))| {
                 // One census of the scope's secrets a pass, shared by its credentials.
@@ -265,6 +266,7 @@ impl Engine {
         while let Some(report) = done.next().await {
             reports.push(report);
         }
+        reports.shrink_to_fit();
         reports
     }
 

@@ -223,7 +223,8 @@ pub struct CredentialReport {
     /// One line for people.
     pub summary: String,
     /// Boxed: a report is held for every credential until the pass ends, most of them while
-    /// their turn has not come and they have no plan yet.
+    /// their turn has not come and they have no plan yet. A performed plan keeps no actions:
+    /// `done` says what was performed of them.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub plan: Option<Box<Plan>>,
     pub done: Vec<String>,
@@ -509,7 +510,11 @@ fn performed(
     services
         .metrics
         .set_healthy(&labels, outcome.error.is_none() && healthy_after);
-    report.plan = Some(decided.plan.kept());
+    // What was performed of the actions is `done`; the rest of the plan is what the summary
+    // reads (left-behind and superseded tokens, a migration).
+    let mut plan = decided.plan;
+    plan.actions = Vec::new();
+    report.plan = Some(plan.kept());
     report
 }
 
