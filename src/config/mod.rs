@@ -39,6 +39,18 @@ pub const ENV_PREFIX: &str = "AMG_ROTATOR";
 /// Outside the 9100–9999 range the Prometheus wiki allocates to exporters, so it collides with none.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8947";
 /// AMG's ceiling on secondsToLive.
+/// How often each token credential's tokens are listed although nothing is due (and, in the
+/// daemon, how long a workspace's service-account listing is remembered when a target selects
+/// its accounts by pattern): the longest a change that only a listing shows goes unseen. Four
+/// hours keeps a steady pass of the 5-minute schedule at a 48th of the fleet's listings (about
+/// 2,700 AMG calls a day for 200 credentials, against 69,000 for a script that lists
+/// everything); what it leaves unseen that long is bounded elsewhere: a current token deleted
+/// by hand is found at once with `liveness_checks`, and the quota drift an audit reports (an
+/// orphan, tokens made by hand, a foreign token expiring) cannot approach AMG's 99 tokens in
+/// hours. docs/PERFORMANCE.md has the table of what is seen when. Shrunk to half of
+/// `rotate_before` when that is shorter; `0s` lists every credential on every pass.
+pub const DEFAULT_AUDIT_INTERVAL: Duration = Duration::from_secs(4 * 3600);
+
 pub const MAX_TOKEN_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// One problem in the configuration: where, what, and why.

@@ -26,12 +26,6 @@ pub(super) struct Timings {
 const SHORTEST_SAFE_QUIET: Duration = Duration::from_secs(600);
 const DEFAULT_GRACE: Duration = Duration::from_secs(2 * 3600);
 const DEFAULT_MAX_OVERLAP: Duration = Duration::from_secs(3 * 86400);
-/// How often each token credential's tokens are listed although nothing is due: the longest a
-/// token deleted behind the rotator's back (without liveness checks), an orphan or a foreign
-/// token goes unseen. An hour keeps a steady pass of a 5-minute schedule at about a twelfth
-/// of the fleet's listings, and a deleted token replaced within the hour (at once with
-/// liveness checks); `0s` lists every credential on every pass.
-const DEFAULT_AUDIT: Duration = Duration::from_secs(3600);
 
 pub(super) fn strategy(c: &mut Checker, at: &str, s: &RawScope) -> Strategy {
     let strategy_text = s.strategy.clone().unwrap_or_else(|| "overlap".into());
@@ -96,10 +90,10 @@ pub(super) fn timings(c: &mut Checker, at: &str, s: &RawScope) -> Timings {
         );
     }
     let orphan_margin = c.duration(&key("orphan_margin"), s.orphan_margin.as_deref(), "15m");
-    // Default: an hour, shrunk to fit a short rotate-before window.
+    // Default: four hours, shrunk to fit a short rotate-before window.
     let audit_interval = match s.audit_interval.as_deref() {
         Some(text) => c.duration(&key("audit_interval"), Some(text), "0s"),
-        None => DEFAULT_AUDIT.min(rotate_before / 2),
+        None => crate::config::DEFAULT_AUDIT_INTERVAL.min(rotate_before / 2),
     };
     if audit_interval > rotate_before {
         c.fail(
@@ -291,14 +285,14 @@ mod tests {
         assert_eq!(cfg.targets[0].policy.quiet_period, Duration::from_secs(1));
     }
 
-    /// An hour by default; zero (list on every pass) is allowed; longer than the rotate-before
-    /// window is not, since a token must be audited before it falls due.
+    /// Four hours by default; zero (list on every pass) is allowed; longer than the
+    /// rotate-before window is not, since a token must be audited before it falls due.
     #[test]
-    fn audit_interval_defaults_to_an_hour_and_fits_rotate_before() {
+    fn audit_interval_defaults_to_four_hours_and_fits_rotate_before() {
         let cfg = load_str(MINIMAL).unwrap();
         assert_eq!(
             cfg.targets[0].policy.audit_interval,
-            Duration::from_secs(3600)
+            Duration::from_secs(4 * 3600)
         );
         let cfg = load_str(&format!("{MINIMAL}audit_interval = \"0s\"\n")).unwrap();
         assert_eq!(cfg.targets[0].policy.audit_interval, Duration::ZERO);
