@@ -122,6 +122,7 @@ async fn main() -> ExitCode {
         verifier: Arc::new(HttpVerifier::new(Duration::from_secs(10))),
         metrics: metrics.clone(),
         coordinator: coordinator.clone(),
+        listings: Default::default(),
     });
     let work = async {
         match cli.command {

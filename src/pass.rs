@@ -83,6 +83,9 @@ pub struct Engine {
     pub metrics: Arc<Metrics>,
     /// With `[coordination]`: the leases that say which workspaces this replica works on.
     pub coordinator: Option<Arc<Coordinator>>,
+    /// The service-account listings of pattern workspaces, remembered between this process's
+    /// passes (`discover::remembered`); a reload forgets them.
+    pub listings: Arc<discover::Listings>,
 }
 
 /// The shard of a selected credential's workspace.
@@ -157,7 +160,10 @@ impl Engine {
             Mode::Apply => PassMode::Apply,
             Mode::Plan => PassMode::Plan,
         });
-        let (inventory, scopes) = discover::fetch(config, self.connector.as_ref()).await;
+        // `plan` lists everything: what it shows is what AWS says now.
+        let memory = (mode == Mode::Apply).then_some(&self.listings);
+        let (inventory, scopes) =
+            discover::fetch(config, self.connector.as_ref(), memory, started_at).await;
         let (selected, mut problems) = discover::select(config, &inventory);
         let selected = match (&self.coordinator, mode) {
             (Some(c), Mode::Apply) => held_only(c, selected).await,

@@ -767,3 +767,98 @@ async fn the_census_of_the_secrets_pages_past_a_hundred() {
     assert_eq!(sm_ops(&bed), counts(&[("ListSecrets", pages(ACCOUNTS))]));
     assert_eq!(bed.count_calls("ListWorkspaceServiceAccountTokens"), 0);
 }
+
+/// Waits (at most a minute) until the daemon has logged its `n`th `pass finished`.
+async fn passes(d: &support::Daemon, n: usize) {
+    let done = support::eventually(
+        std::time::Duration::from_secs(60),
+        std::time::Duration::from_millis(50),
+        || async { (d.events_with("pass finished").len() >= n).then_some(()) },
+    )
+    .await;
+    assert!(done.is_some(), "no pass {n} within a minute:\n{}", d.logs());
+}
+
+/// The daemon remembers the service-account listings of the workspaces a pattern selects from
+/// one pass to the next (issue 18): once every credential's audit is recorded, its passes list
+/// no service accounts; a credential whose audit comes lists its own workspace afresh, and the
+/// new account that listing shows is taken up by the next pass; a reload (SIGHUP) lists every
+/// workspace again.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_daemon_lists_a_pattern_workspace_only_when_a_credential_needs_it() {
+    let seed = Seed::new()
+        .with_workspace(fleet_workspace(WS1, 2))
+        .with_workspace(fleet_workspace(WS2, 2));
+    let bed = Bed::start(seed).await;
+    let cfg = bed.config(&format!(
+        "[daemon]\nschedule = \"*/3 * * * * *\"\n\n[log]\nformat = \"json\"\n\n[defaults]\naudit_interval = \"7d\"\n\n[[targets]]\nworkspace_ids = [\"{WS1}\", \"{WS2}\"]\nservice_accounts = [\"svc-*\"]\n"
+    ));
+    let listings = |bed: &Bed| by_target(bed, "ListWorkspaceServiceAccounts");
+    let d = bed.daemon(&cfg, &[]).await;
+    // The pass at start lists both workspaces and mints; the next is the first audit, whose
+    // credentials have no record yet: each workspace is listed afresh, once.
+    passes(&d, 1).await;
+    bed.amg.clear_calls();
+    passes(&d, 2).await;
+    assert_eq!(
+        listings(&bed),
+        [
+            ((WS1.into(), String::new()), 1),
+            ((WS2.into(), String::new()), 1)
+        ]
+        .into()
+    );
+    bed.amg.clear_calls();
+    bed.proxy.clear_calls();
+    passes(&d, 3).await;
+    assert_eq!(
+        amg_ops(&bed),
+        counts(&[("ListWorkspaces", 1)]),
+        "a steady pass of the daemon lists no service accounts:\n{}",
+        d.logs()
+    );
+    assert_eq!(sm_ops(&bed), counts(&[("ListSecrets", 1)]));
+
+    // A new account in WS1, and svc-0's audit there comes: WS1 alone is listed, for svc-0.
+    bed.grafana_client()
+        .create_workspace_service_account()
+        .workspace_id(WS1)
+        .name("svc-new")
+        .grafana_role(aws_sdk_grafana::types::Role::Editor)
+        .send()
+        .await
+        .expect("CreateWorkspaceServiceAccount");
+    bed.audit_now(&format!("amg-token-rotator/{WS1}/svc-0"))
+        .await;
+    bed.amg.clear_calls();
+    passes(&d, 4).await;
+    assert_eq!(listings(&bed), [((WS1.into(), String::new()), 1)].into());
+    assert_eq!(bed.count_calls("ListWorkspaceServiceAccountTokens"), 1);
+    assert_eq!(bed.count_calls("CreateWorkspaceServiceAccountToken"), 0);
+    // The pass after it mints svc-new's first token.
+    bed.amg.clear_calls();
+    passes(&d, 5).await;
+    assert_eq!(bed.count_calls("CreateWorkspaceServiceAccountToken"), 1);
+    assert_eq!(bed.tokens(WS1, "svc-new").len(), 1);
+
+    // A reload forgets what the daemon remembers: its next pass lists both workspaces.
+    d.signal("HUP");
+    d.wait_for_event("configuration reloaded", std::time::Duration::from_secs(30))
+        .await;
+    let reloaded = d.events_with("pass finished").len();
+    bed.amg.clear_calls();
+    passes(&d, reloaded + 1).await;
+    assert_eq!(
+        listings(&bed),
+        [
+            ((WS1.into(), String::new()), 1),
+            ((WS2.into(), String::new()), 1)
+        ]
+        .into()
+    );
+    assert!(
+        d.events_with("credential failed").is_empty(),
+        "{}",
+        d.logs()
+    );
+}

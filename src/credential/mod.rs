@@ -38,6 +38,10 @@ pub enum AccountView {
     /// Not listed: the workspace's accounts are listed on demand, once per pass, when the
     /// credential's audit record does not stand for its account (`audit.rs`).
     Deferred(std::sync::Arc<crate::discover::Deferred>),
+    /// Matched by a pattern in a listing an earlier pass made (`discover::remembered`): it
+    /// stands with the audit record; otherwise the workspace is listed afresh, on demand, and
+    /// an account no longer there is no longer the target's.
+    Remembered(ServiceAccount, std::sync::Arc<crate::discover::Deferred>),
 }
 
 /// What a credential rotates: the kinds, as data.
@@ -136,6 +140,10 @@ pub enum StepError {
     Bootstrap(String),
     #[error("the service account does not exist")]
     NoServiceAccount,
+    /// A service account a pattern matched in a remembered listing is not in the fresh one:
+    /// deleted (or renamed) since. Not a failure: it is no longer selected.
+    #[error("the service account no longer exists: it is no longer selected")]
+    AccountGone,
     /// Another rotator is doing this credential's rotation right now: not a failure, the rest
     /// of this plan was made against a world that has changed, so it stops.
     #[error("{0}")]
@@ -286,6 +294,14 @@ pub async fn reconcile(
         .await
     {
         Ok(d) => d,
+        Err(StepError::AccountGone) => {
+            tracing::info!(workspace = %cred.workspace.id, service_account = %cred.service_account, "the service account is gone since its workspace was last listed; no longer selected");
+            return CredentialReport {
+                status: Status::Skipped,
+                summary: format!("skipped: {}", StepError::AccountGone),
+                ..report
+            };
+        }
         Err(e) => return failed(services, report, &labels, Stage::Discover, e.to_string()),
     };
     observe(services, cred, &decided, mode);

@@ -684,6 +684,7 @@ impl KindOps for Tokens {
         };
         let known = match &account {
             AccountView::Listed(a) => audit::Known::Listed(a.as_ref()),
+            AccountView::Remembered(a, _) => audit::Known::Listed(Some(a)),
             AccountView::Deferred(_) => audit::Known::Unlisted(&cred.service_account),
         };
         let records =
@@ -726,6 +727,12 @@ impl KindOps for Tokens {
                 .account(&cred.service_account)
                 .await
                 .map_err(StepError::api("ListWorkspaceServiceAccounts"))?,
+            AccountView::Remembered(_, d) => Some(
+                d.account(&cred.service_account)
+                    .await
+                    .map_err(StepError::api("ListWorkspaceServiceAccounts"))?
+                    .ok_or(StepError::AccountGone)?,
+            ),
         };
         let tokens = match &account {
             Some(a) => services

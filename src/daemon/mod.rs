@@ -351,9 +351,12 @@ impl Daemon {
         }
         self.health.set_stale_after(new.daemon.stale_after);
         *config = new;
+        // The remembered listings belong to the old targets; a reload is also how an operator
+        // makes the next pass list every workspace now (a new account a pattern matches).
+        self.engine.listings.forget_all();
         tracing::info!(
             targets = config.targets.len(),
-            "configuration reloaded; it applies from the next pass"
+            "configuration reloaded; it applies from the next pass, which lists every workspace"
         );
     }
 }

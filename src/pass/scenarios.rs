@@ -126,16 +126,27 @@ impl Cloud {
         verifier: Arc<dyn Verifier>,
         shutdown: watch::Receiver<bool>,
     ) -> PassReport {
-        let engine = Engine {
+        self.engine(verifier)
+            .pass(&configuration(config), Mode::Apply, &shutdown)
+            .await
+    }
+
+    /// An engine over these regions, as one process holds it from pass to pass.
+    fn engine(&self, verifier: Arc<dyn Verifier>) -> Engine {
+        Engine {
             connector: Arc::new(self.clone()),
             verifier,
             metrics: Arc::new(Metrics::new()),
             coordinator: None,
-        };
-        engine
-            .pass(&configuration(config), Mode::Apply, &shutdown)
-            .await
+            listings: Default::default(),
+        }
     }
+}
+
+/// One more pass of a long-running process's `engine`.
+async fn again(engine: &Engine, config: &str, mode: Mode) -> PassReport {
+    let (_trigger, shutdown) = watch::channel(false);
+    engine.pass(&configuration(config), mode, &shutdown).await
 }
 
 /// Accepts every key, and fires the shutdown trigger when asked to prove the first: a signal
@@ -521,4 +532,198 @@ async fn a_stuck_scope_holds_up_only_its_own_credentials() {
             "{sa}"
         );
     }
+}
+
+// ---- remembered listings (issue 18) ---------------------------------------------------------
+
+const BY_PATTERN: &str = r#"
+[daemon]
+schedule = "0 0 3 * * *"
+
+[aws]
+region = "us-east-1"
+
+[[targets]]
+name = "svc"
+workspace_ids = ["g-0123456789"]
+service_accounts = ["svc-*"]
+"#;
+
+impl Region {
+    /// Makes the next audit of `secret`'s credential come now, as if its interval had gone by.
+    async fn audit_now(&self, secret: &str) {
+        use crate::aws::SecretStore;
+        use crate::credential::records::{Audit, AUDIT_TAG};
+        let mut record = Audit::from_tags(&self.secrets.tags(secret)).expect("an audit record");
+        record.next = chrono::Utc::now() - chrono::Duration::seconds(1);
+        let value = record.tag_value().expect("fits a tag");
+        self.secrets.tag(secret, AUDIT_TAG, &value).await.unwrap();
+    }
+
+    /// AMG calls answered since the last look, by operation.
+    fn amg_since(&self, seen: &mut usize) -> BTreeMap<String, usize> {
+        let calls = self.grafana.calls();
+        let mut by_op = BTreeMap::new();
+        for c in &calls[*seen..] {
+            *by_op.entry(c.operation.to_string()).or_insert(0) += 1;
+        }
+        *seen = calls.len();
+        by_op
+    }
+}
+
+/// The statuses of a pass's reports, by service account.
+fn statuses(pass: &PassReport) -> BTreeMap<String, Status> {
+    pass.credentials
+        .iter()
+        .map(|c| (c.service_account.clone(), c.status))
+        .collect()
+}
+
+fn ops_counts(pairs: &[(&str, usize)]) -> BTreeMap<String, usize> {
+    pairs.iter().map(|(op, n)| (op.to_string(), *n)).collect()
+}
+
+#[tokio::test]
+async fn a_long_running_engine_lists_a_pattern_workspace_when_a_credential_needs_it_or_a_reload_asks(
+) {
+    let us = Region::new("us-east-1").with_workspace(WS, &["svc-a", "svc-b", "human"]);
+    let cloud = Cloud::default().with("us-east-1", us.clone());
+    let engine = cloud.engine(Arc::new(FakeVerifier::accepting()));
+    let mut seen = 0;
+    let secret = |sa: &str| format!("amg-token-rotator/{WS}/{sa}");
+    let changed = [("svc-a", Status::Changed), ("svc-b", Status::Changed)];
+    let ok = [("svc-a", Status::Ok), ("svc-b", Status::Ok)];
+    let expect = |pairs: &[(&str, Status)]| -> BTreeMap<String, Status> {
+        pairs.iter().map(|(n, s)| (n.to_string(), *s)).collect()
+    };
+
+    // The first pass lists the workspace and mints both tokens.
+    let first = again(&engine, BY_PATTERN, Mode::Apply).await;
+    assert_eq!(statuses(&first), expect(&changed));
+    assert_eq!(us.amg_since(&mut seen)[ops::LIST_SERVICE_ACCOUNTS], 1);
+    // The second is both credentials' first audit: no record stands yet, so the remembered
+    // listing is not trusted for them and the workspace is listed afresh, once for both.
+    let audit = again(&engine, BY_PATTERN, Mode::Apply).await;
+    assert_eq!(statuses(&audit), expect(&ok));
+    let calls = us.amg_since(&mut seen);
+    assert_eq!(calls[ops::LIST_SERVICE_ACCOUNTS], 1, "{calls:?}");
+    assert_eq!(calls[ops::LIST_TOKENS], 2, "{calls:?}");
+    // A steady pass: the remembered listing and the records stand; the workspace is described.
+    let steady = again(&engine, BY_PATTERN, Mode::Apply).await;
+    assert_eq!(statuses(&steady), expect(&ok));
+    assert_eq!(
+        us.amg_since(&mut seen),
+        ops_counts(&[(ops::DESCRIBE_WORKSPACE, 1)])
+    );
+
+    // A new account the pattern matches is not seen while the listing stands...
+    us.grafana
+        .add_service_account(WS, AccountSeed::new("svc-c", Role::Editor));
+    let unseen = again(&engine, BY_PATTERN, Mode::Apply).await;
+    assert_eq!(statuses(&unseen), expect(&ok));
+    // ... until a credential of the workspace needs a listing (svc-a's audit comes): that
+    // fresh listing is remembered, and the pass after it takes svc-c up.
+    us.audit_now(&secret("svc-a")).await;
+    let audited = again(&engine, BY_PATTERN, Mode::Apply).await;
+    assert_eq!(statuses(&audited), expect(&ok));
+    let calls = us.amg_since(&mut seen);
+    assert_eq!(
+        (calls[ops::LIST_SERVICE_ACCOUNTS], calls[ops::LIST_TOKENS]),
+        (1, 1),
+        "{calls:?}"
+    );
+    let found = again(&engine, BY_PATTERN, Mode::Apply).await;
+    assert_eq!(
+        statuses(&found),
+        expect(&[ok[0], ok[1], ("svc-c", Status::Changed)])
+    );
+    assert_eq!(us.tokens_of(WS, "svc-c"), 1);
+
+    // A reload forgets every listing: the next pass lists the workspace up front; `plan`
+    // always lists, whatever is remembered.
+    us.grafana
+        .add_service_account(WS, AccountSeed::new("svc-d", Role::Editor));
+    engine.listings.forget_all();
+    let reloaded = again(&engine, BY_PATTERN, Mode::Apply).await;
+    assert_eq!(
+        report(&reloaded, "svc", WS, "svc-d").status,
+        Status::Changed
+    );
+    let listed = us.amg_since(&mut seen)[ops::LIST_SERVICE_ACCOUNTS];
+    // Up front, and afresh for the credentials with no record yet (svc-c's first audit, svc-d).
+    assert!((1..=2).contains(&listed), "{listed}");
+    again(&engine, BY_PATTERN, Mode::Plan).await;
+    assert_eq!(us.amg_since(&mut seen)[ops::LIST_SERVICE_ACCOUNTS], 1);
+    assert_eq!(
+        us.writes().iter().filter(|w| w.contains("Delete")).count(),
+        0
+    );
+}
+
+#[tokio::test]
+async fn a_pattern_account_deleted_since_its_listing_is_skipped_then_no_longer_selected() {
+    let us = Region::new("us-east-1").with_workspace(WS, &["svc-a", "svc-b"]);
+    let cloud = Cloud::default().with("us-east-1", us.clone());
+    let engine = cloud.engine(Arc::new(FakeVerifier::accepting()));
+    again(&engine, BY_PATTERN, Mode::Apply).await;
+    again(&engine, BY_PATTERN, Mode::Apply).await;
+    let b = us.grafana.service_account_id(WS, "svc-b").expect("seeded");
+    us.grafana.remove_service_account(WS, &b);
+    // Its record stands for it until its audit: then the fresh listing lacks it.
+    us.audit_now(&format!("amg-token-rotator/{WS}/svc-b")).await;
+    let pass = again(&engine, BY_PATTERN, Mode::Apply).await;
+    let gone = report(&pass, "svc", WS, "svc-b");
+    assert_eq!(gone.status, Status::Skipped, "{gone:?}");
+    assert_eq!(
+        gone.summary,
+        "skipped: the service account no longer exists: it is no longer selected"
+    );
+    assert_eq!(report(&pass, "svc", WS, "svc-a").status, Status::Ok);
+    assert_eq!(pass.failed(), 0, "a deleted account is not a failure");
+    let after = again(&engine, BY_PATTERN, Mode::Apply).await;
+    assert_eq!(
+        statuses(&after),
+        [("svc-a".to_string(), Status::Ok)].into(),
+        "the fresh listing is remembered"
+    );
+}
+
+#[tokio::test]
+async fn an_account_named_exactly_beside_a_pattern_is_looked_up_afresh_and_bootstrapped() {
+    let config = BY_PATTERN.replace(
+        r#"service_accounts = ["svc-*"]"#,
+        "service_accounts = [\"ci\", \"svc-*\"]\nservice_account_role = \"EDITOR\"",
+    );
+    let us = Region::new("us-east-1").with_workspace(WS, &["svc-a"]);
+    let cloud = Cloud::default().with("us-east-1", us.clone());
+    let engine = cloud.engine(Arc::new(FakeVerifier::accepting()));
+    let first = again(&engine, &config, Mode::Apply).await;
+    assert_eq!(report(&first, "svc", WS, "ci").status, Status::Changed);
+    again(&engine, &config, Mode::Apply).await;
+    // `ci` deleted by hand while the workspace's listing is remembered: at its audit the
+    // fresh listing lacks it, and an account named exactly is created again.
+    let ci = us
+        .grafana
+        .service_account_id(WS, "ci")
+        .expect("bootstrapped");
+    us.grafana.remove_service_account(WS, &ci);
+    us.audit_now(&format!("amg-token-rotator/{WS}/ci")).await;
+    let pass = again(&engine, &config, Mode::Apply).await;
+    let ci_report = report(&pass, "svc", WS, "ci");
+    assert_eq!(ci_report.status, Status::Changed, "{ci_report:?}");
+    assert_eq!(us.tokens_of(WS, "ci"), 1);
+    assert_eq!(pass.failed(), 0);
+}
+
+#[tokio::test]
+async fn with_audits_on_every_pass_nothing_is_remembered() {
+    let config = format!("{BY_PATTERN}audit_interval = \"0s\"\n");
+    let us = Region::new("us-east-1").with_workspace(WS, &["svc-a"]);
+    let cloud = Cloud::default().with("us-east-1", us.clone());
+    let engine = cloud.engine(Arc::new(FakeVerifier::accepting()));
+    for _ in 0..3 {
+        again(&engine, &config, Mode::Apply).await;
+    }
+    assert_eq!(us.grafana.count(ops::LIST_SERVICE_ACCOUNTS), 3);
 }

@@ -877,6 +877,17 @@ impl FakeGrafana {
         }
     }
 
+    /// Deletes a service account and its tokens (DeleteWorkspaceServiceAccount, by hand).
+    pub fn remove_service_account(&self, workspace_id: &str, service_account_id: &str) {
+        let removed = service_account_id
+            .parse::<u64>()
+            .ok()
+            .and_then(|n| self.state().ws(workspace_id).accounts.remove(&n));
+        if removed.is_none() {
+            refuse(format!("no service account {service_account_id}"));
+        }
+    }
+
     /// Sets a token's expiry (`None`: no expiry), as the emulator's expiry route does.
     pub fn set_token_expiry(
         &self,

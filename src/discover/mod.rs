@@ -7,7 +7,8 @@
 //! listing), one ListWorkspaceServiceAccounts per usable workspace a token target selects by
 //! pattern. A workspace whose token targets all name their service accounts exactly is listed
 //! only when one of its credentials needs it (`Deferred`): a credential whose audit record
-//! stands needs no listing at all. Nothing survives the pass: the next one rebuilds it.
+//! stands needs no listing at all. A long-running process remembers the listings of pattern
+//! workspaces for their `audit_interval` (`remembered`); nothing else survives the pass.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
@@ -22,18 +23,33 @@ use crate::config::{Config, Manages, Target, WorkspaceSelector};
 use crate::credential::{AccountView, CredentialKind};
 use crate::model::{ServiceAccount, Workspace};
 
+pub mod remembered;
+
+pub use remembered::Listings;
+
 /// A region (`None`: the default) and a workspace ID.
 pub type WorkspaceKey = (Option<String>, String);
 /// A workspace ID in the scope (region and role) it is reached through.
-type WorkspaceAt = (Scope, String);
+pub type WorkspaceAt = (Scope, String);
 
-/// The service accounts of a workspace discovery did not list, because every token target that
-/// selects it names its service accounts exactly: listed on demand, at most once per pass, and
-/// only if a credential needs them (its audit record does not stand, `credential::audit`).
+/// The service accounts of a workspace discovery did not list — every token target that
+/// selects it names its service accounts exactly, or its listing is remembered from an earlier
+/// pass — listed on demand, at most once per pass, and only if a credential needs them (its
+/// audit record does not stand, `credential::audit`).
 pub struct Deferred {
     grafana: std::sync::Arc<dyn Grafana>,
     workspace_id: String,
     listed: tokio::sync::OnceCell<Result<Vec<ServiceAccount>, ApiError>>,
+    /// Where a fresh listing is remembered, for a workspace whose listing was.
+    memory: Option<Memory>,
+}
+
+/// A remembered workspace's place in the process's `Listings`.
+struct Memory {
+    listings: Arc<Listings>,
+    at: WorkspaceAt,
+    interval: std::time::Duration,
+    now: chrono::DateTime<chrono::Utc>,
 }
 
 impl Deferred {
@@ -42,15 +58,23 @@ impl Deferred {
             grafana,
             workspace_id: workspace_id.to_owned(),
             listed: tokio::sync::OnceCell::new(),
+            memory: None,
         }
     }
 
     /// The service account named `name` (`None`: there is none), listing the workspace's
-    /// service accounts the first time any credential asks.
+    /// service accounts the first time any credential asks (and remembering that listing, for
+    /// a workspace whose listing was remembered).
     pub async fn account(&self, name: &str) -> Result<Option<ServiceAccount>, ApiError> {
         let listed = self
             .listed
-            .get_or_init(|| self.grafana.list_service_accounts(&self.workspace_id))
+            .get_or_init(|| async {
+                let listed = self.grafana.list_service_accounts(&self.workspace_id).await;
+                if let (Ok(accounts), Some(m)) = (&listed, &self.memory) {
+                    m.listings.remember(&m.at, accounts, m.now, m.interval);
+                }
+                listed
+            })
             .await;
         match listed {
             Ok(list) => Ok(list.iter().find(|a| a.name == name).cloned()),
@@ -72,10 +96,14 @@ pub struct Inventory {
     pub listings: HashMap<Scope, Result<Vec<Workspace>, ApiError>>,
     /// DescribeWorkspace per workspace a target names by ID.
     pub described: HashMap<WorkspaceKey, Result<Workspace, ApiError>>,
-    /// ListWorkspaceServiceAccounts per usable workspace a token target selects by pattern.
+    /// ListWorkspaceServiceAccounts per usable workspace a token target selects by pattern
+    /// (made this pass, or remembered from an earlier one).
     pub accounts: HashMap<WorkspaceKey, Result<Vec<ServiceAccount>, ApiError>>,
     /// The workspaces whose token targets all name their service accounts exactly.
     pub deferred: HashMap<WorkspaceKey, std::sync::Arc<Deferred>>,
+    /// The workspaces whose `accounts` are remembered, not listed this pass: listed afresh,
+    /// once, when a credential needs it.
+    pub remembered: HashMap<WorkspaceKey, std::sync::Arc<Deferred>>,
 }
 
 /// Why a workspace (or a target) could not be examined.
@@ -358,6 +386,9 @@ fn accounts_in(
             .collect());
     }
     let list = listed(scope, ws, inv)?;
+    if let Some(fresh) = inv.remembered.get(&key) {
+        return Ok(remembered_accounts(target, list, fresh));
+    }
     let mut out: Vec<(String, AccountView)> = list
         .iter()
         .filter(|sa| target.matches_service_account(&sa.name))
@@ -370,6 +401,31 @@ fn accounts_in(
         }
     }
     Ok(out)
+}
+
+/// The credentials of a workspace whose listing is remembered: each account the remembered
+/// listing shows a pattern matching, and each account named exactly (present or not), which is
+/// looked up afresh when its record does not stand, as for a target that names every account.
+fn remembered_accounts(
+    target: &Target,
+    list: &[ServiceAccount],
+    fresh: &Arc<Deferred>,
+) -> Vec<(String, AccountView)> {
+    let named: BTreeSet<&str> = target.exact_service_accounts().collect();
+    let mut out: Vec<(String, AccountView)> = list
+        .iter()
+        .filter(|sa| !named.contains(sa.name.as_str()) && target.matches_service_account(&sa.name))
+        .map(|sa| {
+            let view = AccountView::Remembered(sa.clone(), fresh.clone());
+            (sa.name.clone(), view)
+        })
+        .collect();
+    out.extend(
+        named
+            .into_iter()
+            .map(|n| (n.to_owned(), AccountView::Deferred(fresh.clone()))),
+    );
+    out
 }
 
 /// An API key on Grafana 12 or later, as the token credential of the service account `sa` that
@@ -468,10 +524,14 @@ fn placeholder(id: &str) -> Workspace {
 
 /// Fetches what `select` will read, `concurrency` calls at a time: first every describe and
 /// listing of workspaces, then the service accounts of every usable workspace a token target
-/// selects. Returns the inventory and the services of every scope the targets use.
+/// selects, but those `memory` remembers (a long-running process's; `None` for a pass that must
+/// list everything, `plan`). Returns the inventory and the services of every scope the targets
+/// use.
 pub async fn fetch(
     config: &Config,
     connector: &dyn Connector,
+    memory: Option<&Arc<Listings>>,
+    now: chrono::DateTime<chrono::Utc>,
 ) -> (Inventory, HashMap<Scope, Services>) {
     let concurrency = config.daemon.concurrency.max(1);
     let mut scopes: HashMap<Scope, Services> = HashMap::new();
@@ -527,10 +587,43 @@ pub async fn fetch(
         let d = Deferred::new(scopes[&scope].grafana.clone(), &id);
         inv.deferred.insert((scope.0, id), std::sync::Arc::new(d));
     }
-    let fetched = per_scope(wanted, concurrency, |scope, id| {
+    if let Some(memory) = memory {
+        memory.retain(&wanted.keys().cloned().collect());
+    }
+    let mut to_list = Vec::new();
+    for (at, interval) in wanted {
+        let recalled = memory
+            .zip(interval)
+            .and_then(|(m, interval)| Some((m, interval, m.recall(&at, now)?)));
+        let Some((m, interval, accounts)) = recalled else {
+            to_list.push((at.0.clone(), (at.1, interval)));
+            continue;
+        };
+        let mut fresh = Deferred::new(scopes[&at.0].grafana.clone(), &at.1);
+        let key = (at.0 .0.clone(), at.1.clone());
+        fresh.memory = Some(Memory {
+            listings: m.clone(),
+            at,
+            interval,
+            now,
+        });
+        inv.remembered.insert(key.clone(), Arc::new(fresh));
+        inv.accounts.insert(key, Ok(accounts));
+    }
+    if memory.is_some() {
+        tracing::debug!(
+            listed = to_list.len(),
+            remembered = inv.remembered.len(),
+            "service-account listings of the workspaces patterns select"
+        );
+    }
+    let fetched = per_scope(to_list, concurrency, |scope, (id, interval)| {
         let s = scopes[&scope].clone();
         async move {
             let r = s.grafana.list_service_accounts(&id).await;
+            if let (Some(m), Some(interval), Ok(accounts)) = (memory, interval, &r) {
+                m.remember(&(scope.clone(), id.clone()), accounts, now, interval);
+            }
             ((scope.0, id), r)
         }
     })
@@ -604,13 +697,22 @@ fn workspace_calls(config: &Config) -> (Vec<(Scope, String)>, Vec<Scope>) {
     (named, lists.into_iter().collect())
 }
 
+/// How long a listing of a workspace may be remembered: the shortest `audit_interval` of the
+/// token targets that select its accounts by pattern; `None` (list every pass) when one of them
+/// audits on every pass, or an API key becomes a service account there (whether that account
+/// exists decides a creation: only a listing made now may say).
+type Remember = Option<std::time::Duration>;
+
 /// The service-account listings the targets need: each usable workspace a token target selects
 /// by pattern (its accounts are known only from a listing) or where an API key becomes a
-/// service account, once per region; and the workspaces whose token targets all name their
-/// accounts exactly, whose listing is deferred (`Deferred`).
-fn account_calls(config: &Config, inv: &Inventory) -> (Vec<WorkspaceAt>, Vec<WorkspaceAt>) {
-    let mut wanted = Vec::new();
-    let mut seen = BTreeSet::new();
+/// service account, once per region, with how long its listing may be remembered; and the
+/// workspaces whose token targets all name their accounts exactly, whose listing is deferred
+/// (`Deferred`).
+fn account_calls(
+    config: &Config,
+    inv: &Inventory,
+) -> (BTreeMap<WorkspaceAt, Remember>, Vec<WorkspaceAt>) {
+    let mut wanted: BTreeMap<WorkspaceAt, Remember> = BTreeMap::new();
     let mut deferred = BTreeSet::new();
     for target in &config.targets {
         let kind = kind_of(target);
@@ -632,14 +734,22 @@ fn account_calls(config: &Config, inv: &Inventory) -> (Vec<WorkspaceAt>, Vec<Wor
             }
             if exact {
                 deferred.insert((scope.clone(), ws.id));
-            } else if seen.insert((scope.clone(), ws.id.clone())) {
-                wanted.push((scope.clone(), ws.id));
+                continue;
             }
+            let interval = &target.policy.audit_interval;
+            let remember = match kind {
+                CredentialKind::Token { .. } => Some(*interval).filter(|i| !i.is_zero()),
+                CredentialKind::ApiKey { .. } => None,
+            };
+            wanted
+                .entry((scope.clone(), ws.id))
+                .and_modify(|r| *r = r.zip(remember).map(|(a, b)| a.min(b)))
+                .or_insert(remember);
         }
     }
     let deferred = deferred
         .into_iter()
-        .filter(|key| !seen.contains(key))
+        .filter(|key| !wanted.contains_key(key))
         .collect();
     (wanted, deferred)
 }
