@@ -8,6 +8,7 @@
 pub const POINTS: &[&str] = &[
     "after_create_token",
     "after_verify",
+    "after_first_record",
     "after_pending",
     "after_promote",
     "after_delete_token",

@@ -115,6 +115,9 @@ const OVERLAP: &[Cell] = &[
     // Verification comes before publishing: nothing to resume, the next pass mints again.
     cell("after_verify", Setup::FirstRun),
     cell("after_verify", Setup::Due),
+    // A first version's records (the promotion, and its first audit) are on the secret, the
+    // version is not: the record stands for nothing, and the next pass mints again.
+    cell("after_first_record", Setup::FirstRun),
     cell("after_promote", Setup::FirstRun),
     cell("after_promote", Setup::Due),
     cell("after_delete_token", Setup::Expired),

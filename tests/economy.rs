@@ -139,9 +139,10 @@ async fn a_steady_pass_costs_one_listing_per_workspace_and_one_of_the_secrets() 
         !first.keys().any(|op| op.starts_with("Delete")),
         "{first:?}"
     );
-    // Per new credential: a look, the secret made, the promotion recorded, and its first
-    // version written as AWSCURRENT, which needs no label move. The census of the rotator's
-    // secrets (one ListSecrets) finds none.
+    // Per new credential: a look, the secret made, the promotion recorded with the record of
+    // its first audit (one TagResource: the listing after the create showed the new token
+    // alone), and its first version written as AWSCURRENT, which needs no label move. The
+    // census of the rotator's secrets (one ListSecrets) finds none.
     assert_eq!(
         sm_ops(&bed),
         counts(&[
@@ -154,30 +155,21 @@ async fn a_steady_pass_costs_one_listing_per_workspace_and_one_of_the_secrets() 
         "Secrets Manager calls of a first run"
     );
 
-    // Second pass: the first audit. Each credential's tokens are listed once, found clean,
-    // and the audit is recorded on its secret.
-    bed.amg.clear_calls();
-    bed.proxy.clear_calls();
-    ok(&bed.once(&cfg).await);
-    assert_eq!(
-        amg_ops(&bed),
-        counts(&[
-            ("ListWorkspaces", 1),
-            ("ListWorkspaceServiceAccounts", 3),
-            ("ListWorkspaceServiceAccountTokens", credentials),
-        ]),
-        "AMG calls of the first audit"
-    );
-    assert_eq!(
-        sm_ops(&bed),
-        counts(&[
-            ("ListSecrets", 1),
-            ("DescribeSecret", credentials),
-            ("TagResource", credentials)
-        ]),
-    );
+    for i in 0..PER_WS {
+        let name = format!("amg-token-rotator/{WS1}/svc-{i}");
+        let record = bed
+            .audit_record(&name)
+            .await
+            .expect("recorded by the first run");
+        assert_eq!(
+            record.token_id,
+            bed.tokens(WS1, &format!("svc-{i}"))[0].id,
+            "{name}"
+        );
+    }
 
-    // Steady: nothing due, nothing audited. No token is listed.
+    // The second pass is already a steady one: nothing due, nothing audited. No token is
+    // listed.
     bed.amg.clear_calls();
     bed.proxy.clear_calls();
     ok(&bed.once(&cfg).await);
@@ -415,7 +407,13 @@ async fn lists_page_only_past_the_largest_page_whatever_the_default_page_size() 
     );
     ok(&bed.once(&cfg).await);
 
-    // The second pass audits every credential: its listings page as the first pass's did.
+    // The second pass audits every credential (each audit made to come now): its listings
+    // page as the first pass's did.
+    for ws in [big, small.as_str()] {
+        for sa in ["svc-000", "svc-204"] {
+            bed.audit_now(&format!("amg-token-rotator/{ws}/{sa}")).await;
+        }
+    }
     bed.amg.clear_calls();
     bed.proxy.clear_calls();
     ok(&bed.once(&cfg).await);
@@ -441,7 +439,7 @@ async fn lists_page_only_past_the_largest_page_whatever_the_default_page_size() 
         Some(&2),
         "{token_pages:?}"
     );
-    // The first audit: recorded on each secret.
+    // Each audit: recorded on its secret, an interval on.
     assert_eq!(
         sm_ops(&bed),
         counts(&[
@@ -691,17 +689,15 @@ async fn a_workspace_named_accounts_are_listed_only_when_a_credential_needs_them
     let cfg = bed.config(&format!(
         "[log]\nformat = \"text\"\n\n[defaults]\naudit_interval = \"7d\"\n\n[[targets]]\nworkspace_ids = [\"{WS1}\", \"{WS2}\"]\nservice_accounts = [\"svc-0\", \"svc-1\", \"svc-2\"]\n"
     ));
-    // First run and first audit: each workspace listed once per pass, for all its credentials.
-    for _ in 0..2 {
-        bed.amg.clear_calls();
-        ok(&bed.once(&cfg).await);
-        let listed = by_target(&bed, "ListWorkspaceServiceAccounts");
-        assert_eq!(
-            listed.values().copied().collect::<Vec<_>>(),
-            [1, 1],
-            "{listed:?}"
-        );
-    }
+    // First run: each workspace listed once, for all its credentials, whose first versions
+    // carry their first audit's record.
+    ok(&bed.once(&cfg).await);
+    let listed = by_target(&bed, "ListWorkspaceServiceAccounts");
+    assert_eq!(
+        listed.values().copied().collect::<Vec<_>>(),
+        [1, 1],
+        "{listed:?}"
+    );
     bed.amg.clear_calls();
     bed.proxy.clear_calls();
     ok(&bed.once(&cfg).await);
@@ -795,11 +791,9 @@ async fn the_daemon_lists_a_pattern_workspace_only_when_a_credential_needs_it() 
     ));
     let listings = |bed: &Bed| by_target(bed, "ListWorkspaceServiceAccounts");
     let d = bed.daemon(&cfg, &[]).await;
-    // The pass at start lists both workspaces and mints; the next is the first audit, whose
-    // credentials have no record yet: each workspace is listed afresh, once.
+    // The pass at start lists both workspaces and mints, each first version carrying its
+    // first audit's record; the next is a steady pass.
     passes(&d, 1).await;
-    bed.amg.clear_calls();
-    passes(&d, 2).await;
     assert_eq!(
         listings(&bed),
         [
@@ -810,7 +804,7 @@ async fn the_daemon_lists_a_pattern_workspace_only_when_a_credential_needs_it() 
     );
     bed.amg.clear_calls();
     bed.proxy.clear_calls();
-    passes(&d, 3).await;
+    passes(&d, 2).await;
     assert_eq!(
         amg_ops(&bed),
         counts(&[("ListWorkspaces", 1)]),
@@ -831,13 +825,13 @@ async fn the_daemon_lists_a_pattern_workspace_only_when_a_credential_needs_it() 
     bed.audit_now(&format!("amg-token-rotator/{WS1}/svc-0"))
         .await;
     bed.amg.clear_calls();
-    passes(&d, 4).await;
+    passes(&d, 3).await;
     assert_eq!(listings(&bed), [((WS1.into(), String::new()), 1)].into());
     assert_eq!(bed.count_calls("ListWorkspaceServiceAccountTokens"), 1);
     assert_eq!(bed.count_calls("CreateWorkspaceServiceAccountToken"), 0);
     // The pass after it mints svc-new's first token.
     bed.amg.clear_calls();
-    passes(&d, 5).await;
+    passes(&d, 4).await;
     assert_eq!(bed.count_calls("CreateWorkspaceServiceAccountToken"), 1);
     assert_eq!(bed.tokens(WS1, "svc-new").len(), 1);
 

@@ -35,8 +35,13 @@ pub trait SecretStore: Send + Sync {
         to_version: Option<&str>,
         from_version: Option<&str>,
     ) -> Result<(), ApiError>;
-    /// Sets one tag on the secret (the rotator's records: `records.rs`). Adds no version.
-    async fn tag(&self, name: &str, key: &str, value: &str) -> Result<(), ApiError>;
+    /// Sets tags on the secret, in one call (the rotator's records: `records.rs`). Adds no
+    /// version.
+    async fn tag_all(&self, name: &str, tags: &[(&str, &str)]) -> Result<(), ApiError>;
+    /// Sets one tag on the secret.
+    async fn tag(&self, name: &str, key: &str, value: &str) -> Result<(), ApiError> {
+        self.tag_all(name, &[(key, value)]).await
+    }
     async fn untag(&self, name: &str, key: &str) -> Result<(), ApiError>;
     /// One page (at most 100) of the secrets tagged `managed-by = amg-token-rotator` in this
     /// account and region, as ListSecrets shows them (not those scheduled for deletion), from

@@ -162,14 +162,17 @@ impl SecretStore for AwsSecrets {
         Ok(())
     }
 
-    async fn tag(&self, name: &str, key: &str, value: &str) -> Result<(), ApiError> {
-        let tag = Tag::builder().key(key).value(value).build();
+    async fn tag_all(&self, name: &str, tags: &[(&str, &str)]) -> Result<(), ApiError> {
+        let tags: Vec<Tag> = tags
+            .iter()
+            .map(|(key, value)| Tag::builder().key(*key).value(*value).build())
+            .collect();
         self.caller
             .idempotent("TagResource", || async {
                 self.client
                     .tag_resource()
                     .secret_id(name)
-                    .tags(tag.clone())
+                    .set_tags(Some(tags.clone()))
                     .send()
                     .await
                     .map_err(ApiError::from_sdk)

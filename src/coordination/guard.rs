@@ -163,9 +163,9 @@ impl<T: SecretStore + ?Sized> SecretStore for Guarded<'_, T> {
             .move_stage(name, stage, to_version, from_version)
             .await
     }
-    async fn tag(&self, name: &str, key: &str, value: &str) -> Result<(), ApiError> {
+    async fn tag_all(&self, name: &str, tags: &[(&str, &str)]) -> Result<(), ApiError> {
         self.check("TagResource")?;
-        self.inner.tag(name, key, value).await
+        self.inner.tag_all(name, tags).await
     }
     async fn untag(&self, name: &str, key: &str) -> Result<(), ApiError> {
         self.check("UntagResource")?;

@@ -470,6 +470,8 @@ impl KindOps for ApiKeys {
             created_at: made.created_at,
             expires_at: made.expires_at,
             key: made.key,
+            // API keys cannot be listed: their records are the secret's own (`records.rs`).
+            first_record: None,
         })
     }
 

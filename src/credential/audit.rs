@@ -133,6 +133,41 @@ pub fn to_record(
     (!unchanged).then_some(record)
 }
 
+/// The record a credential's first version carries, written with it (`execute::rotate`), so a
+/// first run is also the credential's first audit: when the listing made right after the
+/// create (for AMG's own times) shows the new token `new_id`, with its expiry, alone among the
+/// rotator's tokens of the account. The version it names is the one the new token is published
+/// as; it stands only once AWSCURRENT is on that version. `None`: the next pass lists and
+/// records, as after any rotation.
+pub fn of_first(
+    policy: &Policy,
+    ids: (&str, &str),
+    account: &ServiceAccount,
+    tokens: &[Token],
+    new_id: &str,
+    now: DateTime<Utc>,
+) -> Option<Audit> {
+    if policy.audit_interval.is_zero() {
+        return None;
+    }
+    let new = tokens.iter().find(|t| t.id == new_id)?;
+    let alone = tokens
+        .iter()
+        .all(|t| t.id == new_id || !super::token::owned_by_name(policy, t));
+    if !alone {
+        return None;
+    }
+    Some(Audit {
+        version: super::token::version_id(ids.0, &account.id, &new.id, &new.name),
+        token_id: new.id.clone(),
+        account_id: account.id.clone(),
+        token_name: new.name.clone(),
+        expires_at: new.expires_at?,
+        next: now + first_share(std_to_chrono(policy.audit_interval), ids),
+        held: held(tokens, now),
+    })
+}
+
 /// A service account's tokens by state: active, expired, with no expiry (the quota metrics).
 pub fn held(tokens: &[Token], now: DateTime<Utc>) -> [usize; 3] {
     let expired = tokens.iter().filter(|t| t.expired(now)).count();
@@ -476,6 +511,107 @@ mod tests {
         assert!(
             buckets.iter().all(|n| (60..=140).contains(n)),
             "{buckets:?}"
+        );
+    }
+
+    /// A first run's record: made from the listing after the create, it names the version the
+    /// new token is published as, and stands once AWSCURRENT is on it.
+    #[test]
+    fn a_first_version_carries_its_first_audit_when_the_new_token_is_alone() {
+        let new = token();
+        let hand_made = Token {
+            id: "43".into(),
+            name: "made-in-the-ui".into(),
+            ..token()
+        };
+        let r = of_first(
+            &policy(),
+            (WS, "ci"),
+            &account(),
+            &[new.clone(), hand_made.clone()],
+            &new.id,
+            now(),
+        )
+        .expect("alone among the rotator's tokens");
+        assert_eq!(r.version, vid());
+        assert_eq!((r.token_id.as_str(), r.account_id.as_str()), ("42", "7"));
+        assert_eq!(
+            r.held,
+            [2, 0, 0],
+            "every token of the account counts for the quota"
+        );
+        assert!(r.next > now() && r.next <= now() + ChronoDuration::hours(1));
+        let published = secret(
+            &[(&vid(), AWSCURRENT)],
+            &[(AUDIT_TAG, r.tag_value().unwrap())],
+        );
+        assert!(
+            trust(&published).is_some(),
+            "stands once AWSCURRENT holds the token"
+        );
+        let unpublished = secret(&[], &[(AUDIT_TAG, r.tag_value().unwrap())]);
+        assert!(
+            trust(&unpublished).is_none(),
+            "a crash before the write leaves it standing for nothing"
+        );
+
+        // Another token of the rotator's (an orphan, a token left behind for another secret):
+        // the next pass lists and decides.
+        let other = Token {
+            id: "44".into(),
+            name: "amgrot-ci-20261101T000000Z-99999999".into(),
+            ..token()
+        };
+        assert_eq!(
+            of_first(
+                &policy(),
+                (WS, "ci"),
+                &account(),
+                &[new.clone(), other],
+                &new.id,
+                now()
+            ),
+            None
+        );
+        // The new token not listed yet, or listed without an expiry, or audits off: no record.
+        assert_eq!(
+            of_first(
+                &policy(),
+                (WS, "ci"),
+                &account(),
+                &[hand_made],
+                &new.id,
+                now()
+            ),
+            None
+        );
+        let endless = Token {
+            expires_at: None,
+            ..new.clone()
+        };
+        assert_eq!(
+            of_first(
+                &policy(),
+                (WS, "ci"),
+                &account(),
+                &[endless],
+                &new.id,
+                now()
+            ),
+            None
+        );
+        let mut every_pass = policy();
+        every_pass.audit_interval = Duration::ZERO;
+        assert_eq!(
+            of_first(
+                &every_pass,
+                (WS, "ci"),
+                &account(),
+                std::slice::from_ref(&new),
+                &new.id,
+                now()
+            ),
+            None
         );
     }
 }

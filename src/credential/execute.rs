@@ -35,6 +35,9 @@ pub struct Minted {
     pub key: Key,
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
+    /// The audit record the credential's first version carries, when the listing after the
+    /// create showed it clean (`audit::of_first`; tokens only).
+    pub first_record: Option<super::records::Audit>,
 }
 
 /// The crash points (test-only, `failpoint.rs`) a kind names in the shared protocol.
@@ -336,7 +339,9 @@ async fn rotate(
         AWSPENDING
     };
     let recorded = if first {
-        Some(record_promotion(run, &version).await)
+        let at = record_promotion(run, &version, minted.first_record.as_ref()).await;
+        failpoint::hit("after_first_record");
+        Some(at)
     } else {
         None
     };
@@ -576,21 +581,25 @@ async fn publish(
 }
 
 /// Records on the secret that `version_id` is promoted now, just before its label moves (see
-/// `records::PROMOTED_TAG`); returns the time recorded. A record that cannot be written is
-/// reported, not fatal.
-async fn record_promotion(run: &Run<'_>, version_id: &str) -> DateTime<Utc> {
+/// `records::PROMOTED_TAG`), with, for a first version, the record of its first audit in the
+/// same call (it stands only once the label is on that version); returns the time recorded. A
+/// record that cannot be written is reported, not fatal.
+async fn record_promotion(
+    run: &Run<'_>,
+    version_id: &str,
+    audit: Option<&super::records::Audit>,
+) -> DateTime<Utc> {
     let cred = run.cred;
     let name = &cred.secret.name;
     let record = Promotion {
         version: version_id.to_owned(),
         at: Utc::now(),
     };
-    if let Err(e) = run
-        .services
-        .secrets
-        .tag(name, PROMOTED_TAG, &record.tag_value())
-        .await
-    {
+    let promoted = record.tag_value();
+    let audited = audit.and_then(|a| a.tag_value());
+    let mut tags = vec![(PROMOTED_TAG, promoted.as_str())];
+    tags.extend(audited.as_deref().map(|v| (AUDIT_TAG, v)));
+    if let Err(e) = run.services.secrets.tag_all(name, &tags).await {
         tracing::warn!(workspace = %cred.workspace.id, service_account = %cred.service_account, secret = %name, error = %e, "could not record the promotion on the secret; its superseded credential's grace is counted from the secret's LastChangedDate");
     }
     record.at
@@ -616,7 +625,7 @@ async fn promote(
     }
     // The record first: a crash between the two leaves a record of a version that is not
     // current, which counts for nothing, never a promotion that looks older than it is.
-    let at = record_promotion(run, version_id).await;
+    let at = record_promotion(run, version_id, None).await;
     if run.current_version.as_deref() != Some(version_id) {
         secrets
             .move_stage(

@@ -806,7 +806,18 @@ impl KindOps for Tokens {
         } else {
             "after_create_token"
         });
-        let made = with_amg_times(run, made).await;
+        let (made, listed) = with_amg_times(run, made).await;
+        let first_record = match (run.account(), &listed) {
+            (Ok(account), Some(tokens)) => audit::of_first(
+                &cred.policy,
+                (&cred.workspace.id, &cred.service_account),
+                account,
+                tokens,
+                &made.id,
+                now,
+            ),
+            _ => None,
+        };
         Ok(Minted {
             credential: CredRef {
                 what: What::Token,
@@ -817,6 +828,7 @@ impl KindOps for Tokens {
             created_at: made.created_at,
             expires_at: made.expires_at,
             key: made.key,
+            first_record,
         })
     }
 
@@ -997,32 +1009,38 @@ async fn create_fixed(
 }
 
 /// AMG's own creation and expiry times of a token just made (Create returns none), from a
-/// listing; the host's estimate stays when the listing fails or lacks them.
-async fn with_amg_times(run: &Run<'_>, mut token: NewToken) -> NewToken {
+/// listing, returned with the listing (the evidence of a first version's record); the host's
+/// estimate stays when the listing fails or lacks them.
+async fn with_amg_times(run: &Run<'_>, mut token: NewToken) -> (NewToken, Option<Vec<Token>>) {
     let cred = run.cred;
-    let Ok(sa) = run.account() else { return token };
+    let Ok(sa) = run.account() else {
+        return (token, None);
+    };
     match run
         .services
         .grafana
         .list_tokens(&cred.workspace.id, &sa.id)
         .await
     {
-        Ok(list) => match list.iter().find(|t| t.id == token.id) {
-            Some(t) => {
-                token.created_at = t.created_at;
-                if let Some(e) = t.expires_at {
-                    token.expires_at = e;
+        Ok(list) => {
+            match list.iter().find(|t| t.id == token.id) {
+                Some(t) => {
+                    token.created_at = t.created_at;
+                    if let Some(e) = t.expires_at {
+                        token.expires_at = e;
+                    }
+                }
+                None => {
+                    tracing::warn!(workspace = %cred.workspace.id, service_account = %cred.service_account, token_name = %token.name, "the new token is not listed yet; its times are the host's estimate")
                 }
             }
-            None => {
-                tracing::warn!(workspace = %cred.workspace.id, service_account = %cred.service_account, token_name = %token.name, "the new token is not listed yet; its times are the host's estimate")
-            }
-        },
+            (token, Some(list))
+        }
         Err(e) => {
-            tracing::warn!(workspace = %cred.workspace.id, service_account = %cred.service_account, error = %e, "could not list the new token; its times are the host's estimate")
+            tracing::warn!(workspace = %cred.workspace.id, service_account = %cred.service_account, error = %e, "could not list the new token; its times are the host's estimate");
+            (token, None)
         }
     }
-    token
 }
 
 /// Names the secrets that tokens were left behind for, from the marks in their names: the

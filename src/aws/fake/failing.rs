@@ -401,8 +401,8 @@ impl<T: SecretStore> SecretStore for Failing<T> {
         .await
     }
 
-    async fn tag(&self, name: &str, key: &str, value: &str) -> Result<(), ApiError> {
-        self.call(ops::TAG_RESOURCE, || self.inner.tag(name, key, value))
+    async fn tag_all(&self, name: &str, tags: &[(&str, &str)]) -> Result<(), ApiError> {
+        self.call(ops::TAG_RESOURCE, || self.inner.tag_all(name, tags))
             .await
     }
 

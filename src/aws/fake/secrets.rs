@@ -761,11 +761,19 @@ impl SecretStore for FakeSecrets {
         )
     }
 
-    async fn tag(&self, name: &str, key: &str, value: &str) -> Result<(), ApiError> {
-        self.run(ops::TAG_RESOURCE, format!("{name} {key}"), |s| {
-            s.live(name)?.tags.insert(key.to_owned(), value.to_owned());
-            Ok(())
-        })
+    async fn tag_all(&self, name: &str, tags: &[(&str, &str)]) -> Result<(), ApiError> {
+        let keys: Vec<&str> = tags.iter().map(|(k, _)| *k).collect();
+        self.run(
+            ops::TAG_RESOURCE,
+            format!("{name} {}", keys.join(" ")),
+            |s| {
+                let secret = s.live(name)?;
+                for (key, value) in tags {
+                    secret.tags.insert((*key).to_owned(), (*value).to_owned());
+                }
+                Ok(())
+            },
+        )
     }
 
     async fn untag(&self, name: &str, key: &str) -> Result<(), ApiError> {
