@@ -16,23 +16,25 @@
 //! - `daemon`: `run` on a minted fleet at the production rates: peak RSS through its start pass,
 //!   idle RSS, and the context switches of every thread over an idle window between passes;
 //! - `scopes`: the same load per scope in one region and in S regions at the production rates:
-//!   a first, an audit and a steady pass each, and the S scopes' time against one scope's;
+//!   a first, a second and a typical pass each (its audits moved on one schedule period), and
+//!   the S scopes' time against one scope's;
 //! - `economy`: the rotator at its defaults (AMG at 10 requests/s, `DEFAULT_AUDIT_INTERVAL`)
 //!   through a first and a second pass (whichever writes the audit records), the pass right
-//!   after them (the floor: almost no audit due), then, by name and by pattern, 3 typical
+//!   after them (the floor: almost no audit due), then, by name and by pattern, 12 typical
 //!   passes, each after the audit records were moved on one 5-minute schedule period
 //!   (`Bed::advance_audits`), so each carries the audits a pass at the default schedule does;
 //!   against the same fleet run as a sequential script runs it (one credential at a time, no
 //!   client-side limit, every credential's tokens listed on every pass): calls and wall time
 //!   per pass, audits carried against those expected, the ratios from the typical passes' mean,
 //!   and a day at a 5-minute schedule as 288 typical passes;
-//! - `economy-daemon`: `run` at the same defaults over the fleet by pattern, on a 15-second
-//!   schedule, its records written by two `once` passes: its start pass and 3 passes each after
+//! - `economy-daemon`: `run` at the same defaults over the fleet by pattern, on a 10-second
+//!   schedule, its records written by two `once` passes: its start pass and 12 passes each after
 //!   the records were moved on one period: seconds and calls per pass, service-account
 //!   listings per pass (what the daemon keeps between passes shows there), and the ratio of
 //!   their mean to the peer's steady pass;
 //! - `scale` (only when asked for): 200, 2,000 and 10,000 credentials with the rate limits
-//!   lifted: the three passes' wall time, calls and peak RSS, and RSS per credential.
+//!   lifted: a first pass, a second, one that audits every credential (the records moved on a
+//!   whole interval) and a typical one: wall time, calls and peak RSS, and RSS per credential.
 //!
 //! Every loop is bounded in count and time; nothing leaves 127.0.0.1.
 
@@ -298,10 +300,15 @@ async fn scopes(opts: &Opts) -> Vec<String> {
         let bed = Bed::start(fleet(&fleet_opts, latency_faults(opts))).await;
         let cfg = bed.config(&scoped_config(s, PER_SCOPE));
         let first = once(&bed, &cfg, &env).await;
-        // The second pass is the first audit (every credential's tokens listed and recorded).
-        let audit = once(&bed, &cfg, &env).await;
-        let steady = once(&bed, &cfg, &env).await;
-        for (name, m) in [("first", &first), ("audit", &audit), ("steady", &steady)] {
+        let second = once(&bed, &cfg, &env).await;
+        // A pass one schedule period on: it carries its share of audits.
+        bed.advance_audits(PERIOD_SECS).await;
+        let typical = once(&bed, &cfg, &env).await;
+        for (name, m) in [
+            ("first", &first),
+            ("second", &second),
+            ("typical", &typical),
+        ] {
             println!(
                 "  {:<8} {:>8} {:>12} {:>12} {:>10} {:>12}",
                 s,
@@ -319,12 +326,12 @@ async fn scopes(opts: &Opts) -> Vec<String> {
             }
         }
         steady_walls.push([
-            (audit.wall, audit.amg_calls() / s),
-            (steady.wall, steady.amg_calls() / s),
+            (first.wall, first.amg_calls() / s),
+            (typical.wall, typical.amg_calls() / s),
         ]);
     }
     if let [one, many] = &steady_walls[..] {
-        for (i, name) in ["audit", "steady"].into_iter().enumerate() {
+        for (i, name) in ["first", "typical"].into_iter().enumerate() {
             let ((one, calls), (many, _)) = (one[i], many[i]);
             let bound = calls as f64 / amg_token_rotator::aws::connect::DEFAULT_GRAFANA_RATE;
             println!(
@@ -1042,7 +1049,16 @@ async fn scale(opts: &Opts) -> Vec<String> {
         let env = env_of(opts.concurrency, "0", "0");
         let env = borrow(&env);
         let mut peak = 0;
-        for name in ["first", "audit", "steady"] {
+        let interval = amg_token_rotator::config::DEFAULT_AUDIT_INTERVAL.as_secs() as i64;
+        for (name, moved) in [
+            ("first", 0),
+            ("second", 0),
+            ("audit", interval),
+            ("typical", PERIOD_SECS),
+        ] {
+            if moved > 0 {
+                bed.advance_audits(moved).await;
+            }
             let m = once(&bed, &cfg, &env).await;
             if m.code != Some(0) || m.failed_lines > 0 {
                 problems.push(format!("scale {n}: the {name} pass exited {:?}", m.code));
