@@ -122,7 +122,8 @@ async fn main() -> ExitCode {
         verifier: Arc::new(HttpVerifier::new(Duration::from_secs(10))),
         metrics: metrics.clone(),
         coordinator: coordinator.clone(),
-        listings: Default::default(),
+        // Only the daemon has passes to come.
+        listings: matches!(cli.command, Command::Run).then(Default::default),
     });
     let work = async {
         match cli.command {

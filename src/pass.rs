@@ -84,8 +84,9 @@ pub struct Engine {
     /// With `[coordination]`: the leases that say which workspaces this replica works on.
     pub coordinator: Option<Arc<Coordinator>>,
     /// The service-account listings of pattern workspaces, remembered between this process's
-    /// passes (`discover::remembered`); a reload forgets them.
-    pub listings: Arc<discover::Listings>,
+    /// passes (`discover::remembered`); a reload forgets them. `None` for a process of one
+    /// pass (`once`, `plan`), which would remember them for nothing.
+    pub listings: Option<Arc<discover::Listings>>,
 }
 
 /// The shard of a selected credential's workspace.
@@ -110,12 +111,72 @@ async fn held_only(c: &Coordinator, selected: Vec<Selected>) -> Vec<Selected> {
         .collect()
 }
 
-/// A claimed credential, ready to reconcile. Held for every credential until its turn: what
-/// its selection found is moved in, not copied, what its target decides (policy, tags) is
-/// shared with the target's other credentials, and its report is made when its turn comes.
+/// A claimed credential, waiting for its turn. Held for every credential at once, so it holds
+/// only what its selection found, moved in: its `Credential` (the secret's name and settings,
+/// the target's label and policy) is made when its turn comes (`Claims::credential`), and so
+/// is its report.
 struct Work {
-    cred: Credential,
+    /// Index into `config.targets`.
+    target: usize,
+    kind: credential::CredentialKind,
+    workspace: Arc<Workspace>,
+    name: String,
     account: Result<credential::AccountView, discover::Problem>,
+    migrated_from: Option<String>,
+}
+
+/// What a claimed credential's target decides, one copy per target however many credentials it
+/// selects: its policy and its secrets' tags.
+struct Claims<'c> {
+    config: &'c Config,
+    shared: Vec<(Arc<Policy>, SecretTags)>,
+}
+
+impl<'c> Claims<'c> {
+    fn new(config: &'c Config) -> Claims<'c> {
+        let shared = config
+            .targets
+            .iter()
+            .map(|t| (Arc::new(t.policy.clone()), Arc::new(secret_tags(&t.policy))))
+            .collect();
+        Claims { config, shared }
+    }
+
+    /// The secret of target `ti`'s credential `name` in `ws`, or why its name does not render.
+    fn secret(
+        &self,
+        ti: usize,
+        ws: &Workspace,
+        name: &str,
+        migrated_from: Option<&str>,
+    ) -> Result<SecretSpec, String> {
+        // A migrated API key keeps the key's secret.
+        let secret_of = migrated_from.unwrap_or(name);
+        secret_spec(&self.config.targets[ti], ws, secret_of, &self.shared[ti].1)
+    }
+
+    /// The credential `w` is; `Err`: its secret name does not render (reported at the claim).
+    fn credential(&self, w: &Work) -> Result<Credential, String> {
+        let target = &self.config.targets[w.target];
+        let policy = &self.shared[w.target].0;
+        let secret = self.secret(w.target, &w.workspace, &w.name, w.migrated_from.as_deref())?;
+        let migrates_to = match w.kind {
+            credential::CredentialKind::ApiKey { .. } => {
+                discover::migration_name(target, &w.workspace, &w.name)
+            }
+            credential::CredentialKind::Token { .. } => None,
+        };
+        Ok(Credential {
+            target: target.label.clone(),
+            kind: w.kind,
+            workspace: w.workspace.clone(),
+            service_account: w.name.clone(),
+            secret,
+            policy: policy.clone(),
+            migrated_from: w.migrated_from.clone(),
+            migrates_to,
+        })
+    }
 }
 
 /// The claimed credentials by scope, with the scope's services, each scope's in selection
@@ -161,7 +222,7 @@ impl Engine {
             Mode::Plan => PassMode::Plan,
         });
         // `plan` lists everything: what it shows is what AWS says now.
-        let memory = (mode == Mode::Apply).then_some(&self.listings);
+        let memory = self.listings.as_ref().filter(|_| mode == Mode::Apply);
         let (inventory, scopes) =
             discover::fetch(config, self.connector.as_ref(), memory, started_at).await;
         let (selected, mut problems) = discover::select(config, &inventory);
@@ -176,9 +237,10 @@ impl Engine {
             .filter(|s| crate::config::is_workspace_id(&s.workspace.id))
             .map(|s| (s.workspace.id.clone(), scopes[&s.scope].clone()))
             .collect();
-        let (work, unclaimed) = claim(config, selected, &scopes);
+        let claims = Claims::new(config);
+        let (work, unclaimed) = claim(&claims, selected, &scopes);
         let mut reports = self
-            .reconcile_all(config, work, unclaimed, mode, shutdown)
+            .reconcile_all(&claims, work, unclaimed, mode, shutdown)
             .await;
         // In place (a stable sort would copy half the reports aside); no two reports share a key.
         reports.sort_unstable_by(|a, b| report_key(a).cmp(&report_key(b)));
@@ -217,14 +279,24 @@ impl Engine {
     /// started are skipped. Each credential's report is added to `reports`.
     async fn reconcile_all(
         &self,
-        config: &Config,
+        claims: &Claims<'_>,
         by_scope: ByScope,
         mut reports: Vec<CredentialReport>,
         mode: Mode,
         shutdown: &watch::Receiver<bool>,
     ) -> Vec<CredentialReport> {
         let one = |w: Box<Work>, scope: Arc<(Scope, Services, Census)>| async move {
-            let report = new_report(&w.cred);
+            let cred = match claims.credential(&w) {
+                Ok(cred) => cred,
+                Err(e) => {
+                    let target = &claims.config.targets[w.target].label;
+                    let mut report =
+                        CredentialReport::new(target, w.kind, &w.workspace.id, &w.name);
+                    report.error = Some(e);
+                    return report;
+                }
+            };
+            let report = new_report(&cred);
             if *shutdown.borrow() {
                 return CredentialReport {
                     status: Status::Skipped,
@@ -237,7 +309,7 @@ impl Engine {
             let lease = match (&self.coordinator, mode) {
                 (Some(c), Mode::Apply) => Some((
                     c.clone(),
-                    crate::coordination::shard_of(at.0.as_deref(), &w.cred.workspace.id),
+                    crate::coordination::shard_of(at.0.as_deref(), &cred.workspace.id),
                 )),
                 _ => None,
             };
@@ -250,14 +322,21 @@ impl Engine {
                 verifier: self.verifier.as_ref(),
                 metrics: &self.metrics,
             };
-            credential::reconcile(
+            let mut report = credential::reconcile(
                 services,
-                &w.cred,
+                &cred,
                 w.account.map_err(|p| p.to_string()),
                 report,
                 mode,
             )
-            .await
+            .await;
+            // A pass that acts prints of a plan only what its summary lines name (tokens left
+            // behind or superseded, a migration; `report.rs`): the rest, which `plan` prints,
+            // would be held for every credential until the pass ends, for nothing.
+            if mode == Mode::Apply && report.plan.as_ref().is_some_and(|p| p.nothing_to_print()) {
+                report.plan = None;
+            }
+            report
         };
         // Not reserved up front: the reports grow as the work they replace is freed, and the
         // pass's peak (the claimed work and the scopes' censuses, at its start) holds none.
@@ -267,7 +346,7 @@ impl Engine {
                 let scope = Arc::new((at, services, Census::new()));
                 futures::stream::iter(work)
                     .map(move |w| one(w, scope.clone()))
-                    .buffer_unordered(config.daemon.concurrency.max(1))
+                    .buffer_unordered(claims.config.daemon.concurrency.max(1))
             }));
         while let Some(report) = done.next().await {
             reports.push(report);
@@ -326,76 +405,60 @@ impl Engine {
 /// in one account and region (the same name elsewhere is another secret). What cannot be
 /// claimed, or whose secret name does not render, is reported as failed at once. Pure.
 fn claim(
-    config: &Config,
+    claims: &Claims<'_>,
     selected: Vec<Selected>,
     scopes: &std::collections::HashMap<crate::aws::connect::Scope, Services>,
 ) -> (ByScope, Vec<CredentialReport>) {
     let mut claimed: BTreeMap<(String, String), String> = BTreeMap::new();
     let mut secrets_claimed: BTreeMap<(String, String, String), String> = BTreeMap::new();
     let (mut work, mut reports) = (ByScope::new(), Vec::new());
-    // One copy of each target's policy and secret tags, however many credentials it selects.
-    let shared: Vec<(Arc<Policy>, SecretTags)> = config
-        .targets
-        .iter()
-        .map(|t| (Arc::new(t.policy.clone()), Arc::new(secret_tags(&t.policy))))
-        .collect();
     for s in selected {
-        let target = &config.targets[s.target];
-        let (policy, tags) = &shared[s.target];
-        let mut report = CredentialReport::new(&target.label, s.kind, &s.workspace.id, &s.name);
+        let target = &claims.config.targets[s.target];
+        let failed = |error: String, secret_name: Option<String>| CredentialReport {
+            error: Some(error),
+            secret_name,
+            ..CredentialReport::new(&target.label, s.kind, &s.workspace.id, &s.name)
+        };
         let key = (s.workspace.id.clone(), s.name.clone());
         if let Some(first) = claimed.get(&key) {
-            report.error = Some(format!("also selected by {first}; that target manages it"));
-            reports.push(report);
+            let e = format!("also selected by {first}; that target manages it");
+            reports.push(failed(e, None));
             continue;
         }
         claimed.insert(key, target.label.clone());
-        // A migrated API key keeps the key's secret.
-        let secret_of = s.migrated_from.as_deref().unwrap_or(&s.name);
-        let secret = match secret_spec(target, &s.workspace, secret_of, tags) {
-            Ok(spec) => spec,
-            Err(e) => {
-                report.error = Some(e);
-                reports.push(report);
-                continue;
-            }
-        };
-        report.secret_name = Some(secret.name.clone());
+        // Rendered here to check it, and again at its turn (`Claims::credential`).
+        let secret =
+            match claims.secret(s.target, &s.workspace, &s.name, s.migrated_from.as_deref()) {
+                Ok(spec) => spec.name,
+                Err(e) => {
+                    reports.push(failed(e, None));
+                    continue;
+                }
+            };
         let where_ = (
             account_of(target.role_arn.as_deref()),
             s.scope.0.clone().unwrap_or_default(),
-            secret.name.clone(),
+            secret,
         );
         if let Some(other) = secrets_claimed.get(&where_) {
-            report.error = Some(format!(
+            let e = format!(
                 "secret {} is already used by {other}; make secret_name unique",
-                secret.name
-            ));
-            reports.push(report);
+                where_.2
+            );
+            reports.push(failed(e, Some(where_.2.clone())));
             continue;
         }
         secrets_claimed.insert(where_, format!("{}/{}", s.workspace.id, s.name));
-        let migrates_to = match s.kind {
-            crate::credential::CredentialKind::ApiKey { .. } => {
-                crate::discover::migration_name(target, &s.workspace, &s.name)
-            }
-            crate::credential::CredentialKind::Token { .. } => None,
-        };
         let scoped = work
             .entry(s.scope)
             .or_insert_with_key(|at| (scopes[at].clone(), Vec::new()));
         scoped.1.push(Box::new(Work {
-            cred: Credential {
-                target: target.label.clone(),
-                kind: s.kind,
-                workspace: s.workspace,
-                service_account: s.name,
-                secret,
-                policy: policy.clone(),
-                migrated_from: s.migrated_from,
-                migrates_to,
-            },
+            target: s.target,
+            kind: s.kind,
+            workspace: s.workspace,
+            name: s.name,
             account: s.account,
+            migrated_from: s.migrated_from,
         }));
     }
     (work, reports)

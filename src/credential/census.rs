@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::OnceCell;
 
 use crate::aws::SecretStore;
-use crate::model::SecretState;
+use crate::model::{SecretState, AWSCURRENT, AWSPENDING, AWSPREVIOUS};
 
 /// ListSecrets pages read at most, of 100: a secret beyond them is described instead.
 const MAX_PAGES: usize = 1000;
@@ -28,40 +28,79 @@ fn is_record(key: &str) -> bool {
     key.starts_with("amg-token-rotator:")
 }
 
+/// The rotator's records a census entry keeps (`records.rs`), by their index here. A secret
+/// with another tag of the rotator's (one a later release writes) is not kept: it is described.
+const RECORDS: [&str; 4] = [
+    super::records::AUDIT_TAG,
+    super::records::PROMOTED_TAG,
+    super::records::VERIFICATION_TAG,
+    super::records::UNPUBLISHED_KEYS_TAG,
+];
+
+/// The staging labels an entry keeps, two bits each in a version's order (`pack`). A version
+/// with another label (custom labels are allowed) is not kept: its secret is described.
+const LABELS: [&str; 3] = [AWSCURRENT, AWSPENDING, AWSPREVIOUS];
+
+/// A version's labels as two bits each, first label lowest; `None`: one the census does not
+/// keep, or more than three.
+fn pack(stages: &[String]) -> Option<u8> {
+    if stages.len() > LABELS.len() {
+        return None;
+    }
+    let mut packed = 0;
+    for (i, stage) in stages.iter().enumerate() {
+        let code = LABELS.iter().position(|l| l == stage)? as u8 + 1;
+        packed |= code << (2 * i);
+    }
+    Some(packed)
+}
+
+fn unpack(packed: u8) -> Vec<String> {
+    (0..LABELS.len())
+        .map(|i| (packed >> (2 * i)) & 3)
+        .take_while(|code| *code != 0)
+        .map(|code| LABELS[code as usize - 1].to_owned())
+        .collect()
+}
+
 /// What the census keeps of a listed secret that carries an audit record: what a decision over
 /// the record reads (versions and their labels, the rotator's own tags, the dates, rotation),
-/// each in a slice sized to fit. A `SecretState` holds two maps and the user's tags besides,
-/// about three times as much; the census holds one entry per credential of the scope at once
-/// (docs/PERFORMANCE.md), so it is read page by page into these.
+/// each in a slice sized to fit, the labels and the tags' keys as small numbers. A
+/// `SecretState` holds two maps and the user's tags besides, several times as much; the census
+/// holds one entry per credential of the scope at once (the pass's peak memory,
+/// docs/PERFORMANCE.md), so it is read page by page into these.
 struct Entry {
     arn: Box<str>,
-    versions: Box<[(Box<str>, Stages)]>,
-    tags: Box<[(Box<str>, Box<str>)]>,
+    versions: Box<[(Box<str>, u8)]>,
+    records: Box<[(u8, Box<str>)]>,
     last_changed: Option<DateTime<Utc>>,
     deleted: Option<DateTime<Utc>>,
     rotation_enabled: bool,
 }
 
 impl Entry {
-    fn of(s: SecretState) -> (Box<str>, Option<Entry>) {
+    /// `None`: a secret the census does not keep (described instead).
+    fn of(s: SecretState) -> Option<Slot> {
+        let versions = s
+            .versions
+            .into_iter()
+            .map(|(id, stages)| Some((id.into(), pack(&stages)?)))
+            .collect::<Option<_>>()?;
+        let records = s
+            .tags
+            .into_iter()
+            .filter(|(k, _)| is_record(k))
+            .map(|(k, v)| Some((RECORDS.iter().position(|r| *r == k)? as u8, v.into())))
+            .collect::<Option<_>>()?;
         let entry = Entry {
             arn: s.arn.into(),
-            versions: s
-                .versions
-                .into_iter()
-                .map(|(id, stages)| (id.into(), stages.into_iter().map(Into::into).collect()))
-                .collect(),
-            tags: s
-                .tags
-                .into_iter()
-                .filter(|(k, _)| is_record(k))
-                .map(|(k, v)| (k.into(), v.into()))
-                .collect(),
+            versions,
+            records,
             last_changed: s.last_changed,
             deleted: s.deleted,
             rotation_enabled: s.rotation_enabled,
         };
-        (s.name.into(), Some(entry))
+        Some((s.name.into(), Some(entry)))
     }
 
     fn into_state(self, name: &str) -> SecretState {
@@ -72,18 +111,13 @@ impl Entry {
                 .versions
                 .into_vec()
                 .into_iter()
-                .map(|(id, stages)| {
-                    (
-                        id.into(),
-                        stages.into_vec().into_iter().map(Into::into).collect(),
-                    )
-                })
+                .map(|(id, packed)| (id.into(), unpack(packed)))
                 .collect(),
             tags: self
-                .tags
+                .records
                 .into_vec()
                 .into_iter()
-                .map(|(k, v)| (k.into(), v.into()))
+                .map(|(k, v)| (RECORDS[k as usize].to_owned(), v.into()))
                 .collect(),
             last_changed: self.last_changed,
             deleted: self.deleted,
@@ -110,9 +144,6 @@ pub fn shows(listed: &SecretState, described: &SecretState) -> bool {
         && listed.rotation_enabled == described.rotation_enabled
         && records(listed) == records(described)
 }
-
-/// A version's staging labels.
-type Stages = Box<[Box<str>]>;
 
 /// A listed secret by name; its entry is `None` once taken.
 type Slot = (Box<str>, Option<Entry>);
@@ -160,7 +191,7 @@ async fn list(secrets: &dyn SecretStore) -> Result<Vec<Slot>, crate::aws::ApiErr
     let mut entries = Vec::new();
     each_managed(secrets, |s| {
         if super::audit::carries_record(Some(&s)) {
-            entries.push(Entry::of(s));
+            entries.extend(Entry::of(s));
         }
         true
     })
@@ -295,5 +326,59 @@ mod tests {
             1,
             "asked once, answered by the fault"
         );
+    }
+
+    #[test]
+    fn labels_pack_in_their_order_and_others_are_not_kept() {
+        let labels = |l: &[&str]| l.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        for stages in [
+            labels(&[]),
+            labels(&[AWSCURRENT]),
+            labels(&[AWSPENDING, AWSCURRENT]),
+            labels(&[AWSPREVIOUS, AWSPENDING, AWSCURRENT]),
+        ] {
+            assert_eq!(unpack(pack(&stages).unwrap()), stages);
+        }
+        assert_eq!(pack(&labels(&["MYLABEL"])), None, "a custom label");
+        assert_eq!(
+            pack(&labels(&[AWSCURRENT, AWSPENDING, AWSPREVIOUS, AWSCURRENT])),
+            None
+        );
+    }
+
+    #[tokio::test]
+    async fn a_secret_with_a_custom_label_or_an_unknown_record_is_described_instead() {
+        let recorded = |name: &str| {
+            SecretSeed::new(name)
+                .managed()
+                .tag(super::super::records::AUDIT_TAG, "any")
+        };
+        let s = FakeSecrets::new()
+            .with_secret(recorded("plain").version(
+                "amgrot-v1-00000000000000000000000000000001",
+                "v",
+                &[AWSCURRENT],
+            ))
+            .with_secret(recorded("custom").version(
+                "amgrot-v1-00000000000000000000000000000002",
+                "v",
+                &[AWSCURRENT, "MYLABEL"],
+            ))
+            .with_secret(recorded("future").tag("amg-token-rotator:later", "x"));
+        let census = Census::new();
+        let plain = census.take(&s, "plain").await.expect("kept");
+        assert_eq!(
+            plain,
+            s.describe("plain")
+                .await
+                .unwrap()
+                .map(|mut d| {
+                    d.tags.retain(|k, _| is_record(k));
+                    d
+                })
+                .unwrap()
+        );
+        assert_eq!(census.take(&s, "custom").await, None);
+        assert_eq!(census.take(&s, "future").await, None);
     }
 }

@@ -436,6 +436,12 @@ impl Plan {
 
     /// The plan as a report keeps it until the pass ends, boxed and with its lists sized to
     /// fit (an action is 136 bytes, and a list grows four at a time).
+    /// Nothing a pass that acts prints of a plan: no token left behind or superseded, no
+    /// migration (`report.rs`).
+    pub fn nothing_to_print(&self) -> bool {
+        self.left_behind.is_empty() && self.superseded.is_empty() && self.migration.is_none()
+    }
+
     pub fn kept(mut self) -> Box<Plan> {
         self.actions.shrink_to_fit();
         self.notes.shrink_to_fit();

@@ -353,7 +353,9 @@ impl Daemon {
         *config = new;
         // The remembered listings belong to the old targets; a reload is also how an operator
         // makes the next pass list every workspace now (a new account a pattern matches).
-        self.engine.listings.forget_all();
+        if let Some(listings) = &self.engine.listings {
+            listings.forget_all();
+        }
         tracing::info!(
             targets = config.targets.len(),
             "configuration reloaded; it applies from the next pass, which lists every workspace"

@@ -105,7 +105,7 @@ impl Harness {
                 verifier: Arc::new(FakeVerifier::accepting()),
                 metrics: metrics.clone(),
                 coordinator: None,
-                listings: Default::default(),
+                listings: Some(Default::default()),
             }),
             metrics,
             health: health.clone(),

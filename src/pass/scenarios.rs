@@ -138,7 +138,7 @@ impl Cloud {
             verifier,
             metrics: Arc::new(Metrics::new()),
             coordinator: None,
-            listings: Default::default(),
+            listings: Some(Default::default()),
         }
     }
 }
@@ -641,7 +641,7 @@ async fn a_long_running_engine_lists_a_pattern_workspace_when_a_credential_needs
     // always lists, whatever is remembered.
     us.grafana
         .add_service_account(WS, AccountSeed::new("svc-d", Role::Editor));
-    engine.listings.forget_all();
+    engine.listings.as_ref().expect("remembers").forget_all();
     let reloaded = again(&engine, BY_PATTERN, Mode::Apply).await;
     assert_eq!(
         report(&reloaded, "svc", WS, "svc-d").status,
