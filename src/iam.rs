@@ -108,9 +108,9 @@ impl Generated {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Feature {
     /// `workspace_tags` targets, and a region and role that names several workspaces by ID
-    /// (one listing stands for their describes): ListWorkspaces (src/discover.rs).
+    /// (one listing stands for their describes): ListWorkspaces (src/discover/mod.rs).
     ListWorkspaces,
-    /// `workspace_ids` targets: DescribeWorkspace (src/discover.rs).
+    /// `workspace_ids` targets: DescribeWorkspace (src/discover/mod.rs).
     DescribeWorkspacesById,
     /// `service_accounts` targets: list accounts, list/create/delete tokens.
     RotateServiceAccountTokens,
@@ -838,7 +838,7 @@ mod tests {
     }
 
     /// Several workspaces named by ID in one region and role are read from one ListWorkspaces
-    /// (src/discover.rs), so the policy grants it; a lone one is described only.
+    /// (src/discover/mod.rs), so the policy grants it; a lone one is described only.
     #[test]
     fn several_workspaces_by_id_in_one_scope_are_listed() {
         let one =

@@ -3,11 +3,12 @@
 //!
 //! A steady pass costs, per workspace, its share of one ListWorkspaces (or one describe, for a
 //! scope that names a single workspace) and one listing of service accounts (none when its
-//! targets name their accounts exactly), and per region and role one ListSecrets a page of 100
-//! secrets; a credential's tokens are listed, and its secret described, only when it is due or
-//! audited (every `audit_interval`, issue 18), and an audit that finds it clean records so on
-//! the secret (one TagResource). Lists page only when a page of the largest size AWS allows (100) cannot hold
-//! them. Counts are exact. Nothing here asserts a duration: the rate-limit test counts
+//! targets name their accounts exactly, and in the daemon none while it remembers the listing),
+//! and per region and role one ListSecrets a page of 100 secrets; a credential's tokens are
+//! listed, and its secret described, only when it is due or audited (every `audit_interval`,
+//! issue 18), and an audit that finds it clean records so on the secret (one TagResource; a
+//! first run records it with the first version). Lists page only when a page of the largest
+//! size AWS allows (100) cannot hold them. Counts are exact. Nothing here asserts a duration: the rate-limit test counts
 //! throttled answers instead.
 
 mod support;
