@@ -197,8 +197,12 @@ async fn kill_9_at_random_moments_loses_nothing() {
         violations.join("\n")
     );
     assert!(done >= 10, "only {done} runs fit in the time budget");
+    // The window is 1.2 times a pass where every credential is due, and a run's pass has three
+    // in four due, so about 60% of the kills land before it ends (8 of 20 was seen once in CI
+    // with the earlier bound of a half: a one-in-eight draw). A third still says the kills
+    // reached the passes; fewer would be a soak that proved little.
     assert!(
-        kills * 2 >= done,
+        kills * 3 >= done,
         "only {kills} of {done} passes were killed before they finished: the soak proved little"
     );
     assert!(
