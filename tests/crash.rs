@@ -38,8 +38,11 @@ const MARGIN_S: i64 = 2;
 /// The state a crash point is reached from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Setup {
-    /// Nothing yet: the first pass creates the secret and the first token.
+    /// Nothing yet: the first pass mints the first token and creates the secret with it.
     FirstRun,
+    /// The secret exists with no version (a first run's verification failed, or it was made
+    /// by hand): the first pass records the promotion on it, then writes the first version.
+    EmptySecret,
     /// A published token, brought within `rotate_before` of its expiry.
     Due,
     /// A token already expired (replaced, then deleted with no grace).
@@ -54,7 +57,7 @@ impl Setup {
     /// Tokens a crash-free pass from this state mints.
     fn needs(self) -> usize {
         match self {
-            Setup::FirstRun | Setup::Due | Setup::Expired => 1,
+            Setup::FirstRun | Setup::EmptySecret | Setup::Due | Setup::Expired => 1,
             Setup::Grace | Setup::GraceAndOrphan => 0,
         }
     }
@@ -117,7 +120,7 @@ const OVERLAP: &[Cell] = &[
     cell("after_verify", Setup::Due),
     // A first version's records (the promotion, and its first audit) are on the secret, the
     // version is not: the record stands for nothing, and the next pass mints again.
-    cell("after_first_record", Setup::FirstRun),
+    cell("after_first_record", Setup::EmptySecret),
     cell("after_promote", Setup::FirstRun),
     cell("after_promote", Setup::Due),
     cell("after_delete_token", Setup::Expired),
@@ -277,12 +280,14 @@ async fn clean(bed: &Bed, cfg: &std::path::Path, what: &str) -> reliability_supp
 
 /// Brings `cred` into the state `setup` names (the crash pass starts from it).
 async fn arrange(bed: &Bed, cfg: &std::path::Path, cred: &Cred, setup: Setup, what: &str) {
-    if setup == Setup::FirstRun {
-        return;
+    match setup {
+        Setup::FirstRun => return,
+        Setup::EmptySecret => return bed.create_empty_secret(&cred.secret).await,
+        _ => {}
     }
     clean(bed, cfg, what).await;
     match setup {
-        Setup::FirstRun => unreachable!(),
+        Setup::FirstRun | Setup::EmptySecret => unreachable!(),
         Setup::Due => set_current_expiry(bed, cred, 600).await,
         Setup::Expired => set_current_expiry(bed, cred, -5).await,
         Setup::Grace | Setup::GraceAndOrphan => {

@@ -7,7 +7,7 @@
 //! and per region and role one ListSecrets a page of 100 secrets; a credential's tokens are
 //! listed, and its secret described, only when it is due or audited (every `audit_interval`,
 //! issue 18), and an audit that finds it clean records so on the secret (one TagResource; a
-//! first run records it with the first version). Lists page only when a page of the largest
+//! first run creates the secret with its first version and that record in one call). Lists page only when a page of the largest
 //! size AWS allows (100) cannot hold them. Counts are exact. Nothing here asserts a duration: the rate-limit test counts
 //! throttled answers instead.
 
@@ -140,18 +140,16 @@ async fn a_steady_pass_costs_one_listing_per_workspace_and_one_of_the_secrets() 
         !first.keys().any(|op| op.starts_with("Delete")),
         "{first:?}"
     );
-    // Per new credential: a look, the secret made, the promotion recorded with the record of
-    // its first audit (one TagResource: the listing after the create showed the new token
-    // alone), and its first version written as AWSCURRENT, which needs no label move. The
-    // census of the rotator's secrets (one ListSecrets) finds none.
+    // Per new credential: a look, and one CreateSecret that makes the secret with its first
+    // version (AWSCURRENT by itself) and its records: the promotion and its first audit (the
+    // listing after the create showed the new token alone). The census of the rotator's
+    // secrets (one ListSecrets) finds none.
     assert_eq!(
         sm_ops(&bed),
         counts(&[
             ("ListSecrets", 1),
             ("DescribeSecret", credentials),
             ("CreateSecret", credentials),
-            ("TagResource", credentials),
-            ("PutSecretValue", credentials),
         ]),
         "Secrets Manager calls of a first run"
     );
@@ -252,6 +250,60 @@ async fn workspaces_named_by_id_are_described_alone_and_listed_together() {
 /// credentials whose audit has come, and records each again a whole interval on; a due
 /// credential is listed and rotated, its record removed before anything changes and written
 /// again once an audit finds it clean.
+/// Where new secrets will be comes from STS GetCallerIdentity (a token's name carries its
+/// secret's mark, so it must be known before the secret exists). Without an answer the first
+/// run still publishes everything, the old way: each secret is created first, then the token,
+/// the records and the value.
+#[tokio::test(flavor = "multi_thread")]
+async fn without_sts_a_first_run_creates_each_secret_before_its_token() {
+    let bed = Bed::start(Seed::new().with_workspace(fleet_workspace(WS1, 3))).await;
+    let cfg = bed.config(&format!(
+        "[log]\nformat = \"text\"\n\n[[targets]]\nworkspace_ids = [\"{WS1}\"]\nservice_accounts = [\"svc-*\"]\n"
+    ));
+    let closed = format!("http://127.0.0.1:{}", support::free_port());
+    let run = bed
+        .run(
+            &cfg,
+            &["once"],
+            &[("AWS_ENDPOINT_URL_STS", closed.as_str())],
+        )
+        .await;
+    ok(&run);
+    assert!(
+        run.stderr.contains("STS GetCallerIdentity failed"),
+        "said once: {}",
+        run.stderr
+    );
+    assert_eq!(
+        run.stderr.matches("STS GetCallerIdentity failed").count(),
+        1
+    );
+    assert_eq!(
+        sm_ops(&bed),
+        counts(&[
+            ("ListSecrets", 1),
+            ("DescribeSecret", 3),
+            ("CreateSecret", 3),
+            ("TagResource", 3),
+            ("PutSecretValue", 3),
+        ])
+    );
+    for i in 0..3 {
+        let name = format!("amg-token-rotator/{WS1}/svc-{i}");
+        let doc = bed.secret_json(&name, "AWSCURRENT").await;
+        assert!(
+            bed.key_works(WS1, doc["token"].as_str().unwrap()).await,
+            "{name}"
+        );
+        assert!(bed.audit_record(&name).await.is_some(), "{name}");
+    }
+
+    // With STS back, the next pass is steady: the secrets' own ARNs give their marks.
+    bed.proxy.clear_calls();
+    ok(&bed.once(&cfg).await);
+    assert_eq!(sm_ops(&bed), counts(&[("ListSecrets", 1)]));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn tokens_are_listed_only_for_the_audited_and_the_due() {
     const ACCOUNTS: usize = 6;

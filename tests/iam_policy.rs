@@ -7,8 +7,8 @@
 //! chain in a file that imports an `aws_sdk_*::Client`, mapped to its IAM action
 //! (`create_workspace_service_account_token` → `grafana:CreateWorkspaceServiceAccountToken`),
 //! plus the actions AWS authorizes implicitly (tags on CreateSecret, the KMS key behind a
-//! secret, AssumeRole for `role_arn`, IAM Identity Center look-ups behind UpdatePermissions).
-//! A file whose SDK calls the scanner cannot attribute fails the test rather than being
+//! secret, AssumeRole for `role_arn`, IAM Identity Center look-ups behind UpdatePermissions),
+//! less those IAM does not authorize at all (STS GetCallerIdentity). A file whose SDK calls the scanner cannot attribute fails the test rather than being
 //! skipped, so a call written another way cannot slip past it; and an action this test cannot
 //! attribute to a feature (`FEATURE_OF`) fails it too.
 
@@ -52,6 +52,12 @@ const IDENTITY_CENTER_FOR_UPDATE_PERMISSIONS: &[&str] = &[
     "sso-directory:DescribeUser",
     "sso-directory:DescribeGroup",
 ];
+
+/// Calls IAM does not authorize, so no policy grants them. GetCallerIdentity: "No permissions
+/// are required to perform this operation. If an administrator attaches a policy to your
+/// identity that explicitly denies access to the sts:GetCallerIdentity action, you can still
+/// perform this operation" (STS API reference).
+const NEEDS_NO_PERMISSION: &[&str] = &["sts:GetCallerIdentity"];
 
 /// Actions that support no resource-level permissions: the only ones that may use `"*"`.
 fn may_use_any_resource(action: &str) -> bool {
@@ -177,6 +183,9 @@ fn required_actions(
 ) -> BTreeMap<String, String> {
     let mut need = BTreeMap::new();
     for call in calls {
+        if NEEDS_NO_PERMISSION.contains(&call.action.as_str()) {
+            continue;
+        }
         need.entry(call.action.clone())
             .or_insert_with(|| format!("called in {}", call.file));
         if call.action == "secretsmanager:CreateSecret" {

@@ -270,13 +270,14 @@ async fn a_pending_version_left_by_an_interrupted_pass_is_resumed_without_mintin
 async fn a_publish_failure_deletes_the_new_token() {
     let bed = Bed::start(seed(vec![workspace(WS1, &[("terraform", &[])])])).await;
     let cfg = bed.config(&config_for(&[WS1], &["terraform"], ""));
+    // A first token is published by creating its secret with it.
     bed.proxy
-        .fail("PutSecretValue", u32::MAX, 400, "AccessDeniedException");
+        .fail("CreateSecret", u32::MAX, 400, "AccessDeniedException");
 
     let run = bed.once(&cfg).await;
     assert_eq!(run.code, Some(1), "{}", run.all_output());
     assert!(
-        run.stdout.contains("FAILED") && run.stdout.contains("PutSecretValue"),
+        run.stdout.contains("FAILED") && run.stdout.contains("CreateSecret"),
         "{}",
         run.stdout
     );

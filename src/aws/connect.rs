@@ -18,6 +18,7 @@ use tokio::sync::Mutex;
 use super::caller::{Caller, RetryPolicy};
 use super::grafana::Grafana;
 use super::grafana_sdk::AwsGrafana;
+use super::identity::Identity;
 use super::ratelimit::{LimiterScope, RateLimiter};
 use super::secrets::SecretStore;
 use super::secrets_sdk::AwsSecrets;
@@ -175,6 +176,21 @@ impl Connector for AwsConnector {
                     self.metrics.clone(),
                     policy,
                     limiter("secretsmanager", self.settings.secretsmanager_rate),
+                ),
+                // Asked once, and only an optimisation: one retry at most, so an unreachable
+                // STS (a closed VPC without its endpoint) costs seconds, not a minute.
+                Identity::new(
+                    aws_sdk_sts::Client::new(&sdk),
+                    Caller::new(
+                        "sts",
+                        self.metrics.clone(),
+                        RetryPolicy {
+                            max_attempts: 2,
+                            ..policy
+                        },
+                        limiter("sts", 0.0),
+                    ),
+                    sdk.region().map(|r| r.as_ref().to_owned()),
                 ),
             )),
         };

@@ -11,6 +11,7 @@ pub mod error;
 pub mod fake;
 pub mod grafana;
 pub mod grafana_sdk;
+pub mod identity;
 pub mod ratelimit;
 pub mod secrets;
 pub mod secrets_sdk;

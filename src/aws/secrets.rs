@@ -14,8 +14,20 @@ use crate::model::{SecretSpec, SecretState};
 pub trait SecretStore: Send + Sync {
     /// The secret's versions and labels, or `None` when it does not exist.
     async fn describe(&self, name: &str) -> Result<Option<SecretState>, ApiError>;
-    /// Creates the secret with no value, with the spec's KMS key, description and tags.
-    async fn create(&self, spec: &SecretSpec) -> Result<SecretState, ApiError>;
+    /// Creates the secret with the spec's KMS key, description and tags, and `records` (the
+    /// rotator's own tags: `records.rs`) in the same call; with `first`, its first version
+    /// too, which Secrets Manager labels AWSCURRENT, so a new credential is published in one
+    /// call. Without, the secret has no value yet.
+    async fn create(
+        &self,
+        spec: &SecretSpec,
+        records: &[(&str, &str)],
+        first: Option<FirstVersion<'_>>,
+    ) -> Result<SecretState, ApiError>;
+    /// Where a secret this store creates lives: the partition, region and account of its ARN,
+    /// known before it exists (a new token's name carries its secret's mark). `None` when it
+    /// cannot be learned; then a secret is created before what it will hold is minted.
+    async fn location(&self) -> Option<Location>;
     /// Writes a version with the given id and labels. Repeating it with the same id and value is
     /// a no-op, which is what makes publishing safe to retry.
     async fn put_version(
@@ -49,6 +61,39 @@ pub trait SecretStore: Send + Sync {
     /// each. Eventually consistent: it "might not reflect changes from the last five minutes"
     /// (its API reference), so nothing is changed on its word alone (`credential::census`).
     async fn list_managed(&self, page: Option<String>) -> Result<SecretPage, ApiError>;
+}
+
+/// The first version of a secret being created: its ID (the ClientRequestToken, as
+/// PutSecretValue takes it) and its value, which holds a key.
+#[derive(Clone, Copy)]
+pub struct FirstVersion<'a> {
+    pub version_id: &'a str,
+    pub value: &'a str,
+}
+
+/// Where a store's secrets live, as their ARNs say: `arn:PARTITION:secretsmanager:REGION:ACCOUNT:…`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    pub partition: String,
+    pub region: String,
+    pub account: String,
+}
+
+impl Location {
+    /// The location an ARN names (`arn:PARTITION:SERVICE:REGION:ACCOUNT:…`).
+    pub fn of_arn(arn: &str) -> Option<Location> {
+        let mut f = arn.split(':');
+        match (f.next(), f.next(), f.next(), f.next(), f.next()) {
+            (Some("arn"), Some(partition), Some(_), Some(region), Some(account)) => {
+                Some(Location {
+                    partition: partition.to_owned(),
+                    region: region.to_owned(),
+                    account: account.to_owned(),
+                })
+            }
+            _ => None,
+        }
+    }
 }
 
 /// One ListSecrets page: its secrets, and the token of the next page when there is one.

@@ -8,7 +8,8 @@ use aws_sdk_secretsmanager::Client;
 use chrono::{DateTime, Utc};
 use zeroize::Zeroizing;
 
-use super::secrets::{SecretPage, SecretStore};
+use super::identity::Identity;
+use super::secrets::{FirstVersion, Location, SecretPage, SecretStore};
 use crate::aws::caller::Caller;
 use crate::aws::error::ApiError;
 use crate::model::{SecretSpec, SecretState};
@@ -16,11 +17,16 @@ use crate::model::{SecretSpec, SecretState};
 pub struct AwsSecrets {
     client: Client,
     caller: Caller,
+    identity: Identity,
 }
 
 impl AwsSecrets {
-    pub fn new(client: Client, caller: Caller) -> Self {
-        AwsSecrets { client, caller }
+    pub fn new(client: Client, caller: Caller, identity: Identity) -> Self {
+        AwsSecrets {
+            client,
+            caller,
+            identity,
+        }
     }
 }
 
@@ -70,12 +76,25 @@ impl SecretStore for AwsSecrets {
         }))
     }
 
-    async fn create(&self, spec: &SecretSpec) -> Result<SecretState, ApiError> {
-        let tags: Vec<Tag> = spec
-            .tags
+    async fn create(
+        &self,
+        spec: &SecretSpec,
+        records: &[(&str, &str)],
+        first: Option<FirstVersion<'_>>,
+    ) -> Result<SecretState, ApiError> {
+        let mut all = spec.tags.as_ref().clone();
+        all.extend(
+            records
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
+        let tags: Vec<Tag> = all
             .iter()
             .map(|(k, v)| Tag::builder().key(k).value(v).build())
             .collect();
+        // With a value, the ClientRequestToken is the first version's ID, so a retry of a
+        // create that landed but answered ResourceExistsException can be told from another
+        // writer's secret by that version (the executor looks).
         let out = self
             .caller
             .idempotent("CreateSecret", || async {
@@ -85,17 +104,33 @@ impl SecretStore for AwsSecrets {
                     .description(&spec.description)
                     .set_kms_key_id(spec.kms_key_id.clone())
                     .set_tags((!tags.is_empty()).then(|| tags.clone()))
+                    .set_client_request_token(first.map(|f| f.version_id.to_owned()))
+                    .set_secret_string(first.map(|f| f.value.to_owned()))
                     .send()
                     .await
                     .map_err(ApiError::from_sdk)
             })
             .await?;
+        // "If you include SecretString … Secrets Manager also creates an initial secret version
+        // and automatically attaches the staging label AWSCURRENT to the new version" (its API
+        // reference).
+        let versions = first
+            .map(|f| {
+                let id = out.version_id().unwrap_or(f.version_id).to_owned();
+                BTreeMap::from([(id, vec![crate::model::AWSCURRENT.to_owned()])])
+            })
+            .unwrap_or_default();
         Ok(SecretState {
             arn: out.arn().unwrap_or_default().to_owned(),
             name: out.name().unwrap_or(&spec.name).to_owned(),
-            tags: spec.tags.as_ref().clone(),
+            versions,
+            tags: all,
             ..SecretState::default()
         })
+    }
+
+    async fn location(&self) -> Option<Location> {
+        self.identity.location().await
     }
 
     async fn put_version(

@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use zeroize::Zeroizing;
 
 use super::Coordinator;
+use crate::aws::secrets::{FirstVersion, Location};
 use crate::aws::{ApiError, Grafana, SecretPage, SecretStore};
 use crate::model::{
     Binding, NewApiKey, NewToken, PermissionChange, PermissionError, Role, SecretSpec, SecretState,
@@ -132,9 +133,17 @@ impl<T: SecretStore + ?Sized> SecretStore for Guarded<'_, T> {
     async fn describe(&self, name: &str) -> Result<Option<SecretState>, ApiError> {
         self.inner.describe(name).await
     }
-    async fn create(&self, spec: &SecretSpec) -> Result<SecretState, ApiError> {
+    async fn create(
+        &self,
+        spec: &SecretSpec,
+        records: &[(&str, &str)],
+        first: Option<FirstVersion<'_>>,
+    ) -> Result<SecretState, ApiError> {
         self.check("CreateSecret")?;
-        self.inner.create(spec).await
+        self.inner.create(spec, records, first).await
+    }
+    async fn location(&self) -> Option<Location> {
+        self.inner.location().await
     }
     async fn put_version(
         &self,

@@ -4,7 +4,8 @@
 //!
 //! Rotate: mint → verify → PutSecretValue as AWSPENDING (a version ID derived from what was
 //! minted) → promote to AWSCURRENT (the old version becomes AWSPREVIOUS) → drop AWSPENDING; a
-//! secret's first version is written as AWSCURRENT at once (it would be anyway).
+//! secret's first version is written as AWSCURRENT at once (it would be anyway), and a token
+//! credential's missing secret is created with it, records and all, in one CreateSecret.
 //! Recreate: delete → mint the fixed name → verify → PutSecretValue as AWSCURRENT.
 //! Nothing is published before it is proven: a key that fails verification adds no secret
 //! version, is deleted again, and the failure is recorded on the secret (`records.rs`) so the
@@ -22,6 +23,7 @@ use zeroize::Zeroizing;
 use super::plan::{Action, CredRef, DeleteReason, RotateReason};
 use super::records::{Promotion, VerifyBackoff, AUDIT_TAG, PROMOTED_TAG, VERIFICATION_TAG};
 use super::{Credential, Outcome, StepError};
+use crate::aws::secrets::FirstVersion;
 use crate::aws::{ApiError, Grafana, SecretStore, Verifier};
 use crate::daemon::metrics::{CredentialLabels, Label, Metrics, StepOutcome, Succeeded};
 use crate::failpoint;
@@ -97,6 +99,11 @@ pub trait KindOps: Send + Sync {
     fn key_in(&self, run: &Run<'_>, value: &str) -> Option<Key>;
     /// Takes `name` off the kind's own records on the secret (API keys made but unpublished).
     async fn forget(&self, run: &mut Run<'_>, name: &str) -> Result<(), StepError>;
+    /// Whether its mint can name a secret that does not exist yet (where the secret will be
+    /// is enough: tokens), so a missing secret is created with the first version, in one call.
+    fn creates_with_first_version(&self) -> bool {
+        false
+    }
     fn crash_points(&self) -> CrashPoints;
 }
 
@@ -118,7 +125,8 @@ pub struct Run<'c> {
     /// `None` until a bootstrap creates the missing service account (tokens only).
     pub account: Option<ServiceAccount>,
     /// The secret as last seen: its ARN and name give the mark of new token names, its tags
-    /// the rotator's records. `None` until `CreateSecret` makes it.
+    /// the rotator's records. `None` until `CreateSecret` makes it, or, when it is made with
+    /// its first version, until the rotation publishes.
     pub secret: Option<SecretState>,
     pub labels: CredentialLabels,
     /// The version AWSCURRENT is on, so a promotion can name it in RemoveFromVersionId.
@@ -132,10 +140,17 @@ impl Run<'_> {
     }
 
     pub fn secret(&self) -> Result<&SecretState, StepError> {
-        self.secret.as_ref().ok_or_else(|| StepError::Api {
-            step: "DescribeSecret",
-            source: ApiError::NotFound(format!("secret {}", self.cred.secret.name)),
-        })
+        self.secret
+            .as_ref()
+            .ok_or_else(|| missing_secret(self.cred))
+    }
+}
+
+/// The error of a step that needs `cred`'s secret while it does not exist.
+pub fn missing_secret(cred: &Credential) -> StepError {
+    StepError::Api {
+        step: "DescribeSecret",
+        source: ApiError::NotFound(format!("secret {}", cred.secret.name)),
     }
 }
 
@@ -185,6 +200,9 @@ pub async fn execute(
             run.outcome.error = Some(e);
             break;
         }
+        if matches!(action, Action::CreateSecret) && creates_on_publish(ops, &run, plan).await {
+            continue;
+        }
         match perform(ops, &mut run, action, now).await {
             Ok(()) => run.outcome.done.push(action.to_string()),
             Err(StepError::Yielded(why)) => {
@@ -218,6 +236,18 @@ pub async fn execute(
     run.outcome
 }
 
+/// Whether the missing secret is left for the rotation to create with its first version
+/// (`rotate`): one CreateSecret instead of CreateSecret, TagResource and PutSecretValue. Only
+/// when the kind's mint can name a secret not yet made and where it will be is known.
+async fn creates_on_publish(ops: &dyn KindOps, run: &Run<'_>, plan: &super::plan::Plan) -> bool {
+    ops.creates_with_first_version()
+        && plan
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::Rotate { .. } | Action::Recreate { .. }))
+        && run.services.secrets.location().await.is_some()
+}
+
 async fn perform(
     ops: &dyn KindOps,
     run: &mut Run<'_>,
@@ -229,7 +259,7 @@ async fn perform(
     match action {
         Action::CreateServiceAccount { role } => bootstrap(run, *role).await,
         Action::CreateSecret => {
-            run.secret = Some(create_secret(run.services.secrets, cred).await?);
+            run.secret = Some(create_secret(run.services.secrets, cred, &[]).await?);
             Ok(())
         }
         Action::Rotate { reason, .. } | Action::Recreate { reason, .. } => {
@@ -329,32 +359,50 @@ async fn rotate(
     }
     failpoint::hit("after_verify");
     let (version, value) = ops.publication(run, &minted)?;
-    // A secret with no version yet (made by this pass, or empty): its first version is
-    // AWSCURRENT whatever it is written as, so it is written as such, recorded first as any
-    // promotion is, and there is nothing to promote or to clear (no describe, no label moves).
-    let first = !recreate && run.secret.as_ref().is_some_and(|s| s.versions.is_empty());
+    // A secret with no version yet (made by this pass, or empty), or none at all: its first
+    // version is AWSCURRENT whatever it is written as, so it is written as such, recorded first
+    // as any promotion is, and there is nothing to promote or to clear (no describe, no label
+    // moves). A missing secret is made with it, records and all, in one call.
+    let creating = run.secret.is_none();
+    let first = !recreate && run.secret.as_ref().is_none_or(|s| s.versions.is_empty());
     let stage = if recreate || first {
         AWSCURRENT
     } else {
         AWSPENDING
     };
-    let recorded = if first {
-        let at = record_promotion(run, &version, minted.first_record.as_ref()).await;
+    let records = first.then(|| promotion_records(&version, minted.first_record.as_ref()));
+    let tags: Vec<(&str, &str)> = records
+        .iter()
+        .flat_map(|(_, tags)| tags.iter().map(|(k, v)| (*k, v.as_str())))
+        .collect();
+    if first && !creating {
+        record(run, &tags).await;
         failpoint::hit("after_first_record");
-        Some(at)
-    } else {
-        None
-    };
-    if let Err(failure) = publish(run.services.secrets, cred, &version, &value, stage).await {
-        if failure.may_have_landed {
-            // A credential a version may hold is not deleted: if the write landed, the next
-            // pass resumes it; if not, it is an orphan that pass finds.
-            tracing::warn!(workspace = %cred.workspace.id, service_account = %cred.service_account, name = %minted.credential.name, "the new credential may be published: kept for the next pass to settle");
-        } else {
-            roll_back(ops, run, &minted).await;
-        }
-        return Err(failure.error);
     }
+    let write = match creating {
+        true => Write::Create(&tags),
+        false => Write::Put(stage),
+    };
+    match publish(run.services.secrets, cred, &version, &value, write).await {
+        Ok(made) => {
+            if let Some(made) = made.filter(|_| creating) {
+                tracing::info!(workspace = %cred.workspace.id, service_account = %cred.service_account, secret = %cred.secret.name, "created secret");
+                run.outcome.done.push(Action::CreateSecret.to_string());
+                run.secret = Some(made);
+            }
+        }
+        Err(failure) => {
+            if failure.may_have_landed {
+                // A credential a version may hold is not deleted: if the write landed, the next
+                // pass resumes it; if not, it is an orphan that pass finds.
+                tracing::warn!(workspace = %cred.workspace.id, service_account = %cred.service_account, name = %minted.credential.name, "the new credential may be published: kept for the next pass to settle");
+            } else {
+                roll_back(ops, run, &minted).await;
+            }
+            return Err(failure.error);
+        }
+    }
+    let recorded = records.map(|(promotion, _)| promotion.at);
     tracing::info!(workspace = %cred.workspace.id, service_account = %cred.service_account, secret = %cred.secret.name, version_id = %version, stage, "published");
     let points = ops.crash_points();
     if recreate {
@@ -452,22 +500,34 @@ fn rotation_outcome(r: &Result<(), StepError>) -> StepOutcome {
     }
 }
 
-/// Creates the credential's secret (no value yet), or finds the one another replica created
-/// meanwhile.
+/// Creates the credential's secret (no value yet) with `records` (the rotator's tags), or finds
+/// the one another replica created meanwhile and records them on it.
 async fn create_secret(
     secrets: &dyn SecretStore,
     cred: &Credential,
+    records: &[(&str, &str)],
 ) -> Result<SecretState, StepError> {
-    let made = match secrets.create(&cred.secret).await {
+    let made = match secrets.create(&cred.secret, records, None).await {
         Ok(s) => s,
-        Err(ApiError::Conflict(_)) => secrets
-            .describe(&cred.secret.name)
-            .await
-            .map_err(StepError::api("DescribeSecret"))?
-            .ok_or_else(|| StepError::Api {
-                step: "DescribeSecret",
-                source: ApiError::NotFound(format!("secret {}", cred.secret.name)),
-            })?,
+        Err(ApiError::Conflict(_)) => {
+            let mut found = secrets
+                .describe(&cred.secret.name)
+                .await
+                .map_err(StepError::api("DescribeSecret"))?
+                .ok_or_else(|| missing_secret(cred))?;
+            if !records.is_empty() {
+                secrets
+                    .tag_all(&cred.secret.name, records)
+                    .await
+                    .map_err(StepError::api("TagResource"))?;
+                found.tags.extend(
+                    records
+                        .iter()
+                        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+                );
+            }
+            found
+        }
         Err(e) => return Err(StepError::api("CreateSecret")(e)),
     };
     tracing::info!(workspace = %cred.workspace.id, service_account = %cred.service_account, secret = %cred.secret.name, "created secret");
@@ -513,15 +573,27 @@ async fn verify(run: &mut Run<'_>, key: &Key, now: DateTime<Utc>) -> Result<(), 
         Err(e) => {
             let record = VerifyBackoff::after(previous, now, e.status);
             tracing::error!(workspace = %cred.workspace.id, service_account = %cred.service_account, url = %e.url, status = e.status.unwrap_or(0), failures = record.failures, next_attempt = %crate::model::rfc3339(record.next_attempt()), error = %e, "verification failed; nothing published, backing off");
-            match secrets
-                .tag(name, VERIFICATION_TAG, &record.tag_value())
-                .await
-            {
-                Ok(()) => {
-                    if let Some(s) = run.secret.as_mut() {
-                        s.tags.insert(VERIFICATION_TAG.into(), record.tag_value());
-                    }
-                }
+            let value = record.tag_value();
+            // A secret to be created with the first version is created without it, to hold
+            // the record: without one, every pass would mint and delete again.
+            let recorded = match run.secret.as_mut() {
+                Some(s) => secrets
+                    .tag(name, VERIFICATION_TAG, &value)
+                    .await
+                    .map(|()| {
+                        s.tags.insert(VERIFICATION_TAG.into(), value.clone());
+                    })
+                    .map_err(|e| e.to_string()),
+                None => create_secret(secrets, cred, &[(VERIFICATION_TAG, &value)])
+                    .await
+                    .map(|made| {
+                        run.outcome.done.push(Action::CreateSecret.to_string());
+                        run.secret = Some(made);
+                    })
+                    .map_err(|e| e.to_string()),
+            };
+            match recorded {
+                Ok(()) => {}
                 Err(te) => {
                     tracing::warn!(workspace = %cred.workspace.id, service_account = %cred.service_account, secret = %name, error = %te, "could not record the verification failure; the next pass tries again without backing off")
                 }
@@ -542,23 +614,59 @@ struct PublishFailure {
     may_have_landed: bool,
 }
 
-/// Writes `value` as version `version_id` with `stage`. A failure whose outcome is unknown (a
-/// timeout, a 5xx) is settled by looking at the secret: a version that landed is a success, so
-/// what it holds is not deleted under it.
+/// How a version is written: into the secret with a label (PutSecretValue), or as the first
+/// version of the secret, created with it and these tags (CreateSecret).
+#[derive(Clone, Copy)]
+enum Write<'a> {
+    Put(&'a str),
+    Create(&'a [(&'a str, &'a str)]),
+}
+
+/// Writes `value` as version `version_id`. A failure whose outcome is unknown (a timeout, a
+/// 5xx) is settled by looking at the secret: a version that landed is a success, so what it
+/// holds is not deleted under it. A create that finds the name taken looks too: an earlier
+/// attempt of its own may have made it; otherwise another rotator (or a person) made the
+/// secret meanwhile, and the credential is left to it (`StepError::Yielded`). Returns the
+/// secret a create made.
 async fn publish(
     secrets: &dyn SecretStore,
     cred: &Credential,
     version_id: &str,
     value: &str,
-    stage: &str,
-) -> Result<(), PublishFailure> {
+    write: Write<'_>,
+) -> Result<Option<SecretState>, PublishFailure> {
     let name = &cred.secret.name;
-    let e = match secrets.put_version(name, version_id, value, &[stage]).await {
-        Ok(()) => return Ok(()),
+    let (attempt, step) = match write {
+        Write::Put(stage) => (
+            secrets
+                .put_version(name, version_id, value, &[stage])
+                .await
+                .map(|()| None),
+            "PutSecretValue",
+        ),
+        Write::Create(tags) => {
+            let first = FirstVersion { version_id, value };
+            (
+                secrets
+                    .create(&cred.secret, tags, Some(first))
+                    .await
+                    .map(Some),
+                "CreateSecret",
+            )
+        }
+    };
+    let e = match attempt {
+        Ok(made) => return Ok(made),
         Err(e) => e,
     };
-    let error = StepError::api("PutSecretValue")(e.clone());
-    if e.surely_not_applied() {
+    let taken = matches!(write, Write::Create(_)) && matches!(e, ApiError::Conflict(_));
+    let error = match taken {
+        true => StepError::Yielded(format!(
+            "secret {name} was created by someone else while this pass minted its first token"
+        )),
+        false => StepError::api(step)(e.clone()),
+    };
+    if e.surely_not_applied() && !taken {
         return Err(PublishFailure {
             error,
             may_have_landed: false,
@@ -566,8 +674,8 @@ async fn publish(
     }
     match secrets.describe(name).await {
         Ok(Some(s)) if s.versions.contains_key(version_id) => {
-            tracing::info!(workspace = %cred.workspace.id, service_account = %cred.service_account, secret = %name, version_id, error = %e, "PutSecretValue reported a failure but its version is there: published");
-            Ok(())
+            tracing::info!(workspace = %cred.workspace.id, service_account = %cred.service_account, secret = %name, version_id, error = %e, "{step} reported a failure but its version is there: published");
+            Ok(Some(s))
         }
         Ok(_) => Err(PublishFailure {
             error,
@@ -580,29 +688,39 @@ async fn publish(
     }
 }
 
-/// Records on the secret that `version_id` is promoted now, just before its label moves (see
-/// `records::PROMOTED_TAG`), with, for a first version, the record of its first audit in the
-/// same call (it stands only once the label is on that version); returns the time recorded. A
-/// record that cannot be written is reported, not fatal.
-async fn record_promotion(
-    run: &Run<'_>,
+/// The records a first version is written with: its promotion (`records::PROMOTED_TAG`), and
+/// the record of its first audit, when it has one (it stands only once the label is on that
+/// version).
+fn promotion_records(
     version_id: &str,
     audit: Option<&super::records::Audit>,
-) -> DateTime<Utc> {
-    let cred = run.cred;
-    let name = &cred.secret.name;
-    let record = Promotion {
+) -> (Promotion, Vec<(&'static str, String)>) {
+    let promotion = Promotion {
         version: version_id.to_owned(),
         at: Utc::now(),
     };
-    let promoted = record.tag_value();
-    let audited = audit.and_then(|a| a.tag_value());
-    let mut tags = vec![(PROMOTED_TAG, promoted.as_str())];
-    tags.extend(audited.as_deref().map(|v| (AUDIT_TAG, v)));
-    if let Err(e) = run.services.secrets.tag_all(name, &tags).await {
+    let mut tags = vec![(PROMOTED_TAG, promotion.tag_value())];
+    tags.extend(audit.and_then(|a| a.tag_value()).map(|v| (AUDIT_TAG, v)));
+    (promotion, tags)
+}
+
+/// Writes the rotator's records on the secret, in one call. A record that cannot be written is
+/// reported, not fatal: a promotion's grace is then counted from the secret's LastChangedDate.
+async fn record(run: &Run<'_>, tags: &[(&str, &str)]) {
+    let cred = run.cred;
+    let name = &cred.secret.name;
+    if let Err(e) = run.services.secrets.tag_all(name, tags).await {
         tracing::warn!(workspace = %cred.workspace.id, service_account = %cred.service_account, secret = %name, error = %e, "could not record the promotion on the secret; its superseded credential's grace is counted from the secret's LastChangedDate");
     }
-    record.at
+}
+
+/// Records on the secret that `version_id` is promoted now, just before its label moves (see
+/// `records::PROMOTED_TAG`); returns the time recorded.
+async fn record_promotion(run: &Run<'_>, version_id: &str) -> DateTime<Utc> {
+    let (promotion, tags) = promotion_records(version_id, None);
+    let tags: Vec<(&str, &str)> = tags.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    record(run, &tags).await;
+    promotion.at
 }
 
 /// Moves AWSCURRENT to `version_id` (from the version it is on, which it then names), then
@@ -625,7 +743,7 @@ async fn promote(
     }
     // The record first: a crash between the two leaves a record of a version that is not
     // current, which counts for nothing, never a promotion that looks older than it is.
-    let at = record_promotion(run, version_id, None).await;
+    let at = record_promotion(run, version_id).await;
     if run.current_version.as_deref() != Some(version_id) {
         secrets
             .move_stage(

@@ -446,7 +446,7 @@ impl Seeder {
         self.secrets.set_now(at);
         if !self.secrets.exists(SECRET) {
             self.secrets
-                .create(&self.cred.secret)
+                .create(&self.cred.secret, &[], None)
                 .await
                 .expect("create");
         }
@@ -888,6 +888,223 @@ async fn a_publish_whose_outcome_cannot_be_settled_keeps_the_new_token() {
 #[tokio::test]
 async fn a_publish_whose_outcome_cannot_be_settled_keeps_the_new_api_key() {
     a_publish_that_cannot_be_settled_keeps_the_new_credential_for_a_later_pass(Kind::ApiKey).await;
+}
+
+// ---- a missing secret made with its first version ------------------------------------------
+
+/// The Secrets Manager operations called since `mark`, in order.
+fn secrets_ops(w: &World, mark: (usize, usize)) -> Vec<&'static str> {
+    w.secrets.calls()[mark.1..]
+        .iter()
+        .map(|c| c.operation)
+        .collect()
+}
+
+/// The name of a token a pass minted `ago` for this secret before it was ever created: named
+/// with the mark the secret will have where the store creates it.
+async fn seed_token_of_an_uncreated_secret(w: &World, ago: ChronoDuration) -> Published {
+    let location = w.secrets.location().await.expect("a known location");
+    let at = w.now - ago;
+    let name = token::token_name(PREFIX, NAME, &token::mark_at(Some(&location), SECRET), at);
+    let account = w.sa_id();
+    let t = w
+        .grafana
+        .create_token(WS, &account, &name, TTL, at)
+        .await
+        .expect("create token");
+    Published {
+        name: t.name,
+        key: t.key,
+        version: String::new(),
+        id: t.id,
+    }
+}
+
+#[tokio::test]
+async fn a_first_token_is_published_by_creating_its_secret_with_it() {
+    let mut w = World::new(Kind::Token);
+    let mark = w.mark();
+    let r = w.pass().await;
+    assert_eq!(r.status, Status::Changed, "{r:?}");
+    assert_eq!(
+        r.done,
+        ["create secret", "rotate (first_run)"],
+        "reported as before: the secret was created"
+    );
+    let current = w.current();
+    assert!(w.opens_grafana(&current.key));
+    // One write to Secrets Manager: the secret, its AWSCURRENT version and its records together.
+    assert_eq!(
+        secrets_ops(&w, mark),
+        [ops::LIST_SECRETS, ops::DESCRIBE_SECRET, ops::CREATE_SECRET]
+    );
+    let tags = w.secrets.tags(SECRET);
+    assert_eq!(
+        tags.get("managed-by").map(String::as_str),
+        Some("amg-token-rotator")
+    );
+    let promoted = records::Promotion::from_tags(&tags).expect("the promotion is recorded");
+    assert_eq!(promoted.version, current.version);
+    let audit = records::Audit::from_tags(&tags).expect("the first audit is recorded");
+    assert_eq!(audit.token_id, current.id);
+    // The name's mark, predicted before the secret existed, is the created secret's.
+    let made = w.secrets.describe(SECRET).await.unwrap().expect("created");
+    assert_eq!(
+        token::mark_of(&current.name),
+        Some(token::secret_mark(&made).as_str())
+    );
+
+    // So the next pass takes it for this secret's: steady, nothing written.
+    let mark = w.mark();
+    let r = w.pass().await;
+    assert_eq!(r.status, Status::Ok, "{r:?}");
+    assert_eq!(w.writes_since(mark), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn where_secrets_are_created_is_unknown_the_secret_is_made_before_its_token() {
+    let mut w = World::new(Kind::Token);
+    let _ = w.secrets.clone().with_unknown_location();
+    let mark = w.mark();
+    let r = w.pass().await;
+    assert_eq!(r.status, Status::Changed, "{r:?}");
+    let current = w.current();
+    assert!(w.opens_grafana(&current.key));
+    assert_eq!(
+        secrets_ops(&w, mark),
+        [
+            ops::LIST_SECRETS,
+            ops::DESCRIBE_SECRET,
+            ops::CREATE_SECRET,
+            ops::TAG_RESOURCE,
+            ops::PUT_SECRET_VALUE
+        ]
+    );
+    let made = w.secrets.describe(SECRET).await.unwrap().expect("created");
+    assert_eq!(
+        token::mark_of(&current.name),
+        Some(token::secret_mark(&made).as_str())
+    );
+}
+
+#[tokio::test]
+async fn a_token_minted_for_a_secret_never_created_is_its_orphan() {
+    // A pass minted it and stopped before CreateSecret: no version will ever hold it.
+    let mut w = World::new(Kind::Token);
+    let young = seed_token_of_an_uncreated_secret(&w, minutes(1)).await;
+    let old = seed_token_of_an_uncreated_secret(&w, minutes(20)).await;
+    let r = w.pass().await;
+    assert_eq!(r.status, Status::Changed, "{r:?}");
+    let current = w.current();
+    assert!(w.opens_grafana(&current.key));
+    // Older than orphan_margin (15 minutes): deleted; younger: kept, as another rotator's may
+    // be about to be published. Neither is taken for another secret's and left to expire.
+    assert!(did(&r, "(orphan)"), "{:?}", r.done);
+    assert_eq!(w.live(), names([&young.name, &current.name]));
+    let plan = r.plan.as_ref().expect("a plan");
+    assert!(plan.left_behind.is_empty(), "{:?}", plan.left_behind);
+
+    // Older than the current token, the young one is now taken for superseded by it: it goes
+    // once the grace period is over (shortened: `reconcile` reads the wall clock).
+    w.policy_mut().grace_period = Duration::ZERO;
+    let r = w.pass().await;
+    assert!(did(&r, "superseded"), "{:?}", r.done);
+    assert_eq!(w.live(), names([&current.name]));
+    assert!(!w.opens_grafana(&old.key) && !w.opens_grafana(&young.key));
+}
+
+#[tokio::test]
+async fn a_secret_another_rotator_creates_meanwhile_is_left_to_it() {
+    let mut w = World::new(Kind::Token);
+    // Just before this rotator mints, another creates the secret (and will publish to it).
+    let other = w.seeder();
+    w.before(ops::CREATE_TOKEN, move || {
+        async move {
+            other
+                .secrets
+                .create(&other.cred.secret, &[], None)
+                .await
+                .expect("their create");
+        }
+        .boxed()
+    });
+    let r = w.pass().await;
+    assert_ne!(r.status, Status::Failed, "{r:?}");
+    assert_eq!(r.error, None, "{r:?}");
+    assert!(did(&r, "left to another rotator"), "{:?}", r.done);
+    assert_eq!(
+        w.live(),
+        Vec::<String>::new(),
+        "the unpublished token is deleted"
+    );
+    assert_eq!(
+        w.secrets.version_count(SECRET),
+        0,
+        "their secret is untouched"
+    );
+
+    // The next pass publishes into the secret that is there now.
+    let r = w.pass().await;
+    assert_eq!(r.status, Status::Changed, "{r:?}");
+    assert!(w.opens_grafana(&w.current().key));
+}
+
+#[tokio::test]
+async fn a_secret_create_that_landed_but_lost_its_answer_is_published() {
+    let mut w = World::new(Kind::Token);
+    w.secrets_fail(Fault::new(ops::CREATE_SECRET, 1, timed_out()).after_taking_effect());
+    let r = w.pass().await;
+    assert_eq!(r.status, Status::Changed, "{r:?}");
+    let current = w.current();
+    assert!(w.opens_grafana(&current.key));
+    assert_eq!(w.live(), names([&current.name]));
+}
+
+#[tokio::test]
+async fn a_secret_create_that_failed_deletes_the_new_token() {
+    for fault in [denied(), timed_out()] {
+        let mut w = World::new(Kind::Token);
+        w.secrets_fail(Fault::new(ops::CREATE_SECRET, 1, fault.clone()));
+        let r = w.pass().await;
+        assert_eq!(r.status, Status::Failed, "{fault}: {r:?}");
+        assert!(
+            r.error.as_deref().unwrap_or("").contains("CreateSecret"),
+            "{r:?}"
+        );
+        assert!(!w.secrets.exists(SECRET), "{fault}");
+        assert_eq!(w.live(), Vec::<String>::new(), "{fault}: nothing holds it");
+    }
+}
+
+#[tokio::test]
+async fn a_first_token_that_fails_verification_leaves_an_empty_secret_holding_the_backoff() {
+    let mut w = World::new(Kind::Token).verifying();
+    w.verifier.fail_with_status(503);
+    let r = w.pass().await;
+    assert_eq!(r.status, Status::Failed, "{r:?}");
+    assert_eq!(
+        w.live(),
+        Vec::<String>::new(),
+        "the unproven token is deleted"
+    );
+    assert_eq!(w.secrets.version_count(SECRET), 0, "no version");
+    let record = w
+        .backoff()
+        .expect("the failure is recorded on the new secret");
+    assert_eq!((record.failures, record.status), (1, Some(503)));
+
+    // Without the record every pass would mint and delete again: it backs off instead.
+    let mark = w.mark();
+    let r = w.pass().await;
+    assert_eq!(r.status, Status::Blocked, "{r:?}");
+    assert_eq!(w.writes_since(mark), Vec::<String>::new());
+
+    w.age_verification_record(minutes(6)).await;
+    w.heal();
+    let r = w.pass().await;
+    assert_eq!(r.status, Status::Changed, "{r:?}");
+    assert!(w.opens_grafana(&w.current().key));
+    assert_eq!(w.backoff(), None);
 }
 
 // ---- an ambiguous create ------------------------------------------------------------------

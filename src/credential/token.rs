@@ -33,6 +33,7 @@ use super::plan::{
 };
 use super::{audit, retire};
 use super::{AccountView, Credential, CredentialKind, StepError};
+use crate::aws::secrets::Location;
 use crate::aws::ApiError;
 use crate::config::{Policy, Strategy};
 use crate::daemon::metrics::Observation;
@@ -108,22 +109,18 @@ pub fn is_rotator_version(id: &str) -> bool {
 /// The mark of a secret, carried at the end of the names of the tokens minted for it: a hash of
 /// its partition, region and account (from its ARN) and its name, so the same name in another
 /// region or account is another secret. Secrets Manager's random ARN suffix is left out: a
-/// secret deleted and made again under the same name is read by the same consumers.
+/// secret deleted and made again under the same name is read by the same consumers, and the
+/// mark of a secret not yet made is known from where it will be (`mark_at`).
 pub fn secret_mark(secret: &SecretState) -> String {
-    // arn:PARTITION:secretsmanager:REGION:ACCOUNT:secret:NAME-XXXXXX
-    let mut f = secret.arn.split(':');
-    let (partition, region, account) = match (f.next(), f.next(), f.next(), f.next(), f.next()) {
-        (Some("arn"), Some(p), Some(_), Some(r), Some(a)) => (p, r, a),
-        _ => ("", "", ""),
-    };
-    digest(&[
-        "amg-token-rotator-secret",
-        partition,
-        region,
-        account,
-        &secret.name,
-    ])[..MARK_LEN]
-        .to_owned()
+    mark_at(Location::of_arn(&secret.arn).as_ref(), &secret.name)
+}
+
+/// The mark of the secret named `name` at `location` (`None`: an ARN that names none).
+pub fn mark_at(location: Option<&Location>, name: &str) -> String {
+    let (partition, region, account) = location.map_or(("", "", ""), |l| {
+        (l.partition.as_str(), l.region.as_str(), l.account.as_str())
+    });
+    digest(&["amg-token-rotator-secret", partition, region, account, name])[..MARK_LEN].to_owned()
 }
 
 /// The secret mark a token name ends with (before a collision suffix `-2`, `-3`…), if any.
@@ -157,6 +154,9 @@ pub struct Observed<'a> {
     pub tokens: &'a [Token],
     /// `None` when the secret does not exist.
     pub secret: Option<&'a SecretState>,
+    /// The mark the missing secret will have where it is to be created (`mark_at`), when that
+    /// is known: tokens minted for it by a pass that stopped before creating it are its orphans.
+    pub predicted_mark: Option<&'a str>,
     /// The secret was an API key's, which this service account's tokens replace (Grafana 12):
     /// its key versions are the rotator's too, and one at AWSCURRENT is migrated.
     pub migrating: bool,
@@ -164,6 +164,15 @@ pub struct Observed<'a> {
     /// keys the secret held. Grafana's own migration keeps a key's name on the token it
     /// becomes, so such a token in the account is the key itself.
     pub key_stem: Option<&'a str>,
+}
+
+impl Observed<'_> {
+    /// The secret's mark: from its ARN, or as predicted while it does not exist.
+    fn mark(&self) -> Option<String> {
+        self.secret
+            .map(secret_mark)
+            .or_else(|| self.predicted_mark.map(str::to_owned))
+    }
 }
 
 /// Names of tokens the rotator creates: `<prefix>-<service account>-<UTC timestamp>-<mark>`, at
@@ -479,7 +488,7 @@ fn owned_not_current(
         return Some(deletion(t, DeleteReason::ExpiredOwned));
     }
     // Minted for this very secret: the only tokens that can be its orphans or superseded.
-    let mark = observed.secret.map(secret_mark);
+    let mark = observed.mark();
     let minted_here = mark.is_some() && mark_of(&t.name) == mark.as_deref();
     let superseded = labels.previous.is_some_and(|p| p.id == t.id)
         || (minted_here && labels.current.is_some_and(|c| t.created_at < c.created_at));
@@ -554,8 +563,8 @@ fn rotation(
     // AWSCURRENT on a deleted token, so it is left; the create then finds the name taken and
     // leaves the credential to that rotator.
     let fixed = observed
-        .secret
-        .map(|s| recreate_token_name(&policy.name_prefix, &account.name, &secret_mark(s)));
+        .mark()
+        .map(|m| recreate_token_name(&policy.name_prefix, &account.name, &m));
     let margin = std_to_chrono(policy.orphan_margin);
     let delete_first = observed
         .tokens
@@ -617,6 +626,7 @@ async fn from_record(
             account: Some(&account),
             tokens: std::slice::from_ref(&token),
             secret: secret.as_ref(),
+            predicted_mark: None,
             migrating: false,
             key_stem: None,
         },
@@ -662,6 +672,12 @@ async fn alive(services: Services<'_>, cred: &Credential) -> bool {
         tracing::warn!(workspace = %cred.workspace.id, service_account = %cred.service_account, secret = %cred.secret.name, "the workspace's Grafana refuses the current token; its tokens are listed now");
     }
     alive
+}
+
+/// The mark `cred`'s missing secret will have where its store creates it, if that is known.
+async fn predicted_mark(services: Services<'_>, cred: &Credential) -> Option<String> {
+    let location = services.secrets.location().await?;
+    Some(mark_at(Some(&location), &cred.secret.name))
 }
 
 /// The token kind's part of the road.
@@ -746,6 +762,10 @@ impl KindOps for Tokens {
             .migrated_from
             .as_ref()
             .map(|base| format!("{}-{base}-", cred.policy.name_prefix));
+        let predicted_mark = match &secret {
+            Some(_) => None,
+            None => predicted_mark(services, cred).await,
+        };
         let mut plan = plan(
             &cred.policy,
             bootstrap,
@@ -755,6 +775,7 @@ impl KindOps for Tokens {
                 account: account.as_ref(),
                 tokens: &tokens,
                 secret: secret.as_ref(),
+                predicted_mark: predicted_mark.as_deref(),
                 migrating: cred.migrated_from.is_some(),
                 key_stem: key_stem.as_deref(),
             },
@@ -793,7 +814,14 @@ impl KindOps for Tokens {
         now: DateTime<Utc>,
     ) -> Result<Minted, StepError> {
         let cred = run.cred;
-        let mark = secret_mark(run.secret()?);
+        // A missing secret is created with this token's key (`execute::rotate`), where its
+        // mark says it will be.
+        let mark = match &run.secret {
+            Some(secret) => secret_mark(secret),
+            None => predicted_mark(run.services, cred)
+                .await
+                .ok_or_else(|| super::execute::missing_secret(cred))?,
+        };
         let made = if matches!(action, Action::Recreate { .. }) {
             let name = recreate_token_name(&cred.policy.name_prefix, &run.account()?.name, &mark);
             create_fixed(run, &name, now).await?
@@ -880,6 +908,10 @@ impl KindOps for Tokens {
     async fn forget(&self, _run: &mut Run<'_>, _name: &str) -> Result<(), StepError> {
         // Tokens can be listed: they need no record of their own.
         Ok(())
+    }
+
+    fn creates_with_first_version(&self) -> bool {
+        true
     }
 
     fn crash_points(&self) -> CrashPoints {
@@ -1193,6 +1225,7 @@ pub(crate) mod tests {
                 account: Some(&sa),
                 tokens,
                 secret,
+                predicted_mark: None,
                 migrating: false,
                 key_stem: None,
             },
@@ -1571,6 +1604,7 @@ pub(crate) mod tests {
                 account: None,
                 tokens: &[],
                 secret: None,
+                predicted_mark: None,
                 migrating: false,
                 key_stem: None,
             },
@@ -1589,6 +1623,7 @@ pub(crate) mod tests {
                 account: Some(&sa),
                 tokens: std::slice::from_ref(&cur),
                 secret: None,
+                predicted_mark: None,
                 migrating: false,
                 key_stem: None,
             },
@@ -1634,6 +1669,7 @@ pub(crate) mod tests {
             account: None,
             tokens: &[],
             secret,
+            predicted_mark: None,
             migrating: false,
             key_stem: None,
         };
@@ -1679,6 +1715,7 @@ pub(crate) mod tests {
                 account: Some(&sa),
                 tokens: &[],
                 secret: None,
+                predicted_mark: None,
                 migrating: false,
                 key_stem: None,
             },

@@ -77,6 +77,8 @@ impl Bed {
         [
             ("AWS_ENDPOINT_URL_GRAFANA", self.amg.endpoint()),
             ("AWS_ENDPOINT_URL_SECRETS_MANAGER", self.proxy.endpoint()),
+            // GetCallerIdentity (where new secrets will be) and AssumeRole: never real AWS.
+            ("AWS_ENDPOINT_URL_STS", self.moto.endpoint()),
             ("AWS_ACCESS_KEY_ID", "testing".into()),
             ("AWS_SECRET_ACCESS_KEY", "testing".into()),
             ("AWS_REGION", REGION.into()),
@@ -185,6 +187,23 @@ impl Bed {
             name: d.name().unwrap_or(name).to_owned(),
             ..Default::default()
         })
+    }
+
+    /// Creates secret `name` with no value, tagged as the rotator tags its own: what a first
+    /// run whose verification failed leaves, or a secret made by hand for the rotator.
+    pub async fn create_empty_secret(&self, name: &str) {
+        self.sm
+            .create_secret()
+            .name(name)
+            .tags(
+                aws_sdk_secretsmanager::types::Tag::builder()
+                    .key("managed-by")
+                    .value("amg-token-rotator")
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("CreateSecret {name}: {e:?}"));
     }
 
     /// The tags of secret `name`; empty when it does not exist.

@@ -28,7 +28,7 @@ use super::ops;
 use super::verifier::{answered, failed};
 use crate::aws::error::ApiError;
 use crate::aws::grafana::Grafana;
-use crate::aws::secrets::{SecretPage, SecretStore};
+use crate::aws::secrets::{FirstVersion, Location, SecretPage, SecretStore};
 use crate::aws::verify::org_url;
 use crate::aws::verify::{Verifier, VerifyError};
 use crate::model::{
@@ -365,9 +365,20 @@ impl<T: SecretStore> SecretStore for Failing<T> {
             .await
     }
 
-    async fn create(&self, spec: &SecretSpec) -> Result<SecretState, ApiError> {
-        self.call(ops::CREATE_SECRET, || self.inner.create(spec))
-            .await
+    async fn create(
+        &self,
+        spec: &SecretSpec,
+        records: &[(&str, &str)],
+        first: Option<FirstVersion<'_>>,
+    ) -> Result<SecretState, ApiError> {
+        self.call(ops::CREATE_SECRET, || {
+            self.inner.create(spec, records, first)
+        })
+        .await
+    }
+
+    async fn location(&self) -> Option<Location> {
+        self.inner.location().await
     }
 
     async fn put_version(
@@ -515,7 +526,7 @@ mod tests {
     async fn a_put_secret_value_that_landed_can_lose_its_answer() {
         let store = FakeSecrets::new();
         let s = Failing::new(store.clone()).lose_answer(ops::PUT_SECRET_VALUE, 2, timed_out());
-        s.create(&spec()).await.unwrap();
+        s.create(&spec(), &[], None).await.unwrap();
         s.put_version(NAME, V1, "one", &[AWSCURRENT]).await.unwrap();
         let r = s.put_version(NAME, V2, "two", &[AWSPENDING]).await;
         assert_eq!(r, Err(timed_out()));
@@ -549,15 +560,15 @@ mod tests {
     #[tokio::test]
     async fn an_answer_lost_on_a_failing_call_records_that_the_inner_call_failed() {
         let s = Failing::new(FakeSecrets::new()).lose_answer(ops::CREATE_SECRET, 2, timed_out());
-        s.create(&spec()).await.unwrap();
-        assert_eq!(s.create(&spec()).await.unwrap_err(), timed_out());
+        s.create(&spec(), &[], None).await.unwrap();
+        assert_eq!(s.create(&spec(), &[], None).await.unwrap_err(), timed_out());
         assert_eq!(s.injected()[0].performed, Some(false));
     }
 
     #[tokio::test]
     async fn faults_can_be_added_and_cleared_while_in_use() {
         let s = Failing::new(FakeSecrets::new());
-        s.create(&spec()).await.unwrap();
+        s.create(&spec(), &[], None).await.unwrap();
         s.add(Fault::new(
             ops::DESCRIBE_SECRET,
             1,

@@ -24,7 +24,7 @@ use zeroize::Zeroizing;
 
 use super::{epoch, ops, Call, CallLog};
 use crate::aws::error::ApiError;
-use crate::aws::secrets::{SecretPage, SecretStore};
+use crate::aws::secrets::{FirstVersion, Location, SecretPage, SecretStore};
 use crate::model::{SecretSpec, SecretState, AWSCURRENT, AWSPREVIOUS};
 
 /// The secrets one `list_managed` page holds at most (ListSecrets' MaxResults, as asked).
@@ -54,6 +54,8 @@ impl Default for FakeSecrets {
 struct State {
     region: String,
     account: String,
+    /// Whether `location` answers (STS GetCallerIdentity reachable).
+    location_known: bool,
     now: DateTime<Utc>,
     version_limit: usize,
     /// Whether moving a label changes `last_changed`. The model documents LastChangedDate only as
@@ -253,8 +255,23 @@ impl State {
         Ok(secret)
     }
 
-    fn create(&mut self, spec: &SecretSpec) -> Result<SecretState, ApiError> {
+    fn create(
+        &mut self,
+        spec: &SecretSpec,
+        records: &[(&str, &str)],
+        first: Option<FirstVersion<'_>>,
+    ) -> Result<SecretState, ApiError> {
         check_name(&spec.name)?;
+        if let Some(f) = first {
+            // Checked before anything is made: CreateSecret makes the secret and its first
+            // version, or nothing.
+            check_version_id(f.version_id)?;
+            if f.value.is_empty() || f.value.len() > 65_536 {
+                return Err(validation(
+                    "SecretString must have length between 1 and 65536".into(),
+                ));
+            }
+        }
         if let Some(existing) = self.secrets.get(&spec.name) {
             return Err(if existing.deleted.is_some() {
                 ApiError::Invalid(
@@ -271,23 +288,36 @@ impl State {
             });
         }
         let arn = self.arn(&spec.name);
+        let mut tags = spec.tags.as_ref().clone();
+        tags.extend(
+            records
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
         self.secrets.insert(
             spec.name.clone(),
             Secret {
                 arn: arn.clone(),
-                tags: spec.tags.as_ref().clone(),
+                tags: tags.clone(),
                 versions: Vec::new(),
                 last_changed: Some(self.now),
                 deleted: None,
                 rotation_enabled: false,
             },
         );
-        // What AwsSecrets::create returns (CreateSecret answers only ARN and name), so code
-        // tested here sees what it sees in production.
+        // With a value, the first version is labeled AWSCURRENT (the model's CreateSecret).
+        let mut versions = BTreeMap::new();
+        if let Some(f) = first {
+            self.put_version(&spec.name, f.version_id, f.value, &[AWSCURRENT])?;
+            versions.insert(f.version_id.to_owned(), vec![AWSCURRENT.to_owned()]);
+        }
+        // What AwsSecrets::create returns (CreateSecret answers only ARN, name and version), so
+        // code tested here sees what it sees in production.
         Ok(SecretState {
             arn,
             name: spec.name.clone(),
-            tags: spec.tags.as_ref().clone(),
+            versions,
+            tags,
             ..SecretState::default()
         })
     }
@@ -495,6 +525,7 @@ impl FakeSecrets {
             state: Arc::new(Mutex::new(State {
                 region: "us-east-1".into(),
                 account: "123456789012".into(),
+                location_known: true,
                 now: epoch(),
                 version_limit: DEFAULT_VERSION_LIMIT,
                 label_moves_change_last_changed: true,
@@ -521,6 +552,12 @@ impl FakeSecrets {
             s.region = region.to_owned();
             s.account = account.to_owned();
         }
+        self
+    }
+
+    /// `location` answers `None`, as when STS cannot be reached.
+    pub fn with_unknown_location(self) -> Self {
+        self.state().location_known = false;
         self
     }
 
@@ -719,8 +756,28 @@ impl SecretStore for FakeSecrets {
         })
     }
 
-    async fn create(&self, spec: &SecretSpec) -> Result<SecretState, ApiError> {
-        self.run(ops::CREATE_SECRET, spec.name.clone(), |s| s.create(spec))
+    async fn create(
+        &self,
+        spec: &SecretSpec,
+        records: &[(&str, &str)],
+        first: Option<FirstVersion<'_>>,
+    ) -> Result<SecretState, ApiError> {
+        let detail = match first {
+            Some(f) => format!("{} {} AWSCURRENT", spec.name, f.version_id),
+            None => spec.name.clone(),
+        };
+        self.run(ops::CREATE_SECRET, detail, |s| {
+            s.create(spec, records, first)
+        })
+    }
+
+    async fn location(&self) -> Option<Location> {
+        let s = self.state();
+        s.location_known.then(|| Location {
+            partition: "aws".into(),
+            region: s.region.clone(),
+            account: s.account.clone(),
+        })
     }
 
     async fn put_version(
@@ -835,7 +892,7 @@ mod tests {
     /// An empty secret, created through the API.
     async fn empty() -> FakeSecrets {
         let s = FakeSecrets::new();
-        s.create(&spec(NAME)).await.unwrap();
+        s.create(&spec(NAME), &[], None).await.unwrap();
         s
     }
 
@@ -1058,7 +1115,7 @@ mod tests {
     async fn describe_reports_arn_tags_labels_and_times() {
         let s = FakeSecrets::new();
         assert_eq!(s.describe(NAME).await.unwrap(), None);
-        let made = s.create(&spec(NAME)).await.unwrap();
+        let made = s.create(&spec(NAME), &[], None).await.unwrap();
         let arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:amg/prod/terraform-AbCdEf";
         assert_eq!(made.arn, arn);
         assert_eq!(made.last_changed, None, "as AwsSecrets::create returns it");
@@ -1076,7 +1133,7 @@ mod tests {
         s.set_rotation_enabled(NAME, true);
         assert!(s.describe(NAME).await.unwrap().unwrap().rotation_enabled);
         let elsewhere = FakeSecrets::new().with_location("eu-west-1", "111111111111");
-        let made = elsewhere.create(&spec(NAME)).await.unwrap();
+        let made = elsewhere.create(&spec(NAME), &[], None).await.unwrap();
         assert!(made
             .arn
             .starts_with("arn:aws:secretsmanager:eu-west-1:111111111111:secret:"));
@@ -1110,7 +1167,7 @@ mod tests {
         );
 
         let moto_like = FakeSecrets::new().with_label_moves_keeping_last_changed();
-        moto_like.create(&spec(NAME)).await.unwrap();
+        moto_like.create(&spec(NAME), &[], None).await.unwrap();
         moto_like
             .put_version(NAME, V1, "one", &[AWSCURRENT])
             .await
@@ -1158,17 +1215,20 @@ mod tests {
     async fn a_secret_is_created_once_with_a_valid_name() {
         let s = empty().await;
         assert!(matches!(
-            s.create(&spec(NAME)).await,
+            s.create(&spec(NAME), &[], None).await,
             Err(ApiError::Conflict(_))
         ));
         let long = "n".repeat(513);
         for bad in ["", "has space", "emoji-☃", long.as_str()] {
             assert!(
-                matches!(s.create(&spec(bad)).await, Err(ApiError::Invalid(_))),
+                matches!(
+                    s.create(&spec(bad), &[], None).await,
+                    Err(ApiError::Invalid(_))
+                ),
                 "{bad}"
             );
         }
-        s.create(&spec("a/b_c+d=e.f@g-h")).await.unwrap();
+        s.create(&spec("a/b_c+d=e.f@g-h"), &[], None).await.unwrap();
     }
 
     #[tokio::test]
@@ -1280,12 +1340,12 @@ mod tests {
         ));
         assert!(refused(s.tag(NAME, "k", "v").await));
         assert!(refused(s.get_value(NAME, AWSCURRENT).await.map(|_| ())));
-        assert!(refused(s.create(&spec(NAME)).await.map(|_| ())));
+        assert!(refused(s.create(&spec(NAME), &[], None).await.map(|_| ())));
         s.restore(NAME);
         s.put_version(NAME, V2, "two", &[AWSPENDING]).await.unwrap();
         s.purge(NAME);
         assert_eq!(s.describe(NAME).await.unwrap(), None);
-        s.create(&spec(NAME)).await.unwrap();
+        s.create(&spec(NAME), &[], None).await.unwrap();
     }
 
     #[tokio::test]
