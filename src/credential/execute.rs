@@ -371,9 +371,15 @@ async fn rotate(
         AWSPENDING
     };
     let records = first.then(|| promotion_records(&version, minted.first_record.as_ref()));
+    // Recreate promotes nothing, but a secret it creates may carry the first audit's record
+    // as well: it costs no call there.
+    let audit = (recreate && creating)
+        .then(|| minted.first_record.as_ref().and_then(|a| a.tag_value()))
+        .flatten();
     let tags: Vec<(&str, &str)> = records
         .iter()
         .flat_map(|(_, tags)| tags.iter().map(|(k, v)| (*k, v.as_str())))
+        .chain(audit.as_deref().map(|v| (AUDIT_TAG, v)))
         .collect();
     if first && !creating {
         record(run, &tags).await;
@@ -592,11 +598,8 @@ async fn verify(run: &mut Run<'_>, key: &Key, now: DateTime<Utc>) -> Result<(), 
                     })
                     .map_err(|e| e.to_string()),
             };
-            match recorded {
-                Ok(()) => {}
-                Err(te) => {
-                    tracing::warn!(workspace = %cred.workspace.id, service_account = %cred.service_account, secret = %name, error = %te, "could not record the verification failure; the next pass tries again without backing off")
-                }
+            if let Err(te) = recorded {
+                tracing::warn!(workspace = %cred.workspace.id, service_account = %cred.service_account, secret = %name, error = %te, "could not record the verification failure; the next pass tries again without backing off")
             }
             Err(StepError::Verification(format!(
                 "{e}; failure {} in a row, next attempt after {}",

@@ -962,6 +962,28 @@ async fn a_first_token_is_published_by_creating_its_secret_with_it() {
 }
 
 #[tokio::test]
+async fn a_first_recreate_token_creates_its_secret_with_its_first_audit_record() {
+    let mut w = World::new(Kind::Token).recreating();
+    let mark = w.mark();
+    let r = w.pass().await;
+    assert_eq!(r.status, Status::Changed, "{r:?}");
+    let current = w.current();
+    assert!(w.opens_grafana(&current.key));
+    assert_eq!(
+        secrets_ops(&w, mark),
+        [ops::LIST_SECRETS, ops::DESCRIBE_SECRET, ops::CREATE_SECRET]
+    );
+    let audit = records::Audit::from_tags(&w.secrets.tags(SECRET)).expect("recorded");
+    assert_eq!(audit.token_id, current.id);
+    // The second pass plans over the record: no token listing, nothing written.
+    let mark = w.mark();
+    let r = w.pass().await;
+    assert_eq!(r.status, Status::Ok, "{r:?}");
+    assert_eq!(w.count_since(mark, ops::LIST_TOKENS), 0);
+    assert_eq!(w.writes_since(mark), Vec::<String>::new());
+}
+
+#[tokio::test]
 async fn where_secrets_are_created_is_unknown_the_secret_is_made_before_its_token() {
     let mut w = World::new(Kind::Token);
     let _ = w.secrets.clone().with_unknown_location();
