@@ -4,6 +4,8 @@
 //! aws-sdk-secretsmanager. A value passed in or read out holds a key: implementations never
 //! log it and return it only inside `Zeroizing`.
 
+use std::collections::BTreeMap;
+
 use async_trait::async_trait;
 use zeroize::Zeroizing;
 
@@ -61,6 +63,20 @@ pub trait SecretStore: Send + Sync {
     /// each. Eventually consistent: it "might not reflect changes from the last five minutes"
     /// (its API reference), so nothing is changed on its word alone (`credential::census`).
     async fn list_managed(&self, page: Option<String>) -> Result<SecretPage, ApiError>;
+}
+
+/// The tags of a secret created from `spec` with `records` (the rotator's own).
+pub fn tags_with(spec: &SecretSpec, records: &[(&str, &str)]) -> BTreeMap<String, String> {
+    let mut tags = spec.tags.as_ref().clone();
+    tags.extend(owned(records));
+    tags
+}
+
+/// `records` as owned (key, value) pairs.
+pub fn owned<'a>(records: &'a [(&str, &str)]) -> impl Iterator<Item = (String, String)> + 'a {
+    records
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
 }
 
 /// The first version of a secret being created: its ID (the ClientRequestToken, as

@@ -82,12 +82,7 @@ impl SecretStore for AwsSecrets {
         records: &[(&str, &str)],
         first: Option<FirstVersion<'_>>,
     ) -> Result<SecretState, ApiError> {
-        let mut all = spec.tags.as_ref().clone();
-        all.extend(
-            records
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
-        );
+        let all = super::secrets::tags_with(spec, records);
         let tags: Vec<Tag> = all
             .iter()
             .map(|(k, v)| Tag::builder().key(k).value(v).build())

@@ -370,16 +370,20 @@ async fn rotate(
     } else {
         AWSPENDING
     };
-    let records = first.then(|| promotion_records(&version, minted.first_record.as_ref()));
-    // Recreate promotes nothing, but a secret it creates may carry the first audit's record
-    // as well: it costs no call there.
-    let audit = (recreate && creating)
+    // The records a first version is written with: its promotion, and its first audit's (it
+    // stands only once the label is on that version). Recreate promotes nothing, but a secret
+    // it creates carries the audit's record too: it costs no call there.
+    let promotion = first.then(|| Promotion {
+        version: version.clone(),
+        at: Utc::now(),
+    });
+    let promoted = promotion.as_ref().map(Promotion::tag_value);
+    let audited = (first || creating)
         .then(|| minted.first_record.as_ref().and_then(|a| a.tag_value()))
         .flatten();
-    let tags: Vec<(&str, &str)> = records
-        .iter()
-        .flat_map(|(_, tags)| tags.iter().map(|(k, v)| (*k, v.as_str())))
-        .chain(audit.as_deref().map(|v| (AUDIT_TAG, v)))
+    let tags: Vec<(&str, &str)> = [(PROMOTED_TAG, &promoted), (AUDIT_TAG, &audited)]
+        .into_iter()
+        .filter_map(|(key, value)| Some((key, value.as_deref()?)))
         .collect();
     if first && !creating {
         record(run, &tags).await;
@@ -408,7 +412,7 @@ async fn rotate(
             return Err(failure.error);
         }
     }
-    let recorded = records.map(|(promotion, _)| promotion.at);
+    let recorded = promotion.map(|p| p.at);
     tracing::info!(workspace = %cred.workspace.id, service_account = %cred.service_account, secret = %cred.secret.name, version_id = %version, stage, "published");
     let points = ops.crash_points();
     if recreate {
@@ -526,11 +530,7 @@ async fn create_secret(
                     .tag_all(&cred.secret.name, records)
                     .await
                     .map_err(StepError::api("TagResource"))?;
-                found.tags.extend(
-                    records
-                        .iter()
-                        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
-                );
+                found.tags.extend(crate::aws::secrets::owned(records));
             }
             found
         }
@@ -691,22 +691,6 @@ async fn publish(
     }
 }
 
-/// The records a first version is written with: its promotion (`records::PROMOTED_TAG`), and
-/// the record of its first audit, when it has one (it stands only once the label is on that
-/// version).
-fn promotion_records(
-    version_id: &str,
-    audit: Option<&super::records::Audit>,
-) -> (Promotion, Vec<(&'static str, String)>) {
-    let promotion = Promotion {
-        version: version_id.to_owned(),
-        at: Utc::now(),
-    };
-    let mut tags = vec![(PROMOTED_TAG, promotion.tag_value())];
-    tags.extend(audit.and_then(|a| a.tag_value()).map(|v| (AUDIT_TAG, v)));
-    (promotion, tags)
-}
-
 /// Writes the rotator's records on the secret, in one call. A record that cannot be written is
 /// reported, not fatal: a promotion's grace is then counted from the secret's LastChangedDate.
 async fn record(run: &Run<'_>, tags: &[(&str, &str)]) {
@@ -720,9 +704,11 @@ async fn record(run: &Run<'_>, tags: &[(&str, &str)]) {
 /// Records on the secret that `version_id` is promoted now, just before its label moves (see
 /// `records::PROMOTED_TAG`); returns the time recorded.
 async fn record_promotion(run: &Run<'_>, version_id: &str) -> DateTime<Utc> {
-    let (promotion, tags) = promotion_records(version_id, None);
-    let tags: Vec<(&str, &str)> = tags.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    record(run, &tags).await;
+    let promotion = Promotion {
+        version: version_id.to_owned(),
+        at: Utc::now(),
+    };
+    record(run, &[(PROMOTED_TAG, &promotion.tag_value())]).await;
     promotion.at
 }
 

@@ -288,12 +288,7 @@ impl State {
             });
         }
         let arn = self.arn(&spec.name);
-        let mut tags = spec.tags.as_ref().clone();
-        tags.extend(
-            records
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
-        );
+        let tags = crate::aws::secrets::tags_with(spec, records);
         self.secrets.insert(
             spec.name.clone(),
             Secret {
@@ -824,10 +819,7 @@ impl SecretStore for FakeSecrets {
             ops::TAG_RESOURCE,
             format!("{name} {}", keys.join(" ")),
             |s| {
-                let secret = s.live(name)?;
-                for (key, value) in tags {
-                    secret.tags.insert((*key).to_owned(), (*value).to_owned());
-                }
+                s.live(name)?.tags.extend(crate::aws::secrets::owned(tags));
                 Ok(())
             },
         )
