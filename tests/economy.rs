@@ -160,9 +160,13 @@ async fn a_steady_pass_costs_one_listing_per_workspace_and_one_of_the_secrets() 
             .audit_record(&name)
             .await
             .expect("recorded by the first run");
+        let token = &bed.tokens(WS1, &format!("svc-{i}"))[0];
+        assert_eq!(record.token_id, token.id, "{name}");
+        // Named before its secret existed, with the mark predicted from STS
+        // GetCallerIdentity: the mark of the secret moto then made.
         assert_eq!(
-            record.token_id,
-            bed.tokens(WS1, &format!("svc-{i}"))[0].id,
+            amg_token_rotator::credential::token::mark_of(&token.name),
+            Some(bed.secret_mark(&name).await.as_str()),
             "{name}"
         );
     }
